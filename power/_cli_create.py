@@ -1,0 +1,59 @@
+"""`power create`: turn a Modelfile into a structured /api/create request.
+
+Parsing and the command-to-field mapping belong to `power.store.modelfile`; this module only
+uploads the local files that FROM and ADAPTER name, as blobs, and swaps them for digests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from power.client import Client, ResponseError
+
+__all__ = ["create_request"]
+
+_DIGEST_PREFIX = "sha256:"
+
+
+def _local_files(client: Client, ref: str, base: Path) -> dict[str, str] | None:
+    """Upload the file (or directory of files) ``ref`` names; None if it is not local."""
+    path = Path(ref).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    if path.is_file():
+        return {path.name: client.upload_blob(path)}
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return {p.relative_to(path).as_posix(): client.upload_blob(p) for p in files}
+    return None
+
+
+def create_request(client: Client, model: str, text: str, *, base: Path) -> dict[str, Any]:
+    """Build the /api/create body; local paths are relative to ``base`` (the Modelfile's dir)."""
+    from power.errors import PowerError
+    from power.store.modelfile import modelfile_to_create_request, parse_modelfile
+
+    try:
+        fields = modelfile_to_create_request(parse_modelfile(text), base)
+    except PowerError as exc:
+        raise ResponseError(str(exc)) from exc
+    request: dict[str, Any] = {"model": model, **fields}
+    source = str(request.pop("from", ""))
+    if source.startswith(_DIGEST_PREFIX):  # FROM @sha256:... names an uploaded blob
+        request["files"] = {"model.gguf": source}
+    elif (files := _local_files(client, source, base)) is not None:
+        request["files"] = files
+    else:
+        request["from"] = source
+    adapters: dict[str, str] = {}
+    for name, ref in (request.pop("adapters", None) or {}).items():
+        if str(ref).startswith(_DIGEST_PREFIX):
+            adapters[name] = str(ref)
+        elif (files := _local_files(client, str(ref), base)) is not None:
+            adapters.update(files)
+        else:
+            raise ResponseError(f"adapter not found: {ref}")
+    if adapters:
+        request["adapters"] = adapters
+    return request

@@ -1,0 +1,223 @@
+"""What /api/generate and /api/chat share: body parsing, model lookup, options, the runner call,
+and turning runner events into Ollama's fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from power.api.schemas import Logprob, TopLogprob
+from power.duration import parse_keep_alive
+from power.errors import InvalidRequestError
+from power.options import Resolved, resolve_options
+from power.supervisor import RequestTiming, Supervisor, runner_key
+from proto import Done, Generate, Tokens
+
+if TYPE_CHECKING:
+    from power.config import Settings
+    from power.store import ModelStore
+    from power.store.model import LocalModel
+
+__all__ = [
+    "Outcome",
+    "Prepared",
+    "created_at",
+    "decode_body",
+    "lookup_model",
+    "prepare",
+    "run",
+]
+
+T = TypeVar("T")
+
+_second: int = -1
+_second_text: str = ""
+
+
+def created_at() -> str:
+    """RFC 3339 with nanoseconds, UTC (the seconds part is formatted once per second)."""
+    global _second, _second_text
+    ns = time.time_ns()
+    sec, frac = divmod(ns, 1_000_000_000)
+    if sec != _second:
+        _second = sec
+        _second_text = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second_text}.{frac:09d}Z"
+
+
+async def decode_body(request: Request, kind: type[T]) -> T:
+    body = await request.body()
+    if not body.strip():
+        raise InvalidRequestError("missing request body")
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError(str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidRequestError(f"invalid JSON: {exc}") from exc
+
+
+async def lookup_model(request: Request, name: str) -> LocalModel:
+    store: ModelStore = request.app.state.store
+    return await asyncio.to_thread(store.get, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    model: LocalModel
+    options: Resolved
+    keep_alive_s: float | None
+
+
+def prepare(
+    settings: Settings, model: LocalModel, options: dict[str, Any] | None, keep_alive: Any
+) -> Prepared:
+    keep_alive_s = None if keep_alive is None else parse_keep_alive(keep_alive)
+    resolved = resolve_options(
+        settings,
+        model_path=model.model_path,
+        model_params=model.parameters,
+        request=options,
+        lora_paths=tuple(model.adapters),
+    )
+    return Prepared(model=model, options=resolved, keep_alive_s=keep_alive_s)
+
+
+def generate_message(
+    prep: Prepared,
+    prompt: str,
+    *,
+    tokens: tuple[int, ...] = (),
+    add_bos: bool = True,
+    logprobs: int = -1,
+    shift: bool = True,
+    truncate: bool = True,
+    grammar: str = "",
+) -> Callable[[int], Generate]:
+    o = prep.options
+
+    def build(req_id: int) -> Generate:
+        return Generate(
+            id=req_id,
+            prompt=prompt,
+            tokens=tokens,
+            add_bos=add_bos,
+            sampling=o.sampling,
+            num_predict=o.num_predict,
+            stop=o.stop,
+            num_keep=o.num_keep,
+            grammar=grammar,
+            logprobs=logprobs,
+            shift=shift,
+            truncate=truncate,
+        )
+
+    return build
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The terminal facts of one generation, for the final chunk."""
+
+    done: Done | None = None
+    load_s: float = 0.0
+    started: float = 0.0
+
+    def metrics(self) -> dict[str, Any]:
+        total_ns = int((time.perf_counter() - self.started) * 1e9)
+        out: dict[str, Any] = {"total_duration": total_ns}
+        if self.load_s:
+            out["load_duration"] = int(self.load_s * 1e9)
+        if self.done is not None:
+            s = self.done.stats
+            if s.prompt_tokens:
+                out["prompt_eval_count"] = s.prompt_tokens
+            if s.prompt_eval_s:
+                out["prompt_eval_duration"] = int(s.prompt_eval_s * 1e9)
+            if s.eval_tokens:
+                out["eval_count"] = s.eval_tokens
+            if s.eval_s:
+                out["eval_duration"] = int(s.eval_s * 1e9)
+        return out
+
+
+async def run(
+    supervisor: Supervisor, prep: Prepared, build: Callable[[int], Generate], outcome: Outcome
+) -> AsyncIterator[tuple[str, list[Tokens]]]:
+    """Yield (text, token events) per batch; fill ``outcome`` when the runner says Done."""
+    timing = RequestTiming()
+    events = supervisor.request(
+        prep.model, prep.options.load, prep.keep_alive_s, build, timing=timing
+    )
+    try:
+        async for batch in events:
+            outcome.load_s = timing.load_s
+            tokens: list[Tokens] = []
+            for msg in batch:
+                if isinstance(msg, Tokens):
+                    tokens.append(msg)
+                elif isinstance(msg, Done):
+                    outcome.done = msg
+            if tokens:
+                yield "".join(t.text for t in tokens), tokens
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+        outcome.load_s = timing.load_s
+
+
+def done_reason(outcome: Outcome) -> str:
+    if outcome.done is None:
+        return "stop"
+    return "length" if outcome.done.reason == "length" else "stop"
+
+
+async def load_or_unload(supervisor: Supervisor, prep: Prepared) -> str:
+    """The empty-prompt forms: ``keep_alive: 0`` unloads, anything else loads. Returns the
+    ``done_reason`` ("unload" or "load")."""
+    if prep.keep_alive_s is not None and prep.keep_alive_s <= 0:
+        await supervisor.unload(runner_key(prep.options.load))
+        return "unload"
+    async with supervisor.lease(prep.model, prep.options.load, prep.keep_alive_s):
+        pass
+    return "load"
+
+
+def logprob_entries(events: list[Tokens], top: int) -> list[Logprob]:
+    out: list[Logprob] = []
+    for ev in events:
+        for lp in ev.logprobs:
+            entry = Logprob(token=lp.token, logprob=lp.logprob, bytes=list(lp.utf8))
+            if top > 0:
+                entry.top_logprobs = [
+                    TopLogprob(token=t.token, logprob=t.logprob, bytes=list(t.utf8)) for t in lp.top
+                ]
+            out.append(entry)
+    return out
+
+
+def check_common(
+    model: LocalModel, *, think: bool | str | None, top_logprobs: int, images: bool
+) -> None:
+    """Checks shared by generate and chat that need the model."""
+    if not 0 <= top_logprobs <= 20:
+        raise InvalidRequestError("top_logprobs must be between 0 and 20")
+    if think not in (None, False) and "thinking" not in model.capabilities:
+        if isinstance(think, str) and think not in ("low", "medium", "high", "max"):
+            raise InvalidRequestError(f"invalid think value: {think!r}")
+        raise InvalidRequestError(f'"{model.name}" does not support thinking')
+    if images and "vision" not in model.capabilities:
+        raise InvalidRequestError(f'"{model.name}" does not support images')
+
+
+def add_bos_for(model: LocalModel, prompt: str) -> bool:
+    """Tokenize with the model's BOS unless the rendered prompt already starts with it."""
+    bos = model.gguf.bos_token
+    return not (bos and prompt.startswith(bos))

@@ -1,0 +1,79 @@
+"""GET /api/ps (loaded models), GET|HEAD / and /api/version."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime, timedelta
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from power import __version__
+from power.api.schemas import PsModel
+from power.supervisor import Loaded, Supervisor
+
+__all__ = ["routes"]
+
+_encoder = msgspec.json.Encoder()
+_FOREVER = timedelta(days=365 * 292)
+
+
+def _expires_at(slot: Loaded, now_mono: float) -> str:
+    now = datetime.now().astimezone()
+    if slot.expires_at is not None:
+        when = now + timedelta(seconds=max(0.0, slot.expires_at - now_mono))
+    elif math.isinf(slot.keep_alive_s):
+        when = now + _FOREVER
+    else:  # busy: estimated as now + keep_alive, as Ollama does
+        when = now + timedelta(seconds=max(0.0, slot.keep_alive_s))
+    return when.isoformat()
+
+
+def ps_models(supervisor: Supervisor) -> list[PsModel]:
+    now_mono = time.monotonic()
+    out = []
+    for slot in supervisor.loaded():
+        model = slot.model
+        rss = slot.runner.stats_rss()
+        ready = slot.runner.ready
+        vram = ready.memory.vram if ready is not None else 0
+        out.append(
+            PsModel(
+                name=model.name,
+                model=model.name,
+                size=rss,
+                digest=model.digest,
+                details=msgspec.to_builtins(model.details),
+                expires_at=_expires_at(slot, now_mono),
+                size_vram=vram,
+                context_length=ready.n_ctx if ready is not None else slot.params.n_ctx,
+                pid=slot.runner.pid,
+                memory={"rss": rss, "vram": vram},
+                requests_in_flight=slot.refcount,
+            )
+        )
+    out.sort(key=lambda m: m.expires_at, reverse=True)
+    return out
+
+
+async def ps(request: Request) -> Response:
+    models = ps_models(request.app.state.supervisor)
+    return Response(_encoder.encode({"models": models}), media_type="application/json")
+
+
+async def root(request: Request) -> Response:
+    return PlainTextResponse("Ollama is running")
+
+
+async def version(request: Request) -> Response:
+    return Response(_encoder.encode({"version": __version__}), media_type="application/json")
+
+
+routes = [
+    Route("/", root, methods=["GET", "HEAD"]),
+    Route("/api/version", version, methods=["GET", "HEAD"]),
+    Route("/api/ps", ps, methods=["GET"]),
+]

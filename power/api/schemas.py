@@ -1,0 +1,137 @@
+"""The public Ollama JSON: request bodies and response objects, field for field.
+
+Requests are lenient (unknown fields are ignored, as Ollama does). Responses use ``UNSET`` for
+the fields Ollama omits when empty, so the encoder leaves them out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+__all__ = [
+    "ChatChunk",
+    "ChatRequest",
+    "GenerateChunk",
+    "GenerateRequest",
+    "Logprob",
+    "Message",
+    "PsModel",
+    "TopLogprob",
+]
+
+
+class Message(msgspec.Struct, kw_only=True, omit_defaults=False):
+    role: str
+    content: str = ""
+    thinking: str | UnsetType = UNSET
+    images: list[str] | UnsetType = UNSET
+    tool_calls: list[dict[str, Any]] | UnsetType = UNSET
+    tool_name: str | UnsetType = UNSET
+    tool_call_id: str | UnsetType = UNSET
+
+
+class GenerateRequest(msgspec.Struct, kw_only=True):
+    model: str = ""
+    prompt: str = ""
+    suffix: str = ""
+    system: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    stream: bool = True
+    raw: bool = False
+    format: Any = None
+    keep_alive: Any = None
+    images: list[str] | None = None
+    options: dict[str, Any] | None = None
+    think: bool | str | None = None
+    truncate: bool = True
+    shift: bool = True
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+class ChatRequest(msgspec.Struct, kw_only=True):
+    model: str = ""
+    messages: list[Message] = msgspec.field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    stream: bool = True
+    format: Any = None
+    keep_alive: Any = None
+    options: dict[str, Any] | None = None
+    think: bool | str | None = None
+    truncate: bool = True
+    shift: bool = True
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+class TopLogprob(msgspec.Struct):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class Logprob(msgspec.Struct, kw_only=True):
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[TopLogprob] | UnsetType = UNSET
+
+
+class _Metrics(msgspec.Struct, kw_only=True):
+    total_duration: int | UnsetType = UNSET
+    load_duration: int | UnsetType = UNSET
+    prompt_eval_count: int | UnsetType = UNSET
+    prompt_eval_duration: int | UnsetType = UNSET
+    eval_count: int | UnsetType = UNSET
+    eval_duration: int | UnsetType = UNSET
+
+
+class GenerateChunk(msgspec.Struct, kw_only=True):
+    model: str
+    created_at: str
+    response: str
+    thinking: str | UnsetType = UNSET
+    done: bool
+    done_reason: str | UnsetType = UNSET
+    context: list[int] | UnsetType = UNSET
+    total_duration: int | UnsetType = UNSET
+    load_duration: int | UnsetType = UNSET
+    prompt_eval_count: int | UnsetType = UNSET
+    prompt_eval_duration: int | UnsetType = UNSET
+    eval_count: int | UnsetType = UNSET
+    eval_duration: int | UnsetType = UNSET
+    logprobs: list[Logprob] | UnsetType = UNSET
+
+
+class ChatChunk(msgspec.Struct, kw_only=True):
+    model: str
+    created_at: str
+    message: Message
+    done: bool
+    done_reason: str | UnsetType = UNSET
+    total_duration: int | UnsetType = UNSET
+    load_duration: int | UnsetType = UNSET
+    prompt_eval_count: int | UnsetType = UNSET
+    prompt_eval_duration: int | UnsetType = UNSET
+    eval_count: int | UnsetType = UNSET
+    eval_duration: int | UnsetType = UNSET
+    logprobs: list[Logprob] | UnsetType = UNSET
+
+
+class PsModel(msgspec.Struct, kw_only=True):
+    name: str
+    model: str
+    size: int
+    digest: str
+    details: dict[str, Any]
+    expires_at: str
+    size_vram: int
+    context_length: int
+    # A3S Power extras: which process holds the model, and what it measurably uses.
+    pid: int
+    memory: dict[str, int]
+    requests_in_flight: int

@@ -1,0 +1,82 @@
+"""``create_app``: the Starlette application, its routes, error mapping and middleware."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from power.api import chat, generate, models, ps
+from power.api.guard import GuardMiddleware
+from power.config import allowed_origins
+from power.errors import ClientClosedError, PowerError, ServerBusyError
+from power.metrics import Metrics, MetricsMiddleware, metrics_endpoint
+
+if TYPE_CHECKING:
+    from power.config import Settings
+    from power.store import ModelStore
+    from power.supervisor import Supervisor
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+async def _power_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PowerError)
+    if isinstance(exc, ClientClosedError):
+        log.info("client closed the request: %s", exc)
+    elif exc.status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc)
+    headers = {}
+    if isinstance(exc, ServerBusyError):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": "internal server error"}, status_code=500)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(settings: Settings, supervisor: Supervisor, store: ModelStore) -> Starlette:
+    metrics = Metrics.create()
+    routes = [
+        *ps.routes,
+        *generate.routes,
+        *chat.routes,
+        *models.routes,
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={PowerError: _power_error, Exception: _unexpected},
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(
+                GuardMiddleware,
+                origins=allowed_origins(settings),
+                check_host=_is_loopback(settings.host),
+            ),
+        ],
+    )
+    app.state.settings = settings
+    app.state.supervisor = supervisor
+    app.state.store = store
+    app.state.metrics = metrics
+    return app

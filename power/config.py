@@ -1,0 +1,403 @@
+"""Settings, resolved once at startup: defaults < `config.toml` < environment < CLI flags.
+
+`load_settings` builds one frozen `Settings` and the caller passes it down; nothing else reads
+the environment or the file.
+
+**config.toml** (default `<home>/config.toml`, home = `$A3S_POWER_HOME` or `~/.a3s/power`; a
+missing file is fine) takes the `Settings` field names as keys, flat, plus two friendlier keys:
+`keep_alive` and `load_timeout`, each a Go duration string (`"5m"`, `"1h30m"`), a number of
+seconds, or an integer-seconds string, which set `keep_alive_s` and `load_timeout_s`. A key that
+is not a field, or a value of the wrong type, raises `ConfigError` naming the file and the key.
+
+**Environment**: the Ollama names are honoured (drop-in compatibility), `OLLAMA_HOST` and
+`OLLAMA_MODELS` included, plus `A3S_POWER_HOME`; all are declared in `ENV_VARS`. Values are
+parsed as Ollama does: trimmed of spaces and quotes; booleans by Go's `ParseBool`, any other
+non-empty value meaning true; an unparsable number logs a warning and leaves the setting as the
+lower layers had it.
+
+**CLI**: `cli` maps field names (or `keep_alive` / `load_timeout`) to values; `None` means the
+flag was not given.
+
+After merging: a negative `keep_alive_s` or a `load_timeout_s` <= 0 becomes `math.inf`
+(forever), `max_loaded_models` 0 becomes 3, `context_length` 0 becomes 4096 and
+`num_parallel` 0 becomes 1 (Ollama's "auto" on a CPU-sized machine).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import logging
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, NamedTuple
+
+import msgspec
+
+from power.duration import parse_duration_env
+from power.errors import PowerError
+
+__all__ = [
+    "ENV_VARS",
+    "ConfigError",
+    "EnvVar",
+    "Settings",
+    "allowed_origins",
+    "default_origins",
+    "env_help",
+    "load_settings",
+    "parse_host",
+    "settings_from_env",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOME = "~/.a3s/power"
+DEFAULT_PORT = 11434
+DEFAULT_MAX_LOADED_MODELS = 3
+DEFAULT_CONTEXT_LENGTH = 4096
+
+_NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+_NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
+
+
+def _default_home() -> str:
+    return str(Path(DEFAULT_HOME).expanduser())
+
+
+class ConfigError(PowerError):
+    """Invalid configuration: message names the source (file, "command line") and the key."""
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Everything the gateway is configured with. Durations are float seconds (`inf` = forever)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = DEFAULT_PORT
+    home: str = msgspec.field(default_factory=_default_home)
+    models: str = ""  # empty: <home>/models; see models_dir
+    keep_alive_s: float = 300.0
+    max_loaded_models: _NonNegInt = DEFAULT_MAX_LOADED_MODELS
+    num_parallel: _NonNegInt = 1
+    max_queue: _NonNegInt = 512
+    origins: list[str] = msgspec.field(default_factory=list)
+    context_length: _NonNegInt = DEFAULT_CONTEXT_LENGTH
+    debug: int = 0  # 0 INFO, 1 DEBUG, 2 TRACE (negative: WARNING/ERROR, as Ollama)
+    load_timeout_s: float = 300.0
+    noprune: bool = False
+    flash_attention: bool | None = None  # None: auto
+    kv_cache_type: str = "f16"
+    sched_spread: bool = False
+    gpu_overhead: _NonNegInt = 0  # bytes of VRAM reserved per GPU
+    runner_stop_grace_s: _NonNegFloat = 5.0
+    runner_term_grace_s: _NonNegFloat = 5.0
+    ping_interval_s: _NonNegFloat = 10.0
+    ping_timeout_s: _NonNegFloat = 10.0
+    shutdown_grace_s: _NonNegFloat = 10.0
+    runner_threads: _NonNegInt = 0  # 0: auto
+    runner_engine: str = "llama"  # "llama", or "fake:<mode>?<options>" for tests
+
+    @property
+    def models_dir(self) -> Path:
+        """The model store: `models` if set, else `<home>/models`."""
+        if self.models:
+            return Path(self.models).expanduser()
+        return Path(self.home).expanduser() / "models"
+
+
+_FIELDS = frozenset(Settings.__struct_fields__)
+_DURATION_ALIASES = {"keep_alive": "keep_alive_s", "load_timeout": "load_timeout_s"}
+
+
+# -- environment ---------------------------------------------------------------------------
+
+
+def _trim(value: str) -> str:
+    """Ollama's `envconfig.Var`: trim spaces, then surrounding quotes."""
+    return value.strip().strip("\"'")
+
+
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+_UINT = re.compile(r"[0-9]+")
+_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def _go_parse_bool(text: str) -> bool | None:
+    """Go's `strconv.ParseBool`; None when it is not one of its spellings."""
+    if text in _GO_TRUE:
+        return True
+    if text in _GO_FALSE:
+        return False
+    return None
+
+
+def _env_bool(text: str) -> bool:
+    parsed = _go_parse_bool(text)
+    return True if parsed is None else parsed
+
+
+def _env_uint(text: str) -> int:
+    if not _UINT.fullmatch(text) or int(text) >= 1 << 64:
+        raise ValueError(f"not an unsigned integer: {text!r}")
+    return int(text)
+
+
+def _env_debug(text: str) -> int:
+    """`OLLAMA_DEBUG`: a Go bool (true -> 1) or an integer level; anything else is 0 (INFO)."""
+    parsed = _go_parse_bool(text)
+    if parsed is not None:
+        return int(parsed)
+    return int(text) if _INT.fullmatch(text) else 0
+
+
+def _env_origins(text: str) -> list[str]:
+    return [origin.strip() for origin in text.split(",") if origin.strip()]
+
+
+def _env_path(text: str) -> str:
+    return str(Path(text).expanduser())
+
+
+def _split_host_port(hostport: str) -> tuple[str, str]:
+    """Go's `net.SplitHostPort`; raises ValueError where Go returns an error."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0 or hostport[end + 1 : end + 2] != ":":
+            raise ValueError(f"missing port in address {hostport!r}")
+        host, port = hostport[1:end], hostport[end + 2 :]
+        if "[" in host or "]" in host:
+            raise ValueError(f"unexpected bracket in address {hostport!r}")
+    else:
+        host, sep, port = hostport.rpartition(":")
+        if not sep:
+            raise ValueError(f"missing port in address {hostport!r}")
+        if ":" in host:
+            raise ValueError(f"too many colons in address {hostport!r}")
+        if "[" in host or "]" in host:
+            raise ValueError(f"unexpected bracket in address {hostport!r}")
+    if "[" in port or "]" in port:
+        raise ValueError(f"unexpected bracket in address {hostport!r}")
+    return host, port
+
+
+def parse_host(text: str) -> tuple[str, int]:
+    """`OLLAMA_HOST` (Ollama's `envconfig.Host`) as the (host, port) to listen on.
+
+    Forms: `host`, `host:port`, `:port`, `scheme://host[:port][/path]`, `[v6]:port`. Without a
+    port: 11434, or 80 for `http://` and 443 for `https://`. An invalid port falls back to that
+    default with a warning. An empty host (`:port`) means every interface, as Go's listener
+    does, and is returned as `0.0.0.0`. The scheme and path matter only to clients.
+    """
+    text = _trim(text)
+    default_port = str(DEFAULT_PORT)
+    scheme, sep, hostport = text.partition("://")
+    if not sep:
+        hostport = "ollama.com:443" if text == "ollama.com" else text
+    elif scheme == "http":
+        default_port = "80"
+    elif scheme == "https":
+        default_port = "443"
+    hostport = hostport.partition("/")[0]
+    try:
+        host, port = _split_host_port(hostport)
+    except ValueError:
+        host, port = "127.0.0.1", default_port
+        try:
+            host = str(ipaddress.ip_address(hostport.strip("[]")))
+        except ValueError:
+            if hostport:
+                host = hostport
+    if not _INT.fullmatch(port) or not 0 <= int(port) <= 65535:
+        log.warning("invalid port %r in OLLAMA_HOST, using default %s", port, default_port)
+        port = default_port
+    return host or "0.0.0.0", int(port)
+
+
+def _env_host(text: str) -> dict[str, object]:
+    host, port = parse_host(text)
+    return {"host": host, "port": port}
+
+
+class EnvVar(NamedTuple):
+    """One environment variable: which `Settings` fields it sets, its parser, its help."""
+
+    name: str
+    keys: tuple[str, ...]
+    parse: Callable[[str], dict[str, object]]  # trimmed, non-empty text; ValueError -> ignored
+    help: str
+
+
+def _var(name: str, key: str, convert: Callable[[str], object], help: str) -> EnvVar:
+    return EnvVar(name, (key,), lambda text: {key: convert(text)}, help)
+
+
+ENV_VARS: tuple[EnvVar, ...] = (
+    EnvVar("OLLAMA_HOST", ("host", "port"), _env_host, "IP address and port to listen on"
+           " (default 127.0.0.1:11434)"),
+    _var("OLLAMA_MODELS", "models", _env_path, "Path to the models directory"
+         " (default <home>/models)"),
+    _var("OLLAMA_KEEP_ALIVE", "keep_alive_s", parse_duration_env, "How long models stay loaded:"
+         " Go duration or seconds, negative = forever (default 5m)"),
+    _var("OLLAMA_MAX_LOADED_MODELS", "max_loaded_models", _env_uint, "Maximum number of loaded"
+         " models (default 0 = auto = 3)"),
+    _var("OLLAMA_NUM_PARALLEL", "num_parallel", _env_uint, "Maximum number of parallel requests"
+         " per model (default 1)"),
+    _var("OLLAMA_MAX_QUEUE", "max_queue", _env_uint, "Maximum number of queued requests"
+         " (default 512)"),
+    _var("OLLAMA_ORIGINS", "origins", _env_origins, "A comma separated list of allowed origins"),
+    _var("OLLAMA_CONTEXT_LENGTH", "context_length", _env_uint, "Context length to use unless"
+         " otherwise specified (default 4096)"),
+    _var("OLLAMA_DEBUG", "debug", _env_debug, "Show additional debug information (e.g. 1, 2)"),
+    _var("OLLAMA_LOAD_TIMEOUT", "load_timeout_s", parse_duration_env, "How long to allow model"
+         " loads to stall before giving up, <= 0 = forever (default 5m)"),
+    _var("OLLAMA_NOPRUNE", "noprune", _env_bool, "Do not prune model blobs on startup"),
+    _var("OLLAMA_FLASH_ATTENTION", "flash_attention", _env_bool, "Force flash attention on or"
+         " off (default auto)"),
+    _var("OLLAMA_KV_CACHE_TYPE", "kv_cache_type", str, "Quantization type for the K/V cache"
+         " (default f16)"),
+    _var("OLLAMA_SCHED_SPREAD", "sched_spread", _env_bool, "Always schedule a model across all"
+         " GPUs"),
+    _var("OLLAMA_GPU_OVERHEAD", "gpu_overhead", _env_uint, "Reserve a portion of VRAM per GPU"
+         " (bytes)"),
+    _var("A3S_POWER_HOME", "home", _env_path, f"A3S Power data directory (default {DEFAULT_HOME})"),
+    _var("A3S_POWER_RUNNER_ENGINE", "runner_engine", str, "Runner engine: llama (default), or"
+         " fake:<mode> for tests"),
+)  # fmt: skip
+
+
+def env_help() -> list[tuple[str, str]]:
+    """(variable, description) pairs for `serve --help` and the README."""
+    return [(var.name, var.help) for var in ENV_VARS]
+
+
+def settings_from_env(env: Mapping[str, str]) -> dict[str, object]:
+    """The settings the environment sets; unset, empty and unparsable variables set nothing."""
+    values: dict[str, object] = {}
+    for var in ENV_VARS:
+        raw = env.get(var.name)
+        if raw is None:
+            continue
+        text = _trim(raw)
+        if not text:
+            continue
+        try:
+            values.update(var.parse(text))
+        except ValueError:
+            log.warning("invalid environment variable, using default: %s=%r", var.name, text)
+    return values
+
+
+# -- config.toml and CLI layers ------------------------------------------------------------
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _duration_seconds(value: object, source: str, key: str) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return parse_duration_env(value.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{source}: key {key!r}: {exc}") from None
+    raise ConfigError(f"{source}: key {key!r}: expected a duration string or seconds")
+
+
+def _check_layer(layer: Mapping[str, object], source: str) -> dict[str, object]:
+    """Validate one layer on its own, so errors name where the bad key came from."""
+    values = {key: str(v) if isinstance(v, Path) else v for key, v in layer.items()}
+    for alias, field in _DURATION_ALIASES.items():
+        if alias in values:
+            if field in values:
+                raise ConfigError(f"{source}: set either {alias!r} or {field!r}, not both")
+            values[field] = _duration_seconds(values.pop(alias), source, alias)
+    for key in values:
+        if key not in _FIELDS:
+            close = difflib.get_close_matches(key, [*_FIELDS, *_DURATION_ALIASES], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+    debug = values.get("debug")
+    if isinstance(debug, bool):
+        values["debug"] = int(debug)  # `debug = true` in TOML
+    _convert(values, source)
+    return values
+
+
+def _convert(values: Mapping[str, object], source: str) -> Settings:
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = re.search(r" - at `\$\.(\w+)", message)
+        if match is None:
+            raise ConfigError(f"{source}: {message}") from None
+        detail = message[: match.start()]
+        raise ConfigError(f"{source}: key {match.group(1)!r}: {detail}") from None
+
+
+def _normalise(settings: Settings) -> Settings:
+    return msgspec.structs.replace(
+        settings,
+        home=str(Path(settings.home).expanduser()),
+        keep_alive_s=math.inf if settings.keep_alive_s < 0 else settings.keep_alive_s,
+        load_timeout_s=math.inf if settings.load_timeout_s <= 0 else settings.load_timeout_s,
+        max_loaded_models=settings.max_loaded_models or DEFAULT_MAX_LOADED_MODELS,
+        context_length=settings.context_length or DEFAULT_CONTEXT_LENGTH,
+        num_parallel=settings.num_parallel or 1,
+    )
+
+
+def load_settings(
+    *, path: Path | None, env: Mapping[str, str], cli: Mapping[str, object]
+) -> Settings:
+    """Resolve settings: defaults < config.toml < environment < CLI flags (None = not given)."""
+    from_env = settings_from_env(env)
+    from_cli = _check_layer({k: v for k, v in cli.items() if v is not None}, "command line")
+    if path is None:
+        home = from_cli.get("home") or from_env.get("home") or DEFAULT_HOME
+        path = Path(str(home)).expanduser() / "config.toml"
+    from_toml = _check_layer(_read_toml(path), str(path))
+    merged = {**from_toml, **from_env, **from_cli}
+    return _normalise(_convert(merged, "settings"))
+
+
+# -- CORS ----------------------------------------------------------------------------------
+
+
+def default_origins() -> list[str]:
+    """Origins Ollama always allows, whatever `OLLAMA_ORIGINS` says."""
+    origins: list[str] = []
+    for host in ("localhost", "127.0.0.1", "0.0.0.0"):
+        origins += [
+            f"http://{host}",
+            f"https://{host}",
+            f"http://{host}:*",
+            f"https://{host}:*",
+        ]
+    origins += [
+        "app://*",
+        "file://*",
+        "tauri://*",
+        "vscode-webview://*",
+        "vscode-file://*",
+    ]
+    return origins
+
+
+def allowed_origins(settings: Settings) -> list[str]:
+    """The CORS allow-list: configured origins first, then the defaults (as Ollama orders it)."""
+    return [*settings.origins, *default_origins()]

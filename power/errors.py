@@ -1,0 +1,122 @@
+"""The gateway's one error tree and its mapping to HTTP statuses.
+
+```
+PowerError                  500  base; str(exc) is the user-facing message
+├── InvalidRequestError     400  (msgspec.ValidationError on bodies maps here too)
+├── ModelNotFoundError      404
+├── ClientClosedError       499  (logged only)
+├── ServerBusyError         503
+├── RunnerError             500  carries model, pid, stderr_tail
+│   ├── RunnerLoadError          exit 3 / Failed(code=LOAD); never retried
+│   ├── RunnerCrashedError       unexpected exit; SIGKILL -> "possibly out of memory"
+│   ├── RunnerTimeoutError       ready/ping deadline
+│   └── ProtocolError            bad frame, version mismatch
+└── RegistryError           502  pull failures, digest mismatch
+```
+
+Every handler raises one of these; `power.app` registers a single Starlette exception handler
+for `PowerError` that renders `{"error": str(exc)}` with the class's `status`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "ClientClosedError",
+    "InvalidRequestError",
+    "ModelNotFoundError",
+    "PowerError",
+    "ProtocolError",
+    "RegistryError",
+    "RunnerCrashedError",
+    "RunnerError",
+    "RunnerLoadError",
+    "RunnerTimeoutError",
+    "ServerBusyError",
+]
+
+
+class PowerError(Exception):
+    """Base of every error the gateway reports to a client."""
+
+    status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequestError(PowerError):
+    status = 400
+
+
+class ModelNotFoundError(PowerError):
+    status = 404
+
+    def __init__(self, message: str, *, model: str = "") -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class ClientClosedError(PowerError):
+    status = 499
+
+
+class ServerBusyError(PowerError):
+    status = 503
+
+    def __init__(
+        self,
+        message: str = "server busy, please try again.  maximum pending requests exceeded",
+        *,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RunnerError(PowerError):
+    """A runner-side failure; carries the runner's identity and its last stderr lines."""
+
+    status = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        pid: int | None = None,
+        stderr_tail: Sequence[str] = (),
+    ) -> None:
+        tail = [line for line in stderr_tail if line.strip()]
+        full = message
+        if tail:
+            full = f"{message}: " + " | ".join(tail[-5:])
+        super().__init__(full)
+        self.model = model
+        self.pid = pid
+        self.stderr_tail = list(stderr_tail)
+
+
+class RunnerLoadError(RunnerError):
+    """The runner could not load the model. Never retried."""
+
+
+class RunnerCrashedError(RunnerError):
+    """The runner exited unexpectedly."""
+
+
+class RunnerTimeoutError(RunnerError):
+    """The runner missed a readiness or ping deadline."""
+
+
+class ProtocolError(RunnerError):
+    """A malformed frame or a protocol-version mismatch."""
+
+
+class RegistryError(PowerError):
+    status = 502

@@ -1,0 +1,120 @@
+"""Logging setup (configured once, with dictConfig) and redaction of secrets in log text.
+
+Levels follow `OLLAMA_DEBUG` (`Settings.debug`): 0 INFO, 1 DEBUG, 2+ TRACE (5, below DEBUG);
+Ollama's negative levels map to WARNING (-1) and ERROR (-2 and below). These apply to the
+`power` loggers; other libraries' loggers stay at INFO unless debug >= 2 (then DEBUG).
+
+Runner stderr is re-logged line by line under `power.runner` (`RUNNER_LOGGER`), whose filter
+passes each line through `redact` first.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import re
+from typing import Any
+
+__all__ = [
+    "RUNNER_LOGGER",
+    "TRACE",
+    "RedactFilter",
+    "configure_logging",
+    "level_for",
+    "redact",
+]
+
+TRACE = 5
+RUNNER_LOGGER = "power.runner"
+MASK = "***"
+
+_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-5s %(name)s: %(message)s"
+_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+# Each pattern keeps group 1 (the label) and masks the rest of the match.
+_REDACTIONS: tuple[re.Pattern[str], ...] = (
+    # Authorization: Bearer abc / "authorization": "Basic abc" (scheme kept, credentials masked)
+    re.compile(
+        r"""(\b(?:proxy-)?authorization["']?\s*[:=]\s*["']?(?:(?:bearer|basic|digest|token)\s+)?)"""
+        r"""[^\s"',;]+""",
+        re.IGNORECASE,
+    ),
+    # a bare "Bearer abc" anywhere else
+    re.compile(r"(\bbearer\s+)(?!\*\*\*)[A-Za-z0-9._~+/=-]+", re.IGNORECASE),
+    # password=..., api_key: ..., "client_secret": "...", HF_TOKEN=..., X-Api-Key: ...
+    # `token` only directly before the separator, so llama.cpp's "BOS token = 1" stays readable.
+    re.compile(
+        r"""(\b[\w-]*?(?:passw(?:or)?d|pwd|secret|api[_-]?key|apikey|access[_-]?key"""
+        r"""|private[_-]?key)["']?\s*[:=]\s*["']?|\b[\w-]*?token["']?[:=]\s*["']?)"""
+        r"""[^\s"',;&]+""",
+        re.IGNORECASE,
+    ),
+    # --api-key abc / --token=abc on a command line
+    re.compile(
+        r"(--[\w-]*(?:password|secret|api-key|token)(?:=|\s+))[^\s\-][^\s]*",
+        re.IGNORECASE,
+    ),
+    # scheme://user:password@host
+    re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+(?=@)", re.IGNORECASE),
+)
+# Tokens recognisable by their shape alone: OpenAI, Hugging Face, GitHub, Slack, AWS key ids.
+_TOKEN_SHAPES = re.compile(
+    r"\b(?:sk-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}"
+    r"|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16})\b"
+)
+
+
+def redact(text: str) -> str:
+    """Mask what looks like a secret (auth headers, bearer tokens, passwords, API keys)."""
+    for pattern in _REDACTIONS:
+        text = pattern.sub(lambda m: m.group(1) + MASK, text)
+    return _TOKEN_SHAPES.sub(MASK, text)
+
+
+class RedactFilter(logging.Filter):
+    """Rewrites each record's message through `redact` (attached to `power.runner`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def level_for(debug: int) -> int:
+    """`Settings.debug` (`OLLAMA_DEBUG`) as a `logging` level."""
+    if debug >= 2:
+        return TRACE
+    if debug == 1:
+        return logging.DEBUG
+    if debug == 0:
+        return logging.INFO
+    return logging.WARNING if debug == -1 else logging.ERROR
+
+
+def configure_logging(debug: int) -> None:
+    """Configure the root logger once, at startup: one stderr handler, one line format."""
+    logging.addLevelName(TRACE, "TRACE")
+    level = logging.getLevelName(level_for(debug))
+    # Other libraries (httpcore, asyncio, uvicorn) stay at INFO unless debug >= 2.
+    root_level = logging.DEBUG if debug >= 2 else max(level_for(debug), logging.INFO)
+    config: dict[str, Any] = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact": {"()": RedactFilter}},
+        "formatters": {"default": {"format": _FORMAT, "datefmt": _DATE_FORMAT}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "power": {"level": level},
+            RUNNER_LOGGER: {"level": level, "filters": ["redact"]},
+        },
+        "root": {"level": logging.getLevelName(root_level), "handlers": ["stderr"]},
+    }
+    logging.config.dictConfig(config)

@@ -1,0 +1,163 @@
+"""Ollama's ``options``: defaults < the model's PARAMETERs < the request, split by where they act.
+
+Load-time options become ``LoadParams`` (changing them may need another runner); sampling
+options become ``Sampling`` and the per-request generation limits. Unknown keys are ignored with
+a warning, and the options Ollama dropped but old clients still send are accepted silently. A
+value of the wrong type is a 400 naming the option.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from power.errors import InvalidRequestError
+from proto import LoadParams, Sampling
+
+if TYPE_CHECKING:
+    from power.config import Settings
+
+__all__ = ["Resolved", "resolve_options"]
+
+log = logging.getLogger(__name__)
+
+_INT, _FLOAT, _BOOL = "int", "float", "bool"
+
+_SAMPLING: dict[str, str] = {
+    "temperature": _FLOAT,
+    "top_k": _INT,
+    "top_p": _FLOAT,
+    "min_p": _FLOAT,
+    "typical_p": _FLOAT,
+    "repeat_penalty": _FLOAT,
+    "repeat_last_n": _INT,
+    "presence_penalty": _FLOAT,
+    "frequency_penalty": _FLOAT,
+    "seed": _INT,
+}
+_REQUEST: dict[str, str] = {"num_predict": _INT, "num_keep": _INT}
+_LOAD: dict[str, str] = {
+    "num_ctx": _INT,
+    "num_batch": _INT,
+    "num_gpu": _INT,
+    "main_gpu": _INT,
+    "num_thread": _INT,
+    "use_mmap": _BOOL,
+    "use_mlock": _BOOL,
+}
+_OBSOLETE = frozenset(
+    {
+        "numa",
+        "low_vram",
+        "f16_kv",
+        "logits_all",
+        "vocab_only",
+        "embedding_only",
+        "tfs_z",
+        "mirostat",
+        "mirostat_tau",
+        "mirostat_eta",
+        "penalize_newline",
+        "num_gqa",
+        "rope_frequency_base",
+        "rope_frequency_scale",
+        "num_thread_batch",
+        "draft_num_predict",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    load: LoadParams
+    sampling: Sampling
+    num_predict: int
+    num_keep: int
+    stop: tuple[str, ...]
+
+
+def _coerce(name: str, kind: str, value: Any) -> Any:
+    if kind == _BOOL:
+        if isinstance(value, bool):
+            return value
+    elif kind == _INT:
+        if isinstance(value, bool):
+            pass
+        elif isinstance(value, int):
+            return value
+        elif isinstance(value, float) and value == value:  # JSON numbers truncate, as in Ollama
+            return int(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    expected = {"int": "integer", "float": "number", "bool": "boolean"}[kind]
+    raise InvalidRequestError(f'option "{name}" must be of type {expected}')
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):  # a Modelfile PARAMETER may store one stop string
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise InvalidRequestError('option "stop" must be of type array')
+
+
+def merge_options(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        if layer:
+            merged.update({k: v for k, v in layer.items() if v is not None})
+    return merged
+
+
+def resolve_options(
+    settings: Settings,
+    *,
+    model_path: str,
+    model_params: Mapping[str, Any] | None,
+    request: Mapping[str, Any] | None,
+    lora_paths: tuple[str, ...] = (),
+    embedding: bool = False,
+) -> Resolved:
+    if request is not None and not isinstance(request, Mapping):
+        raise InvalidRequestError("options must be an object")
+    opts = merge_options(model_params, request)
+    sampling: dict[str, Any] = {}
+    limits: dict[str, Any] = {"num_predict": -1, "num_keep": 4}
+    load: dict[str, Any] = {}
+    stop: tuple[str, ...] = ()
+    for name, value in opts.items():
+        if name in _SAMPLING:
+            sampling[name] = _coerce(name, _SAMPLING[name], value)
+        elif name in _REQUEST:
+            limits[name] = _coerce(name, _REQUEST[name], value)
+        elif name in _LOAD:
+            load[name] = _coerce(name, _LOAD[name], value)
+        elif name == "stop":
+            stop = _stop(value)
+        elif name not in _OBSOLETE:
+            log.warning("invalid option provided: %s", name)
+    num_ctx = load.get("num_ctx", settings.context_length)
+    params = LoadParams(
+        model_path=model_path,
+        n_ctx=max(4, num_ctx),
+        n_batch=max(1, load.get("num_batch", 512)),
+        n_gpu_layers=load.get("num_gpu", -1),
+        main_gpu=load.get("main_gpu", 0),
+        n_threads=max(0, load.get("num_thread", settings.runner_threads)),
+        use_mmap=load.get("use_mmap", True),
+        use_mlock=load.get("use_mlock", False),
+        flash_attn=settings.flash_attention,
+        kv_cache_type=settings.kv_cache_type,
+        lora_paths=lora_paths,
+        embedding=embedding,
+        num_parallel=max(1, settings.num_parallel),
+    )
+    return Resolved(
+        load=params,
+        sampling=Sampling(**sampling),
+        num_predict=limits["num_predict"],
+        num_keep=limits["num_keep"],
+        stop=stop,
+    )

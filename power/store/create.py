@@ -1,0 +1,291 @@
+"""Model creation: Ollama's structured ``/api/create`` (and the older ``modelfile`` form).
+
+:func:`create_model` validates the request eagerly, raising before anything is written, and
+returns an iterator of progress dicts (``{"status": ...}``) that does the work as it is consumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from power.errors import InvalidRequestError, ModelNotFoundError
+from power.store import manifest as mf
+from power.store.gguf import GGUFError, GGUFInfo, read_gguf
+from power.store.modelfile import modelfile_to_create_request, parse_modelfile
+from power.store.names import ModelName, parse_name
+
+if TYPE_CHECKING:
+    from power.store.store import ModelStore
+
+__all__ = ["CreateRequest", "create_model"]
+
+log = logging.getLogger(__name__)
+
+Progress = dict[str, Any]
+
+
+class CreateRequest(msgspec.Struct, kw_only=True):
+    """The fields of a create request this server acts on; others are ignored."""
+
+    model: str = ""
+    name: str = ""  # deprecated spelling of model
+    from_: str = msgspec.field(name="from", default="")
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    template: str = ""
+    system: str = ""
+    license: str | list[str] | None = None
+    parameters: dict[str, Any] | None = None
+    messages: list[dict[str, Any]] | None = None
+    quantize: str = ""
+    quantization: str = ""
+    renderer: str = ""
+    parser: str = ""
+    requires: str = ""
+    modelfile: str = ""
+    stream: bool | None = None
+
+
+def _request(req: CreateRequest | Mapping[str, Any]) -> CreateRequest:
+    if isinstance(req, CreateRequest):
+        return req
+    try:
+        return msgspec.convert(dict(req), CreateRequest)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError(str(exc)) from exc
+
+
+def _merge_modelfile(req: CreateRequest) -> CreateRequest:
+    fields = modelfile_to_create_request(parse_modelfile(req.modelfile), Path.cwd())
+    merged = msgspec.to_builtins(req)
+    for key, value in fields.items():
+        if not merged.get(key):
+            merged[key] = value
+    return msgspec.convert(merged, CreateRequest)
+
+
+def _check_files(files: Mapping[str, str], store: ModelStore) -> None:
+    for path, digest in files.items():
+        if path in ("", ".") or posixpath.isabs(path) or "\\" in path or ":" in path:
+            raise InvalidRequestError(f"file path must be relative: {path}")
+        if ".." in path.split("/"):
+            raise InvalidRequestError(f"file path must be relative: {path}")
+        if not digest:
+            raise InvalidRequestError("invalid digest format")
+        if not store.has_blob(digest):
+            raise InvalidRequestError(f"blob not found for {path} (digest {digest})")
+
+
+def create_model(
+    store: ModelStore, name: str, req: CreateRequest | Mapping[str, Any]
+) -> Iterator[Progress]:
+    """Validate ``req`` now (raising PowerError subclasses) and return the progress iterator."""
+    r = _request(req)
+    if r.modelfile:
+        r = _merge_modelfile(r)
+    target = store.resolve(parse_name(name or r.model or r.name))
+    if r.quantize or r.quantization:
+        raise InvalidRequestError("quantization is not supported yet")
+    if isinstance(r.license, list) and not all(isinstance(x, str) for x in r.license):
+        raise InvalidRequestError("license must be a string or a list of strings")
+    _check_files(r.files or {}, store)
+    if not r.from_ and not r.files:
+        raise InvalidRequestError("neither 'from' or 'files' was specified")
+    if r.from_.startswith("sha256"):
+        if not store.has_blob(r.from_):
+            raise InvalidRequestError(f"blob not found (digest {r.from_})")
+    elif r.from_ and not _source_is_file(r.from_):
+        store.get(r.from_)  # 400/404 now, before the stream starts
+    return _Builder(store, target, r).run()
+
+
+def _source_is_file(source: str) -> bool:
+    """A ``from`` naming an existing file on this machine is a GGUF path (as Ollama's CLI does)."""
+    return Path(source).expanduser().is_file()
+
+
+class _Builder:
+    """Collects layers and config for one create, then writes the manifest."""
+
+    def __init__(self, store: ModelStore, target: ModelName, req: CreateRequest) -> None:
+        self.store = store
+        self.target = target
+        self.req = req
+        self.layers: list[mf.Layer] = []
+        self.config = mf.ConfigV2()
+
+    def run(self) -> Iterator[Progress]:
+        r = self.req
+        if r.from_:
+            yield from self._from(r.from_)
+        else:
+            for filename in sorted(r.files or {}):
+                yield from self._gguf_layer((r.files or {})[filename], filename)
+        yield from self._modifiers()
+        yield from self._write()
+
+    # -- base layers ---------------------------------------------------------------------------
+
+    def _from(self, source: str) -> Iterator[Progress]:
+        if source.startswith("sha256"):
+            yield from self._gguf_layer(source, "")
+        elif _source_is_file(source):
+            yield {"status": "parsing GGUF"}
+            path = Path(source).expanduser()
+            with path.open("rb") as f:
+                if f.read(4) != b"GGUF":  # reject before copying a large file
+                    raise GGUFError("supplied file was not in GGUF format")
+            with self.store.open_blob_writer() as writer, path.open("rb") as src:
+                while chunk := src.read(1 << 20):
+                    writer.write(chunk)
+                digest = writer.commit()
+            yield from self._gguf_layer(digest, "", announce=False, created=writer.created)
+        else:
+            yield from self._inherit(source)
+
+    def _inherit(self, source: str) -> Iterator[Progress]:
+        base = self.store.get(source)
+        manifest = mf.decode_manifest(self.store.read_manifest_bytes(base.name))
+        self.config = self.store.config(manifest)
+        for layer in manifest.layers:
+            yield {"status": f"using existing layer {layer.digest}"}
+            self.layers.append(msgspec.structs.replace(layer, from_=base.name))
+
+    def _gguf_layer(
+        self,
+        digest: str,
+        filename: str,
+        *,
+        announce: bool = True,
+        created: bool = False,
+    ) -> Iterator[Progress]:
+        if announce:
+            yield {"status": "parsing GGUF"}
+        digest = self.store.normalize_digest(digest)
+        if not self.store.has_blob(digest):
+            raise InvalidRequestError(f"blob not found (digest {digest})")
+        info = read_gguf(self.store.blob_path(digest), cache_key=digest)
+        kind = _gguf_media_type(info)
+        verb = "creating new" if created else "using existing"
+        yield {"status": f"{verb} layer {digest}"}
+        size = self.store.blob_path(digest).stat().st_size
+        layer = mf.Layer(mediaType=kind, digest=digest, size=size)
+        if filename:
+            layer = msgspec.structs.replace(layer, from_=filename)
+        self.layers.append(layer)
+        if kind == mf.MEDIA_TYPE_MODEL:
+            self._configure(info)
+
+    def _configure(self, info: GGUFInfo) -> None:
+        families = list(self.config.model_families or [])
+        if info.architecture not in families:
+            families.append(info.architecture)
+        self.config = msgspec.structs.replace(
+            self.config,
+            model_format=self.config.model_format or "gguf",
+            model_family=self.config.model_family or info.architecture,
+            model_families=families,
+            model_type=self.config.model_type or info.parameter_size,
+            file_type=self.config.file_type or info.file_type,
+        )
+
+    # -- template, system, parameters, ... -----------------------------------------------------
+
+    def _add(self, media_type: str, data: bytes, *, replace: tuple[str, ...] = ()) -> Progress:
+        """Store ``data`` as a layer, first dropping layers of the media types in ``replace``."""
+        existed = self.store.has_blob(mf.sha256_digest(data))
+        digest = self.store.add_blob_bytes(data)
+        self.layers = [x for x in self.layers if x.mediaType not in replace]
+        self.layers.append(mf.Layer(mediaType=media_type, digest=digest, size=len(data)))
+        verb = "using existing" if existed else "creating new"
+        return {"status": f"{verb} layer {digest}"}
+
+    def _modifiers(self) -> Iterator[Progress]:
+        r = self.req
+        for filename, source in sorted((r.adapters or {}).items()):
+            yield from self._adapter(filename, source)
+        if r.template:
+            drop = (mf.MEDIA_TYPE_TEMPLATE, mf.MEDIA_TYPE_PROMPT)
+            yield self._add(mf.MEDIA_TYPE_TEMPLATE, r.template.encode(), replace=drop)
+        if r.system:
+            yield self._add(
+                mf.MEDIA_TYPE_SYSTEM, r.system.encode(), replace=(mf.MEDIA_TYPE_SYSTEM,)
+            )
+        licenses = [r.license] if isinstance(r.license, str) else list(r.license or [])
+        have = {x.digest for x in self.layers if x.mediaType == mf.MEDIA_TYPE_LICENSE}
+        for text in licenses:
+            if mf.sha256_digest(text.encode()) not in have:
+                yield self._add(mf.MEDIA_TYPE_LICENSE, text.encode())
+        if r.parameters:
+            merged = {**self._inherited_params(), **r.parameters}
+            data = mf.encode_json_value(merged)
+            yield self._add(mf.MEDIA_TYPE_PARAMS, data, replace=(mf.MEDIA_TYPE_PARAMS,))
+        if r.messages is not None:
+            data = mf.encode_json_value(r.messages)
+            yield self._add(mf.MEDIA_TYPE_MESSAGES, data, replace=(mf.MEDIA_TYPE_MESSAGES,))
+        extra = {k: v for k in ("renderer", "parser", "requires") if (v := getattr(r, k))}
+        if extra:
+            self.config = msgspec.structs.replace(self.config, **extra)
+
+    def _adapter(self, filename: str, source: str) -> Iterator[Progress]:
+        if not source.startswith("sha256") and Path(source).is_file():
+            source = self.store.add_blob_from_file(source)
+        digest = self.store.normalize_digest(source)
+        if not self.store.has_blob(digest):
+            raise InvalidRequestError(f"blob not found for {filename} (digest {digest})")
+        read_gguf(self.store.blob_path(digest), cache_key=digest)
+        yield {"status": f"using existing layer {digest}"}
+        self.layers = [x for x in self.layers if x.mediaType != mf.MEDIA_TYPE_ADAPTER]
+        size = self.store.blob_path(digest).stat().st_size
+        self.layers.append(mf.Layer(mediaType=mf.MEDIA_TYPE_ADAPTER, digest=digest, size=size))
+
+    def _inherited_params(self) -> dict[str, Any]:
+        for layer in self.layers:
+            if layer.mediaType == mf.MEDIA_TYPE_PARAMS:
+                try:
+                    value = msgspec.json.decode(self.store.read_blob(layer.digest))
+                except (OSError, msgspec.DecodeError):
+                    return {}
+                return value if isinstance(value, dict) else {}
+        return {}
+
+    # -- manifest ------------------------------------------------------------------------------
+
+    def _write(self) -> Iterator[Progress]:
+        if not any(x.mediaType == mf.MEDIA_TYPE_MODEL for x in self.layers):
+            raise InvalidRequestError("no model layer: 'from' or 'files' must name a GGUF model")
+        config_bytes = mf.encode_go_json(self.config)
+        config_digest = self.store.add_blob_bytes(config_bytes)
+        size = len(config_bytes)
+        config = mf.Layer(mediaType=mf.MEDIA_TYPE_CONFIG, digest=config_digest, size=size)
+        old = _old_digests(self.store, self.target)
+        yield {"status": "writing manifest"}
+        self.store.write_manifest(self.target, mf.Manifest(config=config, layers=self.layers))
+        if old:
+            self.store.remove_unreferenced(old)
+        log.info("created model %s", self.target.display)
+        yield {"status": "success"}
+
+
+def _gguf_media_type(info: GGUFInfo) -> str:
+    kind = info.metadata.get("general.type")
+    if kind == "adapter":
+        raise InvalidRequestError("LoRA adapters must be passed as 'adapters', not as a model")
+    if kind in ("projector", "mmproj") or info.architecture == "clip":
+        return mf.MEDIA_TYPE_PROJECTOR
+    return mf.MEDIA_TYPE_MODEL
+
+
+def _old_digests(store: ModelStore, name: ModelName) -> set[str]:
+    """What the manifest being replaced references (pruned afterwards if now unused)."""
+    try:
+        old = mf.decode_manifest(store.read_manifest_bytes(name))
+    except (ModelNotFoundError, msgspec.DecodeError, OSError):
+        return set()
+    return {old.config.digest, *(x.digest for x in old.layers)}

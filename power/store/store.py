@@ -1,0 +1,371 @@
+"""The on-disk model store, laid out exactly like Ollama's so ``OLLAMA_MODELS`` can be shared.
+
+```
+<root>/manifests/<host>/<namespace>/<model>/<tag>   manifest JSON
+<root>/blobs/sha256-<hex>                            content-addressed blobs
+```
+
+Every write goes to a temporary file in the target's directory, is fsynced, renamed into place
+with ``os.replace`` and the directory fsynced, so a reader never sees half a manifest or blob.
+Temporary names start with ``.`` (never a valid tag or blob name) and are swept by :meth:`prune`.
+All methods are synchronous; the gateway calls them through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+
+from power.errors import InvalidRequestError, ModelNotFoundError
+from power.store import manifest as mf
+from power.store import starter
+from power.store.model import LocalModel, ModelEntry, load_model, model_entry
+from power.store.names import ModelName, parse_name
+
+__all__ = ["BlobWriter", "ModelStore"]
+
+log = logging.getLogger(__name__)
+
+_DIGEST_RE = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
+_BLOB_NAME_RE = re.compile(r"^sha256-[0-9a-f]{64}$")
+_COPY_CHUNK = 1 << 20
+STALE_PARTIAL_S = 3600.0
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+class BlobWriter:
+    """Streams bytes to a temporary file while hashing; :meth:`commit` moves it into place.
+
+    Used as a context manager, anything not committed is removed on exit.
+    """
+
+    def __init__(self, store: ModelStore, expected: str | None = None) -> None:
+        self._store = store
+        self._expected = store.normalize_digest(expected) if expected is not None else None
+        fd, tmp = tempfile.mkstemp(dir=store.blobs_dir, prefix=".tmp-", suffix="-partial")
+        self._tmp = Path(tmp)
+        self._file = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.created = False
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._hash.update(chunk)
+        self.size += len(chunk)
+
+    def commit(self) -> str:
+        """Verify the digest and store the blob; returns ``sha256:<hex>``. Dedupes silently."""
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            digest = "sha256:" + self._hash.hexdigest()
+            if self._expected is not None and digest != self._expected:
+                raise InvalidRequestError(
+                    f'digest mismatch, expected "{self._expected}", got "{digest}"'
+                )
+            target = self._store.blob_path(digest)
+            if target.exists():
+                self._tmp.unlink()
+            else:
+                os.chmod(self._tmp, 0o644)
+                os.replace(self._tmp, target)
+                _fsync_dir(target.parent)
+                self.created = True
+            return digest
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()  # a no-op once committed
+
+
+class ModelStore:
+    """Manifests and blobs under ``root``. Thread-safe; mutations are serialised by one lock."""
+
+    def __init__(self, root: Path, *, noprune: bool = False) -> None:
+        self.root = Path(root)
+        self.noprune = noprune
+        self.manifests_dir = self.root / "manifests"
+        self.blobs_dir = self.root / "blobs"
+        self.manifests_dir.mkdir(parents=True, exist_ok=True)
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+
+    # -- blobs ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def normalize_digest(digest: str) -> str:
+        """``sha256:<hex>`` or ``sha256-<hex>`` -> ``sha256:<lowercase hex>``, else 400."""
+        m = _DIGEST_RE.match(digest)
+        if m is None:
+            raise InvalidRequestError("invalid digest format")
+        return "sha256:" + m.group(1).lower()
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs_dir / self.normalize_digest(digest).replace(":", "-")
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def open_blob_writer(self, expected: str | None = None) -> BlobWriter:
+        return BlobWriter(self, expected)
+
+    def write_blob_stream(self, expected: str, chunks: Iterable[bytes]) -> bool:
+        """Store a blob whose sha256 must equal ``expected``; True if it was newly created."""
+        with self.open_blob_writer(expected) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+            writer.commit()
+            return writer.created
+
+    def add_blob_bytes(self, data: bytes) -> str:
+        with self.open_blob_writer() as writer:
+            writer.write(data)
+            return writer.commit()
+
+    def add_blob_from_file(self, path: str | Path) -> str:
+        """Copy a file into the store, hashing as it goes; returns its digest."""
+        with open(path, "rb") as src, self.open_blob_writer() as writer:
+            while chunk := src.read(_COPY_CHUNK):
+                writer.write(chunk)
+            return writer.commit()
+
+    def read_blob(self, digest: str) -> bytes:
+        return self.blob_path(digest).read_bytes()
+
+    # -- manifests -----------------------------------------------------------------------------
+
+    def manifest_path(self, name: ModelName) -> Path:
+        return self.manifests_dir / name.filepath()
+
+    def resolve(self, name: str | ModelName) -> ModelName:
+        """Parse ``name`` and canonicalise each part case-insensitively against the store."""
+        n = parse_name(name) if isinstance(name, str) else name
+        parts = list(n.parts)
+        here = self.manifests_dir
+        for i, part in enumerate(parts):
+            try:
+                entries = os.listdir(here)
+            except (FileNotFoundError, NotADirectoryError):
+                break
+            if part not in entries:
+                folded = sorted(e for e in entries if e.lower() == part.lower())
+                if not folded:
+                    break
+                parts[i] = folded[0]
+            here = here / parts[i]
+        return ModelName(
+            host=parts[0],
+            namespace=parts[1],
+            model=parts[2],
+            tag=parts[3],
+            scheme=n.scheme,
+        )
+
+    def read_manifest_bytes(self, name: str | ModelName) -> bytes:
+        n = self.resolve(name)
+        try:
+            return self.manifest_path(n).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ModelNotFoundError(f"model '{_shown(name)}' not found", model=n.display) from None
+
+    def write_manifest(self, name: str | ModelName, manifest: mf.Manifest) -> str:
+        """Write a freshly encoded manifest; returns its digest (sha256 hex of the bytes)."""
+        return self.write_manifest_bytes(name, mf.encode_go_json(manifest))
+
+    def write_manifest_bytes(self, name: str | ModelName, raw: bytes) -> str:
+        """Write manifest bytes verbatim (as a registry pull must); returns their sha256 hex."""
+        n = self.resolve(name)
+        with self._lock:
+            _atomic_write(self.manifest_path(n), raw)
+        return hashlib.sha256(raw).hexdigest()
+
+    def copy(self, src: str | ModelName, dst: str | ModelName) -> ModelName:
+        """Copy the manifest file byte for byte; the destination is overwritten."""
+        with self._lock:
+            raw = self.read_manifest_bytes(src)
+            target = self.resolve(dst)
+            _atomic_write(self.manifest_path(target), raw)
+        return target
+
+    def delete(self, name: str | ModelName) -> None:
+        """Remove a manifest, prune empty folders, then blobs nothing else references."""
+        with self._lock:
+            raw = self.read_manifest_bytes(name)
+            n = self.resolve(name)
+            path = self.manifest_path(n)
+            path.unlink()
+            _fsync_dir(path.parent)
+            self._remove_empty_dirs(path.parent)
+            if self.noprune:
+                return
+            try:
+                digests = _manifest_digests(mf.decode_manifest(raw))
+            except ValueError:
+                log.warning("deleted %s had an unreadable manifest; no blobs pruned", n.display)
+                return
+            self.remove_unreferenced(digests)
+
+    def remove_unreferenced(self, digests: Iterable[str]) -> list[str]:
+        """Delete those of ``digests`` that no manifest references (unless noprune)."""
+        if self.noprune:
+            return []
+        with self._lock:
+            referenced = self._referenced_digests()
+            if referenced is None:
+                return []
+            removed = []
+            for digest in set(digests) - referenced:
+                with contextlib.suppress(FileNotFoundError, InvalidRequestError):
+                    self.blob_path(digest).unlink()
+                    removed.append(digest)
+            return removed
+
+    def names(self) -> Iterator[ModelName]:
+        """Every valid name that has a manifest file (Ollama's ``manifests/*/*/*/*``)."""
+        for path in self.manifests_dir.glob("*/*/*/*"):
+            name = ModelName.from_parts(path.relative_to(self.manifests_dir).parts)
+            if name is not None and path.is_file():
+                yield name
+
+    def list(self) -> list[ModelEntry]:
+        """Entries for /api/tags, newest first. Unreadable manifests are skipped with a warning."""
+        entries = []
+        for name in self.names():
+            try:
+                entries.append(model_entry(self, name))
+            except (OSError, ValueError) as exc:
+                log.warning("skipping model %s: %s", name.display, exc)
+        entries.sort(key=lambda e: e.modified_at, reverse=True)
+        return entries
+
+    def get(self, name: str | ModelName) -> LocalModel:
+        """Load a model; the offline starter model is imported on first use."""
+        n = self.resolve(name)
+        path = self.manifest_path(n)
+        if not path.is_file() and starter.is_starter_name(n):
+            starter.import_starter(self)
+            n = self.resolve(n)
+            path = self.manifest_path(n)
+        try:
+            raw = path.read_bytes()
+            mtime = path.stat().st_mtime
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ModelNotFoundError(f"model '{_shown(name)}' not found", model=n.display) from None
+        return load_model(self, n, raw, mtime)
+
+    def config(self, manifest: mf.Manifest) -> mf.ConfigV2:
+        try:
+            return mf.decode_config(self.read_blob(manifest.config.digest))
+        except (OSError, ValueError, InvalidRequestError) as exc:
+            log.warning("unreadable config blob %s: %s", manifest.config.digest, exc)
+            return mf.ConfigV2()
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    def prune(self) -> None:
+        """Sweep stale temporary/partial files, orphan blobs and empty manifest folders."""
+        if self.noprune:
+            return
+        cutoff = time.time() - STALE_PARTIAL_S
+        with self._lock:
+            for path in self.manifests_dir.rglob(".*.tmp"):
+                _unlink_if_older(path, cutoff)
+            for folder in sorted(self.manifests_dir.rglob("*"), reverse=True):
+                if folder.is_dir():
+                    self._remove_empty_dirs(folder)
+            referenced = self._referenced_digests()
+            for path in self.blobs_dir.iterdir():
+                if not _BLOB_NAME_RE.match(path.name):
+                    _unlink_if_older(path, cutoff)
+                elif referenced is not None and path.name.replace("-", ":", 1) not in referenced:
+                    log.info("pruning unreferenced blob %s", path.name)
+                    path.unlink(missing_ok=True)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _remove_empty_dirs(self, folder: Path) -> None:
+        while folder != self.manifests_dir and self.manifests_dir in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
+    def _referenced_digests(self) -> set[str] | None:
+        """Digests every manifest references; None when one cannot be read (prune nothing)."""
+        referenced: set[str] = set()
+        for path in self.manifests_dir.glob("*/*/*/*"):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            try:
+                referenced |= _manifest_digests(mf.decode_manifest(path.read_bytes()))
+            except (OSError, ValueError) as exc:
+                log.warning("unreadable manifest %s (%s); not pruning blobs", path, exc)
+                return None
+        return referenced
+
+
+def _shown(name: str | ModelName) -> str:
+    return name if isinstance(name, str) else name.display
+
+
+def _unlink_if_older(path: Path, cutoff: float) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_file() and path.stat().st_mtime < cutoff:
+            log.info("removing stale file %s", path)
+            path.unlink()
+
+
+def _manifest_digests(manifest: mf.Manifest) -> set[str]:
+    digests = [manifest.config.digest, *(layer.digest for layer in manifest.layers)]
+    return {d.lower() for d in digests}

@@ -1,0 +1,200 @@
+"""Request multiplexing over one runner socket.
+
+Every request gets an id and a ``RequestStream``; a single reader task routes each incoming frame
+to its stream by id. A stream ends with exactly one ``Done`` or ``Failed``, or with the error the
+supervisor hands to ``fail_all`` when the runner dies. Closing a stream before its end sends
+``Cancel`` synchronously, so it works from any cleanup path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+
+from power.errors import InvalidRequestError, PowerError, RunnerError, RunnerLoadError
+from proto import (
+    Cancel,
+    ConnectionClosed,
+    Done,
+    ErrorCode,
+    Failed,
+    FrameError,
+    FrameReader,
+    FrameWriter,
+    FromRunner,
+    Msg,
+    Ping,
+    Pong,
+)
+
+__all__ = ["RequestStream", "RunnerClient"]
+
+log = logging.getLogger(__name__)
+
+
+def failed_to_error(msg: Failed, *, model: str, pid: int | None) -> PowerError:
+    if msg.code == ErrorCode.BAD_REQUEST:
+        return InvalidRequestError(msg.message)
+    if msg.code == ErrorCode.LOAD:
+        return RunnerLoadError(msg.message, model=model, pid=pid)
+    return RunnerError(msg.message, model=model, pid=pid)
+
+
+class RequestStream:
+    """The replies to one request, in order. Iterate with ``next_batch()``."""
+
+    def __init__(self, client: RunnerClient, req_id: int) -> None:
+        self.id = req_id
+        self._client = client
+        self._items: collections.deque[object] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.finished = False  # the terminal message was received
+        self.closed = False
+
+    def _put(self, item: object) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next_batch(self) -> list[FromRunner]:
+        """Everything that has arrived (at least one message); raises on failure.
+
+        Several ``Tokens`` that arrived together come back in one batch, so a reader that lags
+        behind the runner catches up with one write instead of many.
+        """
+        while not self._items:
+            if self.finished:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        out: list[FromRunner] = []
+        items = self._items
+        while items:
+            item = items.popleft()
+            if isinstance(item, BaseException):
+                self.finished = True
+                self._client.forget(self.id)
+                if out:
+                    items.appendleft(item)  # deliver what came before the error first
+                    self.finished = False
+                    return out
+                raise item
+            out.append(item)  # type: ignore[arg-type]
+            if isinstance(item, Done):
+                self.finished = True
+                self._client.forget(self.id)
+                break
+        return out
+
+    def close(self) -> None:
+        """End the request now (synchronous): cancel it on the runner if it is still going."""
+        if self.closed:
+            return
+        self.closed = True
+        if not self.finished:
+            self._client.cancel_nowait(self.id)
+
+
+class RunnerClient:
+    def __init__(self, frames: FrameReader[FromRunner], writer: FrameWriter) -> None:
+        self.frames = frames
+        self.writer = writer
+        self.model = ""
+        self.pid: int | None = None
+        self._streams: dict[int, RequestStream] = {}
+        self._pings: dict[int, asyncio.Future[None]] = {}
+        self._ids = itertools.count(1)
+        self._closed = asyncio.Event()
+        self._writer_closed = False
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._streams)
+
+    def open(self, build: Callable[[int], Msg]) -> RequestStream:
+        """Send the request ``build(id)`` and return its stream."""
+        if self._closed.is_set():
+            raise RunnerError("the model runner is no longer running", model=self.model)
+        req_id = next(self._ids)
+        stream = RequestStream(self, req_id)
+        self._streams[req_id] = stream
+        self.writer.write(build(req_id))
+        return stream
+
+    def forget(self, req_id: int) -> None:
+        self._streams.pop(req_id, None)
+
+    def cancel_nowait(self, req_id: int) -> None:
+        if req_id in self._streams and not self._closed.is_set():
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                self.writer.write(Cancel(id=req_id))
+
+    async def ping(self, timeout_s: float) -> None:
+        req_id = next(self._ids)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pings[req_id] = fut
+        try:
+            self.writer.write(Ping(id=req_id))
+            await asyncio.wait_for(fut, timeout_s)
+        finally:
+            self._pings.pop(req_id, None)
+
+    async def run(self) -> None:
+        """The reader task: route frames until the socket closes."""
+        try:
+            while True:
+                msg = await self.frames.read()
+                self._route(msg)
+        except (ConnectionClosed, ConnectionError):
+            pass
+        except FrameError as exc:
+            log.error("bad frame from runner pid=%s: %s", self.pid, exc)
+        finally:
+            self._closed.set()
+
+    def _route(self, msg: FromRunner) -> None:
+        if isinstance(msg, Pong):
+            fut = self._pings.get(msg.id)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+            return
+        req_id = getattr(msg, "id", None)
+        if req_id is None:
+            if isinstance(msg, Failed):
+                log.error("runner pid=%s reported: %s", self.pid, msg.message)
+            return
+        stream = self._streams.get(req_id)
+        if stream is None:
+            return  # a late reply to a request that was already given up
+        if isinstance(msg, Failed):
+            stream._put(failed_to_error(msg, model=self.model, pid=self.pid))
+        else:
+            stream._put(msg)
+
+    def fail_all(self, exc: BaseException) -> None:
+        """The runner is gone: end every open request with ``exc``."""
+        for stream in list(self._streams.values()):
+            stream._put(exc)
+        self._streams.clear()
+        for fut in self._pings.values():
+            if not fut.done():
+                fut.set_exception(exc)
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def close(self) -> None:
+        if not self._writer_closed:
+            self._writer_closed = True
+            self.writer.close()
+
+    async def wait_writer_closed(self) -> None:
+        await self.writer.wait_closed()

@@ -1,0 +1,71 @@
+"""Scheduling policy as pure functions over snapshots: reuse, eviction order, expiry.
+
+Nothing here touches processes or the event loop, so every rule is testable with plain values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from proto import LoadParams
+
+__all__ = ["RunnerSnapshot", "eviction_order", "expiry_deadline", "pick_victim", "serves"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerSnapshot:
+    key: str
+    name: str
+    refcount: int
+    keep_alive_s: float
+    last_used: float  # monotonic seconds of the last release (or load)
+
+
+def serves(loaded: LoadParams, wanted: LoadParams) -> bool:
+    """Can a runner loaded with ``loaded`` serve a request that asks for ``wanted``?
+
+    Unlike Ollama, a smaller context is served by the loaded larger one instead of reloading,
+    and a negative ``n_gpu_layers`` (automatic) matches whatever is loaded.
+    """
+    if wanted.n_ctx > loaded.n_ctx:
+        return False
+    if wanted.n_gpu_layers >= 0 and wanted.n_gpu_layers != loaded.n_gpu_layers:
+        return False
+    return (
+        wanted.model_path == loaded.model_path
+        and wanted.lora_paths == loaded.lora_paths
+        and wanted.n_batch == loaded.n_batch
+        and wanted.main_gpu == loaded.main_gpu
+        and (wanted.n_threads == 0 or wanted.n_threads == loaded.n_threads)
+        and wanted.use_mmap == loaded.use_mmap
+        and wanted.use_mlock == loaded.use_mlock
+        and wanted.flash_attn == loaded.flash_attn
+        and wanted.kv_cache_type == loaded.kv_cache_type
+        and wanted.embedding == loaded.embedding
+        and wanted.num_parallel <= loaded.num_parallel
+    )
+
+
+def eviction_order(runners: Iterable[RunnerSnapshot]) -> list[RunnerSnapshot]:
+    """Best victim first: idle before busy, then shortest keep_alive, least recently used, name."""
+    return sorted(
+        runners,
+        key=lambda r: (r.refcount > 0, r.keep_alive_s, r.last_used, r.name),
+    )
+
+
+def pick_victim(runners: Iterable[RunnerSnapshot]) -> RunnerSnapshot | None:
+    """The runner to unload to make room, or None when every runner has requests in flight."""
+    for runner in eviction_order(runners):
+        if runner.refcount == 0:
+            return runner
+    return None
+
+
+def expiry_deadline(now: float, keep_alive_s: float) -> float | None:
+    """When an idle runner with this keep_alive unloads (None = never; ``now`` = at once)."""
+    if math.isinf(keep_alive_s):
+        return None
+    return now + max(0.0, keep_alive_s)

@@ -1,0 +1,394 @@
+"""The supervisor: which runners exist, who is using them, and when they go away.
+
+Mechanism lives here, policy in ``policy.py``. One lock serialises loads (so concurrent cold
+requests for one model load it once); requests to a loaded model never touch it. A lease bumps
+a runner's refcount; at zero the keep_alive timer is armed. A watcher per runner turns its exit
+into state (and an error for whoever was using it); a pinger catches a runner that is alive but
+no longer answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from power.errors import RunnerCrashedError, RunnerError, RunnerTimeoutError, ServerBusyError
+from power.supervisor import policy
+from power.supervisor.process import RunnerProcess
+from proto import FromRunner, LoadParams, Msg
+
+if TYPE_CHECKING:
+    from power.config import Settings
+    from power.store.model import LocalModel
+
+__all__ = ["Loaded", "RequestTiming", "RunnerFactory", "Supervisor", "runner_key"]
+
+log = logging.getLogger(__name__)
+
+
+class RunnerFactory(Protocol):
+    async def __call__(self, params: LoadParams, *, model: str) -> RunnerProcess: ...
+
+
+@dataclass(slots=True)
+class RequestTiming:
+    """Filled in by ``Supervisor.request``: time spent obtaining a runner, and which one."""
+
+    load_s: float = 0.0
+    pid: int = 0
+
+
+@dataclass(eq=False)
+class Loaded:
+    """One loaded runner and its scheduling state."""
+
+    key: str
+    model: LocalModel
+    params: LoadParams
+    runner: RunnerProcess
+    keep_alive_s: float
+    loaded_at: float
+    last_used: float
+    refcount: int = 0
+    expires_at: float | None = None  # monotonic; None while busy or when kept forever
+    stopping: bool = False
+    dead: bool = False
+    reason: str = ""  # why it is stopping: expired, evicted, reload, shutdown, unloaded
+    timer: asyncio.TimerHandle | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return not (self.stopping or self.dead)
+
+    def snapshot(self) -> policy.RunnerSnapshot:
+        return policy.RunnerSnapshot(
+            key=self.key,
+            name=self.model.name,
+            refcount=self.refcount,
+            keep_alive_s=self.keep_alive_s,
+            last_used=self.last_used,
+        )
+
+
+def runner_key(params: LoadParams) -> str:
+    return "\0".join((params.model_path, *params.lora_paths))
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        spawn: RunnerFactory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self._spawn = spawn or self._default_spawn
+        self._clock = clock
+        self._slots: dict[str, Loaded] = {}
+        self._load_lock = asyncio.Lock()
+        self._changed = asyncio.Condition()
+        self._pending = 0
+        self._tg: asyncio.TaskGroup | None = None
+        self._closing = False
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        spawn: RunnerFactory | None = None,
+        force: asyncio.Event | None = None,
+    ) -> AsyncIterator[Supervisor]:
+        self = cls(settings, spawn=spawn)
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            try:
+                yield self
+            finally:
+                await self.aclose(force=force is not None and force.is_set())
+
+    async def _default_spawn(self, params: LoadParams, *, model: str) -> RunnerProcess:
+        s = self.settings
+        return await RunnerProcess.start(
+            params,
+            model=model,
+            engine=s.runner_engine,
+            load_timeout_s=s.load_timeout_s,
+            verbose=s.debug > 0,
+        )
+
+    # ------------------------------------------------------------------ leases
+
+    async def acquire(
+        self, model: LocalModel, params: LoadParams, keep_alive_s: float | None
+    ) -> Loaded:
+        """A runner for ``model`` that serves ``params``, loading it if needed; refcount + 1."""
+        key = runner_key(params)
+        slot = self._slots.get(key)
+        if slot is not None and slot.usable and policy.serves(slot.params, params):
+            self._attach(slot, keep_alive_s)
+            return slot
+        if self._pending >= self.settings.max_queue:
+            raise ServerBusyError()
+        self._pending += 1
+        try:
+            async with self._load_lock:
+                slot = self._slots.get(key)
+                if slot is not None and slot.usable and policy.serves(slot.params, params):
+                    self._attach(slot, keep_alive_s)
+                    return slot
+                if slot is not None:
+                    await self._retire(slot, "reload", wait_idle=True)
+                await self._make_room()
+                slot = await self._load(key, model, params, keep_alive_s)
+                self._attach(slot, keep_alive_s)
+                return slot
+        finally:
+            self._pending -= 1
+
+    def release(self, slot: Loaded) -> None:
+        """Synchronous, so it can run from any cleanup path."""
+        slot.refcount -= 1
+        slot.last_used = self._clock()
+        if slot.refcount > 0 or not slot.usable:
+            self._notify()
+            return
+        deadline = policy.expiry_deadline(slot.last_used, slot.keep_alive_s)
+        slot.expires_at = deadline
+        if deadline is not None:
+            if slot.keep_alive_s <= 0:
+                self._spawn_task(self._retire(slot, "expired"))
+            else:
+                loop = asyncio.get_running_loop()
+                slot.timer = loop.call_later(slot.keep_alive_s, self._expire, slot)
+        self._notify()
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, model: LocalModel, params: LoadParams, keep_alive_s: float | None
+    ) -> AsyncIterator[Loaded]:
+        slot = await self.acquire(model, params, keep_alive_s)
+        try:
+            yield slot
+        finally:
+            self.release(slot)
+
+    async def request(
+        self,
+        model: LocalModel,
+        params: LoadParams,
+        keep_alive_s: float | None,
+        build: Callable[[int], Msg],
+        timing: RequestTiming | None = None,
+    ) -> AsyncIterator[list[FromRunner]]:
+        """Run one request, yielding batches of its replies until the terminal one.
+
+        If the runner dies before the request produced anything, it is retried once on a fresh
+        runner, transparently. Closing the iterator early cancels the request on the runner.
+        """
+        for attempt in (0, 1):
+            started = self._clock()
+            slot = await self.acquire(model, params, keep_alive_s)
+            if timing is not None:
+                timing.load_s += self._clock() - started
+                timing.pid = slot.runner.pid
+            stream = None
+            produced = False
+            try:
+                stream = slot.runner.client.open(build)
+                while not stream.finished:
+                    try:
+                        batch = await stream.next_batch()
+                    except StopAsyncIteration:
+                        return
+                    produced = True
+                    yield batch
+                return
+            except RunnerCrashedError as exc:
+                if produced or attempt == 1:
+                    raise
+                log.warning("retrying on a fresh runner for %s: %s", model.name, exc)
+            finally:
+                if stream is not None:
+                    stream.close()
+                self.release(slot)
+
+    def _attach(self, slot: Loaded, keep_alive_s: float | None) -> None:
+        slot.refcount += 1
+        slot.expires_at = None
+        if slot.timer is not None:
+            slot.timer.cancel()
+            slot.timer = None
+        if keep_alive_s is not None:
+            slot.keep_alive_s = keep_alive_s
+
+    # ------------------------------------------------------------------ loading and unloading
+
+    async def _load(
+        self, key: str, model: LocalModel, params: LoadParams, keep_alive_s: float | None
+    ) -> Loaded:
+        runner = await self._spawn(params, model=model.name)
+        runner.client.model = model.name
+        runner.client.pid = runner.pid
+        now = self._clock()
+        slot = Loaded(
+            key=key,
+            model=model,
+            params=params,
+            runner=runner,
+            keep_alive_s=self.settings.keep_alive_s if keep_alive_s is None else keep_alive_s,
+            loaded_at=now,
+            last_used=now,
+        )
+        self._slots[key] = slot
+        slot.tasks.append(self._spawn_task(self._watch(slot)))
+        slot.tasks.append(self._spawn_task(self._ping(slot)))
+        return slot
+
+    async def _make_room(self) -> None:
+        """Unload idle runners until one more fits under ``max_loaded_models``."""
+        limit = max(1, self.settings.max_loaded_models)
+        while True:
+            live = [s for s in self._slots.values() if not s.dead]
+            if len(live) < limit:
+                return
+            victim = policy.pick_victim(s.snapshot() for s in live if s.usable)
+            if victim is not None:
+                await self._retire(self._slots[victim.key], "evicted")
+                continue
+            async with self._changed:  # every runner is busy (or stopping): wait for a change
+                await self._changed.wait()
+
+    async def _retire(self, slot: Loaded, reason: str, *, wait_idle: bool = False) -> None:
+        if wait_idle:
+            async with self._changed:
+                await self._changed.wait_for(lambda: slot.refcount == 0 or slot.dead)
+        if slot.refcount > 0 and not wait_idle:
+            return  # someone attached since this was scheduled: it is not idle any more
+        if not slot.stopping:
+            slot.stopping = True
+            slot.reason = reason
+            if slot.timer is not None:
+                slot.timer.cancel()
+        if self._slots.get(slot.key) is slot:
+            del self._slots[slot.key]
+        s = self.settings
+        await slot.runner.aclose(grace_s=s.runner_stop_grace_s, term_grace_s=s.runner_term_grace_s)
+
+    def _expire(self, slot: Loaded) -> None:
+        slot.timer = None
+        if slot.refcount == 0 and slot.usable:
+            self._spawn_task(self._retire(slot, "expired"))
+
+    async def unload(self, key: str) -> bool:
+        """``power stop``: unload now if idle, else as soon as the last request ends."""
+        slot = self._slots.get(key)
+        if slot is None:
+            return False
+        slot.keep_alive_s = 0.0
+        if slot.refcount == 0:
+            await self._retire(slot, "unloaded")
+        return True
+
+    async def _watch(self, slot: Loaded) -> None:
+        rc = await slot.runner.wait_exited()
+        slot.dead = True
+        if slot.timer is not None:
+            slot.timer.cancel()
+        if self._slots.get(slot.key) is slot:
+            del self._slots[slot.key]
+        from power.supervisor.process import describe_exit
+
+        if slot.stopping:
+            log.info(
+                "runner unloaded: model=%s pid=%d reason=%s (%s)",
+                slot.model.name,
+                slot.runner.pid,
+                slot.reason,
+                describe_exit(rc),
+            )
+            error: RunnerError = RunnerError(
+                f"model {slot.model.name} was unloaded ({slot.reason})", model=slot.model.name
+            )
+        else:
+            error = slot.runner.crash_error(rc)
+            log.error("%s", error)
+        slot.runner.client.fail_all(error)
+        for task in slot.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        await slot.runner.aclose(grace_s=0, term_grace_s=0)
+        self._notify()
+
+    async def _ping(self, slot: Loaded) -> None:
+        s = self.settings
+        while not slot.dead:
+            await asyncio.sleep(s.ping_interval_s)
+            try:
+                await slot.runner.client.ping(s.ping_timeout_s)
+            except TimeoutError:
+                error = RunnerTimeoutError(
+                    f"model runner for {slot.model.name} (pid {slot.runner.pid}) stopped"
+                    f" responding for {s.ping_timeout_s:.0f}s and was killed",
+                    model=slot.model.name,
+                    pid=slot.runner.pid,
+                    stderr_tail=slot.runner.stderr_lines,
+                )
+                log.error("%s", error)
+                slot.runner.client.fail_all(error)
+                slot.stopping, slot.reason = True, "hung"
+                slot.runner.kill_nowait()
+                return
+            except Exception:
+                return  # the watcher reports the exit
+
+    # ------------------------------------------------------------------ state
+
+    def loaded(self) -> list[Loaded]:
+        return [s for s in self._slots.values() if not s.dead]
+
+    def find(self, model_path: str) -> Loaded | None:
+        for slot in self._slots.values():
+            if slot.params.model_path == model_path and not slot.dead:
+                return slot
+        return None
+
+    def _notify(self) -> None:
+        self._spawn_task(self._notify_async())
+
+    async def _notify_async(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        if self._tg is None:
+            return asyncio.ensure_future(coro)
+        return self._tg.create_task(coro)
+
+    async def aclose(self, *, force: bool = False) -> None:
+        """Stop every runner in parallel under one deadline; always reap."""
+        self._closing = True
+        slots = list(self._slots.values())
+        for slot in slots:
+            slot.stopping, slot.reason = True, "shutdown"
+            if slot.timer is not None:
+                slot.timer.cancel()
+        s = self.settings
+        grace = 0.0 if force else s.runner_stop_grace_s
+        term = 0.0 if force else s.runner_term_grace_s
+        await asyncio.gather(
+            *(slot.runner.aclose(grace_s=grace, term_grace_s=term) for slot in slots),
+            return_exceptions=True,
+        )
+        self._slots.clear()
+        for slot in slots:
+            for task in slot.tasks:
+                task.cancel()

@@ -1,0 +1,321 @@
+"""The store-only endpoints: tags, show, copy, delete, create and blobs, as Ollama shapes them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.exceptions import StarletteDeprecationWarning
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from power.api.models import format_time, routes
+from power.errors import PowerError
+from power.store.store import ModelStore
+
+with warnings.catch_warnings():  # starlette prefers httpx2; plain httpx works the same here
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+JINJA = "{% for m in messages %}{{ m.content }}{% endfor %}"
+TOKENS = ["<unk>", "<s>", "</s>", "a", "b", "c"]
+
+
+def tiny_gguf(path: Path) -> Path:
+    """A header-only GGUF with a 6-entry token list and two tensors."""
+
+    def s(text: str) -> bytes:
+        return struct.pack("<Q", len(text.encode())) + text.encode()
+
+    kv: list[bytes] = [
+        s("general.architecture") + struct.pack("<I", 8) + s("llama"),
+        s("general.name") + struct.pack("<I", 8) + s("tiny"),
+        s("general.file_type") + struct.pack("<II", 4, 2),
+        s("llama.context_length") + struct.pack("<II", 4, 4096),
+        s("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 6) + b"".join(map(s, TOKENS)),
+        s("tokenizer.ggml.scores") + struct.pack("<IIQ3f", 9, 6, 3, 0.0, 1.0, 2.0),
+        s("tokenizer.chat_template") + struct.pack("<I", 8) + s(JINJA),
+    ]
+    tensors = [
+        s(name) + struct.pack("<IQQIQ", 2, 8, 6, 2, 0) for name in ("token_embd.weight", "output")
+    ]
+    path.write_bytes(
+        b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv)) + b"".join(kv + tensors)
+    )
+    return path
+
+
+async def _power_error(request: Request, exc: Exception) -> Response:
+    status = exc.status if isinstance(exc, PowerError) else 500
+    return JSONResponse({"error": str(exc)}, status_code=status)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ModelStore:
+    return ModelStore(tmp_path / "models")
+
+
+@pytest.fixture
+def client(store: ModelStore) -> Iterator[TestClient]:
+    app = Starlette(routes=routes, exception_handlers={PowerError: _power_error})
+    app.state.store = store
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def gguf(tmp_path: Path) -> Path:
+    return tiny_gguf(tmp_path / "tiny.gguf")
+
+
+def _ndjson(body: str) -> list[dict[str, Any]]:
+    assert body.endswith("\n")
+    return [json.loads(line) for line in body.splitlines()]
+
+
+def _create(client: TestClient, **req: Any) -> None:
+    resp = client.post("/api/create", json={"stream": False, **req})
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"status": "success"}
+
+
+# -- create ------------------------------------------------------------------------------------
+
+
+def test_create_streams_progress(client: TestClient, gguf: Path) -> None:
+    resp = client.post("/api/create", json={"model": "tiny", "from": str(gguf)})
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "application/x-ndjson"
+    lines = _ndjson(resp.text)
+    assert lines[0] == {"status": "parsing GGUF"}
+    assert re.fullmatch(r"creating new layer sha256:[0-9a-f]{64}", lines[1]["status"])
+    assert lines[-2:] == [{"status": "writing manifest"}, {"status": "success"}]
+
+
+def test_create_from_uploaded_blob_with_legacy_name(client: TestClient, gguf: Path) -> None:
+    data = gguf.read_bytes()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert client.post(f"/api/blobs/{digest}", content=data).status_code == 201
+    _create(client, name="up:v1", files={"model.gguf": digest}, parameters={"seed": 42})
+    shown = client.post("/api/show", json={"model": "up:v1"}).json()
+    assert shown["details"]["parent_model"] == "model.gguf"
+    assert shown["parameters"] == "seed                           42"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ({"model": "m"}, 400, "neither 'from' or 'files' was specified"),
+        ({"model": "bad name", "from": "x"}, 400, "invalid model name"),
+        ({"model": "m", "from": "ghost"}, 404, "model 'ghost' not found"),
+        ({"model": "m", "from": "x", "quantize": "q4_0"}, 400, "quantization is not supported yet"),
+        (
+            {"model": "m", "files": {"/etc/x": "sha256:" + "a" * 64}},
+            400,
+            "file path must be relative",
+        ),
+        ({"model": "m", "modelfile": "FROM x\nBAD y"}, 400, "(line 2): command must be one of"),
+    ],
+)
+def test_create_errors_before_streaming(
+    client: TestClient, body: dict[str, Any], status: int, error: str
+) -> None:
+    resp = client.post("/api/create", json=body)
+    assert resp.status_code == status
+    assert resp.json()["error"].startswith(error)
+
+
+def test_create_error_after_streaming_started(client: TestClient, store: ModelStore) -> None:
+    digest = store.add_blob_bytes(b"this blob is no GGUF file, not even close")
+    resp = client.post("/api/create", json={"model": "m", "files": {"m.gguf": digest}})
+    assert resp.status_code == 200
+    assert _ndjson(resp.text) == [
+        {"status": "parsing GGUF"},
+        {"error": "supplied file was not in GGUF format"},
+    ]
+
+
+# -- tags --------------------------------------------------------------------------------------
+
+
+def test_tags(client: TestClient, gguf: Path, store: ModelStore) -> None:
+    assert client.get("/api/tags").json() == {"models": []}
+    _create(client, model="alice/tiny:q8", **{"from": str(gguf)})
+    resp = client.get("/api/tags")
+    assert resp.headers["content-type"] == "application/json; charset=utf-8"
+    (entry,) = resp.json()["models"]
+    raw = store.read_manifest_bytes("alice/tiny:q8")
+    assert entry["name"] == entry["model"] == "alice/tiny:q8"
+    assert entry["digest"] == hashlib.sha256(raw).hexdigest()
+    assert entry["size"] == gguf.stat().st_size + sum(
+        layer["size"] for layer in [json.loads(raw)["config"]]
+    )
+    assert entry["details"] == {
+        "parent_model": "",
+        "format": "gguf",
+        "family": "llama",
+        "families": ["llama"],
+        "parameter_size": "96",
+        "quantization_level": "Q4_0",
+    }
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", entry["modified_at"]
+    )
+    assert client.head("/api/tags").status_code == 200
+
+
+def test_format_time() -> None:
+    assert re.fullmatch(
+        r"2026-\d\d-\d\dT\d\d:\d\d:\d\d\.5(Z|[+-]\d\d:\d\d)", format_time(1.7777e9 + 0.5)
+    )
+
+
+# -- show --------------------------------------------------------------------------------------
+
+
+def test_show(client: TestClient, gguf: Path) -> None:
+    _create(
+        client,
+        model="tiny",
+        **{"from": str(gguf)},
+        parameters={"stop": ["<|im_end|>", "</s>"], "temperature": 0.7},
+        system="be brief",
+        license="MIT",
+    )
+    resp = client.post("/api/show", json={"model": "TINY"})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["license"] == "MIT"
+    assert body["system"] == "be brief"
+    assert body["template"] == JINJA  # no TEMPLATE layer: the GGUF's own template
+    assert body["parameters"] == (
+        'stop                           "<|im_end|>"\n'
+        'stop                           "</s>"\n'
+        "temperature                    0.7"
+    )
+    assert body["modelfile"].startswith(
+        '# Modelfile generated by "ollama show"\n'
+        "# To build a new Modelfile based on this, replace FROM with:\n"
+        "# FROM tiny:latest\n\nFROM "
+    )
+    assert "PARAMETER stop <|im_end|>\nPARAMETER stop </s>\n" in body["modelfile"]
+    assert "SYSTEM be brief\n" in body["modelfile"]
+    assert "LICENSE MIT\n" in body["modelfile"]
+    info = body["model_info"]
+    assert "general.name" not in info
+    assert "tokenizer.chat_template" not in info
+    assert info["tokenizer.ggml.tokens"] == []
+    assert info["tokenizer.ggml.scores"] == [0.0, 1.0, 2.0]
+    assert info["general.architecture"] == "llama"
+    assert info["llama.context_length"] == 4096
+    assert info["general.parameter_count"] == 96
+    assert body["details"]["quantization_level"] == "Q4_0"
+    assert body["capabilities"] == ["completion"]
+    assert "tensors" not in body
+    assert "modified_at" in body
+
+
+def test_show_verbose_and_template_layer(client: TestClient, gguf: Path) -> None:
+    _create(client, model="t", **{"from": str(gguf)}, template="{{ .Prompt }}")
+    body = client.post("/api/show", json={"name": "t", "verbose": True}).json()
+    assert body["template"] == "{{ .Prompt }}"
+    assert 'TEMPLATE "{{ .Prompt }}"' not in body["modelfile"]
+    assert "TEMPLATE {{ .Prompt }}\n" in body["modelfile"]
+    assert body["model_info"]["tokenizer.ggml.tokens"] == TOKENS
+    assert body["tensors"] == [
+        {"name": "token_embd.weight", "type": "Q4_0", "shape": [8, 6]},
+        {"name": "output", "type": "Q4_0", "shape": [8, 6]},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ({}, 400, "model is required"),
+        ({"model": "ghost"}, 404, "model 'ghost' not found"),
+        ({"model": "bad:"}, 400, "invalid model name"),
+        ({"model": 5}, 400, "Expected `str`"),
+    ],
+)
+def test_show_errors(client: TestClient, body: dict[str, Any], status: int, error: str) -> None:
+    resp = client.post("/api/show", json=body)
+    assert resp.status_code == status
+    assert resp.json()["error"].startswith(error)
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [(b"", "missing request body"), (b"{not json", "JSON is malformed"), (b"[1]", "JSON object")],
+)
+def test_bad_bodies(client: TestClient, content: bytes, error: str) -> None:
+    for method, url in (("POST", "/api/show"), ("POST", "/api/create"), ("DELETE", "/api/delete")):
+        resp = client.request(method, url, content=content)
+        assert resp.status_code == 400
+        assert error in resp.json()["error"]
+
+
+# -- copy, delete ------------------------------------------------------------------------------
+
+
+def test_copy_and_delete(client: TestClient, gguf: Path, store: ModelStore) -> None:
+    _create(client, model="src", **{"from": str(gguf)})
+    resp = client.post("/api/copy", json={"source": "src", "destination": "team/dst:v2"})
+    assert (resp.status_code, resp.content) == (200, b"")
+    assert store.read_manifest_bytes("team/dst:v2") == store.read_manifest_bytes("src")
+    resp = client.request("DELETE", "/api/delete", json={"model": "src"})
+    assert (resp.status_code, resp.content) == (200, b"")
+    names = [m["name"] for m in client.get("/api/tags").json()["models"]]
+    assert names == ["team/dst:v2"]
+    assert client.post("/api/show", json={"model": "team/dst:v2"}).status_code == 200
+    resp = client.request("DELETE", "/api/delete", json={"name": "src"})
+    assert (resp.status_code, resp.json()) == (404, {"error": "model 'src' not found"})
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ({"source": "ghost", "destination": "x"}, 404, 'model "ghost" not found'),
+        ({"source": "bad:", "destination": "x"}, 400, 'source "bad:" is invalid'),
+        ({"source": "x", "destination": ""}, 400, 'destination "" is invalid'),
+    ],
+)
+def test_copy_errors(client: TestClient, body: dict[str, Any], status: int, error: str) -> None:
+    resp = client.post("/api/copy", json=body)
+    assert (resp.status_code, resp.json()) == (status, {"error": error})
+
+
+# -- blobs -------------------------------------------------------------------------------------
+
+
+def test_blobs(client: TestClient, store: ModelStore) -> None:
+    data = b"some blob content" * 1000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert client.head(f"/api/blobs/{digest}").status_code == 404
+    assert client.post(f"/api/blobs/{digest}", content=data).status_code == 201
+    assert client.head(f"/api/blobs/{digest.replace(':', '-')}").status_code == 200
+    assert client.post(f"/api/blobs/{digest}", content=b"ignored").status_code == 200
+    assert store.read_blob(digest) == data
+
+
+def test_blob_digest_mismatch_stores_nothing(client: TestClient, store: ModelStore) -> None:
+    wrong = "sha256:" + "0" * 64
+    got = "sha256:" + hashlib.sha256(b"payload").hexdigest()
+    resp = client.post(f"/api/blobs/{wrong}", content=b"payload")
+    assert resp.status_code == 400
+    assert resp.json() == {"error": f'digest mismatch, expected "{wrong}", got "{got}"'}
+    assert list(store.blobs_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("digest", ["sha256:abc", "md5-" + "a" * 64, "sha256:" + "z" * 64])
+def test_blob_bad_digest(client: TestClient, digest: str) -> None:
+    resp = client.post(f"/api/blobs/{digest}", content=b"x")
+    assert (resp.status_code, resp.json()) == (400, {"error": "invalid digest format"})
+    assert client.head(f"/api/blobs/{digest}").status_code == 400

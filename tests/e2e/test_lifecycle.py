@@ -1,0 +1,123 @@
+"""The daemon as a process: streams, runner crashes, shutdown. Runners use the fake engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import wait_until
+from tests.e2e.conftest import Server, power_server
+
+
+@pytest.fixture
+def fake_server(server_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    env = dict(server_env, A3S_POWER_RUNNER_ENGINE="fake:count?delay=0.02")
+    with power_server(env, tmp_path / "server.log") as srv:
+        yield srv
+
+
+def _stream(url: str, body: dict[str, object]) -> Iterator[dict[str, object]]:
+    with httpx.stream("POST", url, json=body, timeout=30) as resp:
+        assert resp.status_code == 200, resp.read()
+        for line in resp.iter_lines():
+            yield json.loads(line)
+
+
+def test_kill_9_of_the_runner_mid_stream_ends_the_stream_with_an_error_line(
+    fake_server: Server,
+) -> None:
+    url = f"{fake_server.url}/api/generate"
+    lines = []
+    for line in _stream(url, {"model": "smollm2", "prompt": "go"}):
+        lines.append(line)
+        if len(lines) == 3:
+            (pid,) = fake_server.runner_pids()
+            os.kill(pid, signal.SIGKILL)
+    assert all("response" in line for line in lines[:3])
+    assert "SIGKILL" in str(lines[-1]["error"])
+    assert "out of memory" in str(lines[-1]["error"])
+    # The gateway survived, and the next request gets a fresh runner.
+    resp = httpx.post(
+        url,
+        json={"model": "smollm2", "prompt": "go", "stream": False, "options": {"num_predict": 3}},
+        timeout=30,
+    )
+    assert resp.status_code == 200
+    assert resp.json()["response"] == "1 2 3 "
+    ps = httpx.get(f"{fake_server.url}/api/ps").json()["models"]
+    assert ps[0]["pid"] != pid
+    assert fake_server.proc.poll() is None
+
+
+def test_sigterm_lets_a_stream_finish_then_exits_0_with_no_runner_left(
+    fake_server: Server,
+) -> None:
+    url = f"{fake_server.url}/api/generate"
+    got: list[dict[str, object]] = []
+    body = {"model": "smollm2", "prompt": "go", "options": {"num_predict": 40}}
+
+    def consume() -> None:
+        got.extend(_stream(url, body))
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    wait_until(lambda: len(fake_server.runner_pids()) == 1 and len(got) >= 2)
+    runners = fake_server.runner_pids()
+    assert fake_server.stop(signal.SIGTERM) == 0
+    reader.join(10)
+    assert got[-1]["done"] is True
+    assert got[-1]["done_reason"] == "length"
+    assert got[-1]["eval_count"] == 40
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in runners)
+
+
+def test_sigterm_when_idle_unloads_everything(fake_server: Server) -> None:
+    resp = httpx.post(f"{fake_server.url}/api/generate", json={"model": "smollm2"}, timeout=30)
+    assert resp.json()["done_reason"] == "load"
+    (pid,) = fake_server.runner_pids()
+    assert fake_server.stop(signal.SIGTERM) == 0
+    assert not psutil.pid_exists(pid)
+    assert "stopped" in fake_server.log_text()
+
+
+def test_errors_before_streaming_are_real_statuses(fake_server: Server) -> None:
+    url = fake_server.url
+    r = httpx.post(f"{url}/api/generate", json={"model": "nope", "prompt": "x"})
+    assert (r.status_code, r.json()) == (404, {"error": "model 'nope' not found"})
+    r = httpx.post(f"{url}/api/chat", content=b"")
+    assert (r.status_code, r.json()) == (400, {"error": "missing request body"})
+    r = httpx.post(f"{url}/api/chat", content=b"{not json")
+    assert r.status_code == 400
+    r = httpx.post(
+        f"{url}/api/generate",
+        json={"model": "smollm2", "prompt": "x", "options": {"num_predict": "many"}},
+    )
+    assert r.status_code == 400
+    assert "num_predict" in r.json()["error"]
+    r = httpx.post(
+        f"{url}/api/generate", json={"model": "smollm2", "prompt": "x", "keep_alive": "3600"}
+    )
+    assert r.status_code == 400
+    r = httpx.get(f"{url}/api/ps", headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+    assert r.content == b""
+    r = httpx.get(f"{url}/api/ps", headers={"Host": "evil.example"})
+    assert r.status_code == 403
+
+
+def test_stop_unloads_and_the_process_is_gone(fake_server: Server) -> None:
+    url = fake_server.url
+    httpx.post(f"{url}/api/generate", json={"model": "smollm2"}, timeout=30)
+    (pid,) = fake_server.runner_pids()
+    r = httpx.post(f"{url}/api/generate", json={"model": "smollm2", "keep_alive": 0}, timeout=30)
+    assert r.json()["done_reason"] == "unload"
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    assert httpx.get(f"{url}/api/ps").json() == {"models": []}

@@ -1,0 +1,97 @@
+"""The official ``ollama`` Python client against ``power serve`` with the real SmolLM2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ollama
+import psutil
+import pytest
+
+from tests.e2e.conftest import Server
+
+pytestmark = pytest.mark.model
+
+GREEDY = {"temperature": 0, "seed": 7, "num_predict": 16}
+
+
+@pytest.fixture
+def client(server: Server) -> ollama.Client:
+    return ollama.Client(host=server.url)
+
+
+def test_generate_and_chat_streaming_and_not(client: ollama.Client, server: Server) -> None:
+    whole = client.generate(
+        model="smollm2", prompt="What is the capital of France?", options=GREEDY
+    )
+    assert whole.done
+    assert whole.done_reason in ("stop", "length")
+    assert whole.response
+    assert whole.eval_count
+    assert whole.eval_count <= 16
+    assert whole.context
+    assert whole.total_duration
+    assert whole.prompt_eval_count
+    parts = list(
+        client.generate(
+            model="smollm2", prompt="What is the capital of France?", options=GREEDY, stream=True
+        )
+    )
+    assert "".join(p.response for p in parts) == whole.response  # greedy + seed: reproducible
+    assert parts[-1].done
+    assert not any(p.done for p in parts[:-1])
+
+    msgs = [{"role": "user", "content": "Name a color."}]
+    reply = client.chat(model="smollm2", messages=msgs, options=GREEDY)
+    assert reply.message.role == "assistant"
+    assert reply.message.content
+    chunks = list(client.chat(model="smollm2", messages=msgs, options=GREEDY, stream=True))
+    assert "".join(c.message.content or "" for c in chunks) == reply.message.content
+    assert chunks[-1].done_reason in ("stop", "length")
+
+    (loaded,) = client.ps().models
+    assert loaded.model == "smollm2:latest"
+    assert loaded.size
+    assert loaded.context_length
+    assert psutil.Process(server.proc.pid).children()[0].pid == loaded.model_dump()["pid"]
+
+
+def test_list_show_copy_delete(client: ollama.Client) -> None:
+    client.generate(model="smollm2", prompt="")  # imports the starter model and loads it
+    names = [m.model for m in client.list().models]
+    assert "smollm2:latest" in names
+    info = client.show("smollm2")
+    assert info.details.family == "llama"
+    assert info.modelinfo is not None
+    assert info.modelinfo["general.architecture"] == "llama"
+    assert "completion" in (info.capabilities or [])
+    client.copy("smollm2", "my-copy:v1")
+    assert "my-copy:v1" in [m.model for m in client.list().models]
+    assert client.generate(model="my-copy:v1", prompt="Hi", options=GREEDY).response
+    client.delete("my-copy:v1")
+    assert "my-copy:v1" not in [m.model for m in client.list().models]
+    with pytest.raises(ollama.ResponseError) as info_err:
+        client.show("my-copy:v1")
+    assert info_err.value.status_code == 404
+
+
+def test_create_from_an_uploaded_gguf_with_system_and_parameters(
+    client: ollama.Client, smollm2_gguf: Path
+) -> None:
+    digest = client.create_blob(smollm2_gguf)
+    progress = list(
+        client.create(
+            model="pirate",
+            files={"smol.gguf": digest},
+            system="You are a pirate. Say arr.",
+            parameters={"temperature": 0, "num_predict": 8},
+            stream=True,
+        )
+    )
+    assert progress[-1].status == "success"
+    shown = client.show("pirate")
+    assert shown.system == "You are a pirate. Say arr."
+    assert "num_predict" in (shown.parameters or "")
+    reply = client.chat(model="pirate", messages=[{"role": "user", "content": "Hello"}])
+    assert reply.eval_count == 8 or reply.done_reason == "stop"
+    client.delete("pirate")

@@ -1,0 +1,145 @@
+"""The real runner (llama-cpp-python) with the real SmolLM2 GGUF, behind the real Supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from power.config import Settings
+from power.errors import RunnerCrashedError
+from power.supervisor import RunnerProcess, Supervisor
+from proto import Done, Generate, LoadParams, Sampling, Tokens
+
+pytestmark = [pytest.mark.anyio, pytest.mark.model]
+
+CHAT = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
+)
+GREEDY = Sampling(temperature=0.0, seed=42)
+
+
+class Spawner:
+    def __init__(self) -> None:
+        self.runners: list[RunnerProcess] = []
+
+    async def __call__(self, params: LoadParams, *, model: str) -> RunnerProcess:
+        runner = await RunnerProcess.start(params, model=model, engine="llama", load_timeout_s=60)
+        self.runners.append(runner)
+        return runner
+
+
+def gen(prompt: str, **kw: Any) -> Callable[[int], Generate]:
+    kw.setdefault("sampling", GREEDY)
+    return lambda i: Generate(id=i, prompt=prompt, **kw)
+
+
+async def collect(events: AsyncIterator[list[Any]]) -> tuple[str, Done, list[Tokens]]:
+    text, done, tokens = [], None, []
+    async for batch in events:
+        for msg in batch:
+            if isinstance(msg, Tokens):
+                text.append(msg.text)
+                tokens.append(msg)
+            elif isinstance(msg, Done):
+                done = msg
+    assert done is not None
+    return "".join(text), done, tokens
+
+
+async def kill_on_first_batch(events: AsyncIterator[list[Any]], pid: int) -> None:
+    async for _batch in events:
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def model(smollm2_gguf: Path) -> Any:
+    return SimpleNamespace(name="smollm2:latest", model_path=str(smollm2_gguf), adapters=())
+
+
+def cfg(tmp_path: Path) -> Settings:
+    return Settings(home=str(tmp_path), runner_stop_grace_s=5, runner_term_grace_s=5)
+
+
+async def test_greedy_output_is_reproducible_and_limits_hold(tmp_path: Path, model: Any) -> None:
+    spawn = Spawner()
+    params = LoadParams(model_path=model.model_path, n_ctx=2048, n_threads=2)
+    prompt = CHAT.format(q="What is the capital of France?")
+    async with Supervisor.open(cfg(tmp_path), spawn=spawn) as sup:
+        first, done1, _ = await collect(
+            sup.request(model, params, None, gen(prompt, num_predict=24))
+        )
+        again, done2, _ = await collect(
+            sup.request(model, params, None, gen(prompt, num_predict=24))
+        )
+        assert first == again
+        assert "Paris" in first
+        assert done1.reason == "length"
+        assert done1.stats.eval_tokens == 24
+        # the second request re-evaluated only the last prompt token: the KV cache was reused
+        assert done2.stats.prompt_cached == done2.stats.prompt_tokens - 1
+        ready = spawn.runners[0].ready
+        assert ready is not None
+        assert ready.memory.rss > 50 * 1024 * 1024
+        assert ready.n_ctx == 2048
+
+
+async def test_stop_strings_are_trimmed_and_eos_ends_with_stop(tmp_path: Path, model: Any) -> None:
+    params = LoadParams(model_path=model.model_path, n_ctx=1024, n_threads=2)
+    prompt = CHAT.format(q="Count from 1 to 10, separated by commas.")
+    async with Supervisor.open(cfg(tmp_path), spawn=Spawner()) as sup:
+        full, _, _ = await collect(sup.request(model, params, None, gen(prompt, num_predict=40)))
+        assert "4" in full
+        cut, done, _ = await collect(
+            sup.request(model, params, None, gen(prompt, num_predict=40, stop=("4",)))
+        )
+        assert done.reason == "stop"
+        assert "4" not in cut
+        assert full.startswith(cut)
+        _short, done, _ = await collect(
+            sup.request(model, params, None, gen(CHAT.format(q="Say hi."), num_predict=200))
+        )
+        assert done.reason == "stop"
+        assert done.stats.eval_tokens < 200
+
+
+async def test_logprobs_and_token_ids_come_with_the_tokens(tmp_path: Path, model: Any) -> None:
+    params = LoadParams(model_path=model.model_path, n_ctx=1024, n_threads=2)
+    async with Supervisor.open(cfg(tmp_path), spawn=Spawner()) as sup:
+        _, done, tokens = await collect(
+            sup.request(model, params, None, gen(CHAT.format(q="Hi"), num_predict=5, logprobs=3))
+        )
+        ids = [i for t in tokens for i in t.ids]
+        probs = [lp for t in tokens for lp in t.logprobs]
+        assert len(ids) == len(probs) == done.stats.eval_tokens
+        for lp in probs:
+            assert lp.logprob <= 0
+            assert len(lp.top) == 3
+            assert lp.top[0].logprob >= lp.logprob  # greedy picks the best
+
+
+async def test_cancel_then_kill_9_mid_stream(tmp_path: Path, model: Any) -> None:
+    spawn = Spawner()
+    params = LoadParams(model_path=model.model_path, n_ctx=1024, n_threads=2)
+    prompt = CHAT.format(q="Write a long story about a dragon.")
+    async with Supervisor.open(cfg(tmp_path), spawn=spawn) as sup:
+        events = sup.request(model, params, None, gen(prompt, num_predict=500))
+        async for _batch in events:
+            break
+        await events.aclose()  # type: ignore[attr-defined]
+        # served at once after the cancel: the runner stopped generating within a token
+        _, done, _ = await asyncio.wait_for(
+            collect(sup.request(model, params, None, gen(prompt, num_predict=3))), 30
+        )
+        assert done.stats.eval_tokens == 3
+        events = sup.request(model, params, None, gen(prompt, num_predict=500))
+        with pytest.raises(RunnerCrashedError, match="SIGKILL"):
+            await kill_on_first_batch(events, spawn.runners[0].pid)
+        assert len(spawn.runners) == 1

@@ -1,0 +1,271 @@
+"""The real Supervisor with real ``python -m runner --engine fake:…`` children."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import psutil
+import pytest
+
+from power.config import Settings
+from power.errors import (
+    InvalidRequestError,
+    RunnerCrashedError,
+    RunnerLoadError,
+    RunnerTimeoutError,
+)
+from power.supervisor import RunnerProcess, Supervisor
+from proto import Done, Generate, LoadParams, Sampling, Tokens
+
+pytestmark = pytest.mark.anyio
+
+
+class Spawner:
+    """A RunnerFactory that picks the fake engine spec per spawn and counts spawns."""
+
+    def __init__(self, *specs: str) -> None:
+        self.specs = list(specs)
+        self.count = 0
+        self.pids: list[int] = []
+
+    async def __call__(self, params: LoadParams, *, model: str) -> RunnerProcess:
+        spec = self.specs[min(self.count, len(self.specs) - 1)]
+        self.count += 1
+        runner = await RunnerProcess.start(params, model=model, engine=spec, load_timeout_s=20)
+        self.pids.append(runner.pid)
+        return runner
+
+
+def settings(tmp_path: Path, **kw: Any) -> Settings:
+    base: dict[str, Any] = {
+        "home": str(tmp_path),
+        "runner_stop_grace_s": 2.0,
+        "runner_term_grace_s": 2.0,
+        "ping_interval_s": 5.0,
+        "ping_timeout_s": 5.0,
+    }
+    base.update(kw)
+    return Settings(**base)
+
+
+def model(tmp_path: Path, name: str = "m") -> Any:
+    path = tmp_path / f"{name}.gguf"
+    path.write_bytes(b"GGUF")
+    return SimpleNamespace(name=f"{name}:latest", model_path=str(path), adapters=())
+
+
+def params(m: Any) -> LoadParams:
+    return LoadParams(model_path=m.model_path, n_ctx=512)
+
+
+def gen(prompt: str, **kw: Any) -> Callable[[int], Generate]:
+    return lambda i: Generate(id=i, prompt=prompt, sampling=Sampling(temperature=0), **kw)
+
+
+async def collect(events: AsyncIterator[list[Any]]) -> tuple[str, Done]:
+    text, done = [], None
+    async for batch in events:
+        for msg in batch:
+            if isinstance(msg, Tokens):
+                text.append(msg.text)
+            elif isinstance(msg, Done):
+                done = msg
+    assert done is not None
+    return "".join(text), done
+
+
+async def kill_on_first_token(events: AsyncIterator[list[Any]], pid: int) -> None:
+    async for batch in events:
+        if any(isinstance(x, Tokens) for x in batch):
+            os.kill(pid, signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def wait_for(pred: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_stream_and_prefix_cache(tmp_path: Path) -> None:
+    spawn = Spawner("fake:echo")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        text, done = await collect(sup.request(m, params(m), None, gen("hello there world")))
+        assert text == "hello there world "
+        assert done.reason == "stop"
+        assert done.stats.eval_tokens == 3
+        _, again = await collect(sup.request(m, params(m), None, gen("hello there friend")))
+        assert again.stats.prompt_cached == 3  # BOS, "hello", "there"
+        assert spawn.count == 1
+        pid = spawn.pids[0]
+    assert not alive(pid)
+
+
+async def test_num_predict_and_stop_strings(tmp_path: Path) -> None:
+    spawn = Spawner("fake:count")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        text, done = await collect(sup.request(m, params(m), None, gen("go", num_predict=5)))
+        assert (text, done.reason) == ("1 2 3 4 5 ", "length")
+        text, done = await collect(sup.request(m, params(m), None, gen("go", stop=("4",))))
+        assert (text, done.reason) == ("1 2 3 ", "stop")
+
+
+async def test_cancel_mid_stream_stops_the_runner_promptly(tmp_path: Path) -> None:
+    spawn = Spawner("fake:count?delay=0.02")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        events = sup.request(m, params(m), None, gen("go"))
+        seen = 0
+        async for batch in events:
+            seen += sum(isinstance(x, Tokens) for x in batch)
+            if seen >= 3:
+                break
+        await events.aclose()  # type: ignore[attr-defined]
+        slot = sup.loaded()[0]
+        assert slot.refcount == 0
+        # The runner is free again: a new request is served at once, not after an endless count.
+        text, _done = await collect(sup.request(m, params(m), None, gen("go", num_predict=2)))
+        assert text == "1 2 "
+
+
+async def test_crash_mid_stream_reports_stderr_and_next_request_gets_a_fresh_runner(
+    tmp_path: Path,
+) -> None:
+    spawn = Spawner("fake:count?crash_after=3", "fake:count")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        with pytest.raises(RunnerCrashedError) as info:
+            await collect(sup.request(m, params(m), None, gen("go")))
+        assert "crash after 3 tokens" in str(info.value)
+        assert info.value.pid == spawn.pids[0]
+        await wait_for(lambda: not sup.loaded())
+        text, _ = await collect(sup.request(m, params(m), None, gen("go", num_predict=2)))
+        assert text == "1 2 "
+        assert spawn.count == 2
+
+
+async def test_crash_before_the_first_token_is_retried_transparently(tmp_path: Path) -> None:
+    spawn = Spawner("fake:echo?crash_before=1", "fake:echo")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        text, _done = await collect(sup.request(m, params(m), None, gen("still here")))
+        assert text == "still here "
+        assert spawn.count == 2
+        assert not alive(spawn.pids[0])
+
+
+async def test_kill_9_mid_stream_is_reported_as_possibly_out_of_memory(tmp_path: Path) -> None:
+    spawn = Spawner("fake:count?delay=0.02")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        events = sup.request(m, params(m), None, gen("go"))
+        with pytest.raises(RunnerCrashedError, match=r"SIGKILL.*out of memory"):
+            await kill_on_first_token(events, spawn.pids[0])
+
+
+async def test_a_load_failure_is_not_retried(tmp_path: Path) -> None:
+    spawn = Spawner("fake:echo?fail_load=1")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        with pytest.raises(RunnerLoadError, match="fail_load"):
+            await collect(sup.request(m, params(m), None, gen("hi")))
+        assert spawn.count == 1
+        assert not sup.loaded()
+
+
+async def test_a_hung_runner_is_detected_by_ping_and_killed(tmp_path: Path) -> None:
+    spawn = Spawner("fake:echo?hang=1")
+    m = model(tmp_path)
+    cfg = settings(tmp_path, ping_interval_s=0.2, ping_timeout_s=0.5)
+    async with Supervisor.open(cfg, spawn=spawn) as sup:
+        with pytest.raises(RunnerTimeoutError, match="stopped responding"):
+            await collect(sup.request(m, params(m), None, gen("hi")))
+        await wait_for(lambda: not alive(spawn.pids[0]))
+
+
+async def test_keep_alive_expiry_unloads_an_idle_runner(tmp_path: Path) -> None:
+    spawn = Spawner("fake:echo")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        await collect(sup.request(m, params(m), 0.3, gen("hi")))
+        assert sup.loaded()
+        await wait_for(lambda: not sup.loaded() and not alive(spawn.pids[0]))
+
+
+async def test_keep_alive_zero_unloads_right_after_the_request(tmp_path: Path) -> None:
+    spawn = Spawner("fake:echo")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        await collect(sup.request(m, params(m), 0.0, gen("hi")))
+        await wait_for(lambda: not alive(spawn.pids[0]))
+
+
+async def test_eviction_at_max_loaded_models_never_takes_a_busy_runner(tmp_path: Path) -> None:
+    spawn = Spawner("fake:count?delay=0.01")
+    a, b = model(tmp_path, "a"), model(tmp_path, "b")
+    async with Supervisor.open(settings(tmp_path, max_loaded_models=1), spawn=spawn) as sup:
+        busy = sup.request(a, params(a), None, gen("go", num_predict=40))
+        first = await anext(busy)  # a is now generating
+        assert first
+        load_b = asyncio.ensure_future(
+            collect(sup.request(b, params(b), None, gen("x", num_predict=1)))
+        )
+        await asyncio.sleep(0.1)
+        assert not load_b.done()
+        assert spawn.count == 1
+        rest = await collect(busy)
+        assert rest[1].reason == "length"
+        text, _ = await load_b  # a became idle, was evicted, b loaded
+        assert text == "1 "
+        assert spawn.count == 2
+        assert [s.model.name for s in sup.loaded()] == ["b:latest"]
+        assert not alive(spawn.pids[0])
+
+
+async def test_concurrent_cold_requests_load_the_model_once(tmp_path: Path) -> None:
+    spawn = Spawner("fake:echo?load_delay=0.3")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        results = await asyncio.gather(
+            collect(sup.request(m, params(m), None, gen("one"))),
+            collect(sup.request(m, params(m), None, gen("two"))),
+        )
+        assert sorted(r[0] for r in results) == ["one ", "two "]
+        assert spawn.count == 1
+
+
+async def test_a_prompt_too_long_without_shift_is_a_bad_request(tmp_path: Path) -> None:
+    spawn = Spawner("fake:echo")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        p = LoadParams(model_path=m.model_path, n_ctx=4)
+        with pytest.raises(InvalidRequestError, match="longer than the context"):
+            await collect(sup.request(m, p, None, gen("a b c d e f", shift=False)))
+        assert sup.loaded()  # the runner survived
+
+
+async def test_shutdown_stops_every_runner(tmp_path: Path) -> None:
+    spawn = Spawner("fake:echo")
+    a, b = model(tmp_path, "a"), model(tmp_path, "b")
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        await collect(sup.request(a, params(a), float("inf"), gen("x")))
+        await collect(sup.request(b, params(b), float("inf"), gen("y")))
+        assert len(sup.loaded()) == 2
+    assert spawn.count == 2
+    assert not any(alive(p) for p in spawn.pids)
