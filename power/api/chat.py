@@ -1,4 +1,8 @@
-"""POST /api/chat: a conversation rendered through the model's template, streamed as NDJSON."""
+"""POST /api/chat: a conversation rendered through the model's template, streamed as NDJSON.
+
+``chat_chunks`` is the native chat as a stream of ``ChatChunk`` objects; the OpenAI and
+Anthropic layers convert from it, as Ollama's middleware converts from its native handler.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,16 +21,11 @@ from power.api.schemas import ChatChunk, ChatRequest, Logprob, Message
 from power.api.streaming import NDJSONResponse, prime
 from power.errors import InvalidRequestError
 from power.template.prompt import render_chat
-from proto import Tokens
 
-__all__ = ["routes"]
+__all__ = ["chat_chunks", "merge_chat", "routes"]
 
 _encoder = msgspec.json.Encoder()
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
-
-
-def _json(obj: object) -> Response:
-    return Response(_encoder.encode(obj), media_type="application/json; charset=utf-8")
 
 
 def _messages(req: ChatRequest) -> list[dict[str, Any]]:
@@ -40,31 +40,31 @@ def _messages(req: ChatRequest) -> list[dict[str, Any]]:
     return out
 
 
-async def chat(request: Request) -> Response:
-    started = time.perf_counter()
-    req = await inf.decode_body(request, ChatRequest)
+async def chat_chunks(
+    state: State, req: ChatRequest, *, started: float | None = None
+) -> AsyncIterator[ChatChunk]:
+    """Validate, render and generate; bad input raises before the first chunk."""
+    started = time.perf_counter() if started is None else started
     if not req.model:
         raise InvalidRequestError("model is required")
     if req.format not in (None, ""):
         raise InvalidRequestError("format (structured output) is not supported yet")
-    model = await inf.lookup_model(request, req.model)
+    model = await inf.lookup_model(state, req.model)
     images = any(m.images for m in req.messages if m.images is not msgspec.UNSET)
     inf.check_common(model, think=req.think, top_logprobs=req.top_logprobs, images=images)
     if req.tools and "tools" not in model.capabilities:
         raise InvalidRequestError(f"{model.name} does not support tools")
-    settings, supervisor = request.app.state.settings, request.app.state.supervisor
-    prep = inf.prepare(settings, model, req.options, req.keep_alive)
+    prep = inf.prepare(state.settings, model, req.options, req.keep_alive)
     if not req.messages:
-        reason = await inf.load_or_unload(supervisor, prep)
-        return _json(
-            ChatChunk(
-                model=req.model,
-                created_at=inf.created_at(),
-                message=Message(role="assistant", content=""),
-                done=True,
-                done_reason=reason,
-            )
+        reason = await inf.load_or_unload(state.supervisor, prep)
+        yield ChatChunk(
+            model=req.model,
+            created_at=inf.created_at(),
+            message=Message(role="assistant", content=""),
+            done=True,
+            done_reason=reason,
         )
+        return
     text = render_chat(model, _messages(req), tools=req.tools, think=req.think)
     build = inf.generate_message(
         prep,
@@ -75,59 +75,60 @@ async def chat(request: Request) -> Response:
         truncate=req.truncate,
     )
     outcome = inf.Outcome(started=started)
-    events = inf.run(supervisor, prep, build, outcome)
-    if req.stream:
-        first, rest = await prime(_chunks(req, events, outcome))
-        return NDJSONResponse(first, rest)
-    return await _whole(req, events, outcome)
-
-
-def _final(req: ChatRequest, outcome: inf.Outcome, content: str) -> ChatChunk:
-    return ChatChunk(
+    events = inf.run(state.supervisor, prep, build, outcome)
+    try:
+        async for text_out, tokens in events:
+            chunk = ChatChunk(
+                model=req.model,
+                created_at=inf.created_at(),
+                message=Message(role="assistant", content=text_out),
+                done=False,
+            )
+            if req.logprobs:
+                chunk.logprobs = inf.logprob_entries(tokens, req.top_logprobs)
+            yield chunk
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    yield ChatChunk(
         model=req.model,
         created_at=inf.created_at(),
-        message=Message(role="assistant", content=content),
+        message=Message(role="assistant", content=""),
         done=True,
         done_reason=inf.done_reason(outcome),
         **outcome.metrics(),
     )
 
 
-async def _chunks(
-    req: ChatRequest, events: AsyncIterator[tuple[str, list[Tokens]]], outcome: inf.Outcome
-) -> AsyncIterator[bytes]:
-    try:
-        async for text, tokens in events:
-            chunk = ChatChunk(
-                model=req.model,
-                created_at=inf.created_at(),
-                message=Message(role="assistant", content=text),
-                done=False,
-            )
-            if req.logprobs:
-                chunk.logprobs = inf.logprob_entries(tokens, req.top_logprobs)
-            yield _encoder.encode(chunk) + b"\n"
-        yield _encoder.encode(_final(req, outcome, "")) + b"\n"
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
-
-
-async def _whole(
-    req: ChatRequest, events: AsyncIterator[tuple[str, list[Tokens]]], outcome: inf.Outcome
-) -> Response:
-    parts: list[str] = []
+def merge_chat(chunks: list[ChatChunk]) -> ChatChunk:
+    """The non-streamed form: content concatenated into the final chunk, logprobs joined."""
+    final = chunks[-1]
+    final.message.content = "".join(c.message.content for c in chunks)
     probs: list[Logprob] = []
-    try:
-        async for text, tokens in events:
-            parts.append(text)
-            if req.logprobs:
-                probs.extend(inf.logprob_entries(tokens, req.top_logprobs))
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
-    final = _final(req, outcome, "".join(parts))
-    if req.logprobs:
+    for c in chunks:
+        if c.logprobs is not msgspec.UNSET:
+            probs.extend(c.logprobs)
+    if probs:
         final.logprobs = probs
-    return _json(final)
+    return final
+
+
+async def _lines(chunks: AsyncIterator[ChatChunk]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield _encoder.encode(chunk) + b"\n"
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def chat(request: Request) -> Response:
+    started = time.perf_counter()
+    req = await inf.decode_body(request, ChatRequest)
+    chunks = chat_chunks(request.app.state, req, started=started)
+    if req.stream:
+        first, rest = await prime(_lines(chunks))
+        return NDJSONResponse(first, rest)
+    collected = [c async for c in chunks]
+    return inf.json_response(merge_chat(collected))
 
 
 routes = [Route("/api/chat", chat, methods=["POST"])]

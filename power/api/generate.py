@@ -1,4 +1,8 @@
-"""POST /api/generate: completion, streamed as NDJSON or returned whole."""
+"""POST /api/generate: completion, streamed as NDJSON or returned whole.
+
+``generate_chunks`` is the native completion as a stream of ``GenerateChunk`` objects, which the
+OpenAI ``/v1/completions`` layer converts from.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 
 import msgspec
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -15,111 +20,102 @@ from power.api.schemas import GenerateChunk, GenerateRequest, Logprob
 from power.api.streaming import NDJSONResponse, prime
 from power.errors import InvalidRequestError, ModelNotFoundError
 from power.template.prompt import render_generate
-from proto import Tokens
 
-__all__ = ["routes"]
+__all__ = ["generate_chunks", "merge_generate", "routes"]
 
 _encoder = msgspec.json.Encoder()
 
 
-def _json(obj: object) -> Response:
-    return Response(_encoder.encode(obj), media_type="application/json; charset=utf-8")
-
-
-async def generate(request: Request) -> Response:
-    started = time.perf_counter()
-    req = await inf.decode_body(request, GenerateRequest)
+async def generate_chunks(
+    state: State, req: GenerateRequest, *, started: float | None = None
+) -> AsyncIterator[GenerateChunk]:
+    """Validate, render and generate; bad input raises before the first chunk."""
+    started = time.perf_counter() if started is None else started
     if not req.model:
         raise ModelNotFoundError("model '' not found")
     if req.raw and (req.template or req.system or req.context):
         raise InvalidRequestError("raw mode does not support template, system, or context")
     if req.format not in (None, ""):
         raise InvalidRequestError("format (structured output) is not supported yet")
-    model = await inf.lookup_model(request, req.model)
+    model = await inf.lookup_model(state, req.model)
     inf.check_common(model, think=req.think, top_logprobs=req.top_logprobs, images=bool(req.images))
-    settings, supervisor = request.app.state.settings, request.app.state.supervisor
-    prep = inf.prepare(settings, model, req.options, req.keep_alive)
+    prep = inf.prepare(state.settings, model, req.options, req.keep_alive)
     if not req.prompt and not req.suffix and not req.images and not req.context:
-        reason = await inf.load_or_unload(supervisor, prep)
-        return _json(
-            GenerateChunk(
-                model=req.model,
-                created_at=inf.created_at(),
-                response="",
-                done=True,
-                done_reason=reason,
-            )
-        )
+        reason = await inf.load_or_unload(state.supervisor, prep)
+        yield GenerateChunk(
+            model=req.model, created_at=inf.created_at(), response="", done=True,
+            done_reason=reason,
+        )  # fmt: skip
+        return
     if req.raw:
         text = req.prompt
     else:
         text = render_generate(
             model, req.prompt, system=req.system, suffix=req.suffix or None, template=req.template
         )
-    logprobs = req.top_logprobs if req.logprobs else -1
     build = inf.generate_message(
         prep,
         text,
         tokens=tuple(req.context or ()),
         add_bos=inf.add_bos_for(model, text),
-        logprobs=logprobs,
+        logprobs=req.top_logprobs if req.logprobs else -1,
         shift=req.shift,
         truncate=req.truncate,
     )
     outcome = inf.Outcome(started=started)
-    events = inf.run(supervisor, prep, build, outcome)
-    if req.stream:
-        first, rest = await prime(_chunks(req, events, outcome))
-        return NDJSONResponse(first, rest)
-    return await _whole(req, events, outcome)
-
-
-def _final(req: GenerateRequest, outcome: inf.Outcome, response: str) -> GenerateChunk:
-    chunk = GenerateChunk(
+    events = inf.run(state.supervisor, prep, build, outcome)
+    try:
+        async for text_out, tokens in events:
+            chunk = GenerateChunk(
+                model=req.model, created_at=inf.created_at(), response=text_out, done=False
+            )
+            if req.logprobs:
+                chunk.logprobs = inf.logprob_entries(tokens, req.top_logprobs)
+            yield chunk
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    final = GenerateChunk(
         model=req.model,
         created_at=inf.created_at(),
-        response=response,
+        response="",
         done=True,
         done_reason=inf.done_reason(outcome),
         **outcome.metrics(),
     )
     if not req.raw and outcome.done is not None:
-        chunk.context = list(outcome.done.context)
-    return chunk
+        final.context = list(outcome.done.context)
+    yield final
 
 
-async def _chunks(
-    req: GenerateRequest, events: AsyncIterator[tuple[str, list[Tokens]]], outcome: inf.Outcome
-) -> AsyncIterator[bytes]:
-    try:
-        async for text, tokens in events:
-            chunk = GenerateChunk(
-                model=req.model, created_at=inf.created_at(), response=text, done=False
-            )
-            if req.logprobs:
-                chunk.logprobs = inf.logprob_entries(tokens, req.top_logprobs)
-            yield _encoder.encode(chunk) + b"\n"
-        yield _encoder.encode(_final(req, outcome, "")) + b"\n"
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
-
-
-async def _whole(
-    req: GenerateRequest, events: AsyncIterator[tuple[str, list[Tokens]]], outcome: inf.Outcome
-) -> Response:
-    parts: list[str] = []
+def merge_generate(chunks: list[GenerateChunk]) -> GenerateChunk:
+    """The non-streamed form: the response concatenated into the final chunk."""
+    final = chunks[-1]
+    final.response = "".join(c.response for c in chunks)
     probs: list[Logprob] = []
-    try:
-        async for text, tokens in events:
-            parts.append(text)
-            if req.logprobs:
-                probs.extend(inf.logprob_entries(tokens, req.top_logprobs))
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
-    final = _final(req, outcome, "".join(parts))
-    if req.logprobs:
+    for c in chunks:
+        if c.logprobs is not msgspec.UNSET:
+            probs.extend(c.logprobs)
+    if probs:
         final.logprobs = probs
-    return _json(final)
+    return final
+
+
+async def _lines(chunks: AsyncIterator[GenerateChunk]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield _encoder.encode(chunk) + b"\n"
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def generate(request: Request) -> Response:
+    started = time.perf_counter()
+    req = await inf.decode_body(request, GenerateRequest)
+    chunks = generate_chunks(request.app.state, req, started=started)
+    if req.stream:
+        first, rest = await prime(_lines(chunks))
+        return NDJSONResponse(first, rest)
+    return inf.json_response(merge_generate([c async for c in chunks]))
 
 
 routes = [Route("/api/generate", generate, methods=["POST"])]

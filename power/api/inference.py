@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
+from starlette.datastructures import State
 from starlette.requests import Request
+from starlette.responses import Response
 
 from power.api.schemas import Logprob, TopLogprob
 from power.duration import parse_keep_alive
@@ -31,6 +33,7 @@ __all__ = [
     "Prepared",
     "created_at",
     "decode_body",
+    "json_response",
     "lookup_model",
     "prepare",
     "run",
@@ -65,9 +68,18 @@ async def decode_body(request: Request, kind: type[T]) -> T:
         raise InvalidRequestError(f"invalid JSON: {exc}") from exc
 
 
-async def lookup_model(request: Request, name: str) -> LocalModel:
-    store: ModelStore = request.app.state.store
+async def lookup_model(state: State, name: str) -> LocalModel:
+    store: ModelStore = state.store
     return await asyncio.to_thread(store.get, name)
+
+
+_json_encoder = msgspec.json.Encoder()
+
+
+def json_response(obj: object, status: int = 200) -> Response:
+    return Response(
+        _json_encoder.encode(obj), status_code=status, media_type="application/json; charset=utf-8"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +150,9 @@ class Outcome:
             out["load_duration"] = int(self.load_s * 1e9)
         if self.done is not None:
             s = self.done.stats
-            if s.prompt_tokens:
-                out["prompt_eval_count"] = s.prompt_tokens
+            evaluated = s.prompt_tokens - s.prompt_cached  # a reused KV prefix costs nothing
+            if evaluated:
+                out["prompt_eval_count"] = evaluated
             if s.prompt_eval_s:
                 out["prompt_eval_duration"] = int(s.prompt_eval_s * 1e9)
             if s.eval_tokens:

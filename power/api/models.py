@@ -334,6 +334,9 @@ async def upload_blob(request: Request) -> Response:
     store = _store(request)
     digest = request.path_params["digest"]
     if await asyncio.to_thread(store.has_blob, digest):
+        # Read the body anyway: a client still sending it would otherwise block on a full socket.
+        async for _ in request.stream():
+            pass
         return Response(status_code=200)
     writer = await asyncio.to_thread(store.open_blob_writer, digest)
     try:

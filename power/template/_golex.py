@@ -63,9 +63,16 @@ class _Lexer:
         self.pos = 0
         self.tokens: list[Token] = []
         self.paren_depth = 0
+        self._counted = (0, 1)  # (position, line number at that position)
 
     def line(self, pos: int | None = None) -> int:
-        return self.text.count("\n", 0, self.pos if pos is None else pos) + 1
+        pos = self.pos if pos is None else pos
+        start, line = self._counted
+        if pos < start:
+            start, line = 0, 1
+        line += self.text.count("\n", start, pos)
+        self._counted = (pos, line)
+        return line
 
     def error(self, msg: str) -> TemplateError:
         return TemplateError(f"{self.line()}: {msg}")

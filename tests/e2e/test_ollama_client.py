@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import ollama
 import psutil
 import pytest
@@ -16,8 +18,9 @@ GREEDY = {"temperature": 0, "seed": 7, "num_predict": 16}
 
 
 @pytest.fixture
-def client(server: Server) -> ollama.Client:
-    return ollama.Client(host=server.url)
+def client(server: Server) -> Iterator[ollama.Client]:
+    with ollama.Client(host=server.url) as c:
+        yield c
 
 
 def test_generate_and_chat_streaming_and_not(client: ollama.Client, server: Server) -> None:
@@ -53,7 +56,9 @@ def test_generate_and_chat_streaming_and_not(client: ollama.Client, server: Serv
     assert loaded.model == "smollm2:latest"
     assert loaded.size
     assert loaded.context_length
-    assert psutil.Process(server.proc.pid).children()[0].pid == loaded.model_dump()["pid"]
+    (raw,) = httpx.get(f"{server.url}/api/ps").json()["models"]  # A3S Power's extra fields
+    assert psutil.Process(server.proc.pid).children()[0].pid == raw["pid"]
+    assert raw["memory"]["rss"] == raw["size"] > 50 * 2**20
 
 
 def test_list_show_copy_delete(client: ollama.Client) -> None:
@@ -76,7 +81,7 @@ def test_list_show_copy_delete(client: ollama.Client) -> None:
 
 
 def test_create_from_an_uploaded_gguf_with_system_and_parameters(
-    client: ollama.Client, smollm2_gguf: Path
+    client: ollama.Client, smollm2_gguf: Path, server: Server
 ) -> None:
     digest = client.create_blob(smollm2_gguf)
     progress = list(
@@ -90,8 +95,10 @@ def test_create_from_an_uploaded_gguf_with_system_and_parameters(
     )
     assert progress[-1].status == "success"
     shown = client.show("pirate")
-    assert shown.system == "You are a pirate. Say arr."
     assert "num_predict" in (shown.parameters or "")
+    assert "You are a pirate" in (shown.modelfile or "")
+    raw = httpx.post(f"{server.url}/api/show", json={"model": "pirate"}).json()
+    assert raw["system"] == "You are a pirate. Say arr."
     reply = client.chat(model="pirate", messages=[{"role": "user", "content": "Hello"}])
     assert reply.eval_count == 8 or reply.done_reason == "stop"
     client.delete("pirate")

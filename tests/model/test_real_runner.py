@@ -54,9 +54,9 @@ async def collect(events: AsyncIterator[list[Any]]) -> tuple[str, Done, list[Tok
     return "".join(text), done, tokens
 
 
-async def kill_on_first_batch(events: AsyncIterator[list[Any]], pid: int) -> None:
+async def kill_on_first_batch(events: AsyncIterator[list[Any]], spawn: Spawner) -> None:
     async for _batch in events:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(spawn.runners[0].pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def cfg(tmp_path: Path) -> Settings:
 async def test_greedy_output_is_reproducible_and_limits_hold(tmp_path: Path, model: Any) -> None:
     spawn = Spawner()
     params = LoadParams(model_path=model.model_path, n_ctx=2048, n_threads=2)
-    prompt = CHAT.format(q="What is the capital of France?")
+    prompt = CHAT.format(q="Describe Paris, the capital of France, in detail.")
     async with Supervisor.open(cfg(tmp_path), spawn=spawn) as sup:
         first, done1, _ = await collect(
             sup.request(model, params, None, gen(prompt, num_predict=24))
@@ -141,5 +141,5 @@ async def test_cancel_then_kill_9_mid_stream(tmp_path: Path, model: Any) -> None
         assert done.stats.eval_tokens == 3
         events = sup.request(model, params, None, gen(prompt, num_predict=500))
         with pytest.raises(RunnerCrashedError, match="SIGKILL"):
-            await kill_on_first_batch(events, spawn.runners[0].pid)
+            await kill_on_first_batch(events, spawn)
         assert len(spawn.runners) == 1

@@ -81,10 +81,10 @@ async def collect(events: AsyncIterator[list[Any]]) -> tuple[str, Done]:
     return "".join(text), done
 
 
-async def kill_on_first_token(events: AsyncIterator[list[Any]], pid: int) -> None:
+async def kill_on_first_token(events: AsyncIterator[list[Any]], spawn: Spawner) -> None:
     async for batch in events:
         if any(isinstance(x, Tokens) for x in batch):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(spawn.pids[0], signal.SIGKILL)
 
 
 def alive(pid: int) -> bool:
@@ -147,11 +147,11 @@ async def test_cancel_mid_stream_stops_the_runner_promptly(tmp_path: Path) -> No
 async def test_crash_mid_stream_reports_stderr_and_next_request_gets_a_fresh_runner(
     tmp_path: Path,
 ) -> None:
-    spawn = Spawner("fake:count?crash_after=3", "fake:count")
+    spawn = Spawner("fake:count?crash_after=3&delay=0.02", "fake:count")
     m = model(tmp_path)
     async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
         with pytest.raises(RunnerCrashedError) as info:
-            await collect(sup.request(m, params(m), None, gen("go")))
+            await collect(sup.request(m, params(m), None, gen("go", num_predict=50)))
         assert "crash after 3 tokens" in str(info.value)
         assert info.value.pid == spawn.pids[0]
         await wait_for(lambda: not sup.loaded())
@@ -176,7 +176,7 @@ async def test_kill_9_mid_stream_is_reported_as_possibly_out_of_memory(tmp_path:
     async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
         events = sup.request(m, params(m), None, gen("go"))
         with pytest.raises(RunnerCrashedError, match=r"SIGKILL.*out of memory"):
-            await kill_on_first_token(events, spawn.pids[0])
+            await kill_on_first_token(events, spawn)
 
 
 async def test_a_load_failure_is_not_retried(tmp_path: Path) -> None:
