@@ -248,7 +248,12 @@ def ps() -> None:
     """List running models."""
     now = datetime.now(UTC)
     models = (_client().get("/api/ps") or {}).get("models") or []
-    extra = [key for key in ("pid", "memory") if any(key in m for m in models)]
+    # A3S Power's extra fields: the runner's pid (SIZE is its measured memory) and its load.
+    extra = [
+        (key, title)
+        for key, title in (("pid", "PID"), ("requests_in_flight", "IN FLIGHT"))
+        if any(key in m for m in models)
+    ]
     rows = []
     for m in models:
         size, vram = int(m.get("size") or 0), int(m.get("size_vram") or 0)
@@ -262,12 +267,9 @@ def ps() -> None:
             str(m.get("context_length") or ""),
             until,
         ]
-        for key in extra:
-            value = m.get(key)
-            is_bytes = key == "memory" and isinstance(value, int | float)
-            row.append(human_bytes(value) if is_bytes else str(value if value is not None else ""))
+        row += [str(m.get(key, "")) for key, _ in extra]
         rows.append(row)
-    headers = ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL", *map(str.upper, extra)]
+    headers = ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL", *(t for _, t in extra)]
     click.echo(render_table(headers, rows), nl=False)
 
 

@@ -9,8 +9,8 @@ name or address gets 403 (DNS-rebinding guard).
 from __future__ import annotations
 
 import ipaddress
+import platform
 import re
-import socket
 from collections.abc import Sequence
 
 from starlette.datastructures import Headers
@@ -40,7 +40,7 @@ def _host_allowed(host: str) -> bool:
     elif name.count(":") == 1:
         name = name.rsplit(":", 1)[0]
     name = name.lower()
-    if name in ("", "localhost") or name == socket.gethostname().lower():
+    if name in ("", "localhost") or name == platform.node().lower():
         return True
     if name.endswith((".localhost", ".local", ".internal")):
         return True

@@ -93,6 +93,21 @@ class RunnerProcess:
         verbose: bool = False,
         env: dict[str, str] | None = None,
     ) -> RunnerProcess:
+        """Launch a runner and load ``params`` into it; returns once it is ``Ready``."""
+        self = await cls.launch(engine=engine, verbose=verbose, env=env, timeout_s=load_timeout_s)
+        await self.load(params, model=model, load_timeout_s=load_timeout_s)
+        return self
+
+    @classmethod
+    async def launch(
+        cls,
+        *,
+        engine: str = "llama",
+        verbose: bool = False,
+        env: dict[str, str] | None = None,
+        timeout_s: float = 60.0,
+    ) -> RunnerProcess:
+        """Start a runner process and wait for its ``Hello`` (its engine is imported by then)."""
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         argv = [sys.executable, "-m", "runner", "--fd", str(child_sock.fileno())]
         argv += ["--engine", engine]
@@ -115,31 +130,48 @@ class RunnerProcess:
             child_sock.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
         client = RunnerClient(FrameReader(reader, gateway_decoder()), FrameWriter(writer))
-        self = cls(proc, client, model=model)
+        self = cls(proc, client, model="")
         self._stderr_task = asyncio.create_task(self._pump_stderr(), name=f"stderr-{proc.pid}")
-        log.info("runner started: model=%s pid=%d", model, proc.pid)
         try:
-            await self._handshake(params, load_timeout_s)
+            await self._hello(timeout_s)
         except BaseException:
             self.kill_nowait()
             await self._reap_quietly()
             raise
-        self._client_task = asyncio.create_task(self.client.run(), name=f"client-{proc.pid}")
         return self
 
-    async def _handshake(self, params: LoadParams, load_timeout_s: float) -> None:
+    async def load(self, params: LoadParams, *, model: str, load_timeout_s: float) -> None:
+        """Send ``Load`` and wait for ``Ready`` (the stall deadline resets on progress)."""
+        self.model = self.client.model = model
+        self.client.pid = self.pid
+        log.info("runner loading: model=%s pid=%d", model, self.pid)
+        try:
+            await self._load(params, load_timeout_s)
+        except BaseException:
+            self.kill_nowait()
+            await self._reap_quietly()
+            raise
+        self._client_task = asyncio.create_task(self.client.run(), name=f"client-{self.pid}")
+
+    async def _hello(self, timeout_s: float) -> None:
+        exited = asyncio.ensure_future(self.proc.wait())
+        try:
+            hello = await self._next(self.client.frames, exited, timeout_s)
+        finally:
+            exited.cancel()
+        if not isinstance(hello, Hello) or hello.protocol != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"runner speaks protocol {getattr(hello, 'protocol', '?')},"
+                f" expected {PROTOCOL_VERSION}",
+                pid=self.pid,
+                stderr_tail=list(self.stderr_tail),
+            )
+
+    async def _load(self, params: LoadParams, load_timeout_s: float) -> None:
         frames = self.client.frames
         exited = asyncio.ensure_future(self.proc.wait())
         started = time.monotonic()
         try:
-            hello = await self._next(frames, exited, load_timeout_s)
-            if not isinstance(hello, Hello) or hello.protocol != PROTOCOL_VERSION:
-                raise ProtocolError(
-                    f"runner speaks protocol {getattr(hello, 'protocol', '?')},"
-                    f" expected {PROTOCOL_VERSION}",
-                    model=self.model,
-                    pid=self.pid,
-                )
             self.client.writer.write(Load(params=params))
             while True:  # the stall deadline resets on each Progress
                 msg = await self._next(frames, exited, load_timeout_s)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from power.errors import RunnerCrashedError, RunnerError, RunnerTimeoutError, ServerBusyError
 from power.supervisor import policy
 from power.supervisor.process import RunnerProcess
+from power.supervisor.spare import SparePool
 from proto import FromRunner, LoadParams, Msg
 
 if TYPE_CHECKING:
@@ -89,7 +90,10 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self._spawn = spawn or self._default_spawn
+        self._pool = (
+            None if spawn is not None else SparePool(settings, keep_spare=settings.runner_spare)
+        )
+        self._spawn: RunnerFactory = spawn or self._pool  # type: ignore[assignment]
         self._clock = clock
         self._slots: dict[str, Loaded] = {}
         self._load_lock = asyncio.Lock()
@@ -110,20 +114,12 @@ class Supervisor:
         self = cls(settings, spawn=spawn)
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            if self._pool is not None:
+                self._pool.start()
             try:
                 yield self
             finally:
                 await self.aclose(force=force is not None and force.is_set())
-
-    async def _default_spawn(self, params: LoadParams, *, model: str) -> RunnerProcess:
-        s = self.settings
-        return await RunnerProcess.start(
-            params,
-            model=model,
-            engine=s.runner_engine,
-            load_timeout_s=s.load_timeout_s,
-            verbose=s.debug > 0,
-        )
 
     # ------------------------------------------------------------------ leases
 
@@ -236,8 +232,6 @@ class Supervisor:
         self, key: str, model: LocalModel, params: LoadParams, keep_alive_s: float | None
     ) -> Loaded:
         runner = await self._spawn(params, model=model.name)
-        runner.client.model = model.name
-        runner.client.pid = runner.pid
         now = self._clock()
         slot = Loaded(
             key=key,
@@ -389,6 +383,8 @@ class Supervisor:
             return_exceptions=True,
         )
         self._slots.clear()
+        if self._pool is not None:
+            await self._pool.aclose()
         for slot in slots:
             for task in slot.tasks:
                 task.cancel()

@@ -451,7 +451,7 @@ def test_ps_with_extra_columns(runner: CliRunner, fake: FakeOllama) -> None:
         {"name": "qwen3:4b", "digest": "8a3b" * 16, "size": 5_000_000_000,
          "size_vram": 2_600_000_000, "context_length": 4096,
          "expires_at": _iso(now + timedelta(minutes=4, seconds=30)), "pid": 4242,
-         "memory": 5_100_000_000},
+         "requests_in_flight": 2},
         {"name": "tiny:latest", "digest": "77" * 32, "size": 98_000_000, "size_vram": 0,
          "context_length": 2048, "expires_at": "2318-06-01T10:00:00.123456789-05:00", "pid": 7},
     ]  # fmt: skip
@@ -460,9 +460,9 @@ def test_ps_with_extra_columns(runner: CliRunner, fake: FakeOllama) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout == (
         "NAME           ID              SIZE     PROCESSOR          CONTEXT    UNTIL"
-        "                 PID     MEMORY\n"
+        "                 PID     IN FLIGHT\n"
         "qwen3:4b       8a3b8a3b8a3b    5 GB     48%/52% CPU/GPU    4096       4 minutes from now"
-        "    4242    5.1 GB\n"
+        "    4242    2\n"
         "tiny:latest    777777777777    98 MB    100% CPU           2048       Forever"
         "               7\n"
     )

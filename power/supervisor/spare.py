@@ -1,0 +1,75 @@
+"""The default ``RunnerFactory``: keeps one launched runner waiting for its ``Load``.
+
+Starting Python and importing llama-cpp-python costs more than loading a small model, so a cold
+request takes the spare (already past its ``Hello``) and only pays for the load itself; a new
+spare is launched in the background right after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from power.supervisor.process import RunnerProcess
+from proto import LoadParams
+
+if TYPE_CHECKING:
+    from power.config import Settings
+
+__all__ = ["SparePool"]
+
+log = logging.getLogger(__name__)
+
+
+class SparePool:
+    def __init__(self, settings: Settings, *, keep_spare: bool = True) -> None:
+        self._settings = settings
+        self._keep_spare = keep_spare
+        self._spare: asyncio.Task[RunnerProcess] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        """Launch the first spare (call from the running loop)."""
+        self._refill()
+
+    async def __call__(self, params: LoadParams, *, model: str) -> RunnerProcess:
+        runner = await self._take()
+        self._refill()
+        await runner.load(params, model=model, load_timeout_s=self._settings.load_timeout_s)
+        return runner
+
+    def _launch(self) -> asyncio.Task[RunnerProcess]:
+        s = self._settings
+        return asyncio.ensure_future(
+            RunnerProcess.launch(engine=s.runner_engine, verbose=s.debug > 0)
+        )
+
+    def _refill(self) -> None:
+        if self._keep_spare and not self._closed and self._spare is None:
+            self._spare = self._launch()
+
+    async def _take(self) -> RunnerProcess:
+        task, self._spare = self._spare, None
+        if task is not None:
+            try:
+                runner = await task
+            except Exception as exc:
+                log.warning("the spare runner failed to start: %s", exc)
+            else:
+                if runner.proc.returncode is None:
+                    return runner
+                await runner.aclose(grace_s=0, term_grace_s=0)
+        return await self._launch()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        task, self._spare = self._spare, None
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            runner = await task
+            await runner.aclose(grace_s=1.0, term_grace_s=1.0)

@@ -1,0 +1,58 @@
+"""The package boundaries, checked by parsing every module's imports."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STDLIB = set(sys.stdlib_module_names) | {"__future__"}
+
+
+def imports_of(package: str) -> dict[str, set[str]]:
+    """Module path -> top-level (or dotted, for power.*) names it imports."""
+    out: dict[str, set[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+        out[str(path.relative_to(ROOT))] = names
+    return out
+
+
+def top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def test_proto_imports_only_msgspec_and_the_standard_library() -> None:
+    for module, names in imports_of("proto").items():
+        foreign = {n for n in names if top(n) not in STDLIB | {"msgspec", "proto"}}
+        assert not foreign, f"{module} imports {foreign}"
+
+
+def test_runner_never_imports_power() -> None:
+    for module, names in imports_of("runner").items():
+        assert not {n for n in names if top(n) == "power"}, module
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("power", {"runner"}),  # the gateway starts `python -m runner`, it never imports it
+        ("power/supervisor", {"starlette"}),
+        ("power/api", {"subprocess", "socket", "power.supervisor.process"}),
+        ("power", {"llama_cpp"}),  # the gateway stays small; llama.cpp lives in runners
+    ],
+)
+def test_gateway_boundaries(package: str, forbidden: set[str]) -> None:
+    for module, names in imports_of(package).items():
+        if module == "power/store/quantize.py":
+            continue  # runs as its own process (python -m power.store.quantize)
+        bad = {n for n in names if n in forbidden or top(n) in forbidden}
+        assert not bad, f"{module} imports {bad}"
