@@ -44,3 +44,47 @@ def test_text_that_might_start_a_stop_is_held_until_resolved() -> None:
     asm = TextAssembler(["</s>"])
     assert asm.feed(b"hi </") == "hi "
     assert asm.feed(b"b>") == "</b>"
+
+
+class _Frames:
+    """A FrameWriter stand-in recording each write call's messages."""
+
+    def __init__(self) -> None:
+        self.writes: list[list[object]] = []
+
+    def write(self, msg: object) -> None:
+        self.writes.append([msg])
+
+    def write_many(self, msgs: list[object]) -> None:
+        self.writes.append(msgs)
+
+
+def test_fast_tokens_travel_together_but_first_tokens_and_done_do_not_wait() -> None:
+    import asyncio
+    import threading
+
+    from proto import Done, Stats, Tokens
+    from runner.outbox import COALESCE_S, Outbox
+
+    async def scenario() -> list[list[object]]:
+        frames = _Frames()
+        box = Outbox(frames, asyncio.get_running_loop())  # type: ignore[arg-type]
+
+        def produce() -> None:  # the inference thread
+            box.push_threadsafe(Tokens(id=1, text="a", ids=(1,), first=True))
+            for i in range(2, 6):
+                box.push_threadsafe(Tokens(id=1, text="b", ids=(i,)))
+            box.push_threadsafe(Done(id=1, reason="stop", stats=Stats()))
+
+        thread = threading.Thread(target=produce)
+        thread.start()
+        thread.join()
+        await asyncio.sleep(COALESCE_S * 3)
+        return frames.writes
+
+    writes = asyncio.run(scenario())
+    flat = [m for w in writes for m in w]
+    texts = "".join(m.text for m in flat if isinstance(m, Tokens))
+    assert texts == "abbbb"
+    assert isinstance(flat[-1], Done)
+    assert sum(isinstance(m, Tokens) for m in flat) < 5  # coalesced into fewer frames
