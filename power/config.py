@@ -99,6 +99,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     shutdown_grace_s: _NonNegFloat = 10.0
     runner_threads: _NonNegInt = 0  # 0: auto
     runner_engine: str = "llama"  # "llama", or "fake:<mode>?<options>" for tests
+    queue_timeout_s: float = 600.0  # longest a request waits for a load or a seat
     runner_spare: bool = True  # keep one runner launched, so a cold load skips process start
 
     @property

@@ -6,6 +6,7 @@ PowerError                  500  base; str(exc) is the user-facing message
 ├── ModelNotFoundError      404
 ├── ClientClosedError       499  (logged only)
 ├── ServerBusyError         503
+├── InsufficientMemoryError 500  the model cannot fit even alone (not an OOM kill)
 ├── RunnerError             500  carries model, pid, stderr_tail
 │   ├── RunnerLoadError          exit 3 / Failed(code=LOAD); never retried
 │   ├── RunnerCrashedError       unexpected exit; SIGKILL -> "possibly out of memory"
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "ClientClosedError",
+    "InsufficientMemoryError",
     "InvalidRequestError",
     "ModelNotFoundError",
     "PowerError",
@@ -116,6 +118,12 @@ class RunnerTimeoutError(RunnerError):
 
 class ProtocolError(RunnerError):
     """A malformed frame or a protocol-version mismatch."""
+
+
+class InsufficientMemoryError(PowerError):
+    """The model cannot fit in this machine's memory even with nothing else loaded."""
+
+    status = 500
 
 
 class RegistryError(PowerError):

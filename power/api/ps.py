@@ -53,6 +53,9 @@ def ps_models(supervisor: Supervisor) -> list[PsModel]:
                 pid=slot.runner.pid,
                 memory={"rss": rss, "vram": vram},
                 requests_in_flight=slot.refcount,
+                queued=slot.queued,
+                mean_wait_s=round(slot.wait_total_s / slot.waits, 6) if slot.waits else 0.0,
+                num_parallel=ready.num_parallel if ready is not None else 1,
             )
         )
     out.sort(key=lambda m: m.expires_at, reverse=True)

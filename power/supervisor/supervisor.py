@@ -12,13 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from power.errors import RunnerCrashedError, RunnerError, RunnerTimeoutError, ServerBusyError
-from power.supervisor import policy
+import msgspec
+
+from power.errors import (
+    InsufficientMemoryError,
+    RunnerCrashedError,
+    RunnerError,
+    RunnerTimeoutError,
+    ServerBusyError,
+)
+from power.supervisor import memory, policy
+from power.supervisor.memory import MemoryProbe, probe_machine
 from power.supervisor.process import RunnerProcess
 from power.supervisor.spare import SparePool
 from proto import FromRunner, LoadParams, Msg
@@ -62,6 +73,10 @@ class Loaded:
     reason: str = ""  # why it is stopping: expired, evicted, reload, shutdown, unloaded
     timer: asyncio.TimerHandle | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    seats: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    queued: int = 0  # requests waiting for a seat (one of the runner's parallel sequences)
+    waits: int = 0
+    wait_total_s: float = 0.0
 
     @property
     def usable(self) -> bool:
@@ -77,6 +92,20 @@ class Loaded:
         )
 
 
+_RAM_HEADROOM = 256 * 2**20
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
 def runner_key(params: LoadParams) -> str:
     return "\0".join((params.model_path, *params.lora_paths))
 
@@ -88,6 +117,7 @@ class Supervisor:
         *,
         spawn: RunnerFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
+        memory_probe: MemoryProbe = probe_machine,
     ) -> None:
         self.settings = settings
         self._pool = (
@@ -95,6 +125,8 @@ class Supervisor:
         )
         self._spawn: RunnerFactory = spawn or self._pool  # type: ignore[assignment]
         self._clock = clock
+        self._probe = memory_probe
+        self._waiting = 0  # requests waiting anywhere: for a load or for a seat
         self._slots: dict[str, Loaded] = {}
         self._load_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
@@ -110,8 +142,9 @@ class Supervisor:
         *,
         spawn: RunnerFactory | None = None,
         force: asyncio.Event | None = None,
+        memory_probe: MemoryProbe = probe_machine,
     ) -> AsyncIterator[Supervisor]:
-        self = cls(settings, spawn=spawn)
+        self = cls(settings, spawn=spawn, memory_probe=memory_probe)
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             if self._pool is not None:
@@ -143,7 +176,7 @@ class Supervisor:
                     return slot
                 if slot is not None:
                     await self._retire(slot, "reload", wait_idle=True)
-                await self._make_room()
+                params = await self._place(model, params)
                 slot = await self._load(key, model, params, keep_alive_s)
                 self._attach(slot, keep_alive_s)
                 return slot
@@ -184,6 +217,7 @@ class Supervisor:
         keep_alive_s: float | None,
         build: Callable[[int], Msg],
         timing: RequestTiming | None = None,
+        deadline_s: float | None = None,
     ) -> AsyncIterator[list[FromRunner]]:
         """Run one request, yielding batches of its replies until the terminal one.
 
@@ -192,7 +226,7 @@ class Supervisor:
         """
         for attempt in (0, 1):
             started = self._clock()
-            slot = await self.acquire(model, params, keep_alive_s)
+            slot = await self._enter(model, params, keep_alive_s, deadline_s)
             if timing is not None:
                 timing.load_s += self._clock() - started
                 timing.pid = slot.runner.pid
@@ -215,6 +249,43 @@ class Supervisor:
             finally:
                 if stream is not None:
                     stream.close()
+                slot.seats.release()
+                self.release(slot)
+
+    async def _enter(
+        self,
+        model: LocalModel,
+        params: LoadParams,
+        keep_alive_s: float | None,
+        deadline_s: float | None,
+    ) -> Loaded:
+        """Admission: a lease plus a seat, within the queue bound and the request's deadline."""
+        if self._waiting >= self.settings.max_queue:
+            raise ServerBusyError()
+        deadline = self.settings.queue_timeout_s if deadline_s is None else deadline_s
+        self._waiting += 1
+        slot: Loaded | None = None
+        seated = False
+        waited_from = self._clock()
+        try:
+            async with asyncio.timeout(None if math.isinf(deadline) else deadline):
+                slot = await self.acquire(model, params, keep_alive_s)
+                slot.queued += 1
+                try:
+                    await slot.seats.acquire()
+                    seated = True
+                finally:
+                    slot.queued -= 1
+            slot.waits += 1
+            slot.wait_total_s += self._clock() - waited_from
+            return slot
+        except TimeoutError:
+            raise ServerBusyError(
+                f"server busy: request waited {deadline:g}s for model {model.name}"
+            ) from None
+        finally:
+            self._waiting -= 1
+            if slot is not None and not seated:
                 self.release(slot)
 
     def _attach(self, slot: Loaded, keep_alive_s: float | None) -> None:
@@ -242,22 +313,51 @@ class Supervisor:
             loaded_at=now,
             last_used=now,
         )
+        ready = runner.ready
+        slot.seats = asyncio.Semaphore(ready.num_parallel if ready is not None else 1)
         self._slots[key] = slot
         slot.tasks.append(self._spawn_task(self._watch(slot)))
         slot.tasks.append(self._spawn_task(self._ping(slot)))
         return slot
 
-    async def _make_room(self) -> None:
-        """Unload idle runners until one more fits under ``max_loaded_models``."""
-        limit = max(1, self.settings.max_loaded_models)
+    async def _place(self, model: LocalModel, params: LoadParams) -> LoadParams:
+        """Make room for one more runner, by count and by memory, and pick its GPU layers.
+
+        Idle runners are unloaded, least valuable first, until the new model's estimate fits in
+        free RAM and the count is under ``max_loaded_models``; busy runners are waited for. A
+        model that cannot fit even with nothing else loaded is an error, not an OOM kill.
+        """
+        s = self.settings
+        limit = max(1, s.max_loaded_models)
+        metadata = getattr(getattr(model, "gguf", None), "metadata", None) or {}
+        est = memory.estimate(
+            metadata,
+            file_size=_file_size(params.model_path),
+            n_ctx=params.n_ctx,
+            num_parallel=params.num_parallel,
+            n_batch=params.n_batch,
+            kv_cache_type=params.kv_cache_type,
+        )
         while True:
-            live = [s for s in self._slots.values() if not s.dead]
-            if len(live) < limit:
-                return
-            victim = policy.pick_victim(s.snapshot() for s in live if s.usable)
+            live = [slot for slot in self._slots.values() if not slot.dead]
+            machine = await asyncio.to_thread(self._probe)
+            layers = params.n_gpu_layers
+            if layers < 0:
+                layers = memory.gpu_layers_that_fit(est, machine.gpus, s.gpu_overhead)
+            on_gpu = min(est.weights + est.kv_cache, layers * est.per_layer())
+            need_ram = est.total - on_gpu
+            room = machine.available_ram - _RAM_HEADROOM
+            if len(live) < limit and need_ram <= room:
+                return msgspec.structs.replace(params, n_gpu_layers=layers)
+            victim = policy.pick_victim(slot.snapshot() for slot in live if slot.usable)
             if victim is not None:
                 await self._retire(self._slots[victim.key], "evicted")
                 continue
+            if not live:
+                raise InsufficientMemoryError(
+                    f"model requires more system memory ({_gib(need_ram)}) than is available"
+                    f" ({_gib(max(0, room))})"
+                )
             async with self._changed:  # every runner is busy (or stopping): wait for a change
                 await self._changed.wait()
 

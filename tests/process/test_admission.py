@@ -1,0 +1,137 @@
+"""Admission control and placement: the real Supervisor, fake runners, a memory-budget seam."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from power.errors import InsufficientMemoryError, ServerBusyError
+from power.supervisor import Supervisor
+from power.supervisor.memory import Gpu, MachineMemory, estimate
+from proto import LoadParams
+from tests.process.test_supervisor import Spawner, collect, gen, model, params, settings, wait_for
+
+pytestmark = pytest.mark.anyio
+
+HEADROOM = 256 * 2**20
+
+
+def need_of(m: Any) -> int:
+    p = params(m)
+    return estimate(
+        {}, file_size=os.path.getsize(m.model_path), n_ctx=p.n_ctx, num_parallel=1, n_batch=512
+    ).total
+
+
+async def test_queue_full_is_503_and_covers_requests_to_a_loaded_model(tmp_path: Path) -> None:
+    spawn = Spawner("fake:count?delay=0.02")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path, max_queue=2), spawn=spawn) as sup:
+        running = asyncio.ensure_future(
+            collect(sup.request(m, params(m), None, gen("go", num_predict=30)))
+        )
+        await wait_for(lambda: bool(sup.loaded()) and sup.loaded()[0].refcount == 1)
+        waiting = [
+            asyncio.ensure_future(collect(sup.request(m, params(m), None, gen("x", num_predict=1))))
+            for _ in range(2)
+        ]
+        await wait_for(lambda: sup.loaded()[0].queued == 2)
+        with pytest.raises(ServerBusyError, match="maximum pending requests exceeded"):
+            await collect(sup.request(m, params(m), None, gen("y", num_predict=1)))
+        assert (await running)[1].reason == "length"
+        assert [(await w)[0] for w in waiting] == ["1 ", "1 "]
+        assert sup.loaded()[0].waits == 3  # the refused one never entered
+
+
+async def test_a_request_past_its_deadline_fails_cleanly(tmp_path: Path) -> None:
+    spawn = Spawner("fake:count?delay=0.02")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        busy = asyncio.ensure_future(
+            collect(sup.request(m, params(m), None, gen("go", num_predict=40)))
+        )
+        await wait_for(lambda: bool(sup.loaded()) and sup.loaded()[0].refcount == 1)
+        late = sup.request(m, params(m), None, gen("x", num_predict=1), deadline_s=0.1)
+        with pytest.raises(ServerBusyError, match=r"waited 0\.1s"):
+            await collect(late)
+        slot = sup.loaded()[0]
+        assert slot.queued == 0
+        assert slot.refcount == 1
+        await busy
+
+
+async def test_a_client_that_gives_up_while_queued_leaves_the_queue(tmp_path: Path) -> None:
+    spawn = Spawner("fake:count?delay=0.02")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        busy = asyncio.ensure_future(
+            collect(sup.request(m, params(m), None, gen("go", num_predict=20)))
+        )
+        await wait_for(lambda: bool(sup.loaded()) and sup.loaded()[0].refcount == 1)
+        queued = asyncio.ensure_future(collect(sup.request(m, params(m), None, gen("x"))))
+        await wait_for(lambda: sup.loaded()[0].queued == 1)
+        queued.cancel()
+        await asyncio.gather(queued, return_exceptions=True)
+        assert sup.loaded()[0].queued == 0
+        await busy
+        assert sup.loaded()[0].refcount == 0
+        assert sup.loaded()[0].waits == 1
+
+
+def budget_probe(
+    sup_ref: list[Supervisor], fits: Callable[[int], int]
+) -> Callable[[], MachineMemory]:
+    """Free RAM as a function of how many runners are loaded."""
+
+    def probe() -> MachineMemory:
+        return MachineMemory(available_ram=fits(len(sup_ref[0].loaded()) if sup_ref else 0))
+
+    return probe
+
+
+async def test_idle_runners_are_evicted_until_the_new_model_fits_in_memory(tmp_path: Path) -> None:
+    spawn = Spawner("fake:echo")
+    a, b = model(tmp_path, "a"), model(tmp_path, "b")
+    need = need_of(a)
+    ref: list[Supervisor] = []
+    # room for exactly one runner, whatever max_loaded_models says
+    probe = budget_probe(ref, lambda loaded: HEADROOM + need - loaded * need)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn, memory_probe=probe) as sup:
+        ref.append(sup)
+        await collect(sup.request(a, params(a), None, gen("x")))
+        await collect(sup.request(b, params(b), None, gen("y")))
+        assert [s.model.name for s in sup.loaded()] == ["b:latest"]
+        assert spawn.count == 2
+
+
+async def test_a_model_that_cannot_fit_even_alone_is_a_clear_error(tmp_path: Path) -> None:
+    spawn = Spawner("fake:echo")
+    m = model(tmp_path)
+    probe = budget_probe([], lambda _: HEADROOM + need_of(m) // 2)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn, memory_probe=probe) as sup:
+        with pytest.raises(InsufficientMemoryError, match="requires more system memory"):
+            await collect(sup.request(m, params(m), None, gen("x")))
+        assert spawn.count == 0
+
+
+@pytest.mark.parametrize(("free_vram", "expect_all"), [(0, False), (64 * 2**30, True)])
+async def test_gpu_layers_follow_free_vram_when_num_gpu_is_unset(
+    tmp_path: Path, free_vram: int, expect_all: bool
+) -> None:
+    spawn = Spawner("fake:echo")
+    m = model(tmp_path)
+    gpus = (Gpu(0, "Test GPU", 80 * 2**30, free_vram, "cuda"),) if free_vram else ()
+
+    def probe() -> MachineMemory:
+        return MachineMemory(available_ram=64 * 2**30, gpus=gpus)
+
+    async with Supervisor.open(settings(tmp_path), spawn=spawn, memory_probe=probe) as sup:
+        auto = LoadParams(model_path=m.model_path, n_ctx=512, n_gpu_layers=-1)
+        await collect(sup.request(m, auto, None, gen("x")))
+        (slot,) = sup.loaded()
+        assert slot.params.n_gpu_layers == (2 if expect_all else 0)  # 1 block + output layer
