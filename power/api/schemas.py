@@ -14,6 +14,9 @@ from msgspec import UNSET, UnsetType
 __all__ = [
     "ChatChunk",
     "ChatRequest",
+    "EmbedRequest",
+    "EmbedResponse",
+    "EmbeddingsRequest",
     "GenerateChunk",
     "GenerateRequest",
     "Logprob",
@@ -68,6 +71,30 @@ class ChatRequest(msgspec.Struct, kw_only=True):
     top_logprobs: int = 0
 
 
+class EmbedRequest(msgspec.Struct, kw_only=True):
+    model: str = ""
+    input: Any = None  # a string or a list of strings; checked by the handler
+    truncate: bool = True
+    dimensions: int | None = None
+    keep_alive: Any = None
+    options: dict[str, Any] | None = None
+
+
+class EmbedResponse(msgspec.Struct, kw_only=True):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int | UnsetType = UNSET
+    load_duration: int | UnsetType = UNSET
+    prompt_eval_count: int | UnsetType = UNSET
+
+
+class EmbeddingsRequest(msgspec.Struct, kw_only=True):
+    model: str = ""
+    prompt: str = ""
+    keep_alive: Any = None
+    options: dict[str, Any] | None = None
+
+
 class TopLogprob(msgspec.Struct):
     token: str
     logprob: float
@@ -104,6 +131,7 @@ class GenerateChunk(msgspec.Struct, kw_only=True):
     prompt_eval_duration: int | UnsetType = UNSET
     eval_count: int | UnsetType = UNSET
     eval_duration: int | UnsetType = UNSET
+    tool_calls: list[dict[str, Any]] | UnsetType = UNSET
     logprobs: list[Logprob] | UnsetType = UNSET
 
 
@@ -135,3 +163,6 @@ class PsModel(msgspec.Struct, kw_only=True):
     pid: int
     memory: dict[str, int]
     requests_in_flight: int
+    queued: int  # requests waiting for one of this runner's parallel sequences
+    mean_wait_s: float  # mean time requests to this model waited for admission
+    num_parallel: int
