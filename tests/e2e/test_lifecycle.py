@@ -129,3 +129,23 @@ def test_stop_unloads_and_the_process_is_gone(fake_server: Server) -> None:
     assert r.json()["done_reason"] == "unload"
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
     assert httpx.get(f"{url}/api/ps").json() == {"models": []}
+
+
+def test_a_client_that_disconnects_while_queued_leaves_the_queue(fake_server: Server) -> None:
+    url = fake_server.url
+    body = {"model": "smollm2", "prompt": "go", "options": {"num_predict": 300}}
+    first: list[dict[str, object]] = []
+    reader = threading.Thread(target=lambda: first.extend(_stream(f"{url}/api/generate", body)))
+    reader.start()
+    wait_until(lambda: len(first) >= 2)
+
+    def queued() -> int:
+        models = httpx.get(f"{url}/api/ps").json()["models"]
+        return int(models[0]["queued"]) if models else -1
+
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up while waiting for a seat
+        httpx.post(f"{url}/api/generate", json=body, timeout=httpx.Timeout(30, read=0.5))
+    wait_until(lambda: queued() == 0)
+    assert reader.is_alive()  # the first stream is still generating
+    reader.join(30)
+    assert first[-1]["done"] is True

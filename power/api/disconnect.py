@@ -1,0 +1,53 @@
+"""Cancel a request's handler as soon as its client disconnects.
+
+An ASGI server tells the application about a disconnect only through ``receive()``, which a
+handler that is waiting for a model (queued, loading) never calls. For the inference routes this
+middleware reads ``receive()`` on the handler's behalf and cancels it when the client goes: a
+queued request leaves the queue, and a generating one cancels its work on the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["CancelOnDisconnect"]
+
+_PREFIXES = ("/api/generate", "/api/chat", "/api/embed", "/v1/")
+
+
+class CancelOnDisconnect:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        inbox: asyncio.Queue[Message] = asyncio.Queue()
+
+        async def pump() -> None:
+            while True:
+                message = await receive()
+                inbox.put_nowait(message)
+                if message["type"] == "http.disconnect":
+                    return
+
+        handler = asyncio.ensure_future(self.app(scope, inbox.get, send))
+        reader = asyncio.ensure_future(pump())
+        try:
+            await asyncio.wait({handler, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if not handler.done():
+                handler.cancel()  # the client is gone
+            with contextlib.suppress(asyncio.CancelledError):
+                await handler
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            if not handler.done():  # we are being cancelled ourselves (server shutdown)
+                handler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await handler
