@@ -13,6 +13,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from power.api import chat, generate, models, ps
+from power.api import embed as embed_api
+from power.api import openai as openai_api
+from power.api import registry as registry_api
+from power.api.disconnect import CancelOnDisconnect
 from power.api.guard import GuardMiddleware
 from power.config import allowed_origins
 from power.errors import ClientClosedError, PowerError, ServerBusyError
@@ -60,7 +64,10 @@ def create_app(settings: Settings, supervisor: Supervisor, store: ModelStore) ->
         *ps.routes,
         *generate.routes,
         *chat.routes,
+        *embed_api.routes,
         *models.routes,
+        *registry_api.routes,
+        *openai_api.routes,
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     app = Starlette(
@@ -73,6 +80,7 @@ def create_app(settings: Settings, supervisor: Supervisor, store: ModelStore) ->
                 origins=allowed_origins(settings),
                 check_host=_is_loopback(settings.host),
             ),
+            Middleware(CancelOnDisconnect),
         ],
     )
     app.state.settings = settings

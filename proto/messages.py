@@ -138,6 +138,7 @@ class Generate(Msg, frozen=True):
     logprobs: int = -1  # -1 = off; n >= 0 = on with n alternatives
     shift: bool = True  # shift the context instead of stopping when it fills
     truncate: bool = True  # trim an over-long prompt instead of failing
+    json_schema: str = ""  # JSON schema text that constrains the output; "json" = any object
 
 
 class Embed(Msg, frozen=True):

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from runner.engine import Engine, EngineError, GenStats, LoadInfo, Sampled
+from runner.engine import Chunk, Engine, EngineError, LoadInfo, Sampled, SeqSampler
 
-__all__ = ["Engine", "EngineError", "GenStats", "LoadInfo", "Sampled"]
+__all__ = ["Chunk", "Engine", "EngineError", "LoadInfo", "Sampled", "SeqSampler"]

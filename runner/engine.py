@@ -1,26 +1,42 @@
 """The engine seam: what a runner needs from a model, whatever computes it.
 
 ``LlamaEngine`` (llama-cpp-python) and ``FakeEngine`` (deterministic, for tests) both implement
-``Engine``. Every method is called from the runner's one inference thread, except
-``tokenize``/``detokenize``/``piece`` which only read the vocabulary.
+``Engine``. The runner's scheduler (``runner.batch``) owns the sequences, their slots and the
+prompt cache; an engine only evaluates batches of ``Chunk`` s (one decode per step, every
+sequence of the step in it), samples from a row of the last decode, and edits one sequence's
+cache. Every method is called from the runner's one inference thread, except
+``tokenize``/``detokenize``/``piece``/``is_eog`` which only read the vocabulary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from proto import Generate, LoadParams, Memory, TokenLogprob
 
-__all__ = ["Engine", "EngineError", "GenStats", "LoadInfo", "PromptTooLongError", "Sampled"]
+__all__ = [
+    "BadRequestError",
+    "Chunk",
+    "Engine",
+    "EngineError",
+    "LoadInfo",
+    "PromptTooLongError",
+    "Sampled",
+    "SeqSampler",
+]
 
 
 class EngineError(Exception):
     """A failure of the engine while serving one request."""
 
 
-class PromptTooLongError(EngineError):
+class BadRequestError(EngineError):
+    """The request cannot be served as asked (reported as a 400)."""
+
+
+class PromptTooLongError(BadRequestError):
     """The prompt cannot fit the context and may not be truncated."""
 
 
@@ -31,6 +47,7 @@ class LoadInfo:
     n_vocab: int
     num_parallel: int = 1
     gpu_layers: int = 0
+    n_batch: int = 512  # tokens one decode takes at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +57,23 @@ class Sampled:
 
 
 @dataclass(slots=True)
-class GenStats:
-    """Filled in by ``Engine.generate`` while it runs."""
+class Chunk:
+    """Tokens of one sequence in a decode: they take positions ``pos``, ``pos + 1``, …"""
 
-    prompt_tokens: int = 0
-    prompt_cached: int = 0
-    prompt_eval_s: float = 0.0
-    context_full: bool = False  # generation ended because the context filled (no shift)
-    context: list[int] = field(default_factory=list)
+    seq: int
+    tokens: list[int]
+    pos: int
+    logits: bool  # the last token's logits are needed (a sample follows)
+
+
+class SeqSampler(Protocol):
+    """One request's sampling state: options, grammar, penalties, seed."""
+
+    def sample(self, row: int) -> Sampled:
+        """Sample from row ``row`` of the last decode (the token index in that batch)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class Engine(Protocol):
@@ -61,17 +87,27 @@ class Engine(Protocol):
 
     def is_eog(self, token: int) -> bool: ...
 
-    def generate(
-        self, req: Generate, prompt: list[int], stats: GenStats
-    ) -> Generator[Sampled, None, None]:
-        """Evaluate ``prompt`` (reusing any cached prefix), then yield sampled tokens until closed.
-
-        Each yielded token has been accepted: the next iteration evaluates it. When the context
-        is full and the request does not allow shifting, set ``stats.context_full`` and return.
-        """
+    def sampler(self, req: Generate, prompt: Sequence[int]) -> SeqSampler:
+        """A sampler for ``req``; ``BadRequestError`` when its grammar or schema is invalid."""
         ...
 
-    def embed(self, texts: Sequence[str], *, truncate: bool) -> tuple[list[list[float]], int]: ...
+    def decode(self, chunks: Sequence[Chunk]) -> None:
+        """Evaluate every chunk in one batch; ``EngineError`` when that fails."""
+        ...
+
+    def forget(self, seq: int, start: int) -> bool:
+        """Drop what sequence ``seq`` cached from position ``start`` on; False if it cannot."""
+        ...
+
+    def shift(self, seq: int, keep: int, discard: int) -> None:
+        """Drop positions ``keep .. keep + discard`` of ``seq`` and move the rest back."""
+        ...
+
+    def embed(
+        self, seq: int, texts: Sequence[str], *, truncate: bool, normalize: bool
+    ) -> tuple[list[list[float]], int]:
+        """Embed ``texts`` using sequence ``seq`` (left empty); return vectors, token count."""
+        ...
 
     def memory(self) -> Memory: ...
 

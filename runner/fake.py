@@ -6,7 +6,9 @@ Modes: ``echo`` generates the prompt's words back, then an end token; ``count`` 
 ``crash_after=N`` (the process dies abruptly after N tokens, writing to stderr first),
 ``crash_before=1`` (dies before the first token of a request), ``hang=1`` (the process
 stops answering anything, as a wedged runner does), ``n_ctx_train`` (default 2048).
-It keeps a prefix cache like the real engine, so ``prompt_cached`` behaves the same way.
+The runner's scheduler batches it like the real engine (one ``decode`` per step, ``delay``
+once per step), so with ``num_parallel`` > 1 sequences interleave, and its slots' prefix cache
+makes ``prompt_cached`` behave the same way.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from urllib.parse import parse_qs
 
 import psutil
 
 from proto import Generate, LoadParams, Memory
-from runner.engine import EngineError, GenStats, LoadInfo, PromptTooLongError, Sampled
+from runner.engine import Chunk, EngineError, LoadInfo, PromptTooLongError, Sampled
 
 __all__ = ["FakeEngine", "parse_fake_spec"]
 
@@ -61,7 +63,6 @@ class FakeEngine:
         self.n_ctx_train = int(n_ctx_train)
         self._vocab: dict[str, int] = {"<s>": 0, "</s>": EOS}
         self._words: list[str] = ["<s>", "</s>"]
-        self._cached: list[int] = []
         self._n_ctx = 0
         self._generated = 0
 
@@ -74,10 +75,16 @@ class FakeEngine:
         if not os.path.exists(params.model_path):
             raise EngineError(f"model file not found: {params.model_path}")
         self._n_ctx = min(params.n_ctx, self.n_ctx_train)
-        return LoadInfo(n_ctx=self._n_ctx, n_ctx_train=self.n_ctx_train, n_vocab=len(self._words))
+        return LoadInfo(
+            n_ctx=self._n_ctx,
+            n_ctx_train=self.n_ctx_train,
+            n_vocab=len(self._words),
+            num_parallel=params.num_parallel,
+            n_batch=params.n_batch,
+        )
 
     def close(self) -> None:
-        self._cached.clear()
+        pass
 
     def memory(self) -> Memory:
         return Memory(rss=psutil.Process().memory_info().rss)
@@ -101,55 +108,45 @@ class FakeEngine:
     def is_eog(self, token: int) -> bool:
         return token == EOS
 
-    def generate(
-        self, req: Generate, prompt: list[int], stats: GenStats
-    ) -> Generator[Sampled, None, None]:
-        if len(prompt) >= self._n_ctx and not (req.truncate and req.shift):
-            raise PromptTooLongError("the prompt is longer than the context length")
-        common = 0
-        while (
-            common < min(len(self._cached), len(prompt) - 1)
-            and self._cached[common] == prompt[common]
-        ):
-            common += 1
-        self._cached = list(prompt)
-        stats.prompt_tokens, stats.prompt_cached = len(prompt), common
+    def sampler(self, req: Generate, prompt: Sequence[int]) -> _FakeSampler:
         if self.crash_before:
             self._die("crash before the first token")
         words = [t for t in prompt if t != 0] if self.mode == "echo" else []
-        i = 0
-        try:
-            while True:
-                if self.hang:
-                    os.kill(os.getpid(), signal.SIGSTOP)
-                if self.crash_after >= 0 and self._generated >= self.crash_after:
-                    self._die(f"crash after {self._generated} tokens")
-                if self.delay:
-                    time.sleep(self.delay)
-                if self.mode == "echo":
-                    token = words[i] if i < len(words) else EOS
-                else:
-                    token = self._id(str(i + 1))
-                i += 1
-                self._generated += 1
-                yield Sampled(token)
-                if len(self._cached) >= self._n_ctx:
-                    if not req.shift:
-                        stats.context_full = True
-                        return
-                    del self._cached[req.num_keep : req.num_keep + len(self._cached) // 2]
-                self._cached.append(token)
-        finally:
-            stats.context = list(self._cached)
+        return _FakeSampler(self, words)
 
-    def embed(self, texts: Sequence[str], *, truncate: bool) -> tuple[list[list[float]], int]:
+    def decode(self, chunks: Sequence[Chunk]) -> None:
+        if self.delay:
+            time.sleep(self.delay)
+
+    def forget(self, seq: int, start: int) -> bool:
+        return True
+
+    def shift(self, seq: int, keep: int, discard: int) -> None:
+        pass
+
+    def next_token(self, words: list[int], i: int) -> int:
+        if self.hang:
+            os.kill(os.getpid(), signal.SIGSTOP)
+        if self.crash_after >= 0 and self._generated >= self.crash_after:
+            self._die(f"crash after {self._generated} tokens")
+        self._generated += 1
+        if self.mode == "echo":
+            return words[i] if i < len(words) else EOS
+        return self._id(str(i + 1))
+
+    def embed(
+        self, seq: int, texts: Sequence[str], *, truncate: bool, normalize: bool
+    ) -> tuple[list[list[float]], int]:
         vectors = []
         n = 0
         for text in texts:
             ids = self.tokenize(text, add_special=False, parse_special=False)
+            if len(ids) > self._n_ctx and not truncate:
+                raise PromptTooLongError("the input length exceeds the context length")
+            ids = ids[: self._n_ctx]
             n += len(ids)
             vec = [float(len(ids)), float(sum(ids) % 97), 1.0]
-            norm = sum(v * v for v in vec) ** 0.5
+            norm = sum(v * v for v in vec) ** 0.5 if normalize else 1.0
             vectors.append([v / norm for v in vec])
         return vectors, n
 
@@ -157,3 +154,20 @@ class FakeEngine:
         sys.stderr.write(f"fake engine: fatal: {why}\n")
         sys.stderr.flush()
         os._exit(9)
+
+
+class _FakeSampler:
+    __slots__ = ("_engine", "_i", "_words")
+
+    def __init__(self, engine: FakeEngine, words: list[int]) -> None:
+        self._engine = engine
+        self._words = words
+        self._i = 0
+
+    def sample(self, row: int) -> Sampled:
+        token = self._engine.next_token(self._words, self._i)
+        self._i += 1
+        return Sampled(token)
+
+    def close(self) -> None:
+        pass

@@ -1,19 +1,20 @@
-"""``Engine`` over llama-cpp-python's low-level API: one model, one persistent context.
+"""``Engine`` over llama-cpp-python's low-level API: one model, one context, many sequences.
 
-The decode loop is ours (one ``llama_batch`` per step, llama.cpp's sampler chain), so nothing
-per token goes through llama-cpp-python's high-level ``Llama`` machinery, logits are only read
-where sampling or logprobs need them, and the KV cache of sequence 0 is kept between requests:
-a new prompt re-evaluates only what differs from the previous one.
+The context holds ``num_parallel`` sequences, each with its own KV stream of ``n_ctx`` cells
+(``kv_unified`` off: a sequence attends only to its own cache; with a unified cache, greedy
+output in a batch sometimes drifted from a lone run's). ``decode``
+fills one ``llama_batch`` with every chunk of a step (per-token sequence ids) and makes one
+``llama_decode`` call; logits are requested only for the rows that will be sampled. Embeddings
+borrow a free sequence, switch the context to embeddings for that decode only, and leave the
+sequence empty, so no reload is needed and no other sequence's cache is touched.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
-import math
 import os
-import time
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import llama_cpp
@@ -22,8 +23,9 @@ import psutil
 from llama_cpp import _internals
 from llama_cpp import _logger as llama_logger
 
-from proto import Generate, LoadParams, Memory, Sampling, TokenLogprob, TopLogprob
-from runner.engine import EngineError, GenStats, LoadInfo, PromptTooLongError, Sampled
+from proto import Generate, LoadParams, Memory
+from runner.engine import Chunk, EngineError, LoadInfo, PromptTooLongError
+from runner.sampling import LlamaSampler
 
 __all__ = ["LlamaEngine"]
 
@@ -39,19 +41,20 @@ _KV_TYPES = {
     "q5_0": 6,
     "q5_1": 7,
 }
-_SEQ = 0  # the one sequence this engine serves
+_EMBED_CHUNK = 64  # tokens per embedding decode: every one has an output row (and logits)
 
 
 class LlamaEngine:
     def __init__(self, *, verbose: bool = False) -> None:
         llama_logger.set_verbose(verbose)
         self._model: Any = None
-        self._ctx: Any = None
+        self._ctx: Any = None  # the raw llama_context pointer
+        self._owner: Any = None  # the _internals.LlamaContext that frees it
         self._batch: Any = None
         self._n_batch = 512
         self._n_ctx = 0
         self._n_vocab = 0
-        self._cached: list[int] = []  # tokens whose KV is in sequence 0, in position order
+        self._embedding = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -71,12 +74,15 @@ class LlamaEngine:
         n_ctx_train = self._model.n_ctx_train()
         n_ctx = params.n_ctx if n_ctx_train <= 0 else min(params.n_ctx, n_ctx_train)
         n_ctx = max(n_ctx, 4)
+        n_par = max(1, params.num_parallel)
+        n_batch = max(params.n_batch, n_par)
         threads = params.n_threads or (psutil.cpu_count(logical=False) or os.cpu_count() or 1)
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = n_ctx * params.num_parallel
-        cparams.n_batch = params.n_batch
-        cparams.n_ubatch = params.n_batch
-        cparams.n_seq_max = params.num_parallel
+        cparams.n_ctx = n_ctx * n_par
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_seq_max = n_par
+        cparams.kv_unified = False
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         cparams.embeddings = params.embedding
@@ -91,21 +97,24 @@ class LlamaEngine:
         cparams.type_k = kv_type
         cparams.type_v = kv_type
         try:
-            self._ctx = _internals.LlamaContext(model=self._model, params=cparams, verbose=True)
+            self._owner = _internals.LlamaContext(model=self._model, params=cparams, verbose=True)
         except ValueError as exc:
             raise EngineError(f"{exc} (n_ctx={cparams.n_ctx})") from exc
+        self._ctx = self._owner.ctx
         for path in params.lora_paths:
             self._apply_lora(path)
-        self._n_batch = params.n_batch
-        self._n_ctx = n_ctx
+        self._n_batch = n_batch
+        self._n_ctx = min(n_ctx, llama_cpp.llama_n_ctx_seq(self._ctx))
         self._n_vocab = self._model.n_vocab()
-        self._batch = llama_cpp.llama_batch_init(params.n_batch, 0, params.num_parallel)
+        self._embedding = params.embedding
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         return LoadInfo(
-            n_ctx=n_ctx,
+            n_ctx=self._n_ctx,
             n_ctx_train=n_ctx_train,
             n_vocab=self._n_vocab,
-            num_parallel=params.num_parallel,
+            num_parallel=n_par,
             gpu_layers=params.n_gpu_layers,
+            n_batch=n_batch,
         )
 
     def _apply_lora(self, path: str) -> None:
@@ -114,16 +123,16 @@ class LlamaEngine:
             raise EngineError(f"failed to load LoRA adapter {path}")
         adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
         scales = (ctypes.c_float * 1)(1.0)
-        if llama_cpp.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, scales) != 0:
+        if llama_cpp.llama_set_adapters_lora(self._ctx, adapters, 1, scales) != 0:
             raise EngineError(f"failed to apply LoRA adapter {path}")
 
     def close(self) -> None:
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
-        if self._ctx is not None:
-            self._ctx.close()
-            self._ctx = None
+        if self._owner is not None:
+            self._owner.close()
+            self._owner = self._ctx = None
         if self._model is not None:
             self._model.close()
             self._model = None
@@ -151,158 +160,108 @@ class LlamaEngine:
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._model.vocab, token))
 
-    # ------------------------------------------------------------------ generation
+    # ------------------------------------------------------------------ batches and sequences
 
-    def generate(
-        self, req: Generate, prompt: list[int], stats: GenStats
-    ) -> Generator[Sampled, None, None]:
-        prompt = self._fit(prompt, req)
-        started = time.perf_counter()
-        reused = self._evaluate_prompt(prompt)
-        stats.prompt_tokens = len(prompt)
-        stats.prompt_cached = reused
-        stats.prompt_eval_s = time.perf_counter() - started
-        sampler = self._sampler(req.sampling, req.grammar, req.num_keep)
-        cached = self._cached
-        try:
-            while True:
-                token = llama_cpp.llama_sampler_sample(sampler, self._ctx.ctx, -1)
-                logprob = self._logprob(token, req.logprobs) if req.logprobs >= 0 else None
-                yield Sampled(token, logprob)
-                if len(cached) >= self._n_ctx:
-                    if not req.shift:
-                        stats.context_full = True
-                        return
-                    self._shift(req.num_keep)
-                self._decode([token], len(cached), logits_last=True)
-                cached.append(token)
-        finally:
-            llama_cpp.llama_sampler_free(sampler)
-            stats.context = list(cached)
+    def sampler(self, req: Generate, prompt: Sequence[int]) -> LlamaSampler:
+        return LlamaSampler(
+            model=self._model,
+            ctx=self._ctx,
+            req=req,
+            n_ctx=self._n_ctx,
+            n_vocab=self._n_vocab,
+            piece=self.piece,
+        )
 
-    def _fit(self, prompt: list[int], req: Generate) -> list[int]:
-        limit = self._n_ctx - 1
-        if len(prompt) <= limit:
-            return prompt
-        if not (req.truncate and req.shift):
-            raise PromptTooLongError(
-                "the prompt is longer than the context length currently available to the model;"
-                f" prompt {len(prompt)} tokens, context {self._n_ctx} tokens"
-            )
-        keep = max(0, min(req.num_keep, limit // 2))
-        tail = self._n_ctx // 2 - keep
-        log.warning("truncating input prompt: %d tokens to %d", len(prompt), keep + tail)
-        return prompt[:keep] + prompt[len(prompt) - tail :]
+    def decode(self, chunks: Sequence[Chunk]) -> None:
+        self._decode(chunks, every_row=False)
 
-    def _evaluate_prompt(self, prompt: list[int]) -> int:
-        """Bring sequence 0 to ``prompt``, reusing the longest cached prefix; return its length."""
-        cached = self._cached
-        common = 0
-        limit = min(len(cached), len(prompt))
-        while common < limit and cached[common] == prompt[common]:
-            common += 1
-        if common == len(prompt):
-            common -= 1  # at least one token must be evaluated to get logits
-        if common < len(cached):
-            mem = llama_cpp.llama_get_memory(self._ctx.ctx)
-            if not llama_cpp.llama_memory_seq_rm(mem, _SEQ, common, -1):
-                llama_cpp.llama_memory_seq_rm(mem, _SEQ, -1, -1)
-                common = 0
-            del cached[common:]
-        todo = prompt[common:]
-        for start in range(0, len(todo), self._n_batch):
-            chunk = todo[start : start + self._n_batch]
-            last = start + len(chunk) == len(todo)
-            self._decode(chunk, len(cached), logits_last=last)
-            cached.extend(chunk)
-        return common
-
-    def _decode(self, tokens: Sequence[int], pos: int, *, logits_last: bool) -> None:
+    def _decode(self, chunks: Sequence[Chunk], *, every_row: bool) -> None:
         batch = self._batch
-        n = len(tokens)
-        for i, token in enumerate(tokens):
-            batch.token[i] = token
-            batch.pos[i] = pos + i
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = _SEQ
-            batch.logits[i] = 0
-        if logits_last:
-            batch.logits[n - 1] = 1
-        batch.n_tokens = n
-        rc = llama_cpp.llama_decode(self._ctx.ctx, batch)
+        flag = int(every_row)
+        token, pos, n_seq, seq_id, logits = (
+            batch.token,
+            batch.pos,
+            batch.n_seq_id,
+            batch.seq_id,
+            batch.logits,
+        )
+        i = 0
+        for chunk in chunks:
+            seq = chunk.seq
+            p = chunk.pos
+            for t in chunk.tokens:
+                token[i] = t
+                pos[i] = p
+                n_seq[i] = 1
+                seq_id[i][0] = seq
+                logits[i] = flag
+                i += 1
+                p += 1
+            if chunk.logits:
+                logits[i - 1] = 1
+        batch.n_tokens = i
+        rc = llama_cpp.llama_decode(self._ctx, batch)
         if rc != 0:
             raise EngineError(f"llama_decode failed with status {rc}")
 
-    def _shift(self, num_keep: int) -> None:
-        """Drop half of what follows the first ``num_keep`` tokens (Ollama's context shift)."""
-        cached = self._cached
-        keep = max(0, min(num_keep, len(cached) - 2))
-        discard = (len(cached) - keep) // 2
-        mem = llama_cpp.llama_get_memory(self._ctx.ctx)
+    def forget(self, seq: int, start: int) -> bool:
+        mem = llama_cpp.llama_get_memory(self._ctx)
+        return bool(llama_cpp.llama_memory_seq_rm(mem, seq, start, -1))
+
+    def shift(self, seq: int, keep: int, discard: int) -> None:
+        mem = llama_cpp.llama_get_memory(self._ctx)
         if not llama_cpp.llama_memory_can_shift(mem):
             raise EngineError("the context is full and this model cannot shift it")
-        llama_cpp.llama_memory_seq_rm(mem, _SEQ, keep, keep + discard)
-        llama_cpp.llama_memory_seq_add(mem, _SEQ, keep + discard, -1, -discard)
-        del cached[keep : keep + discard]
-
-    def _sampler(self, s: Sampling, grammar: str, num_keep: int) -> Any:
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        add = llama_cpp.llama_sampler_chain_add
-        last_n = self._n_ctx if s.repeat_last_n < 0 else s.repeat_last_n
-        if last_n and (s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty):
-            add(
-                chain,
-                llama_cpp.llama_sampler_init_penalties(
-                    last_n, s.repeat_penalty, s.frequency_penalty, s.presence_penalty
-                ),
-            )
-        if grammar:
-            g = llama_cpp.llama_sampler_init_grammar(self._model.vocab, grammar.encode(), b"root")
-            if not g:
-                llama_cpp.llama_sampler_free(chain)
-                raise EngineError("invalid grammar")
-            add(chain, g)
-        if s.temperature <= 0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-            return chain
-        if s.top_k > 0:
-            add(chain, llama_cpp.llama_sampler_init_top_k(s.top_k))
-        if s.typical_p < 1.0:
-            add(chain, llama_cpp.llama_sampler_init_typical(s.typical_p, 1))
-        if s.top_p < 1.0:
-            add(chain, llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
-        if s.min_p > 0.0:
-            add(chain, llama_cpp.llama_sampler_init_min_p(s.min_p, 1))
-        add(chain, llama_cpp.llama_sampler_init_temp(s.temperature))
-        seed = llama_cpp.LLAMA_DEFAULT_SEED if s.seed < 0 else s.seed & 0xFFFFFFFF
-        add(chain, llama_cpp.llama_sampler_init_dist(seed))
-        return chain
-
-    def _logprob(self, token: int, top_n: int) -> TokenLogprob:
-        ptr = llama_cpp.llama_get_logits_ith(self._ctx.ctx, -1)
-        logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).astype(np.float64)
-        peak = float(logits.max())
-        log_z = peak + math.log(float(np.exp(logits - peak).sum()))
-        top: tuple[TopLogprob, ...] = ()
-        if top_n > 0:
-            idx = np.argpartition(-logits, min(top_n, self._n_vocab - 1))[:top_n]
-            idx = idx[np.argsort(-logits[idx])]
-            top = tuple(self._entry(int(i), float(logits[i]) - log_z) for i in idx)
-        piece = self.piece(token)
-        return TokenLogprob(
-            token=piece.decode("utf-8", errors="replace"),
-            logprob=float(logits[token]) - log_z,
-            utf8=piece,
-            top=top,
-        )
-
-    def _entry(self, token: int, logprob: float) -> TopLogprob:
-        piece = self.piece(token)
-        return TopLogprob(
-            token=piece.decode("utf-8", errors="replace"), logprob=logprob, utf8=piece
-        )
+        llama_cpp.llama_memory_seq_rm(mem, seq, keep, keep + discard)
+        llama_cpp.llama_memory_seq_add(mem, seq, keep + discard, -1, -discard)
 
     # ------------------------------------------------------------------ embeddings
 
-    def embed(self, texts: Sequence[str], *, truncate: bool) -> tuple[list[list[float]], int]:
-        raise EngineError("embeddings are not supported by this runner yet")
+    def embed(
+        self, seq: int, texts: Sequence[str], *, truncate: bool, normalize: bool
+    ) -> tuple[list[list[float]], int]:
+        pooled = llama_cpp.llama_pooling_type(self._ctx) != llama_cpp.LLAMA_POOLING_TYPE_NONE
+        limit = min(self._n_ctx, self._n_batch) if pooled else self._n_ctx
+        vectors: list[list[float]] = []
+        total = 0
+        llama_cpp.llama_set_embeddings(self._ctx, True)
+        try:
+            for text in texts:
+                tokens = self.tokenize(text, add_special=True, parse_special=False)
+                if len(tokens) > limit:
+                    if not truncate:
+                        raise PromptTooLongError("the input length exceeds the context length")
+                    tokens = tokens[:limit]
+                total += len(tokens)
+                vec = self._embed_tokens(seq, tokens, pooled)
+                if normalize:
+                    norm = float(np.linalg.norm(vec))
+                    if norm > 0:
+                        vec = vec / norm
+                vectors.append(vec.tolist())
+        finally:
+            llama_cpp.llama_set_embeddings(self._ctx, self._embedding)
+            self.forget(seq, 0)
+        return vectors, total
+
+    def _embed_tokens(self, seq: int, tokens: list[int], pooled: bool) -> np.ndarray[Any, Any]:
+        n_embd = self._model.n_embd()
+        self.forget(seq, 0)
+        if not tokens:
+            return np.zeros(n_embd, dtype=np.float64)
+        step = len(tokens) if pooled else _EMBED_CHUNK
+        total = np.zeros(n_embd, dtype=np.float64)
+        for start in range(0, len(tokens), step):
+            part = tokens[start : start + step]
+            self._decode([Chunk(seq, part, start, True)], every_row=True)
+            if pooled:
+                ptr = llama_cpp.llama_get_embeddings_seq(self._ctx, seq)
+                if not ptr:
+                    raise EngineError("the model returned no pooled embedding")
+                return np.ctypeslib.as_array(ptr, shape=(n_embd,)).astype(np.float64)
+            ptr = llama_cpp.llama_get_embeddings(self._ctx)
+            if not ptr:
+                raise EngineError("the model returned no embeddings")
+            rows = np.ctypeslib.as_array(ptr, shape=(len(part), n_embd))
+            total += rows.sum(axis=0, dtype=np.float64)
+        return total / len(tokens)

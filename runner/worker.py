@@ -1,50 +1,42 @@
 """The runner's one inference thread.
 
 ggml (OpenMP) slows down by ~40 % once two OS threads of a process have decoded, so every engine
-call that computes runs on this one long-lived thread, the load included. It takes jobs from a
-queue; results go back to the event loop through the ``Outbox``. ``Cancel`` sets a per-request
-``threading.Event`` that the generation loop checks after every token.
+call that computes runs on this one long-lived thread, the load included. Requests wait in a
+FIFO queue until a slot is free; the thread admits them between steps of the ``Scheduler`` and
+results go back to the event loop through the ``Outbox``. ``Cancel`` of a queued request ends it
+at once from the loop's thread; a running one is cancelled before the next step.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 
-from proto import (
-    Done,
-    Embed,
-    Embeddings,
-    ErrorCode,
-    Failed,
-    Generate,
-    LoadParams,
-    Stats,
-    TokenLogprob,
-    Tokens,
-)
-from runner.engine import Engine, EngineError, GenStats, LoadInfo, PromptTooLongError
+from proto import Done, Embed, Embeddings, ErrorCode, Failed, Generate, LoadParams, Msg, Stats
+from runner.batch import Scheduler
+from runner.engine import BadRequestError, Engine, EngineError, LoadInfo
 from runner.outbox import Outbox
-from runner.output import TextAssembler
 
 __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
-
-_Job = Callable[[], None]
 
 
 class Worker:
     def __init__(self, engine: Engine, outbox: Outbox) -> None:
         self._engine = engine
         self._outbox = outbox
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._cancels: dict[int, threading.Event] = {}
+        self._loads: queue.SimpleQueue[
+            tuple[LoadParams, concurrent.futures.Future[LoadInfo]] | None
+        ] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._waiting: collections.deque[Generate | Embed] = collections.deque()
+        self._cancels: set[int] = set()
+        self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
@@ -53,159 +45,111 @@ class Worker:
 
     def load(self, params: LoadParams) -> concurrent.futures.Future[LoadInfo]:
         fut: concurrent.futures.Future[LoadInfo] = concurrent.futures.Future()
-
-        def job() -> None:
-            try:
-                fut.set_result(self._engine.load(params))
-            except BaseException as exc:  # reported to the gateway, never raised here
-                fut.set_exception(exc)
-
-        self._jobs.put(job)
+        self._loads.put((params, fut))
         return fut
 
     def submit(self, req: Generate | Embed) -> None:
         with self._lock:
-            self._cancels[req.id] = threading.Event()
-        if isinstance(req, Generate):
-            self._jobs.put(lambda: self._guarded(req.id, lambda: self._generate(req)))
-        else:
-            self._jobs.put(lambda: self._guarded(req.id, lambda: self._embed(req)))
+            self._waiting.append(req)
+        self._wake.set()
 
     def cancel(self, req_id: int) -> None:
         with self._lock:
-            event = self._cancels.get(req_id)
-        if event is not None:
-            event.set()
+            for i, req in enumerate(self._waiting):
+                if req.id == req_id:
+                    del self._waiting[i]
+                    break
+            else:
+                self._cancels.add(req_id)
+                self._wake.set()
+                return
+        self._outbox.push_threadsafe(Done(id=req_id, reason="cancel", stats=Stats()))
 
     def stop(self) -> None:
-        """Cancel everything, let the current token finish, and end the thread."""
+        """Cancel everything, let the current step finish, and end the thread."""
         self._stopping.set()
-        with self._lock:
-            for event in self._cancels.values():
-                event.set()
-        self._jobs.put(None)
+        self._loads.put(None)
+        self._wake.set()
 
     def join(self, timeout_s: float | None = None) -> None:
         self._thread.join(timeout_s)
 
     # ------------------------------------------------------------------ the thread
 
+    def _emit(self, msgs: list[Msg]) -> None:
+        self._outbox.push_many_threadsafe(msgs)
+
     def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                break
-            job()
         try:
-            self._engine.close()
-        except Exception:
-            log.exception("closing the engine failed")
-
-    def _guarded(self, req_id: int, body: Callable[[], None]) -> None:
-        with self._lock:
-            cancel = self._cancels[req_id]
-        try:
-            if cancel.is_set():
-                self._outbox.push_threadsafe(Done(id=req_id, reason="cancel", stats=Stats()))
-            else:
-                body()
-        except PromptTooLongError as exc:
-            self._fail(req_id, ErrorCode.BAD_REQUEST, str(exc))
-        except EngineError as exc:
-            self._fail(req_id, ErrorCode.INTERNAL, str(exc))
-        except Exception as exc:
-            log.exception("request %d failed", req_id)
-            self._fail(req_id, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-        finally:
-            with self._lock:
-                self._cancels.pop(req_id, None)
-
-    def _fail(self, req_id: int, code: ErrorCode, message: str) -> None:
-        self._outbox.push_threadsafe(Failed(id=req_id, code=code, message=message))
-
-    def _generate(self, req: Generate) -> None:
-        engine, push = self._engine, self._outbox.push_threadsafe
-        with self._lock:
-            cancel = self._cancels[req.id]
-        started = time.perf_counter()
-        prompt = list(req.tokens)  # e.g. /api/generate's `context`, then the new text
-        if req.prompt:
-            add_bos = req.add_bos and not prompt
-            prompt += engine.tokenize(req.prompt, add_special=add_bos, parse_special=True)
-        stats = GenStats()
-        text_out = TextAssembler(req.stop)
-        ids: list[int] = []
-        probs: list[TokenLogprob] = []
-        first = True
-        count = 0
-        reason: str = "length" if req.num_predict == 0 else "stop"
-        if req.num_predict != 0:
-            gen = engine.generate(req, prompt, stats)
-            try:
-                for sampled in gen:
-                    if cancel.is_set():
-                        reason = "cancel"
-                        break
-                    if engine.is_eog(sampled.token):
-                        break
-                    count += 1
-                    ids.append(sampled.token)
-                    if sampled.logprob is not None:
-                        probs.append(sampled.logprob)
-                    text = text_out.feed(engine.piece(sampled.token))
-                    if text:
-                        push(
-                            Tokens(
-                                id=req.id,
-                                text=text,
-                                ids=tuple(ids),
-                                logprobs=tuple(probs),
-                                first=first,
-                            )
-                        )
-                        first = False
-                        ids, probs = [], []
-                    if text_out.stopped:
-                        break
-                    if 0 < req.num_predict <= count:
-                        reason = "length"
-                        break
+            job = self._loads.get()
+            if job is not None:
+                params, fut = job
+                try:
+                    info = self._engine.load(params)
+                except BaseException as exc:  # reported to the gateway, never raised here
+                    fut.set_exception(exc)
                 else:
-                    reason = "length"  # the context filled and shifting was not allowed
-            finally:
-                gen.close()
-        tail = "" if reason == "cancel" else text_out.flush()
-        if tail or ids:
-            push(Tokens(id=req.id, text=tail, ids=tuple(ids), logprobs=tuple(probs), first=first))
-        ended = time.perf_counter()
-        eval_s = max(0.0, ended - started - stats.prompt_eval_s)
-        push(
-            Done(
-                id=req.id,
-                reason=reason,  # type: ignore[arg-type]
-                stats=Stats(
-                    prompt_tokens=stats.prompt_tokens,
-                    prompt_cached=stats.prompt_cached,
-                    prompt_eval_s=stats.prompt_eval_s,
-                    eval_tokens=count,
-                    eval_s=eval_s,
-                ),
-                context=tuple(stats.context),
-            )
-        )
+                    fut.set_result(info)
+                    self._serve(Scheduler(self._engine, info, self._emit))
+        finally:
+            try:
+                self._engine.close()
+            except Exception:
+                log.exception("closing the engine failed")
 
-    def _embed(self, req: Embed) -> None:
+    def _serve(self, sched: Scheduler) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            with self._lock:
+                cancels, self._cancels = self._cancels, set()
+                admitted: list[Generate | Embed] = []
+                while self._waiting and len(admitted) < sched.free_slots():
+                    admitted.append(self._waiting.popleft())
+            try:
+                for req in admitted:
+                    if isinstance(req, Generate):
+                        sched.admit(req)
+                    else:
+                        self._embed(sched, req)
+                if cancels:
+                    sched.cancel(cancels)
+                if sched.active:
+                    sched.step()
+                elif not self._waiting:  # (a slot freed by a cancel may admit one now)
+                    self._wake.wait()
+            except Exception as exc:  # a bug: fail what runs, keep serving
+                log.exception("the inference loop failed")
+                sched.fail_all(f"{type(exc).__name__}: {exc}")
+                for slot in sched.slots:
+                    sched.truncate(slot, 0)
+        sched.cancel_all()
+        with self._lock:
+            left, self._waiting = list(self._waiting), collections.deque()
+        self._emit([Done(id=r.id, reason="cancel", stats=Stats()) for r in left])
+
+    def _embed(self, sched: Scheduler, req: Embed) -> None:
+        """Embed between steps on a free slot, whose cache it leaves empty."""
         started = time.perf_counter()
-        vectors, n_tokens = self._engine.embed(req.inputs, truncate=req.truncate)
-        push = self._outbox.push_threadsafe
-        push(
-            Embeddings(id=req.id, vectors=tuple(tuple(v) for v in vectors), prompt_tokens=n_tokens)
-        )
-        elapsed = time.perf_counter() - started
-        push(
-            Done(
-                id=req.id,
-                reason="stop",
-                stats=Stats(prompt_tokens=n_tokens, prompt_eval_s=elapsed),
+        slot, _ = sched.take_slot([])
+        sched.truncate(slot, 0)
+        try:
+            vectors, n_tokens = self._engine.embed(
+                slot.index, req.inputs, truncate=req.truncate, normalize=req.normalize
             )
+        except BadRequestError as exc:
+            self._emit([Failed(id=req.id, code=ErrorCode.BAD_REQUEST, message=str(exc))])
+            return
+        except EngineError as exc:
+            self._emit([Failed(id=req.id, code=ErrorCode.INTERNAL, message=str(exc))])
+            return
+        finally:
+            slot.cached.clear()
+        stats = Stats(prompt_tokens=n_tokens, prompt_eval_s=time.perf_counter() - started)
+        self._emit(
+            [
+                Embeddings(
+                    id=req.id, vectors=tuple(tuple(v) for v in vectors), prompt_tokens=n_tokens
+                ),
+                Done(id=req.id, reason="stop", stats=stats),
+            ]
         )

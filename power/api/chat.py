@@ -6,6 +6,7 @@ Anthropic layers convert from it, as Ollama's middleware converts from its nativ
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,9 +21,12 @@ from power.api import inference as inf
 from power.api.schemas import ChatChunk, ChatRequest, Logprob, Message
 from power.api.streaming import NDJSONResponse, prime
 from power.errors import InvalidRequestError
+from power.supervisor import Supervisor
 from power.template.prompt import render_chat
 
 __all__ = ["chat_chunks", "merge_chat", "routes"]
+
+log = logging.getLogger(__name__)
 
 _encoder = msgspec.json.Encoder()
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
@@ -40,32 +44,86 @@ def _messages(req: ChatRequest) -> list[dict[str, Any]]:
     return out
 
 
+async def _fit_history(
+    supervisor: Supervisor,
+    prep: inf.Prepared,
+    messages: list[dict[str, Any]],
+    text: str,
+    tools: list[dict[str, Any]] | None,
+    think: bool | str | None,
+) -> str:
+    """The prompt with the oldest history dropped until it fits the context (Ollama's
+    ``truncate``): system messages and the latest message always stay. If even that is too
+    long, the runner's own truncation handles the rest.
+
+    A token is never shorter than a byte, so a prompt with fewer bytes than the context needs
+    no counting; otherwise the runner counts, and a binary search finds how much to drop.
+    """
+    model, n_ctx = prep.model, prep.options.load.n_ctx
+    if len(text.encode()) + 2 < n_ctx:
+        return text
+    droppable = [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
+    if not droppable:
+        return text
+
+    def render(drop: int) -> str:
+        gone = set(droppable[:drop])
+        kept = [m for i, m in enumerate(messages) if i not in gone]
+        return render_chat(model, kept, tools=tools, think=think)
+
+    # keep_alive None: the lease must not apply (or expire on) the request's keep_alive.
+    async with supervisor.lease(model, prep.options.load, None) as slot:
+        if slot.runner.ready is not None:
+            n_ctx = min(n_ctx, slot.runner.ready.n_ctx)
+
+        async def fits(candidate: str) -> bool:
+            add = inf.add_bos_for(model, candidate)
+            return await inf.count_tokens(slot, candidate, add_special=add) < n_ctx
+
+        if await fits(text):
+            return text
+        low, high = 1, len(droppable)  # the answer is in [low, high]; high may not fit either
+        while low < high:
+            mid = (low + high) // 2
+            if await fits(render(mid)):
+                high = mid
+            else:
+                low = mid + 1
+    dropped = render(low)
+    log.info("chat history truncated: %d of %d messages dropped", low, len(messages))
+    return dropped
+
+
 async def chat_chunks(
     state: State, req: ChatRequest, *, started: float | None = None
 ) -> AsyncIterator[ChatChunk]:
-    """Validate, render and generate; bad input raises before the first chunk."""
+    """Validate, render and generate; bad input raises before the first chunk.
+
+    Thinking goes to ``message.thinking`` and parsed tool calls to ``message.tool_calls`` (each
+    call set whole, in its own chunk). ``format`` constrains the output unless the model is
+    thinking: the runner's grammar cannot leave the thinking block free, so it is not applied.
+    """
     started = time.perf_counter() if started is None else started
     if not req.model:
         raise InvalidRequestError("model is required")
-    if req.format not in (None, ""):
-        raise InvalidRequestError("format (structured output) is not supported yet")
+    json_schema = inf.json_schema_for(req.format)
     model = await inf.lookup_model(state, req.model)
     images = any(m.images for m in req.messages if m.images is not msgspec.UNSET)
-    inf.check_common(model, think=req.think, top_logprobs=req.top_logprobs, images=images)
+    think = inf.check_common(model, think=req.think, top_logprobs=req.top_logprobs, images=images)
     if req.tools and "tools" not in model.capabilities:
         raise InvalidRequestError(f"{model.name} does not support tools")
     prep = inf.prepare(state.settings, model, req.options, req.keep_alive)
     if not req.messages:
         reason = await inf.load_or_unload(state.supervisor, prep)
-        yield ChatChunk(
-            model=req.model,
-            created_at=inf.created_at(),
-            message=Message(role="assistant", content=""),
-            done=True,
-            done_reason=reason,
+        yield _chunk(
+            req.model, Message(role="assistant", content=""), done=True, done_reason=reason
         )
         return
-    text = render_chat(model, _messages(req), tools=req.tools, think=req.think)
+    messages = _messages(req)
+    text = render_chat(model, messages, tools=req.tools, think=think)
+    if req.truncate:
+        text = await _fit_history(state.supervisor, prep, messages, text, req.tools, think)
+    parser = inf.output_parser(model, text, think=think, tools=req.tools)
     build = inf.generate_message(
         prep,
         text,
@@ -73,40 +131,62 @@ async def chat_chunks(
         logprobs=req.top_logprobs if req.logprobs else -1,
         shift=req.shift,
         truncate=req.truncate,
+        json_schema="" if parser.thinking is not None else json_schema,
     )
     outcome = inf.Outcome(started=started)
     events = inf.run(state.supervisor, prep, build, outcome)
+    pieces = inf.parse_stream(events, parser, req.top_logprobs if req.logprobs else None)
+    leftover: list[Logprob] = []
     try:
-        async for text_out, tokens in events:
-            chunk = ChatChunk(
-                model=req.model,
-                created_at=inf.created_at(),
-                message=Message(role="assistant", content=text_out),
-                done=False,
-            )
+        async for piece in pieces:
+            got = piece.parsed
+            if not got:
+                leftover = piece.logprobs
+                continue
+            msg = Message(role="assistant", content=got.content)
+            if got.thinking:
+                msg.thinking = got.thinking
+            if got.tool_calls:
+                msg.tool_calls = got.tool_calls
+            chunk = _chunk(req.model, msg, done=False)
             if req.logprobs:
-                chunk.logprobs = inf.logprob_entries(tokens, req.top_logprobs)
+                chunk.logprobs = piece.logprobs
             yield chunk
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
-    yield ChatChunk(
-        model=req.model,
-        created_at=inf.created_at(),
-        message=Message(role="assistant", content=""),
+        await pieces.aclose()  # type: ignore[attr-defined]
+    final = _chunk(
+        req.model,
+        Message(role="assistant", content=""),
         done=True,
         done_reason=inf.done_reason(outcome),
         **outcome.metrics(),
     )
+    if leftover:
+        final.logprobs = leftover
+    yield final
+
+
+def _chunk(model: str, message: Message, *, done: bool, **fields: Any) -> ChatChunk:
+    return ChatChunk(model=model, created_at=inf.created_at(), message=message, done=done, **fields)
 
 
 def merge_chat(chunks: list[ChatChunk]) -> ChatChunk:
-    """The non-streamed form: content concatenated into the final chunk, logprobs joined."""
+    """The non-streamed form: content and thinking concatenated into the final chunk, tool
+    calls collected, logprobs joined."""
     final = chunks[-1]
     final.message.content = "".join(c.message.content for c in chunks)
+    thinking = "".join(t for c in chunks if isinstance(t := c.message.thinking, str))
+    if thinking:
+        final.message.thinking = thinking
+    calls: list[dict[str, Any]] = []
     probs: list[Logprob] = []
     for c in chunks:
+        if c.message.tool_calls is not msgspec.UNSET:
+            calls.extend(c.message.tool_calls)
         if c.logprobs is not msgspec.UNSET:
             probs.extend(c.logprobs)
+    if calls:
+        final.message.tool_calls = calls
     if probs:
         final.logprobs = probs
     return final

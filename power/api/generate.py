@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 from starlette.datastructures import State
@@ -29,30 +30,46 @@ _encoder = msgspec.json.Encoder()
 async def generate_chunks(
     state: State, req: GenerateRequest, *, started: float | None = None
 ) -> AsyncIterator[GenerateChunk]:
-    """Validate, render and generate; bad input raises before the first chunk."""
+    """Validate, render and generate; bad input raises before the first chunk.
+
+    Thinking goes to ``thinking``. For models with the ``tools`` capability whose template
+    teaches a tagged tool-call format, calls the model writes come back in ``tool_calls``.
+    ``format`` is not applied while the model is thinking (see ``chat_chunks``).
+    """
     started = time.perf_counter() if started is None else started
     if not req.model:
         raise ModelNotFoundError("model '' not found")
     if req.raw and (req.template or req.system or req.context):
         raise InvalidRequestError("raw mode does not support template, system, or context")
-    if req.format not in (None, ""):
-        raise InvalidRequestError("format (structured output) is not supported yet")
+    json_schema = inf.json_schema_for(req.format)
     model = await inf.lookup_model(state, req.model)
-    inf.check_common(model, think=req.think, top_logprobs=req.top_logprobs, images=bool(req.images))
+    think = inf.check_common(
+        model, think=req.think, top_logprobs=req.top_logprobs, images=bool(req.images)
+    )
     prep = inf.prepare(state.settings, model, req.options, req.keep_alive)
     if not req.prompt and not req.suffix and not req.images and not req.context:
         reason = await inf.load_or_unload(state.supervisor, prep)
-        yield GenerateChunk(
-            model=req.model, created_at=inf.created_at(), response="", done=True,
-            done_reason=reason,
-        )  # fmt: skip
+        yield _chunk(req.model, "", done=True, done_reason=reason)
         return
     if req.raw:
         text = req.prompt
     else:
         text = render_generate(
-            model, req.prompt, system=req.system, suffix=req.suffix or None, template=req.template
+            model,
+            req.prompt,
+            system=req.system,
+            suffix=req.suffix or None,
+            template=req.template,
+            think=think,
         )
+    parser = inf.output_parser(
+        model,
+        text,
+        think=think,
+        tools=None,
+        template=req.template,
+        tagged_tools_only=not json_schema,
+    )
     build = inf.generate_message(
         prep,
         text,
@@ -61,40 +78,61 @@ async def generate_chunks(
         logprobs=req.top_logprobs if req.logprobs else -1,
         shift=req.shift,
         truncate=req.truncate,
+        json_schema="" if parser.thinking is not None else json_schema,
     )
     outcome = inf.Outcome(started=started)
     events = inf.run(state.supervisor, prep, build, outcome)
+    pieces = inf.parse_stream(events, parser, req.top_logprobs if req.logprobs else None)
+    leftover: list[Logprob] = []
     try:
-        async for text_out, tokens in events:
-            chunk = GenerateChunk(
-                model=req.model, created_at=inf.created_at(), response=text_out, done=False
-            )
+        async for piece in pieces:
+            got = piece.parsed
+            if not got:
+                leftover = piece.logprobs
+                continue
+            chunk = _chunk(req.model, got.content, done=False)
+            if got.thinking:
+                chunk.thinking = got.thinking
+            if got.tool_calls:
+                chunk.tool_calls = got.tool_calls
             if req.logprobs:
-                chunk.logprobs = inf.logprob_entries(tokens, req.top_logprobs)
+                chunk.logprobs = piece.logprobs
             yield chunk
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
-    final = GenerateChunk(
-        model=req.model,
-        created_at=inf.created_at(),
-        response="",
-        done=True,
-        done_reason=inf.done_reason(outcome),
-        **outcome.metrics(),
+        await pieces.aclose()  # type: ignore[attr-defined]
+    final = _chunk(
+        req.model, "", done=True, done_reason=inf.done_reason(outcome), **outcome.metrics()
     )
+    if leftover:
+        final.logprobs = leftover
     if not req.raw and outcome.done is not None:
         final.context = list(outcome.done.context)
     yield final
 
 
+def _chunk(model: str, response: str, *, done: bool, **fields: Any) -> GenerateChunk:
+    return GenerateChunk(
+        model=model, created_at=inf.created_at(), response=response, done=done, **fields
+    )
+
+
 def merge_generate(chunks: list[GenerateChunk]) -> GenerateChunk:
-    """The non-streamed form: the response concatenated into the final chunk."""
+    """The non-streamed form: response and thinking concatenated into the final chunk, tool
+    calls collected, logprobs joined."""
     final = chunks[-1]
     final.response = "".join(c.response for c in chunks)
+    thinking = "".join(t for c in chunks if isinstance(t := c.thinking, str))
+    if thinking:
+        final.thinking = thinking
+    calls: list[dict[str, Any]] = []
     probs: list[Logprob] = []
     for c in chunks:
+        if c.tool_calls is not msgspec.UNSET:
+            calls.extend(c.tool_calls)
         if c.logprobs is not msgspec.UNSET:
             probs.extend(c.logprobs)
+    if calls:
+        final.tool_calls = calls
     if probs:
         final.logprobs = probs
     return final

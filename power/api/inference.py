@@ -18,10 +18,12 @@ from starlette.responses import Response
 
 from power.api.schemas import Logprob, TopLogprob
 from power.duration import parse_keep_alive
-from power.errors import InvalidRequestError
+from power.errors import InvalidRequestError, ProtocolError
 from power.options import Resolved, resolve_options
-from power.supervisor import RequestTiming, Supervisor, runner_key
-from proto import Done, Generate, Tokens
+from power.parse import OutputParser, Parsed, ThinkingParser, ToolFormat, ToolParser, tool_format
+from power.supervisor import Loaded, RequestTiming, Supervisor, runner_key
+from power.template import thinking_tags
+from proto import Done, Generate, Msg, Tokenize, Tokenized, Tokens
 
 if TYPE_CHECKING:
     from power.config import Settings
@@ -30,11 +32,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Outcome",
+    "Piece",
     "Prepared",
+    "count_tokens",
     "created_at",
     "decode_body",
     "json_response",
     "lookup_model",
+    "output_parser",
+    "parse_stream",
     "prepare",
     "run",
 ]
@@ -90,7 +96,12 @@ class Prepared:
 
 
 def prepare(
-    settings: Settings, model: LocalModel, options: dict[str, Any] | None, keep_alive: Any
+    settings: Settings,
+    model: LocalModel,
+    options: dict[str, Any] | None,
+    keep_alive: Any,
+    *,
+    embedding: bool = False,
 ) -> Prepared:
     keep_alive_s = None if keep_alive is None else parse_keep_alive(keep_alive)
     resolved = resolve_options(
@@ -99,6 +110,7 @@ def prepare(
         model_params=model.parameters,
         request=options,
         lora_paths=tuple(model.adapters),
+        embedding=embedding,
     )
     return Prepared(model=model, options=resolved, keep_alive_s=keep_alive_s)
 
@@ -113,6 +125,7 @@ def generate_message(
     shift: bool = True,
     truncate: bool = True,
     grammar: str = "",
+    json_schema: str = "",
 ) -> Callable[[int], Generate]:
     o = prep.options
 
@@ -130,6 +143,7 @@ def generate_message(
             logprobs=logprobs,
             shift=shift,
             truncate=truncate,
+            json_schema=json_schema,
         )
 
     return build
@@ -153,6 +167,8 @@ class Outcome:
             evaluated = s.prompt_tokens - s.prompt_cached  # a reused KV prefix costs nothing
             if evaluated:
                 out["prompt_eval_count"] = evaluated
+            if s.prompt_cached:
+                out["prompt_cache_count"] = s.prompt_cached
             if s.prompt_eval_s:
                 out["prompt_eval_duration"] = int(s.prompt_eval_s * 1e9)
             if s.eval_tokens:
@@ -216,21 +232,136 @@ def logprob_entries(events: list[Tokens], top: int) -> list[Logprob]:
     return out
 
 
+THINK_LEVELS = ("low", "medium", "high", "max")
+
+
 def check_common(
     model: LocalModel, *, think: bool | str | None, top_logprobs: int, images: bool
-) -> None:
-    """Checks shared by generate and chat that need the model."""
+) -> bool | str | None:
+    """Checks shared by generate and chat that need the model; returns the effective ``think``.
+
+    A thinking-capable model thinks unless told not to (``think`` omitted means on).
+    """
+    if isinstance(think, str) and think not in THINK_LEVELS:
+        raise InvalidRequestError(
+            f"invalid think value: {think!r} (must be a boolean or one of low, medium, high, max)"
+        )
     if not 0 <= top_logprobs <= 20:
         raise InvalidRequestError("top_logprobs must be between 0 and 20")
-    if think not in (None, False) and "thinking" not in model.capabilities:
-        if isinstance(think, str) and think not in ("low", "medium", "high", "max"):
-            raise InvalidRequestError(f"invalid think value: {think!r}")
+    thinks = "thinking" in model.capabilities
+    if think not in (None, False) and not thinks:
         raise InvalidRequestError(f'"{model.name}" does not support thinking')
     if images and "vision" not in model.capabilities:
         raise InvalidRequestError(f'"{model.name}" does not support images')
+    return True if think is None and thinks else think
+
+
+def json_schema_for(fmt: Any) -> str:
+    """``format`` as the runner's ``json_schema``: "" (none), "json", or the schema's JSON text."""
+    if fmt is None or fmt == "":
+        return ""
+    if fmt == "json":
+        return "json"
+    if isinstance(fmt, dict):
+        return _json_encoder.encode(fmt).decode()
+    shown = _json_encoder.encode(fmt).decode()
+    raise InvalidRequestError(
+        f'invalid format: {shown}; expected "json" or a valid JSON Schema object'
+    )
 
 
 def add_bos_for(model: LocalModel, prompt: str) -> bool:
     """Tokenize with the model's BOS unless the rendered prompt already starts with it."""
     bos = model.gguf.bos_token
     return not (bos and prompt.startswith(bos))
+
+
+def output_parser(
+    model: LocalModel,
+    prompt: str,
+    *,
+    think: bool | str | None,
+    tools: list[dict[str, Any]] | None,
+    template: str | None = None,
+    tagged_tools_only: bool = False,
+) -> OutputParser:
+    """The parsers this request's output goes through.
+
+    Thinking is split when ``think`` is on and the template's tags are known (a prompt that
+    already ends with the opening tag starts inside the block). Tool calls are parsed when the
+    request has ``tools``, in the format the template teaches; ``tagged_tools_only`` (generate)
+    parses only the tagged formats, never bare JSON, and accepts any tool name.
+    """
+    source = template or model.template
+    chat_template = model.gguf.chat_template if not source else None
+    thinking = None
+    tags = thinking_tags(source, chat_template) if think else None
+    if tags is not None:
+        primed = prompt.rstrip().endswith(tags[0])
+        thinking = ThinkingParser(tags[0], tags[1], primed=primed)
+    parser = None
+    fmt = tool_format(source or chat_template)
+    if tools:
+        parser = ToolParser(fmt, _tool_names(tools))
+    elif tagged_tools_only and "tools" in model.capabilities and fmt is not ToolFormat.JSON:
+        parser = ToolParser(fmt)
+    return OutputParser(thinking=thinking, tools=parser)
+
+
+def _tool_names(tools: list[dict[str, Any]]) -> list[str]:
+    names = []
+    for tool in tools:
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            names.append(fn["name"])
+    return names
+
+
+@dataclass(slots=True)
+class Piece:
+    """Parsed output ready to send, with the log-probabilities of the tokens behind it."""
+
+    parsed: Parsed
+    logprobs: list[Logprob]
+
+
+async def parse_stream(
+    events: AsyncIterator[tuple[str, list[Tokens]]], parser: OutputParser, top_logprobs: int | None
+) -> AsyncIterator[Piece]:
+    """Run runner text through ``parser``. Log-probabilities of held-back tokens wait for the
+    piece that releases their text; the last piece may carry only log-probabilities.
+    ``top_logprobs`` None means logprobs are off."""
+    pending: list[Logprob] = []
+    try:
+        async for text, tokens in events:
+            if top_logprobs is not None:
+                pending.extend(logprob_entries(tokens, top_logprobs))
+            parsed = parser.feed(text)
+            if parsed:
+                yield Piece(parsed, pending)
+                pending = []
+        parsed = parser.flush()
+        if parsed or pending:
+            yield Piece(parsed, pending)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def one_shot(slot: Loaded, build: Callable[[int], Msg]) -> object:
+    """Send a request whose whole answer is one reply (Tokenize, Detokenize) and return it."""
+    stream = slot.runner.client.open(build)
+    try:
+        batch = await stream.next_batch()
+    finally:
+        stream.close()
+    if len(batch) != 1:
+        raise ProtocolError(f"expected one reply, got {batch!r}", model=slot.model.name)
+    return batch[0]
+
+
+async def count_tokens(slot: Loaded, text: str, *, add_special: bool) -> int:
+    """How many tokens ``text`` is for the model in ``slot`` (one Tokenize round trip)."""
+    reply = await one_shot(slot, lambda i: Tokenize(id=i, text=text, add_special=add_special))
+    if not isinstance(reply, Tokenized):
+        raise ProtocolError(f"expected Tokenized, got {reply!r}", model=slot.model.name)
+    return len(reply.tokens)

@@ -16,13 +16,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Send
 
+from power.api import blobs
 from power.errors import (
-    ClientClosedError,
     InvalidRequestError,
     ModelNotFoundError,
     PowerError,
@@ -37,7 +37,6 @@ __all__ = ["format_time", "routes"]
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T", bound=msgspec.Struct)
-_UPLOAD_BUFFER = 1 << 20
 _PARAM_WIDTH = 30
 _COPILOT_PREFIX = "GitHubCopilotChat/"
 
@@ -321,48 +320,11 @@ async def create(request: Request) -> Response:
     return _NDJSONStream(_progress_lines(first, it))
 
 
-# -- HEAD|POST /api/blobs/{digest} -----------------------------------------------------------
-
-
-async def head_blob(request: Request) -> Response:
-    digest = request.path_params["digest"]
-    found = await asyncio.to_thread(_store(request).has_blob, digest)
-    return Response(status_code=200 if found else 404)
-
-
-async def upload_blob(request: Request) -> Response:
-    store = _store(request)
-    digest = request.path_params["digest"]
-    if await asyncio.to_thread(store.has_blob, digest):
-        # Read the body anyway: a client still sending it would otherwise block on a full socket.
-        async for _ in request.stream():
-            pass
-        return Response(status_code=200)
-    writer = await asyncio.to_thread(store.open_blob_writer, digest)
-    try:
-        buf = bytearray()
-        async for chunk in request.stream():
-            buf += chunk
-            if len(buf) >= _UPLOAD_BUFFER:
-                data = bytes(buf)
-                buf.clear()
-                await asyncio.to_thread(writer.write, data)
-        if buf:
-            await asyncio.to_thread(writer.write, bytes(buf))
-        await asyncio.to_thread(writer.commit)
-    except ClientDisconnect:
-        raise ClientClosedError("client closed the connection during the upload") from None
-    finally:
-        writer.abort()  # a no-op once committed
-    return Response(status_code=201)
-
-
 routes: list[Route] = [
     Route("/api/tags", list_models, methods=["GET", "HEAD"]),
     Route("/api/show", show_model, methods=["POST"]),
     Route("/api/copy", copy_model, methods=["POST"]),
     Route("/api/delete", delete_model, methods=["DELETE"]),
     Route("/api/create", create, methods=["POST"]),
-    Route("/api/blobs/{digest}", head_blob, methods=["HEAD"]),
-    Route("/api/blobs/{digest}", upload_blob, methods=["POST"]),
+    *blobs.routes,
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "Message",
     "PsModel",
     "TopLogprob",
+    "prompt_tokens",
 ]
 
 
@@ -129,6 +130,8 @@ class GenerateChunk(msgspec.Struct, kw_only=True):
     load_duration: int | UnsetType = UNSET
     prompt_eval_count: int | UnsetType = UNSET
     prompt_eval_duration: int | UnsetType = UNSET
+    # A3S Power: prompt tokens reused from the KV cache (prompt_eval_count counts the rest)
+    prompt_cache_count: int | UnsetType = UNSET
     eval_count: int | UnsetType = UNSET
     eval_duration: int | UnsetType = UNSET
     tool_calls: list[dict[str, Any]] | UnsetType = UNSET
@@ -145,6 +148,8 @@ class ChatChunk(msgspec.Struct, kw_only=True):
     load_duration: int | UnsetType = UNSET
     prompt_eval_count: int | UnsetType = UNSET
     prompt_eval_duration: int | UnsetType = UNSET
+    # A3S Power: prompt tokens reused from the KV cache (prompt_eval_count counts the rest)
+    prompt_cache_count: int | UnsetType = UNSET
     eval_count: int | UnsetType = UNSET
     eval_duration: int | UnsetType = UNSET
     logprobs: list[Logprob] | UnsetType = UNSET
@@ -166,3 +171,11 @@ class PsModel(msgspec.Struct, kw_only=True):
     queued: int  # requests waiting for one of this runner's parallel sequences
     mean_wait_s: float  # mean time requests to this model waited for admission
     num_parallel: int
+
+
+def prompt_tokens(chunk: GenerateChunk | ChatChunk | None) -> tuple[int, int]:
+    """(all prompt tokens, of which cached) from a final chunk, for the compatible APIs' usage."""
+    if chunk is None:
+        return 0, 0
+    cached = chunk.prompt_cache_count or 0
+    return (chunk.prompt_eval_count or 0) + cached, cached

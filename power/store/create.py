@@ -19,6 +19,7 @@ from power.store import manifest as mf
 from power.store.gguf import GGUFError, GGUFInfo, read_gguf
 from power.store.modelfile import modelfile_to_create_request, parse_modelfile
 from power.store.names import ModelName, parse_name
+from power.store.quantize import SOURCE_TYPES, normalize_type, quantize
 
 if TYPE_CHECKING:
     from power.store.store import ModelStore
@@ -90,8 +91,9 @@ def create_model(
     if r.modelfile:
         r = _merge_modelfile(r)
     target = store.resolve(parse_name(name or r.model or r.name))
-    if r.quantize or r.quantization:
-        raise InvalidRequestError("quantization is not supported yet")
+    qtype = r.quantize or r.quantization
+    if qtype:
+        r.quantize = normalize_type(qtype)  # 400 for an unknown type, before anything is written
     if isinstance(r.license, list) and not all(isinstance(x, str) for x in r.license):
         raise InvalidRequestError("license must be a string or a list of strings")
     _check_files(r.files or {}, store)
@@ -127,6 +129,8 @@ class _Builder:
         else:
             for filename in sorted(r.files or {}):
                 yield from self._gguf_layer((r.files or {})[filename], filename)
+        if r.quantize:
+            yield from self._quantize(r.quantize)
         yield from self._modifiers()
         yield from self._write()
 
@@ -194,6 +198,43 @@ class _Builder:
             model_type=self.config.model_type or info.parameter_size,
             file_type=self.config.file_type or info.file_type,
         )
+
+    def _quantize(self, qtype: str) -> Iterator[Progress]:
+        """Replace the model layer by its quantized version (llama.cpp, in a child process)."""
+        index = next(
+            (i for i, x in enumerate(self.layers) if x.mediaType == mf.MEDIA_TYPE_MODEL), None
+        )
+        if index is None:
+            raise InvalidRequestError("no model layer to quantize")
+        layer = self.layers[index]
+        src = self.store.blob_path(layer.digest)
+        kind = read_gguf(src, cache_key=layer.digest).file_type.upper()
+        if kind not in SOURCE_TYPES:
+            raise InvalidRequestError(
+                f"quantization is only supported for F16, BF16 and F32 models, not {kind}"
+            )
+        status = f"quantizing {kind} model to {qtype}"
+        tmp = self.store.blobs_dir / f".tmp-quantize-{layer.digest[7:19]}-{id(self):x}"
+        try:
+            yield {"status": status, "digest": "0000000000000000000", "total": layer.size}
+            for done, total in quantize(src, tmp, qtype):
+                completed = layer.size * done // max(total, 1)
+                yield {
+                    "status": status,
+                    "digest": "0000000000000000000",
+                    "total": layer.size,
+                    "completed": completed,
+                }
+            yield {"status": "verifying conversion"}
+            info = read_gguf(tmp)
+            digest, created = self.store.adopt_blob(tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+        verb = "creating new" if created else "using existing"
+        yield {"status": f"{verb} layer {digest}"}
+        size = self.store.blob_path(digest).stat().st_size
+        self.layers[index] = mf.Layer(mediaType=mf.MEDIA_TYPE_MODEL, digest=digest, size=size)
+        self.config = msgspec.structs.replace(self.config, file_type=info.file_type)
 
     # -- template, system, parameters, ... -----------------------------------------------------
 

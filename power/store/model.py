@@ -14,6 +14,7 @@ from power.errors import PowerError
 from power.store import manifest as mf
 from power.store.gguf import GGUFInfo, read_gguf
 from power.store.names import ModelName
+from power.template import template_capabilities
 
 if TYPE_CHECKING:
     from power.store.store import ModelStore
@@ -96,15 +97,9 @@ def model_capabilities(
     Jinja chat template does (it is the one that will be rendered).
     """
     caps = ["embedding" if gguf.has_pooling_type else "completion"]
-    if template is not None:
-        tools = bool(_GO_TOOLS.search(template))
-        insert = bool(_GO_SUFFIX.search(template))
-        thinking = bool(_GO_THINKING.search(template))
-    else:
-        jinja = gguf.chat_template or ""
-        tools = bool(_JINJA_TOOLS.search(jinja))
-        insert = False
-        thinking = bool(_JINJA_THINKING.search(jinja))
+    # The template that will be rendered decides: a TEMPLATE layer, else the GGUF's Jinja one.
+    found = template_capabilities(template, None if template is not None else gguf.chat_template)
+    tools, insert, thinking = "tools" in found, "insert" in found, "thinking" in found
     if tools:
         caps.append("tools")
     if insert:

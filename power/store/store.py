@@ -179,6 +179,31 @@ class ModelStore:
                 writer.write(chunk)
             return writer.commit()
 
+    def adopt_blob(self, path: Path) -> tuple[str, bool]:
+        """Hash a finished file in ``blobs/`` and rename it into place: (digest, newly created)."""
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(_COPY_CHUNK):
+                h.update(chunk)
+        digest = "sha256:" + h.hexdigest()
+        target = self.blob_path(digest)
+        if target.exists():
+            path.unlink()
+            return digest, False
+        os.chmod(path, 0o644)
+        os.replace(path, target)
+        _fsync_dir(target.parent)
+        return digest, True
+
+    def delete_blob(self, digest: str) -> bool:
+        """Remove one blob (``DELETE /api/blobs``); False when it was not there."""
+        with self._lock:
+            try:
+                self.blob_path(digest).unlink()
+            except FileNotFoundError:
+                return False
+            return True
+
     def read_blob(self, digest: str) -> bytes:
         return self.blob_path(digest).read_bytes()
 

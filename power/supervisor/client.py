@@ -19,6 +19,7 @@ from power.errors import InvalidRequestError, PowerError, RunnerError, RunnerLoa
 from proto import (
     Cancel,
     ConnectionClosed,
+    Detokenized,
     Done,
     ErrorCode,
     Failed,
@@ -29,6 +30,7 @@ from proto import (
     Msg,
     Ping,
     Pong,
+    Tokenized,
 )
 
 __all__ = ["RequestStream", "RunnerClient"]
@@ -88,7 +90,7 @@ class RequestStream:
                     return out
                 raise item
             out.append(item)  # type: ignore[arg-type]
-            if isinstance(item, Done):
+            if isinstance(item, Done | Tokenized | Detokenized):  # a one-shot reply ends it too
                 self.finished = True
                 self._client.forget(self.id)
                 break

@@ -116,7 +116,7 @@ def test_create_from_uploaded_blob_with_legacy_name(client: TestClient, gguf: Pa
         ({"model": "m"}, 400, "neither 'from' or 'files' was specified"),
         ({"model": "bad name", "from": "x"}, 400, "invalid model name"),
         ({"model": "m", "from": "ghost"}, 404, "model 'ghost' not found"),
-        ({"model": "m", "from": "x", "quantize": "q4_0"}, 400, "quantization is not supported yet"),
+        ({"model": "m", "from": "x", "quantize": "q9"}, 400, "unsupported quantization type q9"),
         (
             {"model": "m", "files": {"/etc/x": "sha256:" + "a" * 64}},
             400,

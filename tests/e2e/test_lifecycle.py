@@ -6,7 +6,7 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -30,7 +30,7 @@ def loaded_pid(server: Server) -> int:
     return pid
 
 
-def _stream(url: str, body: dict[str, object]) -> Iterator[dict[str, object]]:
+def _stream(url: str, body: Mapping[str, object]) -> Iterator[dict[str, object]]:
     with httpx.stream("POST", url, json=body, timeout=30) as resp:
         assert resp.status_code == 200, resp.read()
         for line in resp.iter_lines():

@@ -40,7 +40,7 @@ def test_generate_and_chat_streaming_and_not(client: ollama.Client, server: Serv
             model="smollm2", prompt="What is the capital of France?", options=GREEDY, stream=True
         )
     )
-    assert "".join(p.response for p in parts) == whole.response  # greedy + seed: reproducible
+    assert "".join(p.response or "" for p in parts) == whole.response  # greedy + seed: same
     assert parts[-1].done
     assert not any(p.done for p in parts[:-1])
 
@@ -66,6 +66,7 @@ def test_list_show_copy_delete(client: ollama.Client) -> None:
     names = [m.model for m in client.list().models]
     assert "smollm2:latest" in names
     info = client.show("smollm2")
+    assert info.details is not None
     assert info.details.family == "llama"
     assert info.modelinfo is not None
     assert info.modelinfo["general.architecture"] == "llama"

@@ -269,3 +269,82 @@ async def test_shutdown_stops_every_runner(tmp_path: Path) -> None:
         assert len(sup.loaded()) == 2
     assert spawn.count == 2
     assert not any(alive(p) for p in spawn.pids)
+
+
+async def _log_stream(
+    name: str, events: AsyncIterator[list[Any]], log: list[tuple[str, str]]
+) -> str:
+    text = []
+    async for batch in events:
+        for msg in batch:
+            if isinstance(msg, Tokens):
+                text.append(msg.text)
+                log.append((name, "tokens"))
+            elif isinstance(msg, Done):
+                log.append((name, msg.reason))
+    return "".join(text)
+
+
+async def _log_raw(name: str, stream: Any, log: list[tuple[str, str]]) -> str:
+    async def events() -> AsyncIterator[list[Any]]:
+        while not stream.finished:
+            yield await stream.next_batch()
+
+    try:
+        return await _log_stream(name, events(), log)
+    finally:
+        stream.close()
+
+
+async def test_parallel_sequences_interleave_in_one_runner(tmp_path: Path) -> None:
+    spawn = Spawner("fake:count?delay=0.02")
+    m = model(tmp_path)
+    p = LoadParams(model_path=m.model_path, n_ctx=512, num_parallel=2)
+    log: list[tuple[str, str]] = []
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        texts = await asyncio.gather(
+            _log_stream("a", sup.request(m, p, None, gen("go", num_predict=8)), log),
+            _log_stream("b", sup.request(m, p, None, gen("go", num_predict=8)), log),
+        )
+        assert list(texts) == ["1 2 3 4 5 6 7 8 "] * 2
+        assert spawn.count == 1
+    a_done, b_done = log.index(("a", "length")), log.index(("b", "length"))
+    assert log.index(("b", "tokens")) < a_done  # b ran while a was still running
+    assert log.index(("a", "tokens")) < b_done
+
+
+async def test_requests_beyond_num_parallel_wait_in_fifo_order(tmp_path: Path) -> None:
+    spawn = Spawner("fake:count?delay=0.02")
+    m = model(tmp_path)
+    p = LoadParams(model_path=m.model_path, n_ctx=512, num_parallel=2)
+    log: list[tuple[str, str]] = []
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        await collect(sup.request(m, p, None, gen("warm", num_predict=1)))
+        client = sup.loaded()[0].runner.client  # past the gateway's seats: the runner queues
+        tasks = []
+        for name, count in [("a", 20), ("b", 60), ("c", 4), ("d", 4)]:
+            stream = client.open(lambda i, n=count: Generate(id=i, prompt="go", num_predict=n))  # type: ignore[misc]
+            tasks.append(asyncio.ensure_future(_log_raw(name, stream, log)))
+        texts = await asyncio.gather(*tasks)
+        assert texts[2] == texts[3] == "1 2 3 4 "
+    done = [name for name, what in log if what == "length"]
+    assert done == ["a", "c", "d", "b"]
+    assert log.index(("a", "length")) < log.index(("c", "tokens"))
+    assert log.index(("c", "length")) < log.index(("d", "tokens"))
+
+
+async def test_cancelling_a_queued_request_ends_it_at_once(tmp_path: Path) -> None:
+    spawn = Spawner("fake:count?delay=0.02")
+    m = model(tmp_path)
+    p = LoadParams(model_path=m.model_path, n_ctx=512, num_parallel=1)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        busy = sup.request(m, p, None, gen("go", num_predict=200))
+        assert await anext(busy)
+        client = sup.loaded()[0].runner.client
+        queued = client.open(lambda i: Generate(id=i, prompt="x", num_predict=3))
+        client.cancel_nowait(queued.id)
+        batch = await queued.next_batch()
+        assert isinstance(batch[-1], Done)
+        assert batch[-1].reason == "cancel"
+        queued.close()
+        await busy.aclose()  # type: ignore[attr-defined]

@@ -255,7 +255,7 @@ def test_create_via_modelfile(store: ModelStore, gguf: Path) -> None:
         ({"files": {"x.gguf": ""}}, "invalid digest format"),
         ({"files": {"x.gguf": "sha256:nope"}}, "invalid digest format"),
         ({"files": {"x.gguf": "sha256:" + "a" * 64}}, "blob not found"),
-        ({"from": "x", "quantize": "q4_K_M"}, "quantization is not supported yet"),
+        ({"from": "x", "quantize": "q4_K_X"}, "unsupported quantization type q4_K_X"),
         ({"from": 5}, "Expected `str`"),
     ],
 )
@@ -298,13 +298,22 @@ def test_capabilities(store: ModelStore, tmp_path: Path) -> None:
     embed = tiny_gguf(tmp_path / "e.gguf", arch="bert", extra={"bert.pooling_type": 1})
     _create(store, "embed", **{"from": str(embed)})
     assert store.get("embed").capabilities == ["embedding"]
-    jinja = "{{ tools }} {% if enable_thinking %}{% endif %}"
+    jinja = "{{ tools }} {% if enable_thinking %}<think>{{ reasoning }}</think>{% endif %}"
     think = tiny_gguf(tmp_path / "t.gguf", extra={"tokenizer.chat_template": jinja})
     _create(store, "think", **{"from": str(think)})
     assert store.get("think").capabilities == ["completion", "tools", "thinking"]
-    tpl = "{{ .Prompt }}{{ .Suffix }}{{ if .Thinking }}{{ end }}"
+    tpl = (
+        "{{ range .Messages }}{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}"
+        "{{ .Content }}{{ end }}{{ .Prompt }}{{ .Suffix }}"
+    )
     _create(store, "fim", **{"from": "think", "template": tpl})
     assert store.get("fim").capabilities == ["completion", "insert", "thinking"]
+    # `enable_thinking` without tags a parser could split on is not the thinking capability
+    vague = tiny_gguf(
+        tmp_path / "v.gguf", extra={"tokenizer.chat_template": "{{ enable_thinking }}"}
+    )
+    _create(store, "vague", **{"from": str(vague)})
+    assert store.get("vague").capabilities == ["completion"]
 
 
 # -- copy, delete, list, prune -----------------------------------------------------------------

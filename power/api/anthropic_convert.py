@@ -1,0 +1,215 @@
+"""Anthropic Messages pieces -> native ones, errors in Anthropic's shape, and stop sequences.
+
+Stop sequences are matched here rather than in the runner, so the response can say which one
+ended the turn (``stop_reason: "stop_sequence"`` with ``stop_sequence`` set).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import secrets
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from power.api.openai_convert import apply_tool_choice
+from power.api.openai_sse import Handler, as_power_error
+from power.api.schemas import Message
+from power.errors import InvalidRequestError, PowerError
+
+__all__ = [
+    "StopScanner",
+    "anthropic_error_body",
+    "anthropic_errors",
+    "convert_messages",
+    "convert_tools",
+    "system_text",
+    "tool_choice",
+]
+
+_encoder = msgspec.json.Encoder()
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+          404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+          503: "overloaded_error"}  # fmt: skip
+
+
+def anthropic_error_body(exc: PowerError) -> dict[str, Any]:
+    kind = _TYPES.get(exc.status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": str(exc)},
+            "request_id": "req_" + secrets.token_hex(12)}  # fmt: skip
+
+
+def anthropic_errors(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as raised:
+            exc = as_power_error(request, raised)
+            return Response(
+                _encoder.encode(anthropic_error_body(exc)),
+                status_code=exc.status,
+                media_type="application/json",
+            )
+
+    return wrapped
+
+
+def system_text(system: Any) -> str:
+    if system is None or isinstance(system, str):
+        return system or ""
+    if isinstance(system, list):
+        return "\n".join(str(b.get("text", "")) for b in system if isinstance(b, dict))
+    raise InvalidRequestError("system: must be a string or an array of text blocks")
+
+
+def _image(block: dict[str, Any], where: str) -> str:
+    source = block.get("source")
+    if not isinstance(source, dict) or source.get("type") != "base64":
+        raise InvalidRequestError(
+            f"{where}: only base64 image sources are supported (this server cannot fetch URLs)"
+        )
+    data = str(source.get("data", ""))
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequestError(f"{where}: image data is not valid base64") from exc
+    return data
+
+
+def _result_text(content: Any) -> str:
+    if isinstance(content, list):
+        return "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+    return "" if content is None else str(content)
+
+
+def convert_messages(messages: list[Any], system: str) -> list[Message]:
+    if not messages:
+        raise InvalidRequestError("messages: at least one message is required")
+    out = [Message(role="system", content=system)] if system else []
+    names: dict[str, str] = {}  # tool_use id -> tool name
+    for i, msg in enumerate(messages):
+        where = f"messages.{i}"
+        role = msg.get("role") if isinstance(msg, dict) else None
+        if role not in ("user", "assistant"):
+            raise InvalidRequestError(f"{where}.role: must be 'user' or 'assistant'")
+        content = msg.get("content")
+        if isinstance(content, str):
+            out.append(Message(role=role, content=content))
+            continue
+        if not isinstance(content, list):
+            raise InvalidRequestError(f"{where}.content: must be a string or an array of blocks")
+        texts: list[str] = []
+        thinking: list[str] = []
+        images: list[str] = []
+        calls: list[dict[str, Any]] = []
+        for j, block in enumerate(content):
+            at = f"{where}.content.{j}"
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "text":
+                texts.append(str(block.get("text", "")))
+            elif kind == "image":
+                images.append(_image(block, at))
+            elif kind == "thinking" and role == "assistant":
+                thinking.append(str(block.get("thinking", "")))
+            elif kind == "redacted_thinking":
+                continue
+            elif kind == "tool_use" and role == "assistant":
+                call_id, name = str(block.get("id", "")), str(block.get("name", ""))
+                names[call_id] = name
+                args = block.get("input") or {}
+                calls.append(
+                    {"id": call_id, "function": {"index": len(calls), "name": name,
+                                                 "arguments": args}}
+                )  # fmt: skip
+            elif kind == "tool_result" and role == "user":
+                call_id = str(block.get("tool_use_id", ""))
+                text = _result_text(block.get("content"))
+                if block.get("is_error"):
+                    text = f"Error: {text}"
+                tool = Message(role="tool", content=text, tool_call_id=call_id)
+                if call_id in names:
+                    tool.tool_name = names[call_id]
+                out.append(tool)
+            else:
+                raise InvalidRequestError(f"{at}: unsupported content block type {kind!r}")
+        if texts or images or thinking or calls:
+            native = Message(role=role, content="\n".join(texts))
+            if images:
+                native.images = images
+            if thinking:
+                native.thinking = "".join(thinking)
+            if calls:
+                native.tool_calls = calls
+            out.append(native)
+    return out
+
+
+def convert_tools(tools: list[Any] | None) -> list[dict[str, Any]] | None:
+    if not tools:
+        return None
+    out = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or not tool.get("name"):
+            raise InvalidRequestError(f"tools.{i}: a tool needs a name")
+        kind = tool.get("type")
+        if kind not in (None, "custom"):
+            raise InvalidRequestError(f"tools.{i}: server tool {kind!r} is not supported")
+        fn = {
+            "name": tool["name"],
+            "description": tool.get("description", ""),
+            "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
+        }
+        out.append({"type": "function", "function": fn})  # fmt: skip
+    return out
+
+
+def tool_choice(
+    tools: list[dict[str, Any]] | None, choice: Any
+) -> tuple[list[dict[str, Any]] | None, str | None]:
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if choice is None or kind == "auto":
+        return apply_tool_choice(tools, "auto", None)
+    modes = {"none": "none", "any": "required", "tool": "function"}
+    if kind not in modes:
+        raise InvalidRequestError("tool_choice.type: must be auto, any, tool or none")
+    name = choice.get("name") if kind == "tool" else None
+    try:
+        return apply_tool_choice(tools, modes[kind], name)
+    except InvalidRequestError as exc:
+        raise InvalidRequestError(f"tool_choice: {exc}") from exc
+
+
+class StopScanner:
+    """Releases text up to the first stop sequence, holding back what could start one."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.held = ""
+        self.matched: str | None = None
+
+    def feed(self, text: str) -> str:
+        if self.matched is not None:
+            return ""
+        buf = self.held + text
+        hits = [(buf.find(s), s) for s in self.stops if s in buf]
+        if hits:
+            at, self.matched = min(hits)
+            self.held = ""
+            return buf[:at]
+        keep = 0
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(buf)), keep, -1):
+                if buf.endswith(s[:n]):
+                    keep = n
+                    break
+        self.held = buf[len(buf) - keep :]
+        return buf[: len(buf) - keep]
+
+    def flush(self) -> str:
+        out, self.held = self.held, ""
+        return out

@@ -1,0 +1,262 @@
+"""POST /v1/completions, GET /v1/models[/{model}] and POST /v1/embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from power.api import inference as inf
+from power.api import tokens
+from power.api.embed import embed_core
+from power.api.generate import generate_chunks
+from power.api.openai_chat import FINGERPRINT
+from power.api.openai_sse import (
+    DONE,
+    ParamError,
+    decode,
+    keep_alive,
+    new_id,
+    openai_errors,
+    sampling_options,
+    sse,
+    sse_error,
+    stop_list,
+)
+from power.api.schemas import GenerateChunk, GenerateRequest, Logprob, prompt_tokens
+from power.api.streaming import StreamResponse, prime
+from power.store.names import ModelName
+
+__all__ = ["routes"]
+
+
+class CompletionRequest(msgspec.Struct, kw_only=True):
+    model: str = ""
+    prompt: Any = None
+    suffix: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: Any = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    logprobs: int | None = None
+    echo: bool = False
+    n: int | None = None
+    best_of: int | None = None
+    keep_alive: Any = None
+    options: dict[str, Any] | None = None
+
+
+async def _prompt_text(request: Request, req: CompletionRequest) -> str:
+    """A string, one string in an array, or token ids (turned back into text by the model)."""
+    value = req.prompt
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str | list):
+        value = value[0]
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(type(t) is int for t in value):
+        model = await inf.lookup_model(request.app.state, req.model)
+        return await tokens.detokenize(request.app.state, model, value)
+    raise ParamError(
+        "prompt must be a string or one array of token ids (several prompts are not supported)",
+        param="prompt",
+    )
+
+
+def _logprobs(entries: list[Logprob], offset: int) -> dict[str, Any]:
+    offsets, pos = [], offset
+    for e in entries:
+        offsets.append(pos)
+        pos += len(e.token)
+    return {
+        "tokens": [e.token for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [
+            {t.token: t.logprob for t in (e.top_logprobs or [])}  # type: ignore[union-attr]
+            for e in entries
+        ],
+        "text_offset": offsets,
+    }
+
+
+def _usage(final: GenerateChunk | None) -> dict[str, int]:
+    prompt, _ = prompt_tokens(final)
+    done = (final.eval_count or 0) if final is not None else 0
+    return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+
+
+def _reason(final: GenerateChunk | None) -> str:
+    return "length" if final is not None and final.done_reason == "length" else "stop"
+
+
+async def _events(
+    chunks: AsyncIterator[GenerateChunk], model: str, echo: str, include_usage: bool
+) -> AsyncIterator[bytes]:
+    head = {"id": new_id("cmpl-"), "object": "text_completion", "created": int(time.time()),
+            "model": model, "system_fingerprint": FINGERPRINT}  # fmt: skip
+    final = None
+    offset = len(echo)
+    try:
+        async for chunk in chunks:
+            lp = None
+            if chunk.logprobs:
+                lp = _logprobs(chunk.logprobs, offset)  # type: ignore[arg-type]
+            offset += len(chunk.response)
+            text, echo = echo + chunk.response, ""
+            if text or lp:
+                choice = {"text": text, "index": 0, "logprobs": lp, "finish_reason": None}
+                yield sse({**head, "choices": [choice]})
+            if chunk.done:
+                final = chunk
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+    choice = {"text": "", "index": 0, "logprobs": None, "finish_reason": _reason(final)}
+    yield sse({**head, "choices": [choice]})
+    if include_usage:
+        yield sse({**head, "choices": [], "usage": _usage(final)})
+
+
+@openai_errors
+async def completions(request: Request) -> Response:
+    started = time.perf_counter()
+    req = await decode(request, CompletionRequest)
+    if not req.model:
+        raise ParamError("model is required", param="model")
+    if req.n not in (None, 1) or req.best_of not in (None, 1):
+        raise ParamError("n and best_of > 1 are not supported", param="n")
+    if req.logprobs is not None and not 0 <= req.logprobs <= 20:
+        raise ParamError("logprobs must be between 0 and 20", param="logprobs")
+    prompt = await _prompt_text(request, req)
+    opts = sampling_options(
+        req.options, temperature=req.temperature, top_p=req.top_p, max_tokens=req.max_tokens,
+        seed=req.seed, stop=stop_list(req.stop), frequency_penalty=req.frequency_penalty,
+        presence_penalty=req.presence_penalty,
+    )  # fmt: skip
+    native = GenerateRequest(
+        model=req.model, prompt=prompt, suffix=req.suffix or "", stream=req.stream,
+        keep_alive=keep_alive(request, req.keep_alive), options=opts,
+        logprobs=req.logprobs is not None, top_logprobs=req.logprobs or 0,
+    )  # fmt: skip
+    chunks = generate_chunks(request.app.state, native, started=started)
+    echo = prompt if req.echo else ""
+    if req.stream:
+        include_usage = bool((req.stream_options or {}).get("include_usage"))
+        first, rest = await prime(_events(chunks, req.model, echo, include_usage))
+        return StreamResponse(
+            first, rest, media_type="text/event-stream", error_line=sse_error, trailer=DONE
+        )
+    parts = [c async for c in chunks]
+    final = parts[-1] if parts else None
+    probs = [lp for c in parts if c.logprobs for lp in c.logprobs]  # type: ignore[union-attr]
+    choice = {"text": echo + "".join(c.response for c in parts), "index": 0,
+              "logprobs": _logprobs(probs, len(echo)) if req.logprobs is not None else None,
+              "finish_reason": _reason(final)}  # fmt: skip
+    return inf.json_response({
+        "id": new_id("cmpl-"), "object": "text_completion", "created": int(time.time()),
+        "model": req.model, "system_fingerprint": FINGERPRINT, "choices": [choice],
+        "usage": _usage(final),
+    })  # fmt: skip
+
+
+def _model_object(name: str, created: float) -> dict[str, Any]:
+    owner = ModelName.parse(name).namespace or "library"
+    return {"id": name, "object": "model", "created": int(created), "owned_by": owner}
+
+
+@openai_errors
+async def list_models(request: Request) -> Response:
+    entries = await asyncio.to_thread(request.app.state.store.list)
+    data = [_model_object(e.name, e.modified_at) for e in entries]
+    return inf.json_response({"object": "list", "data": data})
+
+
+@openai_errors
+async def retrieve_model(request: Request) -> Response:
+    name = request.path_params["model"]
+    model = await inf.lookup_model(request.app.state, name)
+    return inf.json_response(_model_object(name, model.modified_at))
+
+
+class EmbeddingRequest(msgspec.Struct, kw_only=True):
+    model: str = ""
+    input: Any = None
+    encoding_format: str = "float"
+    dimensions: int | None = None
+    user: str | None = None
+    keep_alive: Any = None
+    options: dict[str, Any] | None = None
+    truncate: bool = True
+
+
+async def _embed_inputs(request: Request, req: EmbeddingRequest) -> list[str]:
+    value = req.input
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value:
+        if all(isinstance(v, str) for v in value):
+            return list(value)
+        if all(type(v) is int for v in value):
+            value = [value]
+        if all(isinstance(v, list) and all(type(t) is int for t in v) for v in value):
+            model = await inf.lookup_model(request.app.state, req.model)
+            return [await tokens.detokenize(request.app.state, model, v) for v in value]
+    raise ParamError(
+        "input must be a string, an array of strings, or token ids (an array of integers, or "
+        "an array of such arrays)",
+        param="input",
+    )
+
+
+def _encode(vector: list[float], fmt: str) -> list[float] | str:
+    if fmt == "float":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+@openai_errors
+async def embeddings(request: Request) -> Response:
+    req = await decode(request, EmbeddingRequest)
+    if not req.model:
+        raise ParamError("model is required", param="model")
+    if req.encoding_format not in ("float", "base64"):
+        raise ParamError(
+            f"Invalid value for 'encoding_format' = {req.encoding_format}. "
+            "Supported values: ['float', 'base64'].",
+            param="encoding_format",
+        )
+    if req.dimensions is not None and req.dimensions <= 0:
+        raise ParamError("dimensions must be a positive integer", param="dimensions")
+    inputs = await _embed_inputs(request, req)
+    result = await embed_core(
+        request.app.state, req.model, inputs, truncate=req.truncate, dimensions=req.dimensions,
+        keep_alive=keep_alive(request, req.keep_alive), options=req.options,
+    )  # fmt: skip
+    data = [
+        {"object": "embedding", "embedding": _encode(list(v), req.encoding_format), "index": i}
+        for i, v in enumerate(result.vectors)
+    ]
+    used = int(result.prompt_tokens)
+    return inf.json_response({
+        "object": "list", "data": data, "model": req.model,
+        "usage": {"prompt_tokens": used, "total_tokens": used},
+    })  # fmt: skip
+
+
+routes = [
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+]

@@ -1,0 +1,49 @@
+"""Tokenize and detokenize with a model's own tokenizer, on a leased runner.
+
+Used by Anthropic's ``count_tokens`` and by token-array inputs on the OpenAI routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from starlette.datastructures import State
+
+from power.api import inference as inf
+from power.errors import ProtocolError
+from power.store.model import LocalModel
+from proto import Detokenize, Detokenized, Msg, Tokenize, Tokenized
+
+__all__ = ["detokenize", "tokenize"]
+
+
+async def _call(
+    state: State, model: LocalModel, build: Callable[[int], Msg], keep_alive: Any
+) -> object:
+    prep = inf.prepare(state.settings, model, None, keep_alive)
+    async with state.supervisor.lease(model, prep.options.load, prep.keep_alive_s) as slot:
+        return await inf.one_shot(slot, build)
+
+
+async def tokenize(
+    state: State, model: LocalModel, text: str, *, add_special: bool = False, keep_alive: Any = None
+) -> list[int]:
+    reply = await _call(
+        state,
+        model,
+        lambda i: Tokenize(id=i, text=text, add_special=add_special, parse_special=True),
+        keep_alive,
+    )
+    if not isinstance(reply, Tokenized):
+        raise ProtocolError(f"expected Tokenized, got {reply!r}", model=model.name)
+    return list(reply.tokens)
+
+
+async def detokenize(
+    state: State, model: LocalModel, tokens: list[int], *, keep_alive: Any = None
+) -> str:
+    reply = await _call(state, model, lambda i: Detokenize(id=i, tokens=tuple(tokens)), keep_alive)
+    if not isinstance(reply, Detokenized):
+        raise ProtocolError(f"expected Detokenized, got {reply!r}", model=model.name)
+    return reply.text

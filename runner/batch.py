@@ -1,0 +1,243 @@
+"""Continuous batching: every running sequence advances in one decode per step.
+
+A step takes, in admission order, one token from each sequence that is generating, then fills
+what is left of the batch (``n_batch``) with prompt chunks of sequences still on their prompt,
+so a long prompt is evaluated a piece per step while the others keep decoding. After the decode
+each sequence whose last token had logits samples from its own row. A request joins at the next
+step; a finished, failed or cancelled one frees its slot at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from proto import Done, ErrorCode, Failed, Generate, Msg, Stats, Tokens
+from runner.engine import BadRequestError, Chunk, Engine, EngineError, LoadInfo
+from runner.slots import Seq, Slot, fit_prompt, pick_slot
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[list[Msg]], None]
+
+
+class Scheduler:
+    def __init__(self, engine: Engine, info: LoadInfo, emit: Emit) -> None:
+        self._engine = engine
+        self._emit = emit
+        self._n_ctx = info.n_ctx
+        self._n_batch = max(info.n_batch, info.num_parallel)
+        self.slots = [Slot(i) for i in range(info.num_parallel)]
+        self.active: list[Seq] = []  # in admission order
+        self._uses = 0
+
+    def free_slots(self) -> int:
+        return len(self.slots) - len(self.active)
+
+    def take_slot(self, prompt: list[int]) -> tuple[Slot, int]:
+        slot, common = pick_slot(self.slots, prompt)
+        self._uses += 1
+        slot.used = self._uses
+        return slot, common
+
+    # ------------------------------------------------------------------ admission
+
+    def admit(self, req: Generate) -> None:
+        """Start ``req`` in a free slot (or end it at once); errors go out as ``Failed``."""
+        engine = self._engine
+        try:
+            prompt = list(req.tokens)  # e.g. /api/generate's `context`, then the new text
+            if req.prompt:
+                add_bos = req.add_bos and not prompt
+                prompt += engine.tokenize(req.prompt, add_special=add_bos, parse_special=True)
+            if not prompt:
+                raise BadRequestError("the prompt is empty")
+            prompt = fit_prompt(prompt, req, self._n_ctx)
+            if req.num_predict == 0:
+                stats = Stats(prompt_tokens=len(prompt))
+                self._emit([Done(id=req.id, reason="length", stats=stats)])
+                return
+            sampler = engine.sampler(req, prompt)
+        except BadRequestError as exc:
+            self._emit([Failed(id=req.id, code=ErrorCode.BAD_REQUEST, message=str(exc))])
+            return
+        except EngineError as exc:
+            self._emit([Failed(id=req.id, code=ErrorCode.INTERNAL, message=str(exc))])
+            return
+        slot, common = self.take_slot(prompt)
+        common = min(common, len(prompt) - 1)  # evaluate one token at least, for its logits
+        self.truncate(slot, common)
+        seq = Seq(req, slot, prompt, sampler, len(slot.cached))
+        slot.seq = seq
+        self.active.append(seq)
+
+    def truncate(self, slot: Slot, keep: int) -> None:
+        if keep < len(slot.cached):
+            if not self._engine.forget(slot.index, keep):
+                self._engine.forget(slot.index, 0)
+                keep = 0
+            del slot.cached[keep:]
+
+    # ------------------------------------------------------------------ the step
+
+    def step(self) -> None:
+        """One decode over every active sequence; sample, emit, and retire the finished."""
+        out: list[Msg] = []
+        chunks: list[Chunk] = []
+        owners: list[Seq | None] = []  # who samples after each chunk
+        budget = self._n_batch
+        for seq in list(self.active):
+            if seq.pending < 0:
+                continue  # still on its prompt
+            slot = seq.slot
+            if len(slot.cached) >= self._n_ctx and not self._make_room(seq, out):
+                continue
+            chunks.append(Chunk(slot.index, [seq.pending], len(slot.cached), True))
+            owners.append(seq)
+            budget -= 1
+        for seq in self.active:
+            if seq.n_eval >= len(seq.prompt):
+                continue
+            if budget <= 0:
+                break
+            n = min(budget, len(seq.prompt) - seq.n_eval)
+            last = seq.n_eval + n == len(seq.prompt)
+            tokens = seq.prompt[seq.n_eval : seq.n_eval + n]
+            chunks.append(Chunk(seq.slot.index, tokens, len(seq.slot.cached), last))
+            owners.append(seq if last else None)
+            seq.n_eval += n
+            budget -= n
+        if chunks:
+            self._decode(chunks, owners, out)
+        if out:
+            self._emit(out)
+
+    def _make_room(self, seq: Seq, out: list[Msg]) -> bool:
+        if not seq.req.shift:
+            self._finish(seq, "length", out)
+            return False
+        cached = seq.slot.cached
+        keep = max(0, min(seq.req.num_keep, len(cached) - 2))
+        discard = (len(cached) - keep) // 2
+        try:
+            self._engine.shift(seq.slot.index, keep, discard)
+        except EngineError as exc:
+            self._fail(seq, ErrorCode.INTERNAL, str(exc), out)
+            return False
+        del cached[keep : keep + discard]
+        return True
+
+    def _decode(self, chunks: list[Chunk], owners: list[Seq | None], out: list[Msg]) -> None:
+        try:
+            self._engine.decode(chunks)
+        except EngineError as exc:
+            log.error("decode failed: %s", exc)
+            for chunk in chunks:
+                seq = self.slots[chunk.seq].seq
+                if seq is not None:
+                    self._fail(seq, ErrorCode.INTERNAL, str(exc), out)
+            return
+        slots = self.slots
+        for chunk in chunks:
+            slot = slots[chunk.seq]
+            slot.cached.extend(chunk.tokens)
+            if slot.seq is not None:
+                slot.seq.pending = -1
+        row = -1
+        for chunk, seq in zip(chunks, owners, strict=True):
+            row += len(chunk.tokens)
+            if seq is not None and seq.slot.seq is seq:
+                self._sampled(seq, row, out)
+
+    def _sampled(self, seq: Seq, row: int, out: list[Msg]) -> None:
+        engine = self._engine
+        sampled = seq.sampler.sample(row)
+        token = sampled.token
+        if not seq.prompt_s:
+            seq.prompt_s = time.perf_counter() - seq.started
+        if engine.is_eog(token):
+            self._finish(seq, "stop", out)
+            return
+        seq.count += 1
+        seq.pending = token
+        seq.ids.append(token)
+        if sampled.logprob is not None:
+            seq.probs.append(sampled.logprob)
+        text = seq.text.feed(engine.piece(token))
+        if text:
+            out.append(
+                Tokens(
+                    id=seq.req.id,
+                    text=text,
+                    ids=tuple(seq.ids),
+                    logprobs=tuple(seq.probs),
+                    first=seq.first,
+                )
+            )
+            seq.first = False
+            seq.ids, seq.probs = [], []
+        if seq.text.stopped:
+            self._finish(seq, "stop", out)
+        elif 0 < seq.req.num_predict <= seq.count:
+            self._finish(seq, "length", out)
+
+    # ------------------------------------------------------------------ endings
+
+    def _finish(self, seq: Seq, reason: str, out: list[Msg]) -> None:
+        tail = "" if reason == "cancel" else seq.text.flush()
+        req_id = seq.req.id
+        if tail or seq.ids:
+            out.append(
+                Tokens(
+                    id=req_id,
+                    text=tail,
+                    ids=tuple(seq.ids),
+                    logprobs=tuple(seq.probs),
+                    first=seq.first,
+                )
+            )
+        context = seq.slot.cached
+        if seq.pending >= 0:
+            context = [*context, seq.pending]  # sampled, never decoded
+        cached = min(seq.prompt_cached, len(seq.prompt))
+        if not seq.prompt_s:
+            seq.prompt_s = time.perf_counter() - seq.started
+        stats = Stats(
+            prompt_tokens=len(seq.prompt),
+            prompt_cached=cached,
+            prompt_eval_s=seq.prompt_s,
+            eval_tokens=seq.count,
+            eval_s=max(0.0, time.perf_counter() - seq.started - seq.prompt_s),
+        )
+        out.append(Done(id=req_id, reason=reason, stats=stats, context=tuple(context)))  # type: ignore[arg-type]
+        self._release(seq)
+
+    def _fail(self, seq: Seq, code: ErrorCode, message: str, out: list[Msg]) -> None:
+        out.append(Failed(id=seq.req.id, code=code, message=message))
+        self._release(seq)
+        self.truncate(seq.slot, 0)  # its cache may be half-written: start it afresh
+
+    def _release(self, seq: Seq) -> None:
+        seq.sampler.close()
+        seq.slot.seq = None
+        self.active.remove(seq)
+
+    def cancel(self, ids: Iterable[int]) -> None:
+        wanted = set(ids)
+        out: list[Msg] = []
+        for seq in [s for s in self.active if s.req.id in wanted]:
+            self._finish(seq, "cancel", out)
+        if out:
+            self._emit(out)
+
+    def cancel_all(self) -> None:
+        self.cancel([s.req.id for s in self.active])
+
+    def fail_all(self, message: str) -> None:
+        out: list[Msg] = []
+        for seq in list(self.active):
+            self._fail(seq, ErrorCode.INTERNAL, message, out)
+        self._emit(out)

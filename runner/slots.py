@@ -1,0 +1,116 @@
+"""Slots and the sequences that occupy them.
+
+A slot is one KV-cache sequence of the context (``seq`` id = slot index). It remembers the
+tokens whose KV it holds, so a new request goes to the free slot whose cache shares the longest
+prefix with its prompt (llama-server's slot similarity) and evaluates only what differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from proto import Generate, TokenLogprob
+from runner.engine import PromptTooLongError, SeqSampler
+from runner.output import TextAssembler
+
+__all__ = ["SIMILARITY", "Seq", "Slot", "common_prefix", "fit_prompt", "pick_slot"]
+
+log = logging.getLogger(__name__)
+
+SIMILARITY = 0.5  # share of a prompt a slot's cache must hold to be chosen for it (llama-server)
+
+
+class Slot:
+    __slots__ = ("cached", "index", "seq", "used")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.cached: list[int] = []  # tokens whose KV the sequence holds, in position order
+        self.seq: Seq | None = None  # the request it serves now
+        self.used = 0  # when it was last taken (a counter), for least-recently-used picks
+
+
+class Seq:
+    """One generation request between admission and its terminal message."""
+
+    __slots__ = (
+        "count",
+        "first",
+        "ids",
+        "n_eval",
+        "pending",
+        "probs",
+        "prompt",
+        "prompt_cached",
+        "prompt_s",
+        "req",
+        "sampler",
+        "slot",
+        "started",
+        "text",
+    )
+
+    def __init__(
+        self, req: Generate, slot: Slot, prompt: list[int], sampler: SeqSampler, cached: int
+    ) -> None:
+        self.req = req
+        self.slot = slot
+        self.prompt = prompt
+        self.sampler = sampler
+        self.prompt_cached = cached
+        self.n_eval = cached  # prompt tokens in the slot's cache so far
+        self.pending = -1  # the sampled token to decode next step; -1 = none
+        self.text = TextAssembler(req.stop)
+        self.ids: list[int] = []  # sampled ids not yet sent (their text is held back)
+        self.probs: list[TokenLogprob] = []
+        self.first = True
+        self.count = 0
+        self.started = time.perf_counter()
+        self.prompt_s = 0.0
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def pick_slot(slots: Sequence[Slot], prompt: Sequence[int]) -> tuple[Slot, int]:
+    """The free slot to serve ``prompt`` and the length of the prefix it already holds.
+
+    The slot sharing the longest prefix wins when that prefix covers at least
+    ``SIMILARITY`` of the prompt; otherwise an empty slot, else the least recently used one, so
+    a new conversation does not overwrite another's cache for a few shared tokens.
+    """
+    free = [slot for slot in slots if slot.seq is None]
+    if not free:
+        raise RuntimeError("no free slot")
+    best, best_common = free[0], -1
+    for slot in free:
+        common = common_prefix(slot.cached, prompt)
+        if common > best_common:
+            best, best_common = slot, common
+    if prompt and best_common >= SIMILARITY * len(prompt):
+        return best, best_common
+    lru = min(free, key=lambda s: (bool(s.cached), s.used))
+    return lru, common_prefix(lru.cached, prompt)
+
+
+def fit_prompt(prompt: list[int], req: Generate, n_ctx: int) -> list[int]:
+    """The prompt itself, or with its middle cut out (Ollama) when it cannot fit the context."""
+    limit = n_ctx - 1
+    if len(prompt) <= limit:
+        return prompt
+    if not (req.truncate and req.shift):
+        raise PromptTooLongError(
+            "the prompt is longer than the context length currently available to the model;"
+            f" prompt {len(prompt)} tokens, context {n_ctx} tokens"
+        )
+    keep = max(0, min(req.num_keep, limit // 2))
+    tail = n_ctx // 2 - keep
+    log.warning("truncating input prompt: %d tokens to %d", len(prompt), keep + tail)
+    return prompt[:keep] + prompt[len(prompt) - tail :]

@@ -1,0 +1,477 @@
+"""/api/chat, /api/generate and /api/embed semantics over a scripted fake supervisor.
+
+The fake implements what the handlers use of ``Supervisor`` (``request``, ``lease``,
+``unload``) and replays runner events, so the exact NDJSON the gateway makes from them can be
+asserted: format, thinking, tool calls while streaming, logprobs alignment, history truncation
+and embeddings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.exceptions import StarletteDeprecationWarning
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from power.api import chat, embed, generate
+from power.config import Settings
+from power.errors import PowerError
+from power.store.create import create_model
+from power.store.store import ModelStore
+from proto import (
+    Done,
+    Embed,
+    Embeddings,
+    Generate,
+    Msg,
+    Stats,
+    Tokenize,
+    Tokenized,
+    TokenLogprob,
+    Tokens,
+)
+from tests.api.test_models_api import tiny_gguf
+
+with warnings.catch_warnings():  # starlette prefers httpx2; plain httpx works the same here
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+QWEN = (
+    "{{- if .Tools }}<tools>{{ range .Tools }}{{ json .Function }}{{ end }}</tools>{{ end }}"
+    "{{- range .Messages }}<|{{ .Role }}|>"
+    "{{- if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}"
+    "{{- .Content }}"
+    '{{- range .ToolCalls }}<tool_call>{"name": "{{ .Function.Name }}", '
+    '"arguments": {{ json .Function.Arguments }}}</tool_call>{{ end }}'
+    "{{ end }}<|assistant|>"
+)
+PLAIN = "{{ range .Messages }}<|{{ .Role }}|>{{ .Content }} {{ end }}<|assistant|>"
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+def tokens(*texts: str, logprobs: bool = False) -> list[Msg]:
+    return [
+        Tokens(
+            id=1,
+            text=t,
+            ids=(i,),
+            logprobs=(TokenLogprob(token=t, logprob=-float(i), utf8=t.encode()),)
+            if logprobs
+            else (),
+        )
+        for i, t in enumerate(texts, 1)
+    ]
+
+
+def each(*texts: str, logprobs: bool = False) -> list[list[Msg]]:
+    """One runner batch per text."""
+    return [[t] for t in tokens(*texts, logprobs=logprobs)]
+
+
+def done(**stats: Any) -> Done:
+    return Done(id=1, reason="stop", stats=Stats(**stats))
+
+
+class FakeStream:
+    def __init__(self, reply: Msg) -> None:
+        self.id = 1
+        self._reply = reply
+
+    async def next_batch(self) -> list[Msg]:
+        return [self._reply]
+
+    def close(self) -> None:
+        pass
+
+
+class FakeSupervisor:
+    """Replays ``script`` (batches of runner events) for each generation."""
+
+    def __init__(self) -> None:
+        self.script: list[list[Msg]] = [[done()]]
+        self.vectors: list[list[float]] = []
+        self.sent: list[Msg] = []
+        self.n_ctx = 4096
+        self.leases = 0
+        self._ids = itertools.count(1)
+
+    async def request(
+        self, model: Any, params: Any, keep_alive_s: Any, build: Callable[[int], Msg], **kw: Any
+    ) -> AsyncIterator[list[Msg]]:
+        msg = build(1)
+        self.sent.append(msg)
+        if isinstance(msg, Embed):
+            n = sum(len(text.split()) for text in msg.inputs)
+            yield [Embeddings(id=1, vectors=tuple(map(tuple, self.vectors)), prompt_tokens=n)]
+            yield [done(prompt_tokens=n)]
+            return
+        for batch in self.script:
+            yield batch
+
+    @contextlib.asynccontextmanager
+    async def lease(self, model: Any, params: Any, keep_alive_s: Any) -> AsyncIterator[Any]:
+        self.leases += 1
+        client = SimpleNamespace(open=self._open, forget=lambda _id: None)
+        runner = SimpleNamespace(client=client, ready=SimpleNamespace(n_ctx=self.n_ctx))
+        yield SimpleNamespace(runner=runner, model=model)
+
+    def _open(self, build: Callable[[int], Msg]) -> FakeStream:
+        msg = build(next(self._ids))
+        assert isinstance(msg, Tokenize)
+        self.sent.append(msg)
+        count = len(msg.text.split()) + int(msg.add_special)
+        return FakeStream(Tokenized(id=1, tokens=tuple(range(count))))
+
+    async def unload(self, key: str) -> bool:
+        return True
+
+    def generations(self) -> list[Generate]:
+        return [m for m in self.sent if isinstance(m, Generate)]
+
+
+async def _power_error(request: Request, exc: Exception) -> Response:
+    status = exc.status if isinstance(exc, PowerError) else 500
+    return JSONResponse({"error": str(exc)}, status_code=status)
+
+
+@pytest.fixture
+def sup() -> FakeSupervisor:
+    return FakeSupervisor()
+
+
+@pytest.fixture
+def client(tmp_path: Path, sup: FakeSupervisor) -> Iterator[TestClient]:
+    store = ModelStore(tmp_path / "models")
+    gguf = tiny_gguf(tmp_path / "tiny.gguf")
+    for name, template in (("qwen", QWEN), ("plain", PLAIN)):
+        for _ in create_model(store, name, {"from": str(gguf), "template": template}):
+            pass
+    app = Starlette(
+        routes=[*chat.routes, *generate.routes, *embed.routes],
+        exception_handlers={PowerError: _power_error},
+    )
+    app.state.store = store
+    app.state.supervisor = sup
+    app.state.settings = Settings(home=str(tmp_path))
+    with TestClient(app) as c:
+        yield c
+
+
+def lines(resp: Any) -> list[dict[str, Any]]:
+    assert resp.status_code == 200, resp.text
+    return [json.loads(line) for line in resp.text.splitlines()]
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/api/generate"])
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        (
+            {"format": "yaml"},
+            'invalid format: "yaml"; expected "json" or a valid JSON Schema object',
+        ),
+        ({"format": 42}, 'invalid format: 42; expected "json" or a valid JSON Schema object'),
+        ({"think": "extreme"}, "invalid think value: 'extreme'"),
+        ({"think": True}, '"plain:latest" does not support thinking'),
+        ({"think": "high"}, '"plain:latest" does not support thinking'),
+        ({"top_logprobs": 21}, "top_logprobs must be between 0 and 20"),
+    ],
+)
+def test_bad_semantics_are_400_before_streaming(
+    client: TestClient, path: str, extra: dict[str, Any], error: str
+) -> None:
+    body = {"model": "plain", "prompt": "hi", "messages": [{"role": "user", "content": "hi"}]}
+    resp = client.post(path, json={**body, **extra})
+    assert resp.status_code == 400
+    assert resp.json()["error"].startswith(error)
+
+
+def test_an_invalid_think_string_is_400_for_a_thinking_model_too(client: TestClient) -> None:
+    resp = client.post("/api/generate", json={"model": "qwen", "prompt": "x", "think": "lots"})
+    assert resp.status_code == 400
+    assert "invalid think value" in resp.json()["error"]
+
+
+def test_tools_need_the_tools_capability(client: TestClient) -> None:
+    body = {"model": "plain", "messages": [{"role": "user", "content": "x"}], "tools": TOOLS}
+    resp = client.post("/api/chat", json=body)
+    assert resp.status_code == 400
+    assert resp.json() == {"error": "plain:latest does not support tools"}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [("json", "json"), (None, ""), ("", ""),
+     ({"type": "object", "required": ["a"]}, '{"type":"object","required":["a"]}')],
+)  # fmt: skip
+def test_format_reaches_the_runner_as_json_schema(
+    client: TestClient, sup: FakeSupervisor, fmt: Any, expected: str
+) -> None:
+    client.post("/api/generate", json={"model": "plain", "prompt": "x", "format": fmt})
+    client.post("/api/chat", json={"model": "plain", "format": fmt,
+                                   "messages": [{"role": "user", "content": "x"}]})  # fmt: skip
+    assert [g.json_schema for g in sup.generations()] == [expected, expected]
+
+
+def test_format_is_not_applied_while_thinking(client: TestClient, sup: FakeSupervisor) -> None:
+    msgs = [{"role": "user", "content": "x"}]
+    client.post("/api/chat", json={"model": "qwen", "messages": msgs, "format": "json"})
+    body = {"model": "qwen", "messages": msgs, "format": "json", "think": False}
+    client.post("/api/chat", json=body)
+    assert [g.json_schema for g in sup.generations()] == ["", "json"]
+
+
+# -- thinking --------------------------------------------------------------------------------
+
+
+def test_chat_splits_thinking_while_streaming(client: TestClient, sup: FakeSupervisor) -> None:
+    sup.script = [*each("<th", "ink>Let me", " think.</th", "ink>\n\nIt is", " 4."), [done()]]
+    body = {"model": "qwen", "messages": [{"role": "user", "content": "2+2?"}]}
+    got = lines(client.post("/api/chat", json=body))
+    assert [(m["message"].get("thinking"), m["message"]["content"]) for m in got[:-1]] == [
+        ("Let me", ""), (" think.", ""), (None, "It is"), (None, " 4."),
+    ]  # fmt: skip
+    assert got[-1]["done"] is True
+    merged = client.post("/api/chat", json={**body, "stream": False}).json()
+    assert merged["message"] == {"role": "assistant", "content": "It is 4.",
+                                 "thinking": "Let me think."}  # fmt: skip
+
+
+def test_think_false_leaves_the_tags_in_the_content(
+    client: TestClient, sup: FakeSupervisor
+) -> None:
+    sup.script = [tokens("<think>x</think>y"), [done()]]
+    body = {"model": "qwen", "prompt": "q", "think": False, "stream": False}
+    assert client.post("/api/generate", json=body).json()["response"] == "<think>x</think>y"
+
+
+def test_generate_splits_thinking_and_renders_with_think(
+    client: TestClient, sup: FakeSupervisor
+) -> None:
+    sup.script = [*each("<think>hmm</think>", "ok"), [done()]]
+    got = lines(client.post("/api/generate", json={"model": "qwen", "prompt": "q"}))
+    assert [(g.get("thinking"), g["response"]) for g in got] == [("hmm", ""), (None, "ok"),
+                                                                  (None, "")]  # fmt: skip
+    merged = client.post("/api/generate", json={"model": "qwen", "prompt": "q", "stream": False})
+    assert (merged.json()["thinking"], merged.json()["response"]) == ("hmm", "ok")
+
+
+# -- tools -----------------------------------------------------------------------------------
+
+
+def test_tool_calls_stream_whole_with_their_logprobs(
+    client: TestClient, sup: FakeSupervisor
+) -> None:
+    sup.script = [
+        *each("<think>weather</think>", "Checking. <tool", logprobs=True),
+        *each(
+            '_call>{"name": "get_weather", ',
+            '"arguments": {"city": "Paris"}}</tool_call>',
+            logprobs=True,
+        ),
+        [done(prompt_tokens=5, eval_tokens=5)],
+    ]
+    body = {"model": "qwen", "messages": [{"role": "user", "content": "Paris?"}],
+            "tools": TOOLS, "logprobs": True}  # fmt: skip
+    got = lines(client.post("/api/chat", json=body))
+    assert len(got) == 4, got
+    first, second, call, final = got
+    assert first["message"] == {"role": "assistant", "content": "", "thinking": "weather"}
+    assert second["message"] == {"role": "assistant", "content": "Checking. "}
+    assert [lp["token"] for lp in first["logprobs"]] == ["<think>weather</think>"]
+    assert [lp["token"] for lp in second["logprobs"]] == ["Checking. <tool"]
+    (tc,) = call["message"]["tool_calls"]
+    assert tc["id"].startswith("call_")
+    assert len(tc["id"]) == 13
+    assert tc["function"] == {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}
+    assert call["message"]["content"] == ""
+    assert [lp["token"] for lp in call["logprobs"]] == [
+        '_call>{"name": "get_weather", ', '"arguments": {"city": "Paris"}}</tool_call>',
+    ]  # fmt: skip
+    assert final["done"] is True
+    assert "logprobs" not in final
+
+
+def test_held_back_logprobs_reach_the_final_chunk(client: TestClient, sup: FakeSupervisor) -> None:
+    sup.script = [tokens("ok ", "<tool_call>", logprobs=True), [done()]]
+    body = {"model": "qwen", "messages": [{"role": "user", "content": "x"}], "tools": TOOLS,
+            "logprobs": True, "think": False}  # fmt: skip
+    got = lines(client.post("/api/chat", json=body))
+    assert [g["message"]["content"] for g in got] == ["ok ", "<tool_call>", ""]
+    merged = client.post("/api/chat", json={**body, "stream": False}).json()
+    assert [lp["token"] for lp in merged["logprobs"]] == ["ok ", "<tool_call>"]
+
+
+def test_tool_definitions_and_results_are_rendered(client: TestClient, sup: FakeSupervisor) -> None:
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "",
+         "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "tool_name": "get_weather", "content": "21C"},
+    ]  # fmt: skip
+    sup.script = [tokens("It is 21C."), [done()]]
+    body = {"model": "qwen", "messages": messages, "tools": TOOLS, "think": False, "stream": False}
+    resp = client.post("/api/chat", json=body).json()
+    assert resp["message"] == {"role": "assistant", "content": "It is 21C."}
+    prompt = sup.generations()[0].prompt
+    assert '<tools>{"name":"get_weather","description":"Weather in a city"' in prompt
+    assert '<tool_call>{"name": "get_weather", "arguments": {"city":"Paris"}}</tool_call>' in prompt
+    assert prompt.endswith("<|tool|>21C<|assistant|>")
+
+
+def test_non_streamed_chat_collects_every_call(client: TestClient, sup: FakeSupervisor) -> None:
+    call = '<tool_call>{"name": "get_weather", "arguments": {"city": "%s"}}</tool_call>'
+    sup.script = [tokens(call % "Paris"), tokens("\n" + call % "Rome"), [done()]]
+    body = {"model": "qwen", "messages": [{"role": "user", "content": "x"}], "tools": TOOLS,
+            "think": False, "stream": False}  # fmt: skip
+    msg = client.post("/api/chat", json=body).json()["message"]
+    assert msg["content"] == ""
+    got = [(c["function"]["index"], c["function"]["arguments"]["city"]) for c in msg["tool_calls"]]
+    assert got == [(0, "Paris"), (1, "Rome")]
+
+
+def test_generate_returns_tool_calls_for_a_tools_model(
+    client: TestClient, sup: FakeSupervisor
+) -> None:
+    sup.script = [tokens('<tool_call>{"name": "f", "arguments": {"a": 1}}</tool_call>'), [done()]]
+    body = {"model": "qwen", "prompt": "x", "think": False, "stream": False}
+    resp = client.post("/api/generate", json=body).json()
+    assert resp["response"] == ""
+    assert resp["tool_calls"][0]["function"] == {"index": 0, "name": "f", "arguments": {"a": 1}}
+
+
+def test_without_tools_tool_text_is_content(client: TestClient, sup: FakeSupervisor) -> None:
+    text = '<tool_call>{"name": "f", "arguments": {}}</tool_call>'
+    sup.script = [tokens(text), [done()]]
+    body = {"model": "qwen", "messages": [{"role": "user", "content": "x"}], "think": False,
+            "stream": False}  # fmt: skip
+    assert client.post("/api/chat", json=body).json()["message"] == {
+        "role": "assistant", "content": text,
+    }  # fmt: skip
+
+
+# -- history truncation ----------------------------------------------------------------------
+
+
+def _history(n: int) -> list[dict[str, str]]:
+    msgs = [{"role": "system", "content": "be brief"}]
+    for i in range(n):
+        msgs.append({"role": "user", "content": f"question {i} " + "word " * 20})
+        msgs.append({"role": "assistant", "content": f"answer {i} " + "word " * 20})
+    msgs.append({"role": "user", "content": "last question"})
+    return msgs
+
+
+def test_oldest_history_is_dropped_to_fit_the_context(
+    client: TestClient, sup: FakeSupervisor
+) -> None:
+    body = {"model": "plain", "messages": _history(10), "options": {"num_ctx": 100}}
+    assert client.post("/api/chat", json=body).status_code == 200
+    (gen,) = sup.generations()
+    assert gen.prompt.startswith("<|system|>be brief <|user|>question 8 ")
+    assert "answer 8" in gen.prompt
+    assert gen.prompt.endswith("<|user|>last question <|assistant|>")
+    assert len(gen.prompt.split()) + 1 < 100
+    assert sum(isinstance(m, Tokenize) for m in sup.sent) <= 6  # a binary search, not a scan
+
+
+def test_a_prompt_that_fits_is_not_counted(client: TestClient, sup: FakeSupervisor) -> None:
+    body = {"model": "plain", "messages": _history(10)}
+    assert client.post("/api/chat", json=body).status_code == 200
+    assert not any(isinstance(m, Tokenize) for m in sup.sent)
+    assert sup.generations()[0].prompt.startswith("<|system|>be brief <|user|>question 0 ")
+
+
+def test_truncate_false_keeps_everything_for_the_runner_to_judge(
+    client: TestClient, sup: FakeSupervisor
+) -> None:
+    body = {"model": "plain", "messages": _history(10), "options": {"num_ctx": 100},
+            "truncate": False}  # fmt: skip
+    client.post("/api/chat", json=body)
+    (gen,) = sup.generations()
+    assert "question 0" in gen.prompt
+    assert gen.truncate is False
+
+
+# -- embeddings ------------------------------------------------------------------------------
+
+
+def test_embed_normalises_cuts_and_reports(client: TestClient, sup: FakeSupervisor) -> None:
+    sup.vectors = [[3.0, 4.0, 12.0], [1.0, 0.0, 0.0]]
+    resp = client.post("/api/embed", json={"model": "plain", "input": ["a b", "c"]})
+    body = resp.json()
+    assert list(body) == ["model", "embeddings", "total_duration", "prompt_eval_count"]
+    assert body["model"] == "plain"
+    assert body["prompt_eval_count"] == 3
+    assert body["embeddings"][0] == pytest.approx([3 / 13, 4 / 13, 12 / 13])
+    cut = client.post("/api/embed", json={"model": "plain", "input": ["a b", "c"],
+                                          "dimensions": 2}).json()  # fmt: skip
+    assert cut["embeddings"] == [pytest.approx([0.6, 0.8]), [1.0, 0.0]]
+    embed_msg = next(m for m in sup.sent if isinstance(m, Embed))
+    assert embed_msg.inputs == ("a b", "c")
+    assert embed_msg.normalize
+
+
+@pytest.mark.parametrize("value", [42, ["a", 1], {"a": "b"}])
+def test_embed_rejects_other_input_types(client: TestClient, value: Any) -> None:
+    resp = client.post("/api/embed", json={"model": "plain", "input": value})
+    assert resp.status_code == 400
+    assert resp.json() == {"error": "invalid input type"}
+
+
+@pytest.mark.parametrize("value", [None, "", []])
+def test_empty_embed_input_loads_the_model(
+    client: TestClient, sup: FakeSupervisor, value: Any
+) -> None:
+    resp = client.post("/api/embed", json={"model": "plain", "input": value})
+    assert resp.json() == {"model": "plain", "embeddings": []}
+    assert sup.leases == 1
+
+
+def test_embed_model_not_found_uses_ollamas_wording(client: TestClient) -> None:
+    resp = client.post("/api/embed", json={"model": "ghost", "input": "x"})
+    assert resp.status_code == 404
+    assert resp.json() == {"error": 'model "ghost" not found, try pulling it first'}
+
+
+def test_nan_embeddings_are_refused(client: TestClient, sup: FakeSupervisor) -> None:
+    sup.vectors = [[math.nan, 1.0]]
+    resp = client.post("/api/embed", json={"model": "plain", "input": "x"})
+    assert resp.status_code == 400
+    assert resp.json() == {"error": "embedding contains NaN or Inf values"}
+
+
+def test_legacy_embeddings_are_not_normalised(client: TestClient, sup: FakeSupervisor) -> None:
+    sup.vectors = [[3.0, 4.0]]
+    resp = client.post("/api/embeddings", json={"model": "plain", "prompt": "hello"})
+    assert resp.json() == {"embedding": [3.0, 4.0]}
+    assert [m.normalize for m in sup.sent if isinstance(m, Embed)] == [False]
+    empty = client.post("/api/embeddings", json={"model": "plain", "prompt": ""})
+    assert empty.json() == {"embedding": []}

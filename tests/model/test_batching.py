@@ -1,0 +1,228 @@
+"""Continuous batching, the slot prompt cache, JSON schemas and embeddings with the real SmolLM2."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from power.config import Settings
+from power.errors import InvalidRequestError
+from power.supervisor import RunnerProcess, Supervisor
+from proto import Done, Embed, Embeddings, Generate, LoadParams, Sampling, Tokens
+
+pytestmark = [pytest.mark.anyio, pytest.mark.model]
+
+CHAT = (
+    "<|im_start|>system\n{system}<|im_end|>\n"
+    "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
+)
+SYSTEM = "You are a helpful assistant."
+QUESTIONS = (
+    "What is the capital of France?",
+    "Name three colours.",
+    "Write a haiku about the sea.",
+    "How many legs does a spider have?",
+)
+GREEDY = Sampling(temperature=0.0, seed=42)
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "age": {"type": "integer"},
+    },
+    "required": ["name", "age"],
+}
+
+
+class Spawner:
+    def __init__(self) -> None:
+        self.runners: list[RunnerProcess] = []
+
+    async def __call__(self, params: LoadParams, *, model: str) -> RunnerProcess:
+        runner = await RunnerProcess.start(params, model=model, engine="llama", load_timeout_s=60)
+        self.runners.append(runner)
+        return runner
+
+
+@pytest.fixture
+def model(smollm2_gguf: Path) -> Any:
+    return SimpleNamespace(name="smollm2:latest", model_path=str(smollm2_gguf), adapters=())
+
+
+def cfg(tmp_path: Path) -> Settings:
+    return Settings(home=str(tmp_path), runner_stop_grace_s=5, runner_term_grace_s=5)
+
+
+def params(model: Any, **kw: Any) -> LoadParams:
+    kw.setdefault("n_ctx", 1024)
+    return LoadParams(model_path=model.model_path, n_threads=2, num_parallel=4, **kw)
+
+
+def chat(q: str, system: str = SYSTEM) -> str:
+    return CHAT.format(system=system, q=q)
+
+
+def gen(prompt: str, **kw: Any) -> Callable[[int], Generate]:
+    kw.setdefault("sampling", GREEDY)
+    return lambda i: Generate(id=i, prompt=prompt, **kw)
+
+
+async def collect(events: AsyncIterator[list[Any]]) -> tuple[str, Done]:
+    text, done = [], None
+    async for batch in events:
+        for msg in batch:
+            if isinstance(msg, Tokens):
+                text.append(msg.text)
+            elif isinstance(msg, Done):
+                done = msg
+    assert done is not None
+    return "".join(text), done
+
+
+async def first_tokens(events: AsyncIterator[list[Any]]) -> list[Any]:
+    """Read until the stream has produced text (the request is in the batch)."""
+    seen: list[Any] = []
+    async for batch in events:
+        seen.extend(batch)
+        if any(isinstance(m, Tokens) for m in batch):
+            break
+    return seen
+
+
+async def rest(head: list[Any], events: AsyncIterator[list[Any]]) -> str:
+    async def chained() -> AsyncIterator[list[Any]]:
+        yield head
+        async for batch in events:
+            yield batch
+
+    return (await collect(chained()))[0]
+
+
+async def test_concurrent_streams_match_sequential_ones(tmp_path: Path, model: Any) -> None:
+    spawn = Spawner()
+    p = params(model)
+    async with Supervisor.open(cfg(tmp_path), spawn=spawn) as sup:
+        alone = [
+            await collect(sup.request(model, p, None, gen(chat(q), num_predict=24)))
+            for q in QUESTIONS
+        ]
+        together = await asyncio.gather(
+            *(collect(sup.request(model, p, None, gen(chat(q), num_predict=24))) for q in QUESTIONS)
+        )
+        assert [t for t, _ in together] == [t for t, _ in alone]
+        assert [d.stats.eval_tokens for _, d in together] == [d.stats.eval_tokens for _, d in alone]
+        assert sum(d.stats.eval_tokens for _, d in together) > 40
+        assert len(spawn.runners) == 1
+        ready = spawn.runners[0].ready
+        assert ready is not None
+        assert ready.num_parallel == 4
+
+
+async def test_cancel_and_join_mid_batch_leave_the_others_intact(
+    tmp_path: Path, model: Any
+) -> None:
+    p = params(model)
+    async with Supervisor.open(cfg(tmp_path), spawn=Spawner()) as sup:
+        alone = [
+            (await collect(sup.request(model, p, None, gen(chat(q), num_predict=32))))[0]
+            for q in QUESTIONS[:3]
+        ]
+        doomed = sup.request(
+            model, p, None, gen(chat("Tell me a very long story."), num_predict=400)
+        )
+        keep = [sup.request(model, p, None, gen(chat(q), num_predict=32)) for q in QUESTIONS[:2]]
+        heads = [await first_tokens(ev) for ev in keep]
+        await first_tokens(doomed)
+        await doomed.aclose()  # type: ignore[attr-defined]
+        joining = sup.request(model, p, None, gen(chat(QUESTIONS[2]), num_predict=32))
+        results = await asyncio.gather(
+            *(rest(h, ev) for h, ev in zip(heads, keep, strict=True)), collect(joining)
+        )
+        assert [results[0], results[1], results[2][0]] == alone
+
+
+async def test_a_shared_system_prompt_is_evaluated_once(tmp_path: Path, model: Any) -> None:
+    system = SYSTEM + " " + " ".join(f"Rule {i}: answer briefly and politely." for i in range(40))
+    p = params(model)
+    async with Supervisor.open(cfg(tmp_path), spawn=Spawner()) as sup:
+        _, first = await collect(
+            sup.request(model, p, None, gen(chat(QUESTIONS[0], system), num_predict=4))
+        )
+        assert first.stats.prompt_cached == 0
+        assert first.stats.prompt_tokens > 300
+        # a different conversation in between takes another slot, not this one's cache
+        await collect(sup.request(model, p, None, gen(chat("Hi"), num_predict=4)))
+        _, second = await collect(
+            sup.request(model, p, None, gen(chat(QUESTIONS[1], system), num_predict=4))
+        )
+        new_tokens = second.stats.prompt_tokens - second.stats.prompt_cached
+        assert second.stats.prompt_cached > 300
+        assert new_tokens < 30
+        # the next turn of the first conversation re-evaluates only the new turn
+        turn2 = chat(QUESTIONS[1], system) + "Sure." + "<|im_end|>\n<|im_start|>user\nMore?"
+        _, third = await collect(sup.request(model, p, None, gen(turn2, num_predict=4)))
+        assert third.stats.prompt_tokens - third.stats.prompt_cached < 30
+
+
+async def test_json_schema_constrains_the_output(tmp_path: Path, model: Any) -> None:
+    p = params(model)
+    prompt = chat("Describe a person as JSON with a name and an age.")
+    async with Supervisor.open(cfg(tmp_path), spawn=Spawner()) as sup:
+        text, done = await collect(
+            sup.request(
+                model, p, None, gen(prompt, num_predict=200, json_schema=json.dumps(PERSON))
+            )
+        )
+        assert done.reason == "stop"
+        value = json.loads(text)
+        assert isinstance(value, dict)
+        assert isinstance(value["name"], str)
+        assert len(value["name"]) <= 12
+        assert isinstance(value["age"], int)
+        with pytest.raises(InvalidRequestError, match="invalid JSON schema"):
+            await collect(sup.request(model, p, None, gen(prompt, json_schema="{not json")))
+        with pytest.raises(InvalidRequestError, match="invalid JSON schema"):
+            await collect(sup.request(model, p, None, gen(prompt, json_schema='{"properties": 5}')))
+
+
+async def test_embeddings_between_generations_reuse_the_runner(tmp_path: Path, model: Any) -> None:
+    spawn = Spawner()
+    p = params(model, n_ctx=256)
+    prompt = chat(QUESTIONS[0])
+
+    def embed(*inputs: str, **kw: Any) -> Callable[[int], Embed]:
+        return lambda i: Embed(id=i, inputs=inputs, **kw)
+
+    async def vectors(factory: Callable[[int], Embed]) -> Embeddings:
+        got = None
+        async for batch in sup.request(model, p, None, factory):
+            got = next((m for m in batch if isinstance(m, Embeddings)), got)
+        assert got is not None
+        return got
+
+    async with Supervisor.open(cfg(tmp_path), spawn=spawn) as sup:
+        before, _ = await collect(sup.request(model, p, None, gen(prompt, num_predict=16)))
+        out = await vectors(embed("The cat sat on the mat.", "Paris is in France."))
+        assert len(out.vectors) == 2
+        assert len(out.vectors[0]) == 576  # SmolLM2-135M's n_embd
+        for vec in out.vectors:
+            assert math.isclose(math.fsum(v * v for v in vec), 1.0, rel_tol=1e-4)
+        assert out.vectors[0] != out.vectors[1]
+        assert out.prompt_tokens > 10
+        again = await vectors(embed("The cat sat on the mat."))
+        assert again.vectors[0] == pytest.approx(out.vectors[0], abs=1e-5)
+        after, _ = await collect(sup.request(model, p, None, gen(prompt, num_predict=16)))
+        assert after == before
+        long_text = "word " * 400
+        cut = await vectors(embed(long_text))
+        assert cut.prompt_tokens == 256
+        with pytest.raises(InvalidRequestError, match="exceeds the context length"):
+            await vectors(embed(long_text, truncate=False))
+        assert len(spawn.runners) == 1

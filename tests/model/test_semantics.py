@@ -1,0 +1,172 @@
+"""Inference semantics end to end with the real runner and SmolLM2-135M-Instruct.
+
+A real ``python -m power serve`` per test; greedy sampling, so the answers are reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Server, power_server
+
+pytestmark = pytest.mark.model
+
+GREEDY = {"temperature": 0, "seed": 42}
+CHATML_TOOLS = """\
+{{- if .Tools }}<|im_start|>system
+You are a function calling AI model. Function signatures are within <tools></tools> XML tags:
+<tools>
+{{- range .Tools }}
+{{ json .Function }}
+{{- end }}
+</tools>
+For each function call, return a JSON object with the function name and arguments within \
+<tool_call></tool_call> XML tags.<|im_end|>
+{{ end }}
+{{- range .Messages }}
+{{- if eq .Role "user" }}<|im_start|>user
+{{ .Content }}<|im_end|>
+{{ else if eq .Role "assistant" }}<|im_start|>assistant
+{{ if .Content }}{{ .Content }}{{ end }}
+{{- range .ToolCalls }}<tool_call>
+{"name": "{{ .Function.Name }}", "arguments": {{ json .Function.Arguments }}}
+</tool_call>{{ end }}<|im_end|>
+{{ else if eq .Role "tool" }}<|im_start|>user
+<tool_response>
+{{ .Content }}
+</tool_response><|im_end|>
+{{ end }}
+{{- end }}<|im_start|>assistant
+"""
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@pytest.fixture
+def server(clean_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    env = dict(clean_env, OLLAMA_MODELS=str(tmp_path / "models"), PYTHONUNBUFFERED="1")
+    with power_server(env, tmp_path / "server.log") as srv:
+        yield srv
+
+
+def post(server: Server, path: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{server.url}{path}", json=body, timeout=110)
+
+
+def _call(city: str) -> dict[str, Any]:
+    fn = {"name": "get_weather", "arguments": {"city": city}}
+    return {"role": "assistant", "content": "", "tool_calls": [{"function": fn}]}
+
+
+def test_a_templated_tool_call_round_trip(server: Server) -> None:
+    created = post(server, "/api/create", {"model": "smol-tools", "from": "smollm2",
+                                           "template": CHATML_TOOLS, "stream": False})  # fmt: skip
+    assert created.status_code == 200, created.text
+    messages = [
+        {"role": "user", "content": "What is the weather in Rome?"},
+        _call("Rome"),
+        {"role": "user", "content": "What is the weather in Berlin?"},
+        _call("Berlin"),
+        {"role": "user", "content": "What is the weather in Paris?"},
+    ]
+    body: dict[str, Any] = {"model": "smol-tools", "messages": messages, "tools": [WEATHER],
+                            "options": {**GREEDY, "num_predict": 40}}  # fmt: skip
+    with httpx.stream("POST", f"{server.url}/api/chat", json=body, timeout=110) as resp:
+        assert resp.status_code == 200
+        lines = [json.loads(line) for line in resp.iter_lines()]
+    with_calls = [
+        line["message"]["tool_calls"] for line in lines if "tool_calls" in line["message"]
+    ]
+    assert len(with_calls) == 1  # whole, in one chunk
+    (call,) = with_calls[0]
+    assert call["function"] == {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}
+    assert "<tool_call>" not in "".join(line["message"]["content"] for line in lines)
+    body["messages"] += [
+        {"role": "assistant", "content": "", "tool_calls": with_calls[0]},
+        {"role": "tool", "tool_name": "get_weather", "content": "21C and cloudy"},
+    ]
+    body["stream"] = False
+    reply = post(server, "/api/chat", body)
+    assert reply.status_code == 200
+    assert reply.json()["done"] is True
+
+
+def test_schema_constrained_output_parses_and_validates(server: Server) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "capital": {"type": "string", "enum": ["Paris", "London", "Rome"]},
+            "population_millions": {"type": "integer"},
+        },
+        "required": ["capital", "population_millions"],
+    }
+    body = {"model": "smollm2", "stream": False, "format": schema,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "options": {**GREEDY, "num_predict": 64}}  # fmt: skip
+    resp = post(server, "/api/chat", body)
+    assert resp.status_code == 200, resp.text
+    value = json.loads(resp.json()["message"]["content"])
+    assert set(value) >= {"capital", "population_millions"}
+    assert value["capital"] in ("Paris", "London", "Rome")
+    assert isinstance(value["population_millions"], int)
+
+
+def _history() -> list[dict[str, str]]:
+    msgs = [{"role": "system", "content": "You are a helpful assistant."}]
+    for i in range(10):
+        msgs.append({"role": "user", "content": f"Tell me fact number {i} about the sea. " * 3})
+        msgs.append({"role": "assistant", "content": f"Fact {i}: the sea is deep and wide. " * 3})
+    msgs.append({"role": "user", "content": "Say hello."})
+    return msgs
+
+
+def test_history_is_truncated_to_a_tiny_context_and_truncate_false_is_a_400(
+    server: Server,
+) -> None:
+    opts = {**GREEDY, "num_ctx": 256, "num_predict": 8}
+    body: dict[str, Any] = {"model": "smollm2", "messages": _history(), "stream": False,
+                            "options": opts}  # fmt: skip
+    resp = post(server, "/api/chat", body)
+    assert resp.status_code == 200, resp.text
+    assert 0 < resp.json()["prompt_eval_count"] < 256
+    resp = post(server, "/api/chat", {**body, "truncate": False, "shift": False})
+    assert resp.status_code == 400
+    assert "longer than the context length" in resp.json()["error"]
+
+
+def test_embeddings_shape_norm_batch_and_no_reload_between_chat_and_embed(server: Server) -> None:
+    resp = post(server, "/api/embed", {"model": "smollm2", "input": ["The sea is deep.", "Hi"]})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert len(body["embeddings"]) == 2
+    assert {len(v) for v in body["embeddings"]} == {576}  # SmolLM2-135M's n_embd
+    for vec in body["embeddings"]:
+        assert sum(x * x for x in vec) == pytest.approx(1.0, abs=1e-4)
+    assert body["embeddings"][0] != body["embeddings"][1]
+    assert body["prompt_eval_count"] > 2
+    (pid,) = [m["pid"] for m in httpx.get(f"{server.url}/api/ps").json()["models"]]
+    chat = {"model": "smollm2", "stream": False, "options": {**GREEDY, "num_predict": 4},
+            "messages": [{"role": "user", "content": "Hi"}]}  # fmt: skip
+    assert post(server, "/api/chat", chat).status_code == 200
+    cut = post(server, "/api/embed", {"model": "smollm2", "input": "Hi", "dimensions": 64}).json()
+    assert len(cut["embeddings"][0]) == 64
+    assert sum(x * x for x in cut["embeddings"][0]) == pytest.approx(1.0, abs=1e-4)
+    legacy = post(server, "/api/embeddings", {"model": "smollm2", "prompt": "Hi"}).json()
+    assert len(legacy["embedding"]) == 576
+    assert [m["pid"] for m in httpx.get(f"{server.url}/api/ps").json()["models"]] == [pid]
