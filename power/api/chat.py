@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from power.api import inference as inf
 from power.api.schemas import ChatChunk, ChatRequest, Logprob, Message
-from power.api.streaming import NDJSONResponse, prime
+from power.api.streaming import NDJSONResponse, ndjson_lines, prime
 from power.errors import InvalidRequestError
 from power.supervisor import Supervisor
 from power.template.prompt import render_chat
@@ -28,7 +28,6 @@ __all__ = ["chat_chunks", "merge_chat", "routes"]
 
 log = logging.getLogger(__name__)
 
-_encoder = msgspec.json.Encoder()
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 
@@ -192,20 +191,12 @@ def merge_chat(chunks: list[ChatChunk]) -> ChatChunk:
     return final
 
 
-async def _lines(chunks: AsyncIterator[ChatChunk]) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in chunks:
-            yield _encoder.encode(chunk) + b"\n"
-    finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
-
-
 async def chat(request: Request) -> Response:
     started = time.perf_counter()
     req = await inf.decode_body(request, ChatRequest)
     chunks = chat_chunks(request.app.state, req, started=started)
     if req.stream:
-        first, rest = await prime(_lines(chunks))
+        first, rest = await prime(ndjson_lines(chunks))
         return NDJSONResponse(first, rest)
     collected = [c async for c in chunks]
     return inf.json_response(merge_chat(collected))

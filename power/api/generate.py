@@ -18,13 +18,11 @@ from starlette.routing import Route
 
 from power.api import inference as inf
 from power.api.schemas import GenerateChunk, GenerateRequest, Logprob
-from power.api.streaming import NDJSONResponse, prime
+from power.api.streaming import NDJSONResponse, ndjson_lines, prime
 from power.errors import InvalidRequestError, ModelNotFoundError
 from power.template.prompt import render_generate
 
 __all__ = ["generate_chunks", "merge_generate", "routes"]
-
-_encoder = msgspec.json.Encoder()
 
 
 async def generate_chunks(
@@ -138,20 +136,12 @@ def merge_generate(chunks: list[GenerateChunk]) -> GenerateChunk:
     return final
 
 
-async def _lines(chunks: AsyncIterator[GenerateChunk]) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in chunks:
-            yield _encoder.encode(chunk) + b"\n"
-    finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
-
-
 async def generate(request: Request) -> Response:
     started = time.perf_counter()
     req = await inf.decode_body(request, GenerateRequest)
     chunks = generate_chunks(request.app.state, req, started=started)
     if req.stream:
-        first, rest = await prime(_lines(chunks))
+        first, rest = await prime(ndjson_lines(chunks))
         return NDJSONResponse(first, rest)
     return inf.json_response(merge_generate([c async for c in chunks]))
 

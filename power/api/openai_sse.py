@@ -22,6 +22,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from power.api.inference import decode_body as decode
 from power.errors import InvalidRequestError, ModelNotFoundError, PowerError, ServerBusyError
 
 __all__ = [
@@ -117,18 +118,6 @@ def sse(obj: object, event: str | None = None) -> bytes:
 
 def sse_error(exc: PowerError) -> bytes:
     return sse(openai_error_body(exc))
-
-
-async def decode(request: Request, kind: type[T]) -> T:
-    body = await request.body()
-    if not body.strip():
-        raise InvalidRequestError("missing request body")
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequestError(f"invalid request body: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise InvalidRequestError(f"invalid JSON: {exc}") from exc
 
 
 def new_id(prefix: str, nbytes: int = 12) -> str:

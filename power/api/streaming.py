@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import msgspec
 from starlette.responses import Response
@@ -20,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from power.errors import PowerError
 
-__all__ = ["NDJSONResponse", "StreamResponse", "ndjson_error_line", "prime"]
+__all__ = ["NDJSONResponse", "StreamResponse", "ndjson_error_line", "ndjson_lines", "prime"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,15 @@ _encoder = msgspec.json.Encoder()
 
 def ndjson_error_line(exc: PowerError) -> bytes:
     return _encoder.encode({"error": str(exc)}) + b"\n"
+
+
+async def ndjson_lines(chunks: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    """Encode each chunk as one JSON line; closes ``chunks`` when the stream ends."""
+    try:
+        async for chunk in chunks:
+            yield _encoder.encode(chunk) + b"\n"
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
 
 
 async def prime(chunks: AsyncIterator[bytes]) -> tuple[bytes, AsyncIterator[bytes]]:
