@@ -20,7 +20,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[test]", "mypy")
+    session.install("-e", ".[test]", "mypy", "types-psutil")
     session.run("mypy")
 
 
