@@ -8,10 +8,14 @@ value of the wrong type is a 400 naming the option.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import psutil
 
 from power.errors import InvalidRequestError
 from proto import LoadParams, Sampling
@@ -103,6 +107,16 @@ def _stop(value: Any) -> tuple[str, ...]:
     raise InvalidRequestError('option "stop" must be of type array')
 
 
+@functools.cache
+def default_threads() -> int:
+    """Threads when neither the request nor the settings say: the physical cores.
+
+    Resolved here, not in the runner, so a request that names the same count explicitly is
+    served by the loaded runner instead of reloading it.
+    """
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
 def merge_options(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for layer in layers:
@@ -145,7 +159,7 @@ def resolve_options(
         n_batch=max(1, load.get("num_batch", 512)),
         n_gpu_layers=load.get("num_gpu", -1),
         main_gpu=load.get("main_gpu", 0),
-        n_threads=max(0, load.get("num_thread", settings.runner_threads)),
+        n_threads=max(0, load.get("num_thread", settings.runner_threads)) or default_threads(),
         use_mmap=load.get("use_mmap", True),
         use_mlock=load.get("use_mlock", False),
         flash_attn=settings.flash_attention,

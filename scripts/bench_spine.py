@@ -72,6 +72,9 @@ def prompt(i: int) -> str:
     )
 
 
+_http = httpx.Client(timeout=120)  # one keep-alive connection, as a real client would hold
+
+
 def power_stream(url: str, text: str, tokens: int, model: str = "smollm2") -> dict[str, float]:
     body = {
         "model": model,
@@ -83,7 +86,7 @@ def power_stream(url: str, text: str, tokens: int, model: str = "smollm2") -> di
     start = time.perf_counter()
     first = last = 0.0
     count = 0
-    with httpx.stream("POST", f"{url}/api/generate", json=body, timeout=120) as resp:
+    with _http.stream("POST", f"{url}/api/generate", json=body) as resp:
         for line in resp.iter_lines():
             msg = json.loads(line)
             if msg.get("response"):
@@ -146,7 +149,7 @@ def main() -> int:
             # cold: unload, then time a 1-token request; baseline: in-process load + 1 token
             cold, load = [], []
             for i in range(args.rounds):
-                httpx.post(f"{url}/api/generate", json={"model": "smollm2", "keep_alive": 0})
+                _http.post(f"{url}/api/generate", json={"model": "smollm2", "keep_alive": 0})
                 cold.append(power_stream(url, prompt(1000 + i), 1)["ttft"])
                 t0 = time.perf_counter()
                 llm = Llama(gguf, n_ctx=CTX, n_threads=THREADS, verbose=False)
@@ -167,7 +170,7 @@ def main() -> int:
             time.sleep(1.0)
             gw_rss = psutil.Process(proc.pid).memory_info().rss
             runner = psutil.Process(proc.pid).children()[0].pid
-            httpx.post(f"{url}/api/generate", json={"model": "smollm2", "keep_alive": 0})
+            _http.post(f"{url}/api/generate", json={"model": "smollm2", "keep_alive": 0})
             runner_gone = not psutil.pid_exists(runner)
         results = {
             "decode_tps_power": summary(p_tps),

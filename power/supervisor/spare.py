@@ -2,7 +2,7 @@
 
 Starting Python and importing llama-cpp-python costs more than loading a small model, so a cold
 request takes the spare (already past its ``Hello``) and only pays for the load itself; a new
-spare is launched in the background right after.
+spare is launched in the background shortly after.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from proto import LoadParams
 if TYPE_CHECKING:
     from power.config import Settings
 
-__all__ = ["SparePool"]
+__all__ = ["REFILL_DELAY_S", "SparePool"]
 
 log = logging.getLogger(__name__)
+
+REFILL_DELAY_S = 2.0
 
 
 class SparePool:
@@ -36,8 +38,12 @@ class SparePool:
 
     async def __call__(self, params: LoadParams, *, model: str) -> RunnerProcess:
         runner = await self._take()
-        self._refill()
-        await runner.load(params, model=model, load_timeout_s=self._settings.load_timeout_s)
+        try:
+            await runner.load(params, model=model, load_timeout_s=self._settings.load_timeout_s)
+        finally:
+            # Launch the next spare a little later: starting Python and importing llama.cpp
+            # would otherwise compete for the CPU with this model's first request.
+            asyncio.get_running_loop().call_later(REFILL_DELAY_S, self._refill)
         return runner
 
     def _launch(self) -> asyncio.Task[RunnerProcess]:
