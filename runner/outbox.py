@@ -18,7 +18,7 @@ from proto import FrameWriter, Msg, Tokens
 
 __all__ = ["COALESCE_S", "Outbox"]
 
-COALESCE_S = 0.004
+COALESCE_S = 0.010
 
 _IDLE, _DELAYED, _NOW = 0, 1, 2
 

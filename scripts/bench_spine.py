@@ -28,6 +28,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from power.store.starter import starter_gguf_path
+from power.supervisor.spare import REFILL_DELAY_S
 
 CTX, THREADS = 2048, 2
 
@@ -149,6 +150,9 @@ def main() -> int:
             # cold: unload, then time a 1-token request; baseline: in-process load + 1 token
             cold, load = [], []
             for i in range(args.rounds):
+                # the gateway launches its next spare runner REFILL_DELAY_S after a load: a cold
+                # request that follows another within that time would start a process itself
+                time.sleep(REFILL_DELAY_S + 1.0)
                 _http.post(f"{url}/api/generate", json={"model": "smollm2", "keep_alive": 0})
                 cold.append(power_stream(url, prompt(1000 + i), 1)["ttft"])
                 t0 = time.perf_counter()
