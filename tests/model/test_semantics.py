@@ -170,3 +170,66 @@ def test_embeddings_shape_norm_batch_and_no_reload_between_chat_and_embed(server
     legacy = post(server, "/api/embeddings", {"model": "smollm2", "prompt": "Hi"}).json()
     assert len(legacy["embedding"]) == 576
     assert [m["pid"] for m in httpx.get(f"{server.url}/api/ps").json()["models"]] == [pid]
+
+
+def test_an_openai_sdk_tool_call_round_trip(server: Server) -> None:
+    """The same templated model through /v1 with the official SDK: tool_calls out, results in."""
+    from openai import OpenAI
+
+    created = post(server, "/api/create", {"model": "smol-tools", "from": "smollm2",
+                                           "template": CHATML_TOOLS, "stream": False})  # fmt: skip
+    assert created.status_code == 200, created.text
+
+    def call(city: str, ident: str) -> dict[str, Any]:
+        fn = {"name": "get_weather", "arguments": json.dumps({"city": city})}
+        return {"role": "assistant", "content": None,
+                "tool_calls": [{"id": ident, "type": "function", "function": fn}]}  # fmt: skip
+
+    messages: list[Any] = [  # the few-shot history of the native test above
+        {"role": "user", "content": "What is the weather in Rome?"},
+        call("Rome", "call_a"),
+        {"role": "user", "content": "What is the weather in Berlin?"},
+        call("Berlin", "call_b"),
+        {"role": "user", "content": "What is the weather in Paris?"},
+    ]
+    extra = {"options": {**GREEDY, "num_predict": 40}}
+    tools: Any = [WEATHER]
+    with OpenAI(base_url=f"{server.url}/v1", api_key="unused") as client:
+        reply = client.chat.completions.create(
+            model="smol-tools",
+            messages=messages,
+            tools=tools,
+            extra_body=extra,
+        )
+        choice = reply.choices[0]
+        assert choice.finish_reason == "tool_calls"
+        (tool_call,) = choice.message.tool_calls or []
+        assert tool_call.function.name == "get_weather"  # type: ignore[union-attr]
+        assert json.loads(tool_call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+        stream: Any = client.chat.completions.create(
+            model="smol-tools",
+            messages=messages,
+            tools=tools,
+            extra_body=extra,
+            stream=True,
+        )
+        deltas = [
+            c.choices[0].delta.tool_calls
+            for c in stream
+            if c.choices and c.choices[0].delta.tool_calls
+        ]
+        assert len(deltas) == 1
+        assert deltas[0][0].index == 0
+        assert deltas[0][0].function is not None
+        assert deltas[0][0].function.name == "get_weather"
+        messages += [
+            choice.message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": tool_call.id, "content": "21C and cloudy"},
+        ]
+        final = client.chat.completions.create(
+            model="smol-tools",
+            messages=messages,
+            tools=tools,
+            extra_body=extra,
+        )
+        assert final.choices[0].finish_reason in ("stop", "length", "tool_calls")
