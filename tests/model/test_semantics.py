@@ -233,3 +233,46 @@ def test_an_openai_sdk_tool_call_round_trip(server: Server) -> None:
             extra_body=extra,
         )
         assert final.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
+def test_an_anthropic_sdk_tool_use_round_trip(server: Server) -> None:
+    """The templated model through /v1/messages: tool_use out, tool_result in."""
+    import anthropic
+
+    created = post(server, "/api/create", {"model": "smol-tools", "from": "smollm2",
+                                           "template": CHATML_TOOLS, "stream": False})  # fmt: skip
+    assert created.status_code == 200, created.text
+
+    def use(city: str, ident: str) -> list[Any]:
+        block = {"type": "tool_use", "id": ident, "name": "get_weather", "input": {"city": city}}
+        return [{"role": "assistant", "content": [block]}]
+
+    fn: Any = WEATHER["function"]
+    tools: Any = [{"name": fn["name"], "description": fn["description"],
+                   "input_schema": fn["parameters"]}]  # fmt: skip
+    messages: Any = [
+        {"role": "user", "content": "What is the weather in Rome?"},
+        *use("Rome", "toolu_a"),
+        {"role": "user", "content": "What is the weather in Berlin?"},
+        *use("Berlin", "toolu_b"),
+        {"role": "user", "content": "What is the weather in Paris?"},
+    ]
+    extra = {"options": {**GREEDY, "num_predict": 40}}
+    with anthropic.Anthropic(base_url=server.url, api_key="unused") as client:
+        reply = client.messages.create(
+            model="smol-tools", max_tokens=40, messages=messages, tools=tools, extra_body=extra
+        )
+        assert reply.stop_reason == "tool_use"
+        (block,) = [b for b in reply.content if b.type == "tool_use"]
+        assert block.name == "get_weather"
+        assert block.input == {"city": "Paris"}
+        messages += [
+            {"role": "assistant", "content": [b.model_dump() for b in reply.content]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": block.id, "content": "21C and cloudy"}
+            ]},
+        ]  # fmt: skip
+        final = client.messages.create(
+            model="smol-tools", max_tokens=40, messages=messages, tools=tools, extra_body=extra
+        )
+        assert final.stop_reason in ("end_turn", "max_tokens", "tool_use")
