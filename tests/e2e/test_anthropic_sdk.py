@@ -143,4 +143,6 @@ def test_a_mid_stream_failure_is_an_error_event(crashing_server: Server) -> None
 
         with pytest.raises(anthropic.APIStatusError, match="runner"):
             consume()
-    assert "".join(got).split() == ["1", "2", "3", "4"]
+    seen = "".join(got).split()
+    assert seen  # the first tokens always arrive; the last few may die with the runner
+    assert seen == ["1", "2", "3", "4"][: len(seen)]

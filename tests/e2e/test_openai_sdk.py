@@ -252,7 +252,11 @@ def test_mid_stream_failure_is_an_sse_error_the_sdk_raises(fake_server: Server) 
         with pytest.raises(openai.APIError, match="runner"):
             consume()
         stream.close()
-    assert "".join(got).split() == ["1", "2", "3", "4", "5"]
+    seen = "".join(got).split()
+    # what came before the crash arrived in order; a runner that dies can take with it the
+    # last tokens it was still coalescing (at most COALESCE_S worth), never the first
+    assert seen
+    assert seen == ["1", "2", "3", "4", "5"][: len(seen)]
 
 
 def test_keep_alive_and_native_options_through_v1(fake_server: Server) -> None:
