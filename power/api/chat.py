@@ -177,13 +177,8 @@ def merge_chat(chunks: list[ChatChunk]) -> ChatChunk:
     thinking = "".join(t for c in chunks if isinstance(t := c.message.thinking, str))
     if thinking:
         final.message.thinking = thinking
-    calls: list[dict[str, Any]] = []
-    probs: list[Logprob] = []
-    for c in chunks:
-        if c.message.tool_calls is not msgspec.UNSET:
-            calls.extend(c.message.tool_calls)
-        if c.logprobs is not msgspec.UNSET:
-            probs.extend(c.logprobs)
+    calls = inf.joined(c.message.tool_calls for c in chunks)
+    probs = inf.joined(c.logprobs for c in chunks)
     if calls:
         final.message.tool_calls = calls
     if probs:

@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
@@ -122,13 +121,8 @@ def merge_generate(chunks: list[GenerateChunk]) -> GenerateChunk:
     thinking = "".join(t for c in chunks if isinstance(t := c.thinking, str))
     if thinking:
         final.thinking = thinking
-    calls: list[dict[str, Any]] = []
-    probs: list[Logprob] = []
-    for c in chunks:
-        if c.tool_calls is not msgspec.UNSET:
-            calls.extend(c.tool_calls)
-        if c.logprobs is not msgspec.UNSET:
-            probs.extend(c.logprobs)
+    calls = inf.joined(c.tool_calls for c in chunks)
+    probs = inf.joined(c.logprobs for c in chunks)
     if calls:
         final.tool_calls = calls
     if probs:

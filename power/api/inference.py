@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
+from msgspec import UnsetType
 from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,6 +38,7 @@ __all__ = [
     "count_tokens",
     "created_at",
     "decode_body",
+    "joined",
     "json_response",
     "lookup_model",
     "output_parser",
@@ -60,6 +62,15 @@ def created_at() -> str:
         _second = sec
         _second_text = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{_second_text}.{frac:09d}Z"
+
+
+def joined(parts: Iterable[list[T] | UnsetType]) -> list[T]:
+    """The lists that are set, concatenated (tool calls or logprobs of every chunk)."""
+    out: list[T] = []
+    for part in parts:
+        if part is not msgspec.UNSET:
+            out.extend(part)
+    return out
 
 
 async def decode_body(request: Request, kind: type[T]) -> T:

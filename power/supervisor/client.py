@@ -117,10 +117,6 @@ class RunnerClient:
         self._closed = asyncio.Event()
         self._writer_closed = False
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._streams)
-
     def open(self, build: Callable[[int], Msg]) -> RequestStream:
         """Send the request ``build(id)`` and return its stream."""
         if self._closed.is_set():

@@ -20,6 +20,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import psutil
+
 from power.errors import ProtocolError, RunnerCrashedError, RunnerLoadError, RunnerTimeoutError
 from power.logging import redact
 from power.supervisor.client import RunnerClient
@@ -335,8 +337,6 @@ class RunnerProcess:
 
     def stats_rss(self) -> int:
         """Current resident memory of the runner, measured now."""
-        import psutil
-
         try:
             return int(psutil.Process(self.pid).memory_info().rss)
         except psutil.Error:

@@ -30,7 +30,7 @@ from power.errors import (
 )
 from power.supervisor import memory, policy
 from power.supervisor.memory import MemoryProbe, probe_machine
-from power.supervisor.process import RunnerProcess
+from power.supervisor.process import RunnerProcess, describe_exit
 from power.supervisor.spare import SparePool
 from proto import FromRunner, LoadParams, Msg
 
@@ -132,7 +132,6 @@ class Supervisor:
         self._changed = asyncio.Condition()
         self._pending = 0
         self._tg: asyncio.TaskGroup | None = None
-        self._closing = False
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -399,8 +398,6 @@ class Supervisor:
             slot.timer.cancel()
         if self._slots.get(slot.key) is slot:
             del self._slots[slot.key]
-        from power.supervisor.process import describe_exit
-
         if slot.stopping:
             log.info(
                 "runner unloaded: model=%s pid=%d reason=%s (%s)",
@@ -449,12 +446,6 @@ class Supervisor:
     def loaded(self) -> list[Loaded]:
         return [s for s in self._slots.values() if not s.dead]
 
-    def find(self, model_path: str) -> Loaded | None:
-        for slot in self._slots.values():
-            if slot.params.model_path == model_path and not slot.dead:
-                return slot
-        return None
-
     def _notify(self) -> None:
         self._spawn_task(self._notify_async())
 
@@ -469,7 +460,6 @@ class Supervisor:
 
     async def aclose(self, *, force: bool = False) -> None:
         """Stop every runner in parallel under one deadline; always reap."""
-        self._closing = True
         slots = list(self._slots.values())
         for slot in slots:
             slot.stopping, slot.reason = True, "shutdown"
