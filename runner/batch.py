@@ -67,6 +67,11 @@ class Scheduler:
         except EngineError as exc:
             self._emit([Failed(id=req.id, code=ErrorCode.INTERNAL, message=str(exc))])
             return
+        except Exception as exc:  # a bug: this request fails, the others go on
+            log.exception("admitting request %d failed", req.id)
+            message = f"{type(exc).__name__}: {exc}"
+            self._emit([Failed(id=req.id, code=ErrorCode.INTERNAL, message=message)])
+            return
         slot, common = self.take_slot(prompt)
         common = min(common, len(prompt) - 1)  # evaluate one token at least, for its logits
         self.truncate(slot, common)

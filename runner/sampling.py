@@ -94,7 +94,7 @@ def _chain(model: Any, s: Sampling, grammar: str, n_ctx: int, from_schema: bool)
         add(
             chain,
             llama_cpp.llama_sampler_init_penalties(
-                last_n, s.repeat_penalty, s.frequency_penalty, s.presence_penalty
+                model.n_vocab(), last_n, s.repeat_penalty, s.frequency_penalty, s.presence_penalty
             ),
         )
     if grammar:

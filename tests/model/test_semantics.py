@@ -276,3 +276,20 @@ def test_an_anthropic_sdk_tool_use_round_trip(server: Server) -> None:
             model="smol-tools", max_tokens=40, messages=messages, tools=tools, extra_body=extra
         )
         assert final.stop_reason in ("end_turn", "max_tokens", "tool_use")
+
+
+def test_penalty_options_reach_the_sampler(server: Server) -> None:
+    prompt = "Repeat after me forever: la la la la la la la la la la"
+
+    def answer(**options: float) -> str:
+        body = {"model": "smollm2", "prompt": prompt, "stream": False,
+                "options": {**GREEDY, "num_predict": 24, **options}}  # fmt: skip
+        resp = post(server, "/api/generate", body)
+        assert resp.status_code == 200, resp.text
+        return str(resp.json()["response"])
+
+    plain = answer()
+    assert answer() == plain  # greedy is reproducible, so a difference below is the option's
+    assert answer(repeat_penalty=1.8, repeat_last_n=64) != plain
+    assert answer(frequency_penalty=1.5) != plain
+    assert answer(presence_penalty=1.5) != plain
