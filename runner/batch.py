@@ -3,8 +3,10 @@
 A step takes, in admission order, one token from each sequence that is generating, then fills
 what is left of the batch (``n_batch``) with prompt chunks of sequences still on their prompt,
 so a long prompt is evaluated a piece per step while the others keep decoding. After the decode
-each sequence whose last token had logits samples from its own row. A request joins at the next
-step; a finished, failed or cancelled one frees its slot at once.
+each sequence whose last token had logits samples from its own row. The batch lists sequences
+by ascending id: llama.cpp computes a run of consecutive ids as one ubatch, and admission order
+would otherwise split a step of four decodes into up to four graph computes. A request joins at
+the next step; a finished, failed or cancelled one frees its slot at once.
 """
 
 from __future__ import annotations
@@ -116,6 +118,12 @@ class Scheduler:
             seq.n_eval += n
             budget -= n
         if chunks:
+            if len(chunks) > 1:
+                # Ascending sequence ids: with one KV stream per sequence, llama.cpp puts
+                # only runs of consecutive ids into one ubatch (one graph compute each).
+                order = sorted(range(len(chunks)), key=lambda k: chunks[k].seq)
+                chunks = [chunks[k] for k in order]
+                owners = [owners[k] for k in order]
             self._decode(chunks, owners, out)
         if out:
             self._emit(out)

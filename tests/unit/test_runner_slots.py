@@ -3,10 +3,15 @@ the outbox's merging of interleaved requests' tokens."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import pytest
 
-from proto import Done, Generate, Stats, Tokens
-from runner.engine import PromptTooLongError
+from proto import Done, Generate, LoadParams, Stats, Tokens
+from runner.batch import Scheduler
+from runner.engine import Chunk, PromptTooLongError
+from runner.fake import FakeEngine
 from runner.outbox import _coalesce
 from runner.slots import Slot, fit_prompt, pick_slot
 
@@ -72,3 +77,31 @@ def test_interleaved_tokens_merge_per_request_and_never_pass_their_done() -> Non
         Done(id=1, reason="stop", stats=Stats()),
         Tokens(id=1, text="late", ids=(3,)),
     ]
+
+
+class _RecordingEngine(FakeEngine):
+    def __init__(self) -> None:
+        super().__init__(mode="count")
+        self.steps: list[list[int]] = []
+
+    def decode(self, chunks: Sequence[Chunk]) -> None:
+        self.steps.append([c.seq for c in chunks])
+
+
+def test_each_step_decodes_its_sequences_in_ascending_id_order(tmp_path: Path) -> None:
+    # With a KV stream per sequence llama.cpp batches only runs of consecutive ids together,
+    # so admission order (here 3, 1, 2, 0) must not leak into the batch.
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"")
+    engine = _RecordingEngine()
+    info = engine.load(LoadParams(model_path=str(model), num_parallel=4))
+    sched = Scheduler(engine, info, lambda msgs: None)
+    for slot, used in zip(sched.slots, (4, 2, 3, 1), strict=True):
+        slot.cached, slot.used = [7], used  # full slots: the least recently used goes first
+    for i in range(4):
+        sched.admit(Generate(id=i + 1, prompt=f"p{i} a b", num_predict=3))
+    assert [seq.slot.index for seq in sched.active] == [3, 1, 2, 0]
+    while sched.active:
+        sched.step()
+    assert all(ids == sorted(ids) for ids in engine.steps)
+    assert [0, 1, 2, 3] in engine.steps
