@@ -158,7 +158,7 @@ def resolve_options(
         n_ctx=max(4, num_ctx),
         n_batch=max(1, load.get("num_batch", 512)),
         n_gpu_layers=load.get("num_gpu", -1),
-        main_gpu=load.get("main_gpu", 0),
+        main_gpu=load.get("main_gpu", -1),
         n_threads=max(0, load.get("num_thread", settings.runner_threads)) or default_threads(),
         use_mmap=load.get("use_mmap", True),
         use_mlock=load.get("use_mlock", False),

@@ -67,7 +67,9 @@ class LoadParams(msgspec.Struct, frozen=True, kw_only=True):
     n_ctx: int = 4096  # per sequence
     n_batch: int = 512
     n_gpu_layers: int = 0
-    main_gpu: int = 0
+    main_gpu: int = -1  # a position among the visible GPUs; -1 = the gateway's choice
+    split_mode: int = 1  # llama.cpp's llama_split_mode: 0 none (main_gpu only), 1 by layer
+    tensor_split: tuple[float, ...] = ()  # each GPU's share of the layers; () = by free memory
     n_threads: int = 0  # 0 = let the runner choose
     use_mmap: bool = True
     use_mlock: bool = False

@@ -55,6 +55,7 @@ class LlamaEngine:
         self._n_ctx = 0
         self._n_vocab = 0
         self._embedding = False
+        self._tensor_split: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -62,7 +63,13 @@ class LlamaEngine:
         llama_cpp.llama_backend_init()
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = params.n_gpu_layers
-        mparams.main_gpu = params.main_gpu
+        mparams.main_gpu = max(0, params.main_gpu)
+        mparams.split_mode = params.split_mode
+        if params.tensor_split:
+            n = llama_cpp.llama_max_devices()
+            shares = list(params.tensor_split[:n]) + [0.0] * max(0, n - len(params.tensor_split))
+            self._tensor_split = (ctypes.c_float * n)(*shares)  # read by llama.cpp at load
+            mparams.tensor_split = self._tensor_split
         mparams.use_mmap = params.use_mmap
         mparams.use_mlock = params.use_mlock
         try:

@@ -49,6 +49,9 @@ from runner.engine import Engine
 from runner.outbox import Outbox
 from runner.worker import Worker
 
+# CUDA numbers GPUs in PCI bus order, as nvidia-smi (and so the gateway's placement) does
+os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+
 __all__ = ["main", "serve"]
 
 log = logging.getLogger("runner")

@@ -39,12 +39,14 @@ def ps_models(supervisor: Supervisor) -> list[PsModel]:
         model = slot.model
         rss = slot.runner.stats_rss()
         ready = slot.runner.ready
-        vram = ready.memory.vram if ready is not None else 0
+        vram = slot.vram
+        # Ollama's size is the model's memory: all in VRAM when every layer is offloaded
+        size = vram if slot.all_on_gpu and vram else rss + vram
         out.append(
             PsModel(
                 name=model.name,
                 model=model.name,
-                size=rss,
+                size=size,
                 digest=model.digest,
                 details=msgspec.to_builtins(model.details),
                 expires_at=_expires_at(slot, now_mono),

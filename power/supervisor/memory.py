@@ -1,9 +1,13 @@
 """What a model will cost, what the machine has, and how many layers go to the GPU.
 
 ``estimate`` reads only the GGUF header: weights (the file's tensor data), the KV cache for
-``n_ctx * num_parallel`` tokens, and llama.cpp's compute buffers. ``probe_machine`` is the
-default ``MemoryProbe``: free RAM from psutil, NVIDIA GPUs from ``nvidia-smi`` and Apple's
-unified memory under Metal. Tests pass their own probe.
+``n_ctx * num_parallel`` tokens, and llama.cpp's compute buffers. ``place`` turns an estimate
+and the GPUs' free memory into llama.cpp's offload settings: the whole model on the one GPU
+with the most room when it fits there (Ollama's default), else split by layers over every GPU
+in proportion to their room (always, with ``OLLAMA_SCHED_SPREAD``), else as many layers as fit.
+``probe_machine`` is the default ``MemoryProbe``: free RAM from psutil, NVIDIA GPUs and each
+process's VRAM from ``nvidia-smi``, and Apple's unified memory under Metal. Tests pass their
+own probe.
 """
 
 from __future__ import annotations
@@ -20,13 +24,18 @@ from typing import Any
 import psutil
 
 __all__ = [
+    "SPLIT_LAYER",
+    "SPLIT_NONE",
     "Estimate",
     "Gpu",
     "MachineMemory",
     "MemoryProbe",
+    "Placement",
     "estimate",
     "gpu_layers_that_fit",
+    "place",
     "probe_machine",
+    "visible_order",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,6 +57,8 @@ class Gpu:
 class MachineMemory:
     available_ram: int
     gpus: tuple[Gpu, ...] = field(default_factory=tuple)
+    # VRAM in use per process id, where the driver tells (NVIDIA); None where it cannot
+    vram_by_pid: Mapping[int, int] | None = None
 
 
 MemoryProbe = Callable[[], MachineMemory]
@@ -110,6 +121,83 @@ def gpu_layers_that_fit(est: Estimate, gpus: tuple[Gpu, ...], overhead: int) -> 
     return min(est.n_layers + 1, free // max(1, est.per_layer()))
 
 
+SPLIT_NONE, SPLIT_LAYER = 0, 1  # llama.cpp's llama_split_mode
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a model's layers go. ``main_gpu`` is a position among the visible GPUs."""
+
+    n_gpu_layers: int
+    main_gpu: int = 0
+    split_mode: int = SPLIT_LAYER
+    tensor_split: tuple[float, ...] = ()
+    on_gpu: int = 0  # bytes expected in VRAM
+    whole: bool = True  # False: some layers stay on the CPU for want of VRAM
+
+
+def place(
+    est: Estimate,
+    gpus: tuple[Gpu, ...],
+    *,
+    overhead: int,
+    spread: bool,
+    layers: int = -1,
+    main_gpu: int = -1,
+) -> Placement:
+    """The offload for ``est`` (``layers`` < 0: as many as fit; ``main_gpu`` < 0: any GPU)."""
+    if not gpus or layers == 0:
+        return Placement(0)
+    rooms = [max(0, g.free - overhead) for g in gpus]
+    every = est.n_layers + 1  # the blocks and the output layer
+    need = est.weights + est.kv_cache + est.compute
+    choices = [main_gpu] if 0 <= main_gpu < len(gpus) else list(range(len(gpus)))
+    first = max(choices, key=lambda i: rooms[i])
+    if layers > 0:
+        n = min(layers, every)
+        return Placement(n, first, SPLIT_LAYER, _shares(rooms), _on_gpu(est, n))
+    if not spread:
+        fitting = [i for i in choices if rooms[i] >= need]
+        if fitting:
+            best = max(fitting, key=lambda i: rooms[i])
+            return Placement(every, best, SPLIT_NONE, (), need)
+    if sum(rooms) >= need:
+        return Placement(every, first, SPLIT_LAYER, _shares(rooms), need)
+    n = gpu_layers_that_fit(est, gpus, overhead)
+    return Placement(n, first, SPLIT_LAYER, _shares(rooms), _on_gpu(est, n), whole=False)
+
+
+def _shares(rooms: list[int]) -> tuple[float, ...]:
+    total = sum(rooms)
+    if len(rooms) < 2 or total <= 0:
+        return ()
+    return tuple(r / total for r in rooms)
+
+
+def _on_gpu(est: Estimate, layers: int) -> int:
+    if layers <= 0:
+        return 0
+    return min(est.weights + est.kv_cache, layers * est.per_layer()) + est.compute
+
+
+def _nvidia_vram_by_pid(exe: str) -> dict[int, int] | None:
+    query = "--query-compute-apps=pid,used_memory"
+    try:
+        out = subprocess.run(
+            [exe, query, "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("nvidia-smi failed: %s", exc)
+        return None
+    used: dict[int, int] = {}
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            used[int(parts[0])] = used.get(int(parts[0]), 0) + int(parts[1]) * 2**20
+    return used
+
+
 def _nvidia() -> tuple[Gpu, ...]:
     exe = shutil.which("nvidia-smi")
     if exe is None:
@@ -131,11 +219,29 @@ def _nvidia() -> tuple[Gpu, ...]:
             gpus.append(
                 Gpu(int(parts[0]), parts[1], int(parts[2]) * mib, int(parts[3]) * mib, "cuda")
             )
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        keep = {v.strip() for v in visible.split(",") if v.strip()}
-        gpus = [g for g in gpus if str(g.index) in keep]
-    return tuple(gpus)
+    return tuple(visible_order(gpus, os.environ.get("CUDA_VISIBLE_DEVICES")))
+
+
+def visible_order(gpus: list[Gpu], visible: str | None) -> list[Gpu]:
+    """The GPUs CUDA will show a runner, in its order (positions are llama.cpp's device ids).
+
+    Indices in ``CUDA_VISIBLE_DEVICES`` select and order; a list holding UUIDs is left to CUDA.
+    Runners enumerate in PCI bus order, as nvidia-smi does (``CUDA_DEVICE_ORDER``).
+    """
+    if visible is None:
+        return gpus
+    wanted = [v.strip() for v in visible.split(",") if v.strip()]
+    if not all(v.isdigit() for v in wanted):
+        return gpus
+    by_index = {g.index: g for g in gpus}
+    out: list[Gpu] = []
+    for v in wanted:
+        gpu = by_index.get(int(v))
+        if gpu is None:
+            break  # CUDA ignores the rest of the list after an invalid entry
+        if gpu not in out:
+            out.append(gpu)
+    return out
 
 
 def _metal(available_ram: int) -> tuple[Gpu, ...]:
@@ -148,4 +254,9 @@ def _metal(available_ram: int) -> tuple[Gpu, ...]:
 def probe_machine() -> MachineMemory:
     """Free RAM and GPUs, measured now (blocking: call it through ``asyncio.to_thread``)."""
     available = int(psutil.virtual_memory().available)
-    return MachineMemory(available_ram=available, gpus=_nvidia() or _metal(available))
+    gpus = _nvidia()
+    if gpus:
+        exe = shutil.which("nvidia-smi")
+        by_pid = _nvidia_vram_by_pid(exe) if exe else None
+        return MachineMemory(available_ram=available, gpus=gpus, vram_by_pid=by_pid)
+    return MachineMemory(available_ram=available, gpus=_metal(available))

@@ -27,7 +27,7 @@ def serves(loaded: LoadParams, wanted: LoadParams) -> bool:
     """Can a runner loaded with ``loaded`` serve a request that asks for ``wanted``?
 
     Unlike Ollama, a smaller context is served by the loaded larger one instead of reloading,
-    and a negative ``n_gpu_layers`` (automatic) matches whatever is loaded.
+    and a negative ``n_gpu_layers`` or ``main_gpu`` (automatic) matches whatever is loaded.
     """
     if wanted.n_ctx > loaded.n_ctx:
         return False
@@ -37,7 +37,7 @@ def serves(loaded: LoadParams, wanted: LoadParams) -> bool:
         wanted.model_path == loaded.model_path
         and wanted.lora_paths == loaded.lora_paths
         and wanted.n_batch == loaded.n_batch
-        and wanted.main_gpu == loaded.main_gpu
+        and (wanted.main_gpu < 0 or wanted.main_gpu == loaded.main_gpu)
         and (wanted.n_threads == 0 or wanted.n_threads == loaded.n_threads)
         and wanted.use_mmap == loaded.use_mmap
         and wanted.use_mlock == loaded.use_mlock

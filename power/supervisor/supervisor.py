@@ -77,6 +77,8 @@ class Loaded:
     queued: int = 0  # requests waiting for a seat (one of the runner's parallel sequences)
     waits: int = 0
     wait_total_s: float = 0.0
+    vram: int = 0  # bytes of GPU memory the runner holds, measured after loading
+    all_on_gpu: bool = False  # every layer offloaded
 
     @property
     def usable(self) -> bool:
@@ -175,8 +177,10 @@ class Supervisor:
                     return slot
                 if slot is not None:
                     await self._retire(slot, "reload", wait_idle=True)
-                params = await self._place(model, params)
+                params, where = await self._place(model, params)
                 slot = await self._load(key, model, params, keep_alive_s)
+                slot.vram = await self._measure_vram(slot, where.on_gpu)
+                slot.all_on_gpu = where.whole and where.n_gpu_layers > 0
                 self._attach(slot, keep_alive_s)
                 return slot
         finally:
@@ -319,12 +323,16 @@ class Supervisor:
         slot.tasks.append(self._spawn_task(self._ping(slot)))
         return slot
 
-    async def _place(self, model: LocalModel, params: LoadParams) -> LoadParams:
-        """Make room for one more runner, by count and by memory, and pick its GPU layers.
+    async def _place(
+        self, model: LocalModel, params: LoadParams
+    ) -> tuple[LoadParams, memory.Placement]:
+        """Make room for one more runner, by count and by memory, and place it on the GPUs.
 
         Idle runners are unloaded, least valuable first, until the new model's estimate fits in
-        free RAM and the count is under ``max_loaded_models``; busy runners are waited for. A
-        model that cannot fit even with nothing else loaded is an error, not an OOM kill.
+        free RAM and the count is under ``max_loaded_models``, and, where idle runners hold
+        VRAM, until every layer fits on the GPUs; busy runners are waited for. A model that
+        cannot fit even with nothing else loaded is an error, not an OOM kill. Returns the
+        params with the placement, and the placement.
         """
         s = self.settings
         limit = max(1, s.max_loaded_models)
@@ -340,14 +348,32 @@ class Supervisor:
         while True:
             live = [slot for slot in self._slots.values() if not slot.dead]
             machine = await asyncio.to_thread(self._probe)
-            layers = params.n_gpu_layers
-            if layers < 0:
-                layers = memory.gpu_layers_that_fit(est, machine.gpus, s.gpu_overhead)
-            on_gpu = min(est.weights + est.kv_cache, layers * est.per_layer())
-            need_ram = est.total - on_gpu
+            where = memory.place(
+                est,
+                machine.gpus,
+                overhead=s.gpu_overhead,
+                spread=s.sched_spread,
+                layers=params.n_gpu_layers,
+                main_gpu=params.main_gpu,
+            )
+            need_ram = est.total - where.on_gpu
             room = machine.available_ram - _RAM_HEADROOM
+            holders = [slot for slot in live if slot.usable and slot.vram > 0]
             if len(live) < limit and need_ram <= room:
-                return msgspec.structs.replace(params, n_gpu_layers=layers)
+                victim = None
+                if not where.whole:  # Ollama evicts rather than leave layers on the CPU
+                    victim = policy.pick_victim(slot.snapshot() for slot in holders)
+                if victim is None:
+                    placed = msgspec.structs.replace(
+                        params,
+                        n_gpu_layers=where.n_gpu_layers,
+                        main_gpu=where.main_gpu,
+                        split_mode=where.split_mode,
+                        tensor_split=where.tensor_split,
+                    )
+                    return placed, where
+                await self._retire(self._slots[victim.key], "evicted")
+                continue
             victim = policy.pick_victim(slot.snapshot() for slot in live if slot.usable)
             if victim is not None:
                 await self._retire(self._slots[victim.key], "evicted")
@@ -359,6 +385,18 @@ class Supervisor:
                 )
             async with self._changed:  # every runner is busy (or stopping): wait for a change
                 await self._changed.wait()
+
+    async def _measure_vram(self, slot: Loaded, on_gpu: int) -> int:
+        """The runner's VRAM: the driver's per-process figure where there is one (NVIDIA),
+        else the runner's own report, else the placement's estimate (Metal's unified memory)."""
+        ready = slot.runner.ready
+        reported = ready.memory.vram if ready is not None else 0
+        if on_gpu <= 0 and reported <= 0:
+            return 0
+        machine = await asyncio.to_thread(self._probe)
+        if machine.vram_by_pid is not None:
+            return machine.vram_by_pid.get(slot.runner.pid, 0)
+        return reported or on_gpu
 
     async def _retire(self, slot: Loaded, reason: str, *, wait_idle: bool = False) -> None:
         if wait_idle:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from power.api.ps import ps_models
 from power.errors import InsufficientMemoryError, ServerBusyError
 from power.supervisor import Supervisor
 from power.supervisor.memory import Gpu, MachineMemory, estimate
@@ -135,3 +136,34 @@ async def test_gpu_layers_follow_free_vram_when_num_gpu_is_unset(
         await collect(sup.request(m, auto, None, gen("x")))
         (slot,) = sup.loaded()
         assert slot.params.n_gpu_layers == (2 if expect_all else 0)  # 1 block + output layer
+
+
+async def test_an_idle_runner_holding_vram_is_evicted_so_the_next_model_fits_the_gpu(
+    tmp_path: Path,
+) -> None:
+    spawn = Spawner("fake:echo")
+    a, b = model(tmp_path, "a"), model(tmp_path, "b")
+    b.digest, b.details = "0" * 64, {}  # what /api/ps shows of it
+    mib = 2**20
+    ref: list[Supervisor] = []
+
+    def probe() -> MachineMemory:  # one GPU with room for one model; each runner holds 100 MiB
+        used = {slot.runner.pid: 100 * mib for slot in ref[0].loaded()} if ref else {}
+        gpu = Gpu(0, "Test GPU", 160 * mib, 150 * mib - sum(used.values()), "cuda")
+        return MachineMemory(available_ram=64 * 2**30, gpus=(gpu,), vram_by_pid=used)
+
+    async with Supervisor.open(settings(tmp_path), spawn=spawn, memory_probe=probe) as sup:
+        ref.append(sup)
+
+        def auto(m: Any) -> LoadParams:
+            return LoadParams(model_path=m.model_path, n_ctx=512, n_gpu_layers=-1)
+
+        await collect(sup.request(a, auto(a), None, gen("x")))
+        (first,) = sup.loaded()
+        assert (first.vram, first.all_on_gpu) == (100 * mib, True)
+        await collect(sup.request(b, auto(b), None, gen("y")))
+        (second,) = sup.loaded()
+        assert second.model.name == "b:latest"
+        assert second.params.n_gpu_layers == 2  # whole: 1 block + output layer
+        (row,) = ps_models(sup)
+        assert row.size == row.size_vram == 100 * mib
