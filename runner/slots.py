@@ -84,7 +84,9 @@ def pick_slot(slots: Sequence[Slot], prompt: Sequence[int]) -> tuple[Slot, int]:
 
     The slot sharing the longest prefix wins when that prefix covers at least
     ``SIMILARITY`` of the prompt; otherwise an empty slot, else the least recently used one, so
-    a new conversation does not overwrite another's cache for a few shared tokens.
+    a new conversation does not overwrite another's cache for a few shared tokens. Between
+    equals, the slot that keeps the busy ids in fewer runs of consecutive ids: each run is one
+    graph compute per step (``runner.batch``).
     """
     free = [slot for slot in slots if slot.seq is None]
     if not free:
@@ -96,8 +98,13 @@ def pick_slot(slots: Sequence[Slot], prompt: Sequence[int]) -> tuple[Slot, int]:
             best, best_common = slot, common
     if prompt and best_common >= SIMILARITY * len(prompt):
         return best, best_common
-    lru = min(free, key=lambda s: (bool(s.cached), s.used))
+    busy = {slot.index for slot in slots if slot.seq is not None}
+    lru = min(free, key=lambda s: (bool(s.cached), _runs(busy | {s.index}), s.used))
     return lru, common_prefix(lru.cached, prompt)
+
+
+def _runs(ids: set[int]) -> int:
+    return sum(1 for i in ids if i - 1 not in ids)
 
 
 def fit_prompt(prompt: list[int], req: Generate, n_ctx: int) -> list[int]:

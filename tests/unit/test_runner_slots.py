@@ -90,7 +90,7 @@ class _RecordingEngine(FakeEngine):
 
 def test_each_step_decodes_its_sequences_in_ascending_id_order(tmp_path: Path) -> None:
     # With a KV stream per sequence llama.cpp batches only runs of consecutive ids together,
-    # so admission order (here 3, 1, 2, 0) must not leak into the batch.
+    # so admission order (here 3, 2, 1, 0) must not leak into the batch.
     model = tmp_path / "m.gguf"
     model.write_bytes(b"")
     engine = _RecordingEngine()
@@ -100,8 +100,15 @@ def test_each_step_decodes_its_sequences_in_ascending_id_order(tmp_path: Path) -
         slot.cached, slot.used = [7], used  # full slots: the least recently used goes first
     for i in range(4):
         sched.admit(Generate(id=i + 1, prompt=f"p{i} a b", num_predict=3))
-    assert [seq.slot.index for seq in sched.active] == [3, 1, 2, 0]
+    assert [seq.slot.index for seq in sched.active] == [3, 2, 1, 0]
     while sched.active:
         sched.step()
     assert all(ids == sorted(ids) for ids in engine.steps)
     assert [0, 1, 2, 3] in engine.steps
+
+
+def test_among_empty_slots_the_one_next_to_the_busy_ones_is_taken() -> None:
+    s = slots([], [], [], [], used=(4, 3, 2, 1))
+    s[0].seq = object()  # type: ignore[assignment]
+    slot, _ = pick_slot(s, [1, 2])
+    assert slot.index == 1  # not 3, the least recently used: ids 0 and 1 decode as one run
