@@ -25,6 +25,7 @@ from llama_cpp import _logger as llama_logger
 
 from proto import Generate, LoadParams, Memory
 from runner.engine import Chunk, EngineError, LoadInfo, PromptTooLongError
+from runner.native_log import llama_log
 from runner.sampling import LlamaSampler
 
 __all__ = ["LlamaEngine"]
@@ -47,6 +48,7 @@ _EMBED_CHUNK = 64  # tokens per embedding decode: every one has an output row (a
 class LlamaEngine:
     def __init__(self, *, verbose: bool = False) -> None:
         llama_logger.set_verbose(verbose)
+        self._log = llama_log()
         self._model: Any = None
         self._ctx: Any = None  # the raw llama_context pointer
         self._owner: Any = None  # the _internals.LlamaContext that frees it
@@ -101,8 +103,7 @@ class LlamaEngine:
         except ValueError as exc:
             raise EngineError(f"{exc} (n_ctx={cparams.n_ctx})") from exc
         self._ctx = self._owner.ctx
-        for path in params.lora_paths:
-            self._apply_lora(path)
+        self._apply_loras(params.lora_paths)
         self._n_batch = n_batch
         self._n_ctx = min(n_ctx, llama_cpp.llama_n_ctx_seq(self._ctx))
         self._n_vocab = self._model.n_vocab()
@@ -117,14 +118,22 @@ class LlamaEngine:
             n_batch=n_batch,
         )
 
-    def _apply_lora(self, path: str) -> None:
-        adapter = llama_cpp.llama_adapter_lora_init(self._model.model, path.encode())
-        if not adapter:
-            raise EngineError(f"failed to load LoRA adapter {path}")
-        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
-        scales = (ctypes.c_float * 1)(1.0)
-        if llama_cpp.llama_set_adapters_lora(self._ctx, adapters, 1, scales) != 0:
-            raise EngineError(f"failed to apply LoRA adapter {path}")
+    def _apply_loras(self, paths: Sequence[str]) -> None:
+        """Load every adapter, then set them all at once (a set replaces the previous one)."""
+        if not paths:
+            return
+        loaded = []
+        for path in paths:
+            self._log.take()
+            adapter = llama_cpp.llama_adapter_lora_init(self._model.model, path.encode())
+            if not adapter:
+                why = self._log.take() or "see the runner's log"
+                raise EngineError(f"failed to load LoRA adapter {path}: {why}")
+            loaded.append(adapter)
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * len(loaded))(*loaded)
+        scales = (ctypes.c_float * len(loaded))(*[1.0] * len(loaded))
+        if llama_cpp.llama_set_adapters_lora(self._ctx, adapters, len(loaded), scales) != 0:
+            raise EngineError(f"failed to apply LoRA adapters {', '.join(paths)}")
 
     def close(self) -> None:
         if self._batch is not None:
