@@ -6,7 +6,8 @@ output in a batch sometimes drifted from a lone run's). ``decode``
 fills one ``llama_batch`` with every chunk of a step (per-token sequence ids) and makes one
 ``llama_decode`` call; logits are requested only for the rows that will be sampled. Embeddings
 borrow a free sequence, switch the context to embeddings for that decode only, and leave the
-sequence empty, so no reload is needed and no other sequence's cache is touched.
+sequence empty, so no reload is needed and no other sequence's cache is touched. A model
+with a projector (``LoadParams.projector_path``) takes images through ``runner.vision``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import ctypes
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llama_cpp
 import numpy as np
@@ -24,9 +25,20 @@ from llama_cpp import _internals
 from llama_cpp import _logger as llama_logger
 
 from proto import Generate, LoadParams, Memory
-from runner.engine import Chunk, EngineError, LoadInfo, PromptTooLongError
+from runner.engine import (
+    BadRequestError,
+    Chunk,
+    EngineError,
+    LoadInfo,
+    Media,
+    PromptTooLongError,
+    Span,
+)
 from runner.native_log import llama_log
 from runner.sampling import LlamaSampler
+
+if TYPE_CHECKING:
+    from runner.vision import Projector
 
 __all__ = ["LlamaEngine"]
 
@@ -57,6 +69,7 @@ class LlamaEngine:
         self._n_ctx = 0
         self._n_vocab = 0
         self._embedding = False
+        self._vision: Projector | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -104,6 +117,16 @@ class LlamaEngine:
             raise EngineError(f"{exc} (n_ctx={cparams.n_ctx})") from exc
         self._ctx = self._owner.ctx
         self._apply_loras(params.lora_paths)
+        if params.projector_path:
+            from runner.vision import Projector  # loads libmtmd: only for models with images
+
+            self._vision = Projector(
+                params.projector_path,
+                self._model.model,
+                n_threads=threads,
+                use_gpu=params.n_gpu_layers != 0,
+                flash_attn=cparams.flash_attn_type,
+            )
         self._n_batch = n_batch
         self._n_ctx = min(n_ctx, llama_cpp.llama_n_ctx_seq(self._ctx))
         self._n_vocab = self._model.n_vocab()
@@ -136,6 +159,9 @@ class LlamaEngine:
             raise EngineError(f"failed to apply LoRA adapters {', '.join(paths)}")
 
     def close(self) -> None:
+        if self._vision is not None:
+            self._vision.close()
+            self._vision = None
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
@@ -212,6 +238,18 @@ class LlamaEngine:
         rc = llama_cpp.llama_decode(self._ctx, batch)
         if rc != 0:
             raise EngineError(f"llama_decode failed with status {rc}")
+
+    def media_prompt(
+        self, text: str, images: Sequence[bytes], *, add_special: bool
+    ) -> tuple[list[int], list[Span]]:
+        if self._vision is None:
+            raise BadRequestError("this model does not support images (it has no projector)")
+        return self._vision.prompt(text, images, add_special=add_special, tokenize=self.tokenize)
+
+    def decode_media(self, seq: int, media: Media, pos: int) -> None:
+        if self._vision is None:
+            raise EngineError("this model has no projector")
+        self._vision.decode(self._ctx, media, seq, pos, self._n_batch)
 
     def forget(self, seq: int, start: int) -> bool:
         mem = llama_cpp.llama_get_memory(self._ctx)
