@@ -37,7 +37,7 @@ Encode = Callable[[bytes], Sequence[list[int] | Media]]  # image -> text tokens 
 
 def placeholder(data: bytes) -> int:
     """The id an image's positions carry in a prompt: negative, the same for the same bytes."""
-    digest = hashlib.blake2b(data, digest_size=4).digest()
+    digest = hashlib.blake2b(data, digest_size=8).digest()  # 63 bits: collisions are moot
     return -1 - (int.from_bytes(digest, "little") >> 1)
 
 
@@ -104,20 +104,21 @@ def request_prompt(engine: Engine, req: Generate, n_ctx: int) -> tuple[list[int]
 
 
 def reuse(spans: list[Span], common: int) -> int:
-    """How much of a cached prefix of ``common`` positions to keep: images the cache holds whole
-    are dropped from ``spans``; a prefix that ends inside an image ends at its start instead."""
-    while spans and spans[0].start < common:
-        span = spans[0]
-        if span.start + span.media.n_tokens > common:
+    """How much of a cached prefix of ``common`` positions to keep: never part of an image (a
+    prefix that ends inside one ends at its start instead)."""
+    for span in spans:
+        if span.start < common < span.start + span.media.n_tokens:
             return span.start
-        spans.pop(0).media.close()
     return common
 
 
 def feed(engine: Engine, seq: Seq) -> int:
-    """Evaluate the images that start where ``seq``'s prompt evaluation stands, and return where
-    the text after them ends: the next image's start, else the prompt's end."""
+    """Evaluate the images that start where ``seq``'s prompt evaluation stands (dropping those
+    its slot had cached), and return where the text after them ends: the next image's start,
+    else the prompt's end."""
     spans, slot = seq.spans, seq.slot
+    while spans and spans[0].start < seq.n_eval:  # in the cache already
+        spans.pop(0).media.close()
     while spans and spans[0].start == seq.n_eval:
         media = spans.pop(0).media
         n = media.n_tokens

@@ -123,7 +123,9 @@ class Projector:
         if not got.bitmap or got.video_ctx:
             if got.bitmap:
                 mtmd.mtmd_bitmap_free(got.bitmap)
-            why = self._log.take() or "the data is damaged or truncated"
+            why = self._log.take()  # (for WebP: whether ffmpeg could be run)
+            if kind != "webp" or not why:
+                why = "the data is damaged or truncated"
             raise BadRequestError(f"failed to decode the {kind.upper()} image: {why}")
         chunks = mtmd.mtmd_input_chunks_init()
         try:

@@ -21,7 +21,7 @@ from tests.model.synth import write_gguf, write_lora
 
 pytestmark = pytest.mark.model
 
-GREEDY = {"temperature": 0, "seed": 42, "num_predict": 16}
+GREEDY = {"temperature": 0, "seed": 42, "num_predict": 12}
 PROMPT = "Write one sentence about the sea."
 
 

@@ -6,17 +6,22 @@ images with it and decodes the embeddings into SmolLM2's KV cache. Each image is
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
+from power.supervisor import Supervisor
+from proto import Generate, LoadParams, Sampling
 from tests.e2e.conftest import Server, power_server
 from tests.model.synth import png, write_projector
+from tests.model.test_batching import Spawner, cfg, collect
 
 pytestmark = pytest.mark.model
 
@@ -180,3 +185,30 @@ def test_openai_and_anthropic_images_take_the_same_path(vision: Server) -> None:
     resp = post(vision, "/v1/chat/completions", {**body, "messages": [
         {"role": "user", "content": broken}]})  # fmt: skip
     assert resp.status_code == 400
+
+
+@pytest.mark.anyio
+async def test_images_in_concurrent_sequences_match_lone_runs(
+    tmp_path: Path, smollm2_gguf: Path
+) -> None:
+    """Four sequences in one batch, each with its own image evaluated between the batch's
+    decodes, answer as each does alone."""
+    projector = write_projector(tmp_path / "mmproj.gguf")
+    model: Any = SimpleNamespace(name="smol-vision", model_path=str(smollm2_gguf), adapters=())
+    p = LoadParams(model_path=str(smollm2_gguf), projector_path=str(projector), n_ctx=1024,
+                   n_threads=2, num_parallel=4)  # fmt: skip
+
+    def ask(seed: int) -> Callable[[int], Generate]:
+        prompt = "<|im_start|>user\n[img-0]What is this?<|im_end|>\n<|im_start|>assistant\n"
+        images = (png(40, 30, seed=seed),)
+        return lambda i: Generate(id=i, prompt=prompt, images=images, num_predict=12,
+                                  sampling=Sampling(temperature=0.0, seed=42))  # fmt: skip
+
+    async with Supervisor.open(cfg(tmp_path), spawn=Spawner()) as sup:
+        alone = [await collect(sup.request(model, p, None, ask(seed))) for seed in range(4)]
+        together = await asyncio.gather(
+            *(collect(sup.request(model, p, None, ask(seed))) for seed in range(4))
+        )
+    assert [t for t, _ in together] == [t for t, _ in alone]
+    assert len({t for t, _ in alone}) > 1  # the images make a difference
+    assert {d.stats.prompt_tokens for _, d in alone} == {d.stats.prompt_tokens for _, d in together}
