@@ -39,6 +39,7 @@ def create_request(client: Client, model: str, text: str, *, base: Path) -> dict
     except PowerError as exc:
         raise ResponseError(str(exc)) from exc
     request: dict[str, Any] = {"model": model, **fields}
+    more = request.pop("files", None) or {}  # FROM lines after the first (e.g. a projector)
     source = str(request.pop("from", ""))
     if source.startswith(_DIGEST_PREFIX):  # FROM @sha256:... names an uploaded blob
         request["files"] = {"model.gguf": source}
@@ -46,6 +47,13 @@ def create_request(client: Client, model: str, text: str, *, base: Path) -> dict
         request["files"] = files
     else:
         request["from"] = source
+    for name, ref in more.items():
+        if str(ref).startswith(_DIGEST_PREFIX):
+            request.setdefault("files", {})[name] = str(ref)
+        elif (files := _local_files(client, str(ref), base)) is not None:
+            request.setdefault("files", {}).update(files)
+        else:
+            raise ResponseError(f"FROM {ref}: only the first FROM may name a model")
     adapters: dict[str, str] = {}
     for name, ref in (request.pop("adapters", None) or {}).items():
         if str(ref).startswith(_DIGEST_PREFIX):

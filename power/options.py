@@ -132,6 +132,7 @@ def resolve_options(
     model_params: Mapping[str, Any] | None,
     request: Mapping[str, Any] | None,
     lora_paths: tuple[str, ...] = (),
+    projector_path: str = "",
     embedding: bool = False,
 ) -> Resolved:
     if request is not None and not isinstance(request, Mapping):
@@ -165,6 +166,7 @@ def resolve_options(
         flash_attn=settings.flash_attention,
         kv_cache_type=settings.kv_cache_type,
         lora_paths=lora_paths,
+        projector_path=projector_path,
         embedding=embedding,
         num_parallel=max(1, settings.num_parallel),
     )

@@ -77,6 +77,7 @@ class LoadParams(msgspec.Struct, frozen=True, kw_only=True):
     flash_attn: bool | None = None  # None = engine default
     kv_cache_type: str = "f16"
     lora_paths: tuple[str, ...] = ()
+    projector_path: str = ""  # a multimodal projector (mmproj GGUF); "" = text only
     embedding: bool = False
     num_parallel: int = 1
 
@@ -141,6 +142,7 @@ class Generate(Msg, frozen=True):
     shift: bool = True  # shift the context instead of stopping when it fills
     truncate: bool = True  # trim an over-long prompt instead of failing
     json_schema: str = ""  # JSON schema text that constrains the output; "json" = any object
+    images: tuple[bytes, ...] = ()  # encoded images; the prompt's "[img-N]" tags place image N
 
 
 class Embed(Msg, frozen=True):

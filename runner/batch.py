@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable, Iterable
 
 from proto import Done, ErrorCode, Failed, Generate, Msg, Stats, Tokens
+from runner import media
 from runner.engine import BadRequestError, Chunk, Engine, EngineError, LoadInfo
-from runner.slots import Seq, Slot, fit_prompt, pick_slot
+from runner.slots import Seq, Slot, pick_slot
 
 __all__ = ["Scheduler"]
 
@@ -51,13 +52,7 @@ class Scheduler:
         """Start ``req`` in a free slot (or end it at once); errors go out as ``Failed``."""
         engine = self._engine
         try:
-            prompt = list(req.tokens)  # e.g. /api/generate's `context`, then the new text
-            if req.prompt:
-                add_bos = req.add_bos and not prompt
-                prompt += engine.tokenize(req.prompt, add_special=add_bos, parse_special=True)
-            if not prompt:
-                raise BadRequestError("the prompt is empty")
-            prompt = fit_prompt(prompt, req, self._n_ctx)
+            prompt, spans = media.request_prompt(engine, req, self._n_ctx)
             if req.num_predict == 0:
                 stats = Stats(prompt_tokens=len(prompt))
                 self._emit([Done(id=req.id, reason="length", stats=stats)])
@@ -76,8 +71,9 @@ class Scheduler:
             return
         slot, common = self.take_slot(prompt)
         common = min(common, len(prompt) - 1)  # evaluate one token at least, for its logits
-        self.truncate(slot, common)
+        self.truncate(slot, media.reuse(spans, common))
         seq = Seq(req, slot, prompt, sampler, len(slot.cached))
+        seq.spans = spans
         slot.seq = seq
         self.active.append(seq)
 
@@ -105,12 +101,15 @@ class Scheduler:
             chunks.append(Chunk(slot.index, [seq.pending], len(slot.cached), True))
             owners.append(seq)
             budget -= 1
-        for seq in self.active:
+        for seq in list(self.active):
             if seq.n_eval >= len(seq.prompt):
                 continue
             if budget <= 0:
                 break
-            n = min(budget, len(seq.prompt) - seq.n_eval)
+            end = self._feed_media(seq, out) if seq.spans else len(seq.prompt)
+            if end < 0:
+                continue
+            n = min(budget, end - seq.n_eval)
             last = seq.n_eval + n == len(seq.prompt)
             tokens = seq.prompt[seq.n_eval : seq.n_eval + n]
             chunks.append(Chunk(seq.slot.index, tokens, len(seq.slot.cached), last))
@@ -127,6 +126,14 @@ class Scheduler:
             self._decode(chunks, owners, out)
         if out:
             self._emit(out)
+
+    def _feed_media(self, seq: Seq, out: list[Msg]) -> int:
+        """Evaluate the images where ``seq`` stands; where its text run ends, -1 if it failed."""
+        try:
+            return media.feed(self._engine, seq)
+        except EngineError as exc:
+            self._fail(seq, ErrorCode.INTERNAL, str(exc), out)
+            return -1
 
     def _make_room(self, seq: Seq, out: list[Msg]) -> bool:
         if not seq.req.shift:

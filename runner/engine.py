@@ -5,7 +5,9 @@
 prompt cache; an engine only evaluates batches of ``Chunk`` s (one decode per step, every
 sequence of the step in it), samples from a row of the last decode, and edits one sequence's
 cache. Every method is called from the runner's one inference thread, except
-``tokenize``/``detokenize``/``piece``/``is_eog`` which only read the vocabulary.
+``tokenize``/``detokenize``/``piece``/``is_eog`` which only read the vocabulary. Images enter a
+prompt as ``Media`` that the engine made (``media_prompt``) and evaluates on its own
+(``decode_media``); ``runner.media`` schedules them.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ __all__ = [
     "Engine",
     "EngineError",
     "LoadInfo",
+    "Media",
     "PromptTooLongError",
     "Sampled",
     "SeqSampler",
+    "Span",
 ]
 
 
@@ -66,6 +70,25 @@ class Chunk:
     logits: bool  # the last token's logits are needed (a sample follows)
 
 
+class Media(Protocol):
+    """An encoded piece of an image, made by the engine; it fills ``n_tokens`` positions."""
+
+    @property
+    def n_tokens(self) -> int: ...
+
+    def close(self) -> None:
+        """Free it now (it is freed when collected anyway); closing twice does nothing."""
+        ...
+
+
+@dataclass(slots=True)
+class Span:
+    """``media`` at prompt index ``start``: the prompt holds placeholders for its positions."""
+
+    start: int
+    media: Media
+
+
 class SeqSampler(Protocol):
     """One request's sampling state: options, grammar, penalties, seed."""
 
@@ -93,6 +116,19 @@ class Engine(Protocol):
 
     def decode(self, chunks: Sequence[Chunk]) -> None:
         """Evaluate every chunk in one batch; ``EngineError`` when that fails."""
+        ...
+
+    def media_prompt(
+        self, text: str, images: Sequence[bytes], *, add_special: bool
+    ) -> tuple[list[int], list[Span]]:
+        """Tokens of ``text`` with each ``[img-N]`` tag replaced by image N's positions (negative
+        placeholders), and the images' spans; ``BadRequestError`` when the model has no
+        projector or an image cannot be read."""
+        ...
+
+    def decode_media(self, seq: int, media: Media, pos: int) -> None:
+        """Evaluate ``media`` into sequence ``seq`` from position ``pos``; ``EngineError`` when
+        that fails."""
         ...
 
     def forget(self, seq: int, start: int) -> bool:

@@ -23,7 +23,16 @@ from urllib.parse import parse_qs
 import psutil
 
 from proto import Generate, LoadParams, Memory
-from runner.engine import Chunk, EngineError, LoadInfo, PromptTooLongError, Sampled
+from runner.engine import (
+    BadRequestError,
+    Chunk,
+    EngineError,
+    LoadInfo,
+    Media,
+    PromptTooLongError,
+    Sampled,
+    Span,
+)
 
 __all__ = ["FakeEngine", "parse_fake_spec"]
 
@@ -117,6 +126,14 @@ class FakeEngine:
     def decode(self, chunks: Sequence[Chunk]) -> None:
         if self.delay:
             time.sleep(self.delay)
+
+    def media_prompt(
+        self, text: str, images: Sequence[bytes], *, add_special: bool
+    ) -> tuple[list[int], list[Span]]:
+        raise BadRequestError("this model does not support images (it has no projector)")
+
+    def decode_media(self, seq: int, media: Media, pos: int) -> None:
+        raise EngineError("this model has no projector")
 
     def forget(self, seq: int, start: int) -> bool:
         return True

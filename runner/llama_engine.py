@@ -6,7 +6,8 @@ output in a batch sometimes drifted from a lone run's). ``decode``
 fills one ``llama_batch`` with every chunk of a step (per-token sequence ids) and makes one
 ``llama_decode`` call; logits are requested only for the rows that will be sampled. Embeddings
 borrow a free sequence, switch the context to embeddings for that decode only, and leave the
-sequence empty, so no reload is needed and no other sequence's cache is touched.
+sequence empty, so no reload is needed and no other sequence's cache is touched. A model
+with a projector (``LoadParams.projector_path``) takes images through ``runner.vision``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import ctypes
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llama_cpp
 import numpy as np
@@ -24,8 +25,20 @@ from llama_cpp import _internals
 from llama_cpp import _logger as llama_logger
 
 from proto import Generate, LoadParams, Memory
-from runner.engine import Chunk, EngineError, LoadInfo, PromptTooLongError
+from runner.engine import (
+    BadRequestError,
+    Chunk,
+    EngineError,
+    LoadInfo,
+    Media,
+    PromptTooLongError,
+    Span,
+)
+from runner.native_log import llama_log
 from runner.sampling import LlamaSampler
+
+if TYPE_CHECKING:
+    from runner.vision import Projector
 
 __all__ = ["LlamaEngine"]
 
@@ -47,6 +60,7 @@ _EMBED_CHUNK = 64  # tokens per embedding decode: every one has an output row (a
 class LlamaEngine:
     def __init__(self, *, verbose: bool = False) -> None:
         llama_logger.set_verbose(verbose)
+        self._log = llama_log()
         self._model: Any = None
         self._ctx: Any = None  # the raw llama_context pointer
         self._owner: Any = None  # the _internals.LlamaContext that frees it
@@ -56,6 +70,7 @@ class LlamaEngine:
         self._n_vocab = 0
         self._embedding = False
         self._tensor_split: Any = None
+        self._vision: Projector | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -108,8 +123,17 @@ class LlamaEngine:
         except ValueError as exc:
             raise EngineError(f"{exc} (n_ctx={cparams.n_ctx})") from exc
         self._ctx = self._owner.ctx
-        for path in params.lora_paths:
-            self._apply_lora(path)
+        self._apply_loras(params.lora_paths)
+        if params.projector_path:
+            from runner.vision import Projector  # loads libmtmd: only for models with images
+
+            self._vision = Projector(
+                params.projector_path,
+                self._model.model,
+                n_threads=threads,
+                use_gpu=params.n_gpu_layers != 0,
+                flash_attn=cparams.flash_attn_type,
+            )
         self._n_batch = n_batch
         self._n_ctx = min(n_ctx, llama_cpp.llama_n_ctx_seq(self._ctx))
         self._n_vocab = self._model.n_vocab()
@@ -124,16 +148,27 @@ class LlamaEngine:
             n_batch=n_batch,
         )
 
-    def _apply_lora(self, path: str) -> None:
-        adapter = llama_cpp.llama_adapter_lora_init(self._model.model, path.encode())
-        if not adapter:
-            raise EngineError(f"failed to load LoRA adapter {path}")
-        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
-        scales = (ctypes.c_float * 1)(1.0)
-        if llama_cpp.llama_set_adapters_lora(self._ctx, adapters, 1, scales) != 0:
-            raise EngineError(f"failed to apply LoRA adapter {path}")
+    def _apply_loras(self, paths: Sequence[str]) -> None:
+        """Load every adapter, then set them all at once (a set replaces the previous one)."""
+        if not paths:
+            return
+        loaded = []
+        for path in paths:
+            self._log.take()
+            adapter = llama_cpp.llama_adapter_lora_init(self._model.model, path.encode())
+            if not adapter:
+                why = self._log.take() or "see the runner's log"
+                raise EngineError(f"failed to load LoRA adapter {path}: {why}")
+            loaded.append(adapter)
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * len(loaded))(*loaded)
+        scales = (ctypes.c_float * len(loaded))(*[1.0] * len(loaded))
+        if llama_cpp.llama_set_adapters_lora(self._ctx, adapters, len(loaded), scales) != 0:
+            raise EngineError(f"failed to apply LoRA adapters {', '.join(paths)}")
 
     def close(self) -> None:
+        if self._vision is not None:
+            self._vision.close()
+            self._vision = None
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
@@ -210,6 +245,18 @@ class LlamaEngine:
         rc = llama_cpp.llama_decode(self._ctx, batch)
         if rc != 0:
             raise EngineError(f"llama_decode failed with status {rc}")
+
+    def media_prompt(
+        self, text: str, images: Sequence[bytes], *, add_special: bool
+    ) -> tuple[list[int], list[Span]]:
+        if self._vision is None:
+            raise BadRequestError("this model does not support images (it has no projector)")
+        return self._vision.prompt(text, images, add_special=add_special, tokenize=self.tokenize)
+
+    def decode_media(self, seq: int, media: Media, pos: int) -> None:
+        if self._vision is None:
+            raise EngineError("this model has no projector")
+        self._vision.decode(self._ctx, media, seq, pos, self._n_batch)
 
     def forget(self, seq: int, start: int) -> bool:
         mem = llama_cpp.llama_get_memory(self._ctx)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from proto import Generate, TokenLogprob
-from runner.engine import PromptTooLongError, SeqSampler
+from runner.engine import PromptTooLongError, SeqSampler, Span
 from runner.output import TextAssembler
 
 __all__ = ["SIMILARITY", "Seq", "Slot", "common_prefix", "fit_prompt", "pick_slot"]
@@ -48,6 +48,7 @@ class Seq:
         "req",
         "sampler",
         "slot",
+        "spans",
         "started",
         "text",
     )
@@ -69,6 +70,7 @@ class Seq:
         self.count = 0
         self.started = time.perf_counter()
         self.prompt_s = 0.0
+        self.spans: list[Span] = []  # images of the prompt not evaluated yet (runner.media)
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -29,6 +29,7 @@ __all__ = ["chat_chunks", "merge_chat", "routes"]
 log = logging.getLogger(__name__)
 
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
+IMAGE_TOKENS = 768  # what an image is assumed to take of the context (Ollama's estimate)
 
 
 def _messages(req: ChatRequest) -> list[dict[str, Any]]:
@@ -50,47 +51,55 @@ async def _fit_history(
     text: str,
     tools: list[dict[str, Any]] | None,
     think: bool | str | None,
-) -> str:
+) -> tuple[str, list[dict[str, Any]]]:
     """The prompt with the oldest history dropped until it fits the context (Ollama's
-    ``truncate``): system messages and the latest message always stay. If even that is too
-    long, the runner's own truncation handles the rest.
+    ``truncate``), and the messages kept: system messages and the latest message always stay.
+    If even that is too long, the runner's own truncation handles the rest. Each image counts
+    as ``IMAGE_TOKENS``.
 
     A token is never shorter than a byte, so a prompt with fewer bytes than the context needs
     no counting; otherwise the runner counts, and a binary search finds how much to drop.
     """
     model, n_ctx = prep.model, prep.options.load.n_ctx
-    if len(text.encode()) + 2 < n_ctx:
-        return text
+    if len(text.encode()) + 2 + IMAGE_TOKENS * _count_images(messages) < n_ctx:
+        return text, messages
     droppable = [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
     if not droppable:
-        return text
+        return text, messages
+
+    def kept(drop: int) -> list[dict[str, Any]]:
+        gone = set(droppable[:drop])
+        return [m for i, m in enumerate(messages) if i not in gone]
 
     def render(drop: int) -> str:
-        gone = set(droppable[:drop])
-        kept = [m for i, m in enumerate(messages) if i not in gone]
-        return render_chat(model, kept, tools=tools, think=think)
+        return render_chat(model, kept(drop), tools=tools, think=think)
 
     # keep_alive None: the lease must not apply (or expire on) the request's keep_alive.
     async with supervisor.lease(model, prep.options.load, None) as slot:
         if slot.runner.ready is not None:
             n_ctx = min(n_ctx, slot.runner.ready.n_ctx)
 
-        async def fits(candidate: str) -> bool:
+        async def fits(drop: int, candidate: str) -> bool:
             add = inf.add_bos_for(model, candidate)
-            return await inf.count_tokens(slot, candidate, add_special=add) < n_ctx
+            n = await inf.count_tokens(slot, candidate, add_special=add)
+            return n + IMAGE_TOKENS * _count_images(kept(drop)) < n_ctx
 
-        if await fits(text):
-            return text
+        if await fits(0, text):
+            return text, messages
         low, high = 1, len(droppable)  # the answer is in [low, high]; high may not fit either
         while low < high:
             mid = (low + high) // 2
-            if await fits(render(mid)):
+            if await fits(mid, render(mid)):
                 high = mid
             else:
                 low = mid + 1
     dropped = render(low)
     log.info("chat history truncated: %d of %d messages dropped", low, len(messages))
-    return dropped
+    return dropped, kept(low)
+
+
+def _count_images(messages: list[dict[str, Any]]) -> int:
+    return sum(len(m.get("images") or ()) for m in messages)
 
 
 async def chat_chunks(
@@ -107,8 +116,10 @@ async def chat_chunks(
         raise InvalidRequestError("model is required")
     json_schema = inf.json_schema_for(req.format)
     model = await inf.lookup_model(state, req.model)
-    images = any(m.images for m in req.messages if m.images is not msgspec.UNSET)
-    think = inf.check_common(model, think=req.think, top_logprobs=req.top_logprobs, images=images)
+    has_images = any(m.images for m in req.messages if m.images is not msgspec.UNSET)
+    think = inf.check_common(
+        model, think=req.think, top_logprobs=req.top_logprobs, images=has_images
+    )
     if req.tools and "tools" not in model.capabilities:
         raise InvalidRequestError(f"{model.name} does not support tools")
     prep = inf.prepare(state.settings, model, req.options, req.keep_alive)
@@ -119,13 +130,26 @@ async def chat_chunks(
         )
         return
     messages = _messages(req)
+    decoded = [
+        inf.decode_images(m.get("images") or (), f"messages[{i}].images")
+        for i, m in enumerate(messages)
+    ]
     text = render_chat(model, messages, tools=req.tools, think=think)
+    kept = messages
     if req.truncate:
-        text = await _fit_history(state.supervisor, prep, messages, text, req.tools, think)
+        text, kept = await _fit_history(state.supervisor, prep, messages, text, req.tools, think)
+    survived = {id(m) for m in kept}  # the images of kept messages, numbered as rendered
+    images = inf.image_payload(
+        data
+        for m, of_message in zip(messages, decoded, strict=True)
+        if id(m) in survived
+        for data in of_message
+    )
     parser = inf.output_parser(model, text, think=think, tools=req.tools)
     build = inf.generate_message(
         prep,
         text,
+        images=images,
         add_bos=inf.add_bos_for(model, text),
         logprobs=req.top_logprobs if req.logprobs else -1,
         shift=req.shift,

@@ -43,6 +43,7 @@ async def generate_chunks(
     think = inf.check_common(
         model, think=req.think, top_logprobs=req.top_logprobs, images=bool(req.images)
     )
+    images = inf.image_payload(inf.decode_images(req.images or (), "images"))
     prep = inf.prepare(state.settings, model, req.options, req.keep_alive)
     if not req.prompt and not req.suffix and not req.images and not req.context:
         reason = await inf.load_or_unload(state.supervisor, prep)
@@ -57,6 +58,7 @@ async def generate_chunks(
             system=req.system,
             suffix=req.suffix or None,
             template=req.template,
+            images=req.images,
             think=think,
         )
     parser = inf.output_parser(
@@ -71,6 +73,7 @@ async def generate_chunks(
         prep,
         text,
         tokens=tuple(req.context or ()),
+        images=images,
         add_bos=inf.add_bos_for(model, text),
         logprobs=req.top_logprobs if req.logprobs else -1,
         shift=req.shift,
@@ -102,8 +105,8 @@ async def generate_chunks(
     )
     if leftover:
         final.logprobs = leftover
-    if not req.raw and outcome.done is not None:
-        final.context = list(outcome.done.context)
+    if not req.raw and outcome.done is not None:  # (an image's positions are not tokens)
+        final.context = [t for t in outcome.done.context if t >= 0]
     yield final
 
 

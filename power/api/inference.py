@@ -5,6 +5,8 @@ and turning runner events into Ollama's fields.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from power.options import Resolved, resolve_options
 from power.parse import OutputParser, Parsed, ThinkingParser, ToolFormat, ToolParser, tool_format
 from power.supervisor import Loaded, RequestTiming, Supervisor, runner_key
 from power.template import thinking_tags
-from proto import Done, Generate, Msg, Tokenize, Tokenized, Tokens
+from proto import MAX_FRAME, Done, Generate, Msg, Tokenize, Tokenized, Tokens
 
 if TYPE_CHECKING:
     from power.config import Settings
@@ -38,6 +40,8 @@ __all__ = [
     "count_tokens",
     "created_at",
     "decode_body",
+    "decode_images",
+    "image_payload",
     "joined",
     "json_response",
     "lookup_model",
@@ -48,6 +52,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+MAX_IMAGE_BYTES = MAX_FRAME - (1 << 20)  # all images of a request ride in one Generate frame
 
 _second: int = -1
 _second_text: str = ""
@@ -121,9 +127,36 @@ def prepare(
         model_params=model.parameters,
         request=options,
         lora_paths=tuple(model.adapters),
+        projector_path="" if embedding else model.projector or "",
         embedding=embedding,
     )
     return Prepared(model=model, options=resolved, keep_alive_s=keep_alive_s)
+
+
+def decode_images(images: Iterable[str], where: str) -> tuple[bytes, ...]:
+    """The bytes of base64 ``images`` (found at ``where``); a 400 that names a bad one.
+
+    Line breaks are ignored, as Go's decoder (Ollama's) ignores them; nothing else is.
+    """
+    out: list[bytes] = []
+    for i, data in enumerate(images):
+        try:
+            out.append(base64.b64decode(data.replace("\n", "").replace("\r", ""), validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidRequestError(f"invalid image data in {where}[{i}]: {exc}") from exc
+    return tuple(out)
+
+
+def image_payload(images: Iterable[bytes]) -> tuple[bytes, ...]:
+    """The images one request sends to the runner; a 400 when they cannot fit in its frame."""
+    out = tuple(images)
+    total = sum(map(len, out))
+    if total > MAX_IMAGE_BYTES:
+        raise InvalidRequestError(
+            f"the images of one request may take {MAX_IMAGE_BYTES >> 20} MiB at most, not"
+            f" {total / (1 << 20):.1f} MiB"
+        )
+    return out
 
 
 def generate_message(
@@ -131,6 +164,7 @@ def generate_message(
     prompt: str,
     *,
     tokens: tuple[int, ...] = (),
+    images: tuple[bytes, ...] = (),
     add_bos: bool = True,
     logprobs: int = -1,
     shift: bool = True,
@@ -155,6 +189,7 @@ def generate_message(
             shift=shift,
             truncate=truncate,
             json_schema=json_schema,
+            images=images,
         )
 
     return build

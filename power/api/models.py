@@ -28,6 +28,7 @@ from power.errors import (
     PowerError,
 )
 from power.store.create import create_model
+from power.store.gguf import GGUFInfo, read_gguf
 from power.store.model import LocalModel
 from power.store.names import ModelName
 from power.store.store import ModelStore
@@ -188,16 +189,22 @@ def _modelfile(m: LocalModel, system: str | None, params: dict[str, Any]) -> str
 
 
 def _model_info(m: LocalModel, verbose: bool) -> dict[str, Any]:
-    info: dict[str, Any] = {}
-    for key, value in m.gguf.metadata.items():
-        if key in ("general.name", "tokenizer.chat_template"):
-            continue
-        info[key] = [] if isinstance(value, list) and len(value) > 5 and not verbose else value
+    info = _kv(m.gguf, verbose, skip=("general.name", "tokenizer.chat_template"))
     info["general.parameter_count"] = m.gguf.parameter_count
     return dict(sorted(info.items()))
 
 
-def _show(m: LocalModel, req: _ShowRequest, user_agent: str) -> dict[str, Any]:
+def _kv(gguf: GGUFInfo, verbose: bool, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        key: [] if isinstance(value, list) and len(value) > 5 and not verbose else value
+        for key, value in sorted(gguf.metadata.items())
+        if key not in skip
+    }
+
+
+def _show(
+    m: LocalModel, req: _ShowRequest, user_agent: str, projector: GGUFInfo | None = None
+) -> dict[str, Any]:
     system = req.system or m.system
     params = {**m.parameters, **(req.options or {})}
     resp: dict[str, Any] = {}
@@ -217,6 +224,8 @@ def _show(m: LocalModel, req: _ShowRequest, user_agent: str) -> dict[str, Any]:
     resp["model_info"] = _model_info(m, req.verbose)
     if user_agent.startswith(_COPILOT_PREFIX):
         resp["model_info"]["general.basename"] = req.model
+    if projector is not None:
+        resp["projector_info"] = _kv(projector, req.verbose)
     if req.verbose:
         resp["tensors"] = m.gguf.tensors
     resp["capabilities"] = m.capabilities
@@ -230,7 +239,8 @@ async def show_model(request: Request) -> Response:
     if not req.model:
         raise InvalidRequestError("model is required")
     m = await asyncio.to_thread(_store(request).get, req.model)
-    return _json(_show(m, req, request.headers.get("user-agent", "")))
+    projector = await asyncio.to_thread(read_gguf, m.projector) if m.projector else None
+    return _json(_show(m, req, request.headers.get("user-agent", ""), projector))
 
 
 # -- POST /api/copy, DELETE /api/delete ------------------------------------------------------

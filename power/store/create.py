@@ -62,8 +62,14 @@ def _request(req: CreateRequest | Mapping[str, Any]) -> CreateRequest:
         raise InvalidRequestError(str(exc)) from exc
 
 
-def _merge_modelfile(req: CreateRequest) -> CreateRequest:
+def _merge_modelfile(req: CreateRequest, store: ModelStore) -> CreateRequest:
     fields = modelfile_to_create_request(parse_modelfile(req.modelfile), Path.cwd())
+    files = fields.get("files") or {}
+    for name, source in files.items():  # further FROMs: files on this machine, or blobs
+        if not source.startswith("sha256"):
+            if not Path(source).is_file():
+                raise InvalidRequestError(f"FROM {source}: only the first FROM may name a model")
+            files[name] = store.add_blob_from_file(source)
     merged = msgspec.to_builtins(req)
     for key, value in fields.items():
         if not merged.get(key):
@@ -89,7 +95,7 @@ def create_model(
     """Validate ``req`` now (raising PowerError subclasses) and return the progress iterator."""
     r = _request(req)
     if r.modelfile:
-        r = _merge_modelfile(r)
+        r = _merge_modelfile(r, store)
     target = store.resolve(parse_name(name or r.model or r.name))
     qtype = r.quantize or r.quantization
     if qtype:
@@ -126,9 +132,8 @@ class _Builder:
         r = self.req
         if r.from_:
             yield from self._from(r.from_)
-        else:
-            for filename in sorted(r.files or {}):
-                yield from self._gguf_layer((r.files or {})[filename], filename)
+        for filename in sorted(r.files or {}):  # with `from`: more layers, e.g. a projector
+            yield from self._gguf_layer((r.files or {})[filename], filename)
         if r.quantize:
             yield from self._quantize(r.quantize)
         yield from self._modifiers()

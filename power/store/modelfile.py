@@ -207,15 +207,24 @@ def _from_arg(arg: str, base_dir: Path) -> str:
 
 
 def modelfile_to_create_request(parsed: Modelfile, base_dir: Path) -> dict[str, Any]:
-    """Map commands onto structured create fields (``from``, ``adapters``, ``parameters``...)."""
+    """Map commands onto structured create fields (``from``, ``adapters``, ``parameters``...).
+
+    The first FROM is ``from``; further ones (a projector beside the model's GGUF, as vision
+    models have) are ``files``, by file name, with a path or digest for the caller to resolve.
+    """
     req: dict[str, Any] = {}
+    files: dict[str, str] = {}
     params: dict[str, Any] = {}
     messages: list[dict[str, str]] = []
     licenses: list[str] = []
     adapters: dict[str, str] = {}
     for cmd in parsed.commands:
         if cmd.name == "model":
-            req["from"] = _from_arg(cmd.args, base_dir)
+            source = _from_arg(cmd.args, base_dir)
+            if "from" in req:
+                files[source if cmd.args.startswith("@") else Path(source).name] = source
+            else:
+                req["from"] = source
         elif cmd.name == "adapter":
             source = _from_arg(cmd.args, base_dir)
             adapters[Path(cmd.args).name if not cmd.args.startswith("@") else source] = source
@@ -233,6 +242,8 @@ def modelfile_to_create_request(parsed: Modelfile, base_dir: Path) -> dict[str, 
                 params.setdefault(cmd.name, []).extend(value)
             else:
                 params[cmd.name] = value
+    if files:
+        req["files"] = files
     if adapters:
         req["adapters"] = adapters
     if params:

@@ -36,6 +36,7 @@ def serves(loaded: LoadParams, wanted: LoadParams) -> bool:
     return (
         wanted.model_path == loaded.model_path
         and wanted.lora_paths == loaded.lora_paths
+        and wanted.projector_path == loaded.projector_path
         and wanted.n_batch == loaded.n_batch
         and (wanted.main_gpu < 0 or wanted.main_gpu == loaded.main_gpu)
         and (wanted.n_threads == 0 or wanted.n_threads == loaded.n_threads)

@@ -109,7 +109,8 @@ def _gib(n: int) -> str:
 
 
 def runner_key(params: LoadParams) -> str:
-    return "\0".join((params.model_path, *params.lora_paths))
+    parts = (params.model_path, *params.lora_paths)
+    return "\0".join((*parts, params.projector_path) if params.projector_path else parts)
 
 
 class Supervisor:
@@ -339,7 +340,7 @@ class Supervisor:
         metadata = getattr(getattr(model, "gguf", None), "metadata", None) or {}
         est = memory.estimate(
             metadata,
-            file_size=_file_size(params.model_path),
+            file_size=sum(map(_file_size, (params.model_path, params.projector_path))),
             n_ctx=params.n_ctx,
             num_parallel=params.num_parallel,
             n_batch=params.n_batch,

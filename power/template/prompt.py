@@ -9,6 +9,10 @@ Chat assembly: the model's SYSTEM (when the request does not start with a system
 then its stored MESSAGE list, then the request's messages. For qwen3 models, `<think>…</think>`
 is stripped from assistant turns that precede the last user turn.
 
+Images become `[img-N]` tags in their message's content, numbered across the conversation (a
+message's `[img]` markers, else a prefix), with either kind of template; the runner puts image
+N where its tag is.
+
 `think` is passed as given: resolving "omitted on a thinking model means true" is the caller's
 job (see `template_capabilities`).
 """
@@ -132,12 +136,12 @@ def render_chat(
     if gguf is not None and gguf.architecture in THINK_STRIP_ARCHITECTURES:
         msgs_.strip_thinking(conversation)
 
+    msgs_.image_tags(conversation)
     chat_template = _chat_template(model)
     if not model.template and chat_template:
         return _render_jinja(
             model, chat_template, conversation, tools, think, add_generation_prompt
         )
-    msgs_.image_tags(conversation)
     values = Values(
         messages=[msgs_.for_go(m) for m in conversation],
         tools=msgs_.tools_for_go(tools),
@@ -185,6 +189,7 @@ def render_generate(
     conversation = conversation if system_text else []
     conversation += stored
     conversation.append(msgs_.normalize({"role": "user", "content": prompt, "images": images}))
+    msgs_.image_tags(conversation)
     return _render_jinja(model, chat_template, conversation, None, think, True)
 
 

@@ -8,6 +8,7 @@ and embeddings.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import json
@@ -42,6 +43,7 @@ from proto import (
     Tokens,
 )
 from tests.api.test_models_api import tiny_gguf
+from tests.model.synth import write_gguf
 
 with warnings.catch_warnings():  # starlette prefers httpx2; plain httpx works the same here
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -170,6 +172,10 @@ def client(tmp_path: Path, sup: FakeSupervisor) -> Iterator[TestClient]:
     for name, template in (("qwen", QWEN), ("plain", PLAIN)):
         for _ in create_model(store, name, {"from": str(gguf), "template": template}):
             pass
+    clip = {"general.architecture": "clip", "general.type": "mmproj"}
+    projector = store.add_blob_from_file(write_gguf(tmp_path / "mmproj.gguf", clip, {}))
+    for _ in create_model(store, "vis", {"from": "plain", "files": {"mmproj.gguf": projector}}):
+        pass
     app = Starlette(
         routes=[*chat.routes, *generate.routes, *embed.routes],
         exception_handlers={PowerError: _power_error},
@@ -418,6 +424,77 @@ def test_truncate_false_keeps_everything_for_the_runner_to_judge(
     (gen,) = sup.generations()
     assert "question 0" in gen.prompt
     assert gen.truncate is False
+
+
+# -- images ----------------------------------------------------------------------------------
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_images_reach_the_runner_in_the_order_their_tags_number_them(
+    client: TestClient, sup: FakeSupervisor
+) -> None:
+    messages = [
+        {"role": "user", "content": "first", "images": [b64(b"one"), b64(b"two")]},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "and [img] this?", "images": [b64(b"three")]},
+    ]
+    assert client.post("/api/chat", json={"model": "vis", "messages": messages}).status_code == 200
+    body = {"model": "vis", "prompt": "describe", "images": [b64(b"four")]}
+    assert client.post("/api/generate", json=body).status_code == 200
+    chat_gen, gen = sup.generations()
+    assert chat_gen.images == (b"one", b"two", b"three")
+    assert (
+        "<|user|>[img-0][img-1]first <|assistant|>ok <|user|>and [img-2] this?" in chat_gen.prompt
+    )
+    assert gen.images == (b"four",)
+    assert gen.prompt == "<|user|>[img-0]\n\ndescribe <|assistant|>"  # user turns collated
+
+
+def test_history_truncation_counts_images_and_renumbers_the_kept_ones(
+    client: TestClient, sup: FakeSupervisor
+) -> None:
+    messages = [
+        {"role": "user", "content": "old", "images": [b64(b"old")]},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "new", "images": [b64(b"new")]},
+    ]
+    body = {"model": "vis", "messages": messages, "options": {"num_ctx": 1000}}
+    assert client.post("/api/chat", json=body).status_code == 200
+    (gen,) = sup.generations()
+    assert gen.images == (b"new",)
+    assert gen.prompt == "<|assistant|>ok <|user|>[img-0]new <|assistant|>"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "error"),
+    [
+        (
+            "/api/chat",
+            {"messages": [{"role": "user", "content": "x", "images": ["bad!"]}]},
+            "invalid image data in messages[0].images[0]: ",
+        ),
+        (
+            "/api/generate",
+            {"prompt": "x", "images": ["a", "bad!"]},
+            "invalid image data in images[0]",
+        ),
+        (
+            "/api/generate",
+            {"model": "plain", "prompt": "x", "images": [b64(b"x")]},
+            '"plain:latest" does not support images',
+        ),
+    ],
+)
+def test_bad_images_are_400_before_the_runner(
+    client: TestClient, sup: FakeSupervisor, path: str, body: dict[str, Any], error: str
+) -> None:
+    resp = client.post(path, json={"model": "vis", **body})
+    assert resp.status_code == 400
+    assert resp.json()["error"].startswith(error)
+    assert sup.generations() == []
 
 
 # -- embeddings ------------------------------------------------------------------------------

@@ -590,6 +590,27 @@ def test_create_uploads_local_files(runner: CliRunner, fake: FakeOllama, tmp_pat
     ]
 
 
+def test_create_uploads_a_projector_beside_the_model(
+    runner: CliRunner, fake: FakeOllama, tmp_path: Path
+) -> None:
+    digests = {}
+    for name in ("weights.gguf", "mmproj.gguf"):
+        (tmp_path / name).write_bytes(b"GGUF-" + name.encode())
+        digests[name] = "sha256:" + hashlib.sha256(b"GGUF-" + name.encode()).hexdigest()
+        fake.on("POST", f"/api/blobs/{digests[name]}", (201, None))
+    (tmp_path / "Modelfile").write_text("FROM ./weights.gguf\nFROM ./mmproj.gguf\n")
+    fake.on("POST", "/api/create", (200, [{"status": "success"}]))
+    result = runner.invoke(main, ["create", "mine", "-f", str(tmp_path / "Modelfile")])
+    assert result.exit_code == 0, result.output
+    assert fake.bodies("POST", "/api/create") == [
+        {"model": "mine", "files": digests, "stream": True}
+    ]
+    (tmp_path / "Modelfile").write_text("FROM base\nFROM ./gone.gguf\n")
+    missing = runner.invoke(main, ["create", "mine", "-f", str(tmp_path / "Modelfile")])
+    assert missing.exit_code == 1
+    assert "only the first FROM may name a model" in missing.stderr
+
+
 def test_create_from_model_name(
     runner: CliRunner, fake: FakeOllama, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

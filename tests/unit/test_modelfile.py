@@ -151,6 +151,20 @@ def test_from_model_name_and_blob(tmp_path: Path) -> None:
     assert blob == {"from": "sha256:" + "b" * 64}
 
 
+def test_further_froms_are_files(tmp_path: Path) -> None:
+    (tmp_path / "weights.gguf").write_bytes(b"GGUF")
+    (tmp_path / "mmproj.gguf").write_bytes(b"GGUF")
+    text = "FROM ./weights.gguf\nFROM ./mmproj.gguf\nFROM @sha256:" + "c" * 64 + "\n"
+    req = modelfile_to_create_request(parse_modelfile(text), tmp_path)
+    assert req == {
+        "from": str((tmp_path / "weights.gguf").resolve()),
+        "files": {
+            "mmproj.gguf": str((tmp_path / "mmproj.gguf").resolve()),
+            "sha256:" + "c" * 64: "sha256:" + "c" * 64,
+        },
+    }
+
+
 def test_unknown_parameter_error_names_line(tmp_path: Path) -> None:
     parsed = parse_modelfile("FROM x\n\nPARAMETER nope 1\n")
     with pytest.raises(ModelfileError, match=r"^\(line 3\): unknown parameter 'nope'$"):

@@ -452,6 +452,17 @@ def test_images_become_numbered_tags_in_go_templates() -> None:
     )
 
 
+def test_images_become_numbered_tags_in_jinja_templates_too() -> None:
+    source = "{% for m in messages %}{{ m.role }}:{{ m.content }};{% endfor %}"
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "two", "images": ["aaa", "bbb"]},
+        {"role": "user", "content": "look [img] here", "images": ["ccc"]},
+    ]
+    jinja = model(gguf=FakeGGUF(chat_template=source))
+    assert render_chat(jinja, messages) == "user:[img-0][img-1]two;user:look [img-2] here;"
+    assert render_generate(jinja, "Describe", images=["aaa"]) == "user:[img-0]Describe;"
+
+
 # ---------------------------------------------------------------------------------------
 # Thinking
 

@@ -316,6 +316,25 @@ def test_capabilities(store: ModelStore, tmp_path: Path) -> None:
     assert store.get("vague").capabilities == ["completion"]
 
 
+def test_a_projector_makes_a_vision_model(store: ModelStore, gguf: Path, tmp_path: Path) -> None:
+    proj = tiny_gguf(tmp_path / "mmproj.gguf", arch="clip", extra={"general.type": "mmproj"})
+    _create(store, "vis", modelfile=f"FROM {gguf}\nFROM {proj}\nSYSTEM hi\n")
+    m = store.get("vis")
+    assert "vision" in m.capabilities
+    assert m.projector is not None
+    assert Path(m.projector).read_bytes() == proj.read_bytes()
+    assert Path(m.model_path).read_bytes() == gguf.read_bytes()
+    # an existing model plus a projector: `from`, then `files` as more layers
+    _create(store, "text", **{"from": str(gguf)})
+    assert "vision" not in store.get("text").capabilities
+    digest = store.add_blob_from_file(proj)
+    _create(store, "vis2", **{"from": "text", "files": {"mmproj.gguf": digest}})
+    assert store.get("vis2").projector == m.projector
+    assert store.get("vis2").model_path == m.model_path
+    with pytest.raises(InvalidRequestError, match="only the first FROM may name a model"):
+        create_model(store, "bad", {"modelfile": f"FROM {gguf}\nFROM text\n"})
+
+
 # -- copy, delete, list, prune -----------------------------------------------------------------
 
 

@@ -1,0 +1,137 @@
+"""Images in a prompt, from the request's text to the KV cache; the engine-independent part.
+
+The gateway renders each image as an ``[img-N]`` tag (Ollama's convention) and sends the bytes
+in ``Generate.images``. ``build_prompt`` tokenizes the text between the tags and asks the
+engine to encode image N where its tag stands: text pieces (e.g. a model's begin-of-image
+tokens) and ``Media``, each filling ``n_tokens`` positions. The prompt keeps one placeholder id
+per such position: negative, so it is never a vocabulary token, and derived from the image's
+bytes, so the slots' prefix cache (``runner.slots``) reuses an image's KV only when the same
+image sits at the same place.
+
+The scheduler evaluates a prompt's text in the shared batches as usual, each chunk ending at the
+next image; when evaluation reaches an image, ``feed`` has the engine evaluate it on its own
+(its text before it is in the cache by then) and evaluation goes on after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from proto import Generate
+from runner.engine import BadRequestError, Engine, Media, PromptTooLongError, Span
+from runner.slots import fit_prompt
+
+if TYPE_CHECKING:
+    from runner.slots import Seq
+
+__all__ = ["IMAGE_TAG", "build_prompt", "feed", "placeholder", "request_prompt", "reuse"]
+
+IMAGE_TAG = re.compile(r"\[img-(\d+)\]")
+
+Tokenize = Callable[[str, bool], list[int]]  # (text, add_special) -> tokens
+Encode = Callable[[bytes], Sequence[list[int] | Media]]  # image -> text tokens and media
+
+
+def placeholder(data: bytes) -> int:
+    """The id an image's positions carry in a prompt: negative, the same for the same bytes."""
+    digest = hashlib.blake2b(data, digest_size=8).digest()  # 63 bits: collisions are moot
+    return -1 - (int.from_bytes(digest, "little") >> 1)
+
+
+def build_prompt(
+    text: str,
+    images: Sequence[bytes],
+    *,
+    add_special: bool,
+    tokenize: Tokenize,
+    encode: Encode,
+) -> tuple[list[int], list[Span]]:
+    """``text`` tokenized with each ``[img-N]`` tag replaced by image N (Ollama's runner does
+    the same: an unknown N is an error, an image without a tag is not used)."""
+    prompt: list[int] = []
+    spans: list[Span] = []
+    pieces = IMAGE_TAG.split(text)  # text, N, text, N, ..., text
+    try:
+        for i, piece in enumerate(pieces):
+            if i % 2 == 0:
+                if piece or (add_special and i == 0):
+                    prompt += tokenize(piece, add_special and i == 0)
+                continue
+            index = int(piece)
+            if index >= len(images):
+                raise BadRequestError(f"invalid image index: {index}")
+            marker = placeholder(images[index])
+            for part in encode(images[index]):
+                if isinstance(part, list):
+                    prompt += part
+                else:
+                    spans.append(Span(len(prompt), part))
+                    prompt += [marker] * part.n_tokens
+        if spans and spans[-1].start + spans[-1].media.n_tokens == len(prompt):
+            raise BadRequestError("the prompt must not end with an image: add text after it")
+    except BaseException:
+        close(spans)
+        raise
+    return prompt, spans
+
+
+def request_prompt(engine: Engine, req: Generate, n_ctx: int) -> tuple[list[int], list[Span]]:
+    """``req``'s prompt (its ``tokens``, then its text with the images in it), fitted to the
+    context. A prompt with images is never cut: the cut could fall inside an image."""
+    prompt = list(req.tokens)  # e.g. /api/generate's `context`, then the new text
+    spans: list[Span] = []
+    if req.prompt:
+        add_bos = req.add_bos and not prompt
+        if req.images:
+            tokens, spans = engine.media_prompt(req.prompt, req.images, add_special=add_bos)
+            for span in spans:
+                span.start += len(prompt)
+            prompt += tokens
+        else:
+            prompt += engine.tokenize(req.prompt, add_special=add_bos, parse_special=True)
+    if not prompt:
+        raise BadRequestError("the prompt is empty")
+    if spans and len(prompt) >= n_ctx:
+        close(spans)
+        raise PromptTooLongError(
+            "the prompt with its images is longer than the context length currently available"
+            f" to the model; prompt {len(prompt)} tokens, context {n_ctx} tokens"
+        )
+    return fit_prompt(prompt, req, n_ctx), spans
+
+
+def reuse(spans: list[Span], common: int) -> int:
+    """How much of a cached prefix of ``common`` positions to keep: never part of an image (a
+    prefix that ends inside one ends at its start instead)."""
+    for span in spans:
+        if span.start < common < span.start + span.media.n_tokens:
+            return span.start
+    return common
+
+
+def feed(engine: Engine, seq: Seq) -> int:
+    """Evaluate the images that start where ``seq``'s prompt evaluation stands (dropping those
+    its slot had cached), and return where the text after them ends: the next image's start,
+    else the prompt's end."""
+    spans, slot = seq.spans, seq.slot
+    while spans and spans[0].start < seq.n_eval:  # in the cache already
+        spans.pop(0).media.close()
+    while spans and spans[0].start == seq.n_eval:
+        media = spans.pop(0).media
+        n = media.n_tokens
+        try:
+            engine.decode_media(slot.index, media, len(slot.cached))
+        finally:
+            media.close()
+        slot.cached.extend(seq.prompt[seq.n_eval : seq.n_eval + n])
+        seq.n_eval += n
+    return spans[0].start if spans else len(seq.prompt)
+
+
+def close(spans: list[Span]) -> None:
+    for span in spans:
+        span.media.close()
+    spans.clear()
