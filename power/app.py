@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -58,6 +60,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    yield
+    registry = getattr(app.state, "registry", None)
+    if registry is not None:
+        await registry.aclose()  # pulled blobs reach the disk before the server exits
+
+
 def create_app(settings: Settings, supervisor: Supervisor, store: ModelStore) -> Starlette:
     metrics = Metrics.create()
     routes = [
@@ -73,6 +83,7 @@ def create_app(settings: Settings, supervisor: Supervisor, store: ModelStore) ->
     app = Starlette(
         routes=routes,
         exception_handlers={PowerError: _power_error, Exception: _unexpected},
+        lifespan=_lifespan,
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(

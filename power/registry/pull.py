@@ -58,6 +58,17 @@ def url_model_name(url: str) -> ModelName:
 async def pull(
     svc: RegistryService, model: str, *, insecure: bool
 ) -> AsyncGenerator[Progress, None]:
+    try:
+        async with contextlib.aclosing(_pull(svc, model, insecure=insecure)) as steps:
+            async for p in steps:
+                yield p
+    finally:
+        svc.downloads.sync_committed()  # after the manifest: see power.registry.download
+
+
+async def _pull(
+    svc: RegistryService, model: str, *, insecure: bool
+) -> AsyncGenerator[Progress, None]:
     if is_url(model):
         async with contextlib.aclosing(
             _pull_url(svc, model, url_model_name(model), insecure=insecure)

@@ -13,7 +13,7 @@ import pytest
 
 from power.errors import RegistryError
 from power.registry import RegistryService, pull
-from power.registry.download import _DiskError, _pwrite
+from power.registry.parts import DiskError, pwritev
 from power.store.store import ModelStore
 from tests.registry.conftest import PASSWORD, USER, Registry, publish_tiny, sha256
 from tests.registry.proxy import proxy
@@ -179,8 +179,8 @@ async def test_basic_auth_from_docker_config(
 def test_disk_full_is_not_retried() -> None:
     fd = os.open("/dev/full", os.O_WRONLY)
     try:
-        with pytest.raises(_DiskError, match="no space left on device"):
-            _pwrite(fd, b"x" * 10, 0)
+        with pytest.raises(DiskError, match="no space left on device"):
+            pwritev(fd, [b"x" * 10], 0)
     finally:
         os.close(fd)
 
