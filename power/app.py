@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from power.api import chat, generate, models, ps
+from power.api import chat, create, generate, models, ps
 from power.api import embed as embed_api
 from power.api import openai as openai_api
 from power.api import registry as registry_api
@@ -76,6 +76,7 @@ def create_app(settings: Settings, supervisor: Supervisor, store: ModelStore) ->
         *chat.routes,
         *embed_api.routes,
         *models.routes,
+        *create.routes,
         *registry_api.routes,
         *openai_api.routes,
         Route("/metrics", metrics_endpoint, methods=["GET"]),
