@@ -174,7 +174,9 @@ class _PartWriter:
         w = _Write(self.fd, pos, self.chunks)
         self.chunks, self.buffered = [], 0
         self.inflight = w
-        self.job = asyncio.ensure_future(asyncio.to_thread(w.run))
+        # Submitted to the executor now, not from a task's first step: abandon() may have to
+        # wait for it synchronously before the loop has run anything else.
+        self.job = asyncio.get_running_loop().run_in_executor(None, w.run)
         self.job.add_done_callback(lambda job: self._done(w, job))
 
     async def drain(self) -> None:
