@@ -38,6 +38,7 @@ PART_MAX = 1000 * 1000 * 1000
 WRITE_BUFFER = 1 << 20
 SAVE_EVERY_S = 0.5
 FLUSH_EVERY_S = 0.1  # so progress moves on slow links too
+_IOV_MAX = 1024  # buffers per pwritev (Linux's limit); a slow link brings many small chunks
 
 
 class Part(msgspec.Struct):
@@ -108,14 +109,16 @@ def clear_state(partial: Path) -> None:
 def pwritev(fd: int, chunks: list[bytes], pos: int) -> None:
     """Write every byte of ``chunks`` at ``pos``; disk errors become :class:`DiskError`."""
     views = [memoryview(c) for c in chunks if c]
+    i = 0  # views[:i] are written
     try:
-        while views:
-            n = os.pwritev(fd, views, pos)
+        while i < len(views):
+            n = os.pwritev(fd, views[i : i + _IOV_MAX], pos)
             pos += n
-            while views and n >= len(views[0]):
-                n -= len(views.pop(0))
-            if views and n:
-                views[0] = views[0][n:]
+            while i < len(views) and n >= len(views[i]):
+                n -= len(views[i])
+                i += 1
+            if n:  # a short write ended inside views[i]
+                views[i] = views[i][n:]
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise DiskError("write blob: no space left on device") from exc

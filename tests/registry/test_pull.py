@@ -176,6 +176,16 @@ async def test_basic_auth_from_docker_config(
     assert events[-1] == {"status": "success"}
 
 
+def test_many_small_chunks_in_one_write(tmp_path: Path) -> None:
+    chunks = [bytes([i % 251]) * (i % 7 + 1) for i in range(3000)]  # more than IOV_MAX
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        pwritev(fd, chunks, 5)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == b"\0" * 5 + b"".join(chunks)
+
+
 def test_disk_full_is_not_retried() -> None:
     fd = os.open("/dev/full", os.O_WRONLY)
     try:
