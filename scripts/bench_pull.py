@@ -8,6 +8,8 @@ on loopback, then runs interleaved rounds (the order rotates each round) of:
 * ``plain``: one sequential aiohttp GET of the blob into a file (the baseline; no fsync);
 * ``curl``: ``curl -o`` of the same URL, when curl is installed (a second baseline);
 * ``pull``: ``power.registry.pull`` into a fresh store, timed to its ``success`` line;
+* ``plain_sha256``: the plain GET hashing each chunk as it arrives, on the event loop: the
+  least any download that verifies its sha256 can do;
 * ``plain_fsync``: the plain GET followed by an fsync of the file;
 
 and, for each pull, the time until its background fsync has finished too (``pull_durable``).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -43,13 +46,16 @@ from tests.registry.proxy import proxy
 log = logging.getLogger("bench_pull")
 
 
-async def _plain_get(url: str, dest: Path, *, sync: bool = False) -> float:
+async def _plain_get(url: str, dest: Path, *, sync: bool = False, sha: bool = False) -> float:
     start = time.perf_counter()
+    h = hashlib.sha256()
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         resp.raise_for_status()
         with dest.open("wb") as f:
             async for chunk in resp.content.iter_chunked(1 << 20):
                 f.write(chunk)
+                if sha:
+                    h.update(chunk)
             if sync:
                 f.flush()
                 os.fsync(f.fileno())
@@ -106,6 +112,9 @@ def _rounds(tmp: Path, url: str, name: str, rounds: int) -> dict[str, list[float
     def plain_fsync() -> float:
         return asyncio.run(_plain_get(url, dest, sync=True))
 
+    def plain_sha256() -> float:
+        return asyncio.run(_plain_get(url, dest, sha=True))
+
     def curl() -> float:
         return _curl(url, dest)
 
@@ -119,6 +128,7 @@ def _rounds(tmp: Path, url: str, name: str, rounds: int) -> dict[str, list[float
     trials: dict[str, Callable[[], float]] = {"plain": plain, "pull": pulled}
     if shutil.which("curl"):
         trials["curl"] = curl
+    trials["plain_sha256"] = plain_sha256
     trials["plain_fsync"] = plain_fsync
     times: dict[str, list[float]] = {k: [] for k in trials}
     order = list(trials)
@@ -147,6 +157,7 @@ def main() -> int:
     data = src.read_bytes()
     digest = sha256(data)
     mb = len(data) / 1e6
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp, run_registry(Path(tmp) / "reg") as reg:
         reg.publish("library/bench", "latest", [(MODEL_TYPE, data)])
         url = f"{reg.url}/v2/library/bench/blobs/{digest}"
@@ -156,6 +167,7 @@ def main() -> int:
     results: dict[str, object] = {
         "blob_mb": mb,
         "rounds": args.rounds,
+        "loadavg_before_after": [load_before, os.getloadavg()],  # others' work on the machine
         "rates_mb_s": {k: _stats(v) for k, v in rates.items()},
         "raw_seconds": times,
     }
@@ -168,6 +180,7 @@ def main() -> int:
                  k, s["median"], s["min"], s["max"], ratios[k])  # fmt: skip
     again = max(0, fetched - (len(data) - saved))
     results["resume"] = {"saved": saved, "fetched": fetched, "refetched_pct": 100 * again / saved}
+    log.info("load average before %.2f, after %.2f", load_before[0], os.getloadavg()[0])
     log.info("resume: %d bytes were on disk, %d fetched; re-downloaded %.2f%% of them",
              saved, fetched, 100 * again / max(saved, 1))  # fmt: skip
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -80,14 +80,15 @@ class PrefixHasher:
             return
         if self._queue:
             self._draining = True
-            self._job = asyncio.ensure_future(asyncio.to_thread(self._drain))
+            self._job = asyncio.get_running_loop().run_in_executor(None, self._drain)
         else:
             end = min(self.frontier(), self.pos + READ_BACK_JOB)
             if end <= self.pos:
                 return
             self._draining = False
             self._next = end
-            self._job = asyncio.ensure_future(asyncio.to_thread(self._read_back, self.pos, end))
+            loop = asyncio.get_running_loop()
+            self._job = loop.run_in_executor(None, self._read_back, self.pos, end)
         self._job.add_done_callback(self._job_done)
 
     def _job_done(self, job: asyncio.Future[int]) -> None:

@@ -39,6 +39,7 @@ from power.registry.parts import (
     fetch_part,
     load_parts,
     plan_parts,
+    write_buffer,
 )
 from power.store.writeback import fsync_dir, mark_unsynced, sync_blob
 
@@ -132,11 +133,17 @@ class Downloads:
             task.result()
             yield t.completed
         finally:
-            t.waiters -= 1
-            if t.waiters == 0 and not task.done():
-                log.info("every pull of %s left; pausing its download", t.key)
-                task.cancel()
-                await asyncio.wait({task})
+            await self.leave(t)
+
+    async def leave(self, t: Transfer) -> None:
+        """One follower is done with ``t`` (:meth:`follow` calls it); when the last one leaves a
+        transfer that is still running, it is cancelled and its part state saved."""
+        t.waiters -= 1
+        task = t.task
+        if t.waiters == 0 and task is not None and not task.done():
+            log.info("every pull of %s left; pausing its download", t.key)
+            task.cancel()
+            await asyncio.wait({task})
 
 
 async def _after(previous: asyncio.Task[str] | None, job: Job, t: Transfer) -> str:
@@ -170,14 +177,23 @@ async def download_blob(
         if os.fstat(fd).st_size != t.total:
             os.ftruncate(fd, t.total)
         hasher.kick()  # a resumed download's saved prefix is hashed while the rest arrives
+        todo = [p for p in parts if p.Completed < p.Size]
+        buffer = write_buffer(len(todo))
         tasks = [
             asyncio.ensure_future(
                 fetch_part(
-                    t, reader, fd, partial, p, hasher, max_tries=max_tries, backoff_s=backoff_s
+                    t,
+                    reader,
+                    fd,
+                    partial,
+                    p,
+                    hasher,
+                    buffer=buffer,
+                    max_tries=max_tries,
+                    backoff_s=backoff_s,
                 )
             )
-            for p in parts
-            if p.Completed < p.Size
+            for p in todo
         ]
         try:
             await asyncio.gather(*tasks)

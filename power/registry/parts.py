@@ -35,7 +35,11 @@ log = logging.getLogger(__name__)
 MAX_PARTS = 16
 PART_MIN = 100 * 1000 * 1000
 PART_MAX = 1000 * 1000 * 1000
-WRITE_BUFFER = 1 << 20
+# Bytes a part buffers before a worker thread writes them: large, because each hand-off to a
+# thread costs a loop round trip, but within a budget shared by the parts fetched at once.
+WRITE_BUFFER_MIN = 1 << 20
+WRITE_BUFFER_MAX = 4 << 20
+WRITE_BUDGET = 16 << 20
 SAVE_EVERY_S = 0.5
 FLUSH_EVERY_S = 0.1  # so progress moves on slow links too
 _IOV_MAX = 1024  # buffers per pwritev (Linux's limit); a slow link brings many small chunks
@@ -69,6 +73,11 @@ def plan_parts(total: int, part_min: int) -> list[Part]:
     size = min(max(math.ceil(total / MAX_PARTS), part_min), PART_MAX)
     count = max(1, math.ceil(total / size))
     return [Part(N=i, Offset=i * size, Size=min(size, total - i * size)) for i in range(count)]
+
+
+def write_buffer(parts: int) -> int:
+    """The buffer size for each of ``parts`` parts fetched at once."""
+    return max(WRITE_BUFFER_MIN, min(WRITE_BUFFER_MAX, WRITE_BUDGET // max(parts, 1)))
 
 
 def state_path(partial: Path, n: int) -> Path:
@@ -230,15 +239,17 @@ async def fetch_part(
     part: Part,
     hasher: PrefixHasher,
     *,
+    buffer: int,
     max_tries: int,
     backoff_s: float,
 ) -> None:
-    """Fetch the rest of ``part``, retrying with backoff; its state is saved however it ends."""
+    """Fetch the rest of ``part``, retrying with backoff; its state is saved however it ends.
+    Landed bytes are written ``buffer`` bytes at a time (see :func:`write_buffer`)."""
     tries = 0
     try:
         while part.Completed < part.Size:
             try:
-                await _fetch_range(t, reader, fd, partial, part, hasher)
+                await _fetch_range(t, reader, fd, partial, part, hasher, buffer)
             except DiskError:
                 raise
             except RegistryError as exc:
@@ -255,7 +266,13 @@ async def fetch_part(
 
 
 async def _fetch_range(
-    t: Progress, reader: RangeReader, fd: int, partial: Path, part: Part, hasher: PrefixHasher
+    t: Progress,
+    reader: RangeReader,
+    fd: int,
+    partial: Path,
+    part: Part,
+    hasher: PrefixHasher,
+    buffer: int,
 ) -> None:
     start = part.Offset + part.Completed
     end = part.Offset + part.Size - 1
@@ -276,7 +293,7 @@ async def _fetch_range(
                     cut = min(skip, len(chunk))
                     chunk, skip = chunk[cut:], skip - cut
                 out.add(chunk if len(chunk) <= want else chunk[:want])
-                if out.buffered >= WRITE_BUFFER or time.monotonic() - flushed >= FLUSH_EVERY_S:
+                if out.buffered >= buffer or time.monotonic() - flushed >= FLUSH_EVERY_S:
                     await out.flush()
                     flushed = time.monotonic()
                     if flushed - saved >= SAVE_EVERY_S:
