@@ -59,6 +59,7 @@ class Transfer:
         self.completed = 0
         self.waiters = 0
         self.task: asyncio.Task[str] | None = None
+        self.partial: Path | None = None  # where its bytes go while it runs
         self.committed: Path | None = None  # the blob it renamed into place, not yet fsynced
 
 
@@ -135,15 +136,18 @@ class Downloads:
         finally:
             await self.leave(t)
 
-    async def leave(self, t: Transfer) -> None:
+    async def leave(self, t: Transfer, *, discard: bool = False) -> None:
         """One follower is done with ``t`` (:meth:`follow` calls it); when the last one leaves a
-        transfer that is still running, it is cancelled and its part state saved."""
+        transfer that is still running, it is cancelled and its part state saved for a resume,
+        or with ``discard`` (a blob fetched ahead for a pull that failed) removed."""
         t.waiters -= 1
         task = t.task
         if t.waiters == 0 and task is not None and not task.done():
             log.info("every pull of %s left; pausing its download", t.key)
             task.cancel()
             await asyncio.wait({task})
+            if discard and t.partial is not None:
+                await asyncio.to_thread(_discard, t.partial)
 
 
 async def _after(previous: asyncio.Task[str] | None, job: Job, t: Transfer) -> str:
@@ -164,10 +168,8 @@ async def download_blob(
     backoff_s: float = 1.0,
 ) -> str:
     """Fetch ``t.total`` bytes into ``partial``, verify, move to ``final(digest)``; the digest."""
-    parts = await asyncio.to_thread(load_parts, partial, t.total)
-    if parts is None:
-        await asyncio.to_thread(_discard, partial)
-        parts = plan_parts(t.total, part_min)
+    t.partial = partial
+    parts = await asyncio.to_thread(_resume_or_plan, partial, t.total, part_min)
     t.completed = sum(p.Completed for p in parts)
     if t.completed:
         log.info("resuming %s: %d of %d bytes on disk", t.key, t.completed, t.total)
@@ -215,6 +217,15 @@ async def download_blob(
     await asyncio.to_thread(_commit, partial, target)
     t.committed = target
     return digest
+
+
+def _resume_or_plan(partial: Path, total: int, part_min: int) -> list[Part]:
+    """The saved parts of an interrupted download, else a fresh plan (stale state removed)."""
+    parts = load_parts(partial, total)
+    if parts is None:
+        _discard(partial)
+        parts = plan_parts(total, part_min)
+    return parts
 
 
 def _discard(partial: Path) -> None:

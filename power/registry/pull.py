@@ -38,7 +38,8 @@ Progress = dict[str, Any]
 
 ACCEPT = f"{mf.MEDIA_TYPE_MANIFEST}, application/vnd.oci.image.manifest.v1+json"
 MAX_MANIFEST_BYTES = 4 << 20
-LAYERS_AHEAD = 4  # blobs downloading at once: the one being reported and the next ones
+LAYERS_AHEAD = 4  # blobs downloading at once: the one being reported and the next ones...
+PREFETCH_MAX = 16 << 20  # ...when they are this small (templates, params, configs)
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -197,8 +198,10 @@ async def _pull_manifest(
         for i, layer in enumerate(layers):
             # The next few blobs download meanwhile (the small ones are done by the time the
             # model is); progress is still reported one layer at a time, in order.
-            for ahead in layers[i : i + LAYERS_AHEAD]:
-                await start(ahead)
+            await start(layer)
+            for ahead in layers[i + 1 : i + LAYERS_AHEAD]:
+                if ahead.size <= PREFETCH_MAX:
+                    await start(ahead)
             digest, total = layer.digest, layer.size
             status = f"pulling {digest[7:19]}"
             transfer = started[digest]
@@ -215,7 +218,7 @@ async def _pull_manifest(
     finally:
         for digest, transfer in started.items():
             if transfer is not None and digest not in followed:  # an earlier layer failed
-                await svc.downloads.leave(transfer)
+                await svc.downloads.leave(transfer, discard=True)
     yield {"status": "verifying sha256 digest"}
     yield {"status": "writing manifest"}
     old = await asyncio.to_thread(_old_digests, svc, target)
