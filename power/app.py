@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -12,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from power.api import chat, generate, models, ps
+from power.api import chat, create, generate, models, ps
 from power.api import embed as embed_api
 from power.api import openai as openai_api
 from power.api import registry as registry_api
@@ -58,6 +60,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    yield
+    registry = getattr(app.state, "registry", None)
+    if registry is not None:
+        await registry.aclose()  # pulled blobs reach the disk before the server exits
+
+
 def create_app(settings: Settings, supervisor: Supervisor, store: ModelStore) -> Starlette:
     metrics = Metrics.create()
     routes = [
@@ -66,6 +76,7 @@ def create_app(settings: Settings, supervisor: Supervisor, store: ModelStore) ->
         *chat.routes,
         *embed_api.routes,
         *models.routes,
+        *create.routes,
         *registry_api.routes,
         *openai_api.routes,
         Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -73,6 +84,7 @@ def create_app(settings: Settings, supervisor: Supervisor, store: ModelStore) ->
     app = Starlette(
         routes=routes,
         exception_handlers={PowerError: _power_error, Exception: _unexpected},
+        lifespan=_lifespan,
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(

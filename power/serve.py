@@ -19,6 +19,7 @@ from power.app import create_app
 from power.config import Settings, load_settings
 from power.logging import configure_logging
 from power.store import ModelStore
+from power.store.writeback import recover_unsynced
 from power.supervisor import Supervisor
 
 __all__ = ["hypercorn_config", "run_server", "serve"]
@@ -60,6 +61,7 @@ async def serve(settings: Settings) -> int:
     stop, force = asyncio.Event(), asyncio.Event()
     install_signal_handlers(stop, force)
     store = ModelStore(settings.models_dir, noprune=settings.noprune)
+    await asyncio.to_thread(recover_unsynced, store.blobs_dir)  # before prune sweeps markers
     await asyncio.to_thread(store.prune)
     async with Supervisor.open(settings, force=force) as supervisor:
         app = create_app(settings, supervisor, store)

@@ -1,4 +1,4 @@
-"""Handlers that only touch the model store: tags, show, copy, delete, create and blobs.
+"""Handlers that only touch the model store: tags, show, copy, delete and blobs.
 
 Each handler takes the store from ``request.app.state.store`` and runs blocking store work in a
 worker thread. Errors are raised as ``power.errors`` exceptions and rendered by the app's one
@@ -8,26 +8,21 @@ worker thread. Errors are raised as ``power.errors`` exceptions and rendered by 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Send
 
 from power.api import blobs
 from power.errors import (
     InvalidRequestError,
     ModelNotFoundError,
-    PowerError,
 )
-from power.store.create import create_model
 from power.store.gguf import GGUFInfo, read_gguf
 from power.store.model import LocalModel
 from power.store.names import ModelName
@@ -275,66 +270,10 @@ async def delete_model(request: Request) -> Response:
     return Response(status_code=200)
 
 
-# -- POST /api/create ------------------------------------------------------------------------
-
-
-class _NDJSONStream(StreamingResponse):
-    """Streams one JSON object per line; the generator is closed when the response ends."""
-
-    media_type = "application/x-ndjson"
-
-    def __init__(self, lines: AsyncGenerator[bytes, None]) -> None:
-        super().__init__(lines)
-        self._lines = lines
-
-    async def stream_response(self, send: Send) -> None:
-        async with contextlib.aclosing(self._lines):
-            await super().stream_response(send)
-
-
-def _line(obj: Any) -> bytes:
-    return msgspec.json.encode(obj) + b"\n"
-
-
-async def _progress_lines(
-    first: dict[str, Any], it: Iterator[dict[str, Any]]
-) -> AsyncGenerator[bytes, None]:
-    try:
-        yield _line(first)
-        while (item := await asyncio.to_thread(next, it, None)) is not None:
-            yield _line(item)
-    except PowerError as exc:
-        yield _line({"error": str(exc)})
-    except Exception as exc:
-        log.exception("create failed after the stream started")
-        yield _line({"error": str(exc) or type(exc).__name__})
-    finally:
-        close = getattr(it, "close", None)
-        if close is not None:
-            with contextlib.suppress(ValueError):  # still running in a worker thread
-                close()
-
-
-async def create(request: Request) -> Response:
-    store = _store(request)
-    raw = await _object(request)
-    name = str(raw.get("model") or raw.get("name") or "")
-    it = await asyncio.to_thread(create_model, store, name, raw)
-    first = await asyncio.to_thread(next, it, None)  # errors so far become real statuses
-    if raw.get("stream") is False:
-        while first is not None:
-            first = await asyncio.to_thread(next, it, None)
-        return _json({"status": "success"})
-    if first is None:
-        return _json({"status": "success"})
-    return _NDJSONStream(_progress_lines(first, it))
-
-
 routes: list[Route] = [
     Route("/api/tags", list_models, methods=["GET", "HEAD"]),
     Route("/api/show", show_model, methods=["POST"]),
     Route("/api/copy", copy_model, methods=["POST"]),
     Route("/api/delete", delete_model, methods=["DELETE"]),
-    Route("/api/create", create, methods=["POST"]),
     *blobs.routes,
 ]

@@ -38,6 +38,8 @@ Progress = dict[str, Any]
 
 ACCEPT = f"{mf.MEDIA_TYPE_MANIFEST}, application/vnd.oci.image.manifest.v1+json"
 MAX_MANIFEST_BYTES = 4 << 20
+LAYERS_AHEAD = 4  # blobs downloading at once: the one being reported and the next ones...
+PREFETCH_MAX = 16 << 20  # ...when they are this small (templates, params, configs)
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -56,6 +58,17 @@ def url_model_name(url: str) -> ModelName:
 
 
 async def pull(
+    svc: RegistryService, model: str, *, insecure: bool
+) -> AsyncGenerator[Progress, None]:
+    try:
+        async with contextlib.aclosing(_pull(svc, model, insecure=insecure)) as steps:
+            async for p in steps:
+                yield p
+    finally:
+        svc.downloads.sync_committed()  # after the manifest: see power.registry.download
+
+
+async def _pull(
     svc: RegistryService, model: str, *, insecure: bool
 ) -> AsyncGenerator[Progress, None]:
     if is_url(model):
@@ -165,23 +178,47 @@ async def _pull_manifest(
     insecure: bool,
 ) -> AsyncGenerator[Progress, None]:
     store = svc.store
-    for layer in [*manifest.layers, manifest.config]:
-        digest, total = layer.digest, layer.size
-        status = f"pulling {digest[7:19]}"
-        if await asyncio.to_thread(store.has_blob, digest):
-            yield {"status": status, "digest": digest, "total": total, "completed": total}
-            continue
+    layers = [*manifest.layers, manifest.config]
+    started: dict[str, Transfer | None] = {}  # None: already in the store
 
-        async def job(t: Transfer, digest: str = digest) -> str:
-            return await _registry_job(svc, source, digest, t, insecure=insecure)
+    async def start(layer: mf.Layer) -> None:
+        if layer.digest in started:
+            return
+        if await asyncio.to_thread(store.has_blob, layer.digest):
+            started[layer.digest] = None
+            return
 
-        transfer = svc.downloads.attach(digest, total, job)
-        async with contextlib.aclosing(svc.downloads.follow(transfer)) as updates:
-            async for done in updates:  # closing it promptly lets a lone follower cancel
-                p: Progress = {"status": status, "digest": digest, "total": total}
-                if done:
-                    p["completed"] = done
-                yield p
+        async def job(t: Transfer) -> str:
+            return await _registry_job(svc, source, layer.digest, t, insecure=insecure)
+
+        started[layer.digest] = svc.downloads.attach(layer.digest, layer.size, job)
+
+    followed: set[str] = set()
+    try:
+        for i, layer in enumerate(layers):
+            # The next few blobs download meanwhile (the small ones are done by the time the
+            # model is); progress is still reported one layer at a time, in order.
+            await start(layer)
+            for ahead in layers[i + 1 : i + LAYERS_AHEAD]:
+                if ahead.size <= PREFETCH_MAX:
+                    await start(ahead)
+            digest, total = layer.digest, layer.size
+            status = f"pulling {digest[7:19]}"
+            transfer = started[digest]
+            if transfer is None or digest in followed:
+                yield {"status": status, "digest": digest, "total": total, "completed": total}
+                continue
+            followed.add(digest)
+            async with contextlib.aclosing(svc.downloads.follow(transfer)) as updates:
+                async for done in updates:  # closing it promptly lets a lone follower cancel
+                    p: Progress = {"status": status, "digest": digest, "total": total}
+                    if done:
+                        p["completed"] = done
+                    yield p
+    finally:
+        for digest, transfer in started.items():
+            if transfer is not None and digest not in followed:  # an earlier layer failed
+                await svc.downloads.leave(transfer, discard=True)
     yield {"status": "verifying sha256 digest"}
     yield {"status": "writing manifest"}
     old = await asyncio.to_thread(_old_digests, svc, target)

@@ -22,7 +22,7 @@ import aiohttp
 
 from power.errors import ModelNotFoundError, RegistryError
 from power.registry.client import RegistryClient, error_text, map_errors
-from power.registry.download import MAX_PARTS, PART_MAX
+from power.registry.parts import MAX_PARTS, PART_MAX
 from power.registry.service import RegistryService
 from power.store import manifest as mf
 from power.store.names import ModelName, parse_name

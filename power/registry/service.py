@@ -19,7 +19,8 @@ from power.errors import RegistryError
 from power.registry.auth import credential_files, load_credentials
 from power.registry.catalog import load_catalog
 from power.registry.client import RegistryClient, error_text, map_errors
-from power.registry.download import MAX_TRIES, PART_MIN, Downloads
+from power.registry.download import MAX_TRIES, Downloads
+from power.registry.parts import PART_MIN
 from power.store.names import ModelName
 from power.store.store import ModelStore
 
@@ -51,6 +52,10 @@ class RegistryService:
         self.part_min = part_min
         self.max_tries = max_tries
         self.backoff_s = backoff_s
+
+    async def aclose(self) -> None:
+        """Wait for the background fsyncs of pulled blobs."""
+        await self.downloads.aclose()
 
     def client(self, name: ModelName, *, insecure: bool) -> RegistryClient:
         creds = load_credentials(name.host, self.credential_files)

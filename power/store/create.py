@@ -24,7 +24,7 @@ from power.store.quantize import SOURCE_TYPES, normalize_type, quantize
 if TYPE_CHECKING:
     from power.store.store import ModelStore
 
-__all__ = ["CreateRequest", "create_model"]
+__all__ = ["CreateRequest", "base_to_pull", "create_model"]
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,12 @@ def _request(req: CreateRequest | Mapping[str, Any]) -> CreateRequest:
         raise InvalidRequestError(str(exc)) from exc
 
 
-def _merge_modelfile(req: CreateRequest, store: ModelStore) -> CreateRequest:
+def _merge_modelfile(req: CreateRequest, store: ModelStore | None) -> CreateRequest:
+    """``req`` with its Modelfile's fields; ``store`` None leaves further FROMs unchecked."""
     fields = modelfile_to_create_request(parse_modelfile(req.modelfile), Path.cwd())
     files = fields.get("files") or {}
     for name, source in files.items():  # further FROMs: files on this machine, or blobs
-        if not source.startswith("sha256"):
+        if store is not None and not source.startswith("sha256"):
             if not Path(source).is_file():
                 raise InvalidRequestError(f"FROM {source}: only the first FROM may name a model")
             files[name] = store.add_blob_from_file(source)
@@ -89,10 +90,32 @@ def _check_files(files: Mapping[str, str], store: ModelStore) -> None:
             raise InvalidRequestError(f"blob not found for {path} (digest {digest})")
 
 
+def base_to_pull(store: ModelStore, req: CreateRequest | Mapping[str, Any]) -> str | None:
+    """The ``from`` of ``req`` when it names a model that is not in the store (to be pulled)."""
+    r = _request(req)
+    if r.modelfile:
+        r = _merge_modelfile(r, None)
+    source = r.from_
+    if not source or source.startswith("sha256") or _source_is_file(source):
+        return None
+    try:
+        store.get(source)
+    except ModelNotFoundError:
+        return source
+    return None
+
+
 def create_model(
-    store: ModelStore, name: str, req: CreateRequest | Mapping[str, Any]
+    store: ModelStore,
+    name: str,
+    req: CreateRequest | Mapping[str, Any],
+    *,
+    pull_base: bool = False,
 ) -> Iterator[Progress]:
-    """Validate ``req`` now (raising PowerError subclasses) and return the progress iterator."""
+    """Validate ``req`` now (raising PowerError subclasses) and return the progress iterator.
+
+    ``pull_base``: the base model is pulled before the iterator runs, so it need not exist yet.
+    """
     r = _request(req)
     if r.modelfile:
         r = _merge_modelfile(r, store)
@@ -109,7 +132,10 @@ def create_model(
         if not store.has_blob(r.from_):
             raise InvalidRequestError(f"blob not found (digest {r.from_})")
     elif r.from_ and not _source_is_file(r.from_):
-        store.get(r.from_)  # 400/404 now, before the stream starts
+        if pull_base:
+            store.resolve(parse_name(r.from_))  # 400 for a bad name, before the stream starts
+        else:
+            store.get(r.from_)  # 400/404 now, before the stream starts
     return _Builder(store, target, r).run()
 
 

@@ -7,6 +7,7 @@
 
 Every write goes to a temporary file in the target's directory, is fsynced, renamed into place
 with ``os.replace`` and the directory fsynced, so a reader never sees half a manifest or blob.
+(Pulled blobs are fsynced just after the rename instead: see :mod:`power.store.writeback`.)
 Temporary names start with ``.`` (never a valid tag or blob name) and are swept by :meth:`prune`.
 All methods are synchronous; the gateway calls them through ``asyncio.to_thread``.
 """

@@ -17,9 +17,12 @@ from starlette.exceptions import StarletteDeprecationWarning
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from power.api.create import routes as create_routes
 from power.api.models import format_time, routes
 from power.errors import PowerError
+from power.registry import RegistryService
 from power.store.store import ModelStore
+from tests.e2e.conftest import free_port
 
 with warnings.catch_warnings():  # starlette prefers httpx2; plain httpx works the same here
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -64,9 +67,14 @@ def store(tmp_path: Path) -> ModelStore:
 
 
 @pytest.fixture
-def client(store: ModelStore) -> Iterator[TestClient]:
-    app = Starlette(routes=routes, exception_handlers={PowerError: _power_error})
+def client(store: ModelStore, tmp_path: Path) -> Iterator[TestClient]:
+    app = Starlette(routes=[*routes, *create_routes], exception_handlers={PowerError: _power_error})
     app.state.store = store
+    # A create whose base is missing pulls it: here from a registry that refuses connections.
+    dead = {"registry.ollama.ai": f"http://127.0.0.1:{free_port()}"}
+    app.state.registry = RegistryService(
+        store, home=tmp_path / "home", env={}, hosts=dead, catalog={}, max_tries=1
+    )
     with TestClient(app) as c:
         yield c
 
@@ -115,7 +123,6 @@ def test_create_from_uploaded_blob_with_legacy_name(client: TestClient, gguf: Pa
     [
         ({"model": "m"}, 400, "neither 'from' or 'files' was specified"),
         ({"model": "bad name", "from": "x"}, 400, "invalid model name"),
-        ({"model": "m", "from": "ghost"}, 404, "model 'ghost' not found"),
         ({"model": "m", "from": "x", "quantize": "q9"}, 400, "unsupported quantization type q9"),
         (
             {"model": "m", "files": {"/etc/x": "sha256:" + "a" * 64}},
@@ -131,6 +138,18 @@ def test_create_errors_before_streaming(
     resp = client.post("/api/create", json=body)
     assert resp.status_code == status
     assert resp.json()["error"].startswith(error)
+
+
+def test_create_from_a_missing_base_pulls_it_first(client: TestClient) -> None:
+    resp = client.post("/api/create", json={"model": "m", "from": "ghost"})
+    assert resp.status_code == 200
+    lines = _ndjson(resp.text)
+    assert lines[0] == {"status": "pulling manifest"}
+    assert lines[1]["error"].startswith("pull model manifest: ")
+    assert len(lines) == 2
+    resp = client.post("/api/create", json={"model": "m", "from": "ghost", "stream": False})
+    assert resp.status_code == 502
+    assert resp.json()["error"].startswith("pull model manifest: ")
 
 
 def test_create_error_after_streaming_started(client: TestClient, store: ModelStore) -> None:

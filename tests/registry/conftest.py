@@ -1,7 +1,9 @@
 """A real CNCF distribution registry (Debian's ``docker-registry``) on a free loopback port.
 
-``registry`` is anonymous; ``auth_registry`` wants basic credentials (htpasswd). Models are
-published in Ollama's manifest format through the registry's own OCI upload API.
+``registry`` is anonymous; ``auth_registry`` wants basic credentials (htpasswd);
+``token_registry`` wants Bearer tokens from a realm (``tests/registry/tokens.py``) that the
+test serves. Models are published in Ollama's manifest format through the registry's own OCI
+upload API.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 from tests.e2e.conftest import Server, free_port, power_server
 from tests.registry.synth import write_llama_gguf
+from tests.registry.tokens import TokenIssuer
 
 REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
@@ -40,6 +43,7 @@ class Registry:
     root: Path
     log: Path
     auth: tuple[str, str] | None = None
+    tokens: TokenIssuer | None = None
     published: dict[str, bytes] = field(default_factory=dict)
 
     @property
@@ -50,12 +54,15 @@ class Registry:
     def url(self) -> str:
         return f"http://{self.host}"
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, auth=self.auth, timeout=60)
+    def client(self, repo: str = "") -> httpx.Client:
+        headers = {}
+        if self.tokens is not None:
+            headers["Authorization"] = f"Bearer {self.tokens.full_access(repo)}"
+        return httpx.Client(base_url=self.url, auth=self.auth, headers=headers, timeout=60)
 
     def push_blob(self, repo: str, data: bytes) -> str:
         digest = sha256(data)
-        with self.client() as c:
+        with self.client(repo) as c:
             if c.head(f"/v2/{repo}/blobs/{digest}").status_code == 200:
                 return digest
             start = c.post(f"/v2/{repo}/blobs/uploads/")
@@ -103,7 +110,7 @@ class Registry:
             "layers": entries,
         }
         raw = json.dumps(manifest, separators=(",", ":")).encode()
-        with self.client() as c:
+        with self.client(repo) as c:
             r = c.put(
                 f"/v2/{repo}/manifests/{tag}", content=raw, headers={"Content-Type": MANIFEST_TYPE}
             )
@@ -124,7 +131,9 @@ def _ready(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def run_registry(tmp: Path, *, auth: bool = False) -> Iterator[Registry]:
+def run_registry(
+    tmp: Path, *, auth: bool = False, tokens: TokenIssuer | None = None
+) -> Iterator[Registry]:
     if not Path(REGISTRY_BIN).exists():
         pytest.fail("docker-registry is missing: apt-get install -y docker-registry apache2-utils")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -150,6 +159,8 @@ def run_registry(tmp: Path, *, auth: bool = False) -> Iterator[Registry]:
         ).stdout
         (tmp / "htpasswd").write_text(htpasswd)
         lines += ["auth:", "  htpasswd:", "    realm: test", f"    path: {tmp / 'htpasswd'}"]
+    if tokens is not None:
+        lines += tokens.registry_config()
     (tmp / "config.yml").write_text("\n".join(lines) + "\n")
     log = tmp / "registry.log"
     with log.open("wb") as out:
@@ -159,7 +170,7 @@ def run_registry(tmp: Path, *, auth: bool = False) -> Iterator[Registry]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    reg = Registry(proc, port, root, log, auth=(USER, PASSWORD) if auth else None)
+    reg = Registry(proc, port, root, log, auth=(USER, PASSWORD) if auth else None, tokens=tokens)
     try:
         deadline = time.monotonic() + 20
         while not _ready(reg.url):
@@ -185,6 +196,14 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
 @pytest.fixture
 def auth_registry(tmp_path: Path) -> Iterator[Registry]:
     with run_registry(tmp_path / "auth-registry", auth=True) as reg:
+        yield reg
+
+
+@pytest.fixture
+def token_registry(tmp_path: Path) -> Iterator[Registry]:
+    """Bearer tokens only; the test serves the realm with ``serve_tokens(reg.tokens)``."""
+    tokens = TokenIssuer.create(tmp_path / "token", free_port())
+    with run_registry(tmp_path / "token-registry", tokens=tokens) as reg:
         yield reg
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from power.errors import RegistryError
 from power.registry import RegistryService, pull
-from power.registry.download import _DiskError, _pwrite
+from power.registry.parts import DiskError, pwritev
 from power.store.store import ModelStore
 from tests.registry.conftest import PASSWORD, USER, Registry, publish_tiny, sha256
 from tests.registry.proxy import proxy
@@ -176,11 +176,21 @@ async def test_basic_auth_from_docker_config(
     assert events[-1] == {"status": "success"}
 
 
+def test_many_small_chunks_in_one_write(tmp_path: Path) -> None:
+    chunks = [bytes([i % 251]) * (i % 7 + 1) for i in range(3000)]  # more than IOV_MAX
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        pwritev(fd, chunks, 5)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == b"\0" * 5 + b"".join(chunks)
+
+
 def test_disk_full_is_not_retried() -> None:
     fd = os.open("/dev/full", os.O_WRONLY)
     try:
-        with pytest.raises(_DiskError, match="no space left on device"):
-            _pwrite(fd, b"x" * 10, 0)
+        with pytest.raises(DiskError, match="no space left on device"):
+            pwritev(fd, [b"x" * 10], 0)
     finally:
         os.close(fd)
 
@@ -201,3 +211,73 @@ async def test_repull_of_a_changed_model_removes_unused_layers(
     assert statuses[-3:] == ["writing manifest", "removing unused layers", "success"]
     assert not svc.store.has_blob(sha256(tiny_gguf))
     assert svc.store.has_blob(sha256(newer))
+
+
+def leave_ollama_partial(svc: RegistryService, data: bytes, saved: list[int]) -> list[Path]:
+    """The files a killed Ollama (or power) pull leaves: the sparse ``-partial`` and per-part
+    state ``{"N","Offset","Size","Completed"}``; part i has its first ``saved[i]`` bytes."""
+    size = -(-len(data) // len(saved))
+    partial = svc.store.blob_path(sha256(data)).with_name(f"sha256-{sha256(data)[7:]}-partial")
+    with partial.open("wb") as f:
+        f.truncate(len(data))
+        for n, done in enumerate(saved):
+            f.seek(n * size)
+            f.write(data[n * size : n * size + done])
+    for n, done in enumerate(saved):
+        state = {"N": n, "Offset": n * size, "Size": min(size, len(data) - n * size)}
+        state["Completed"] = done
+        Path(f"{partial}-{n}").write_text(json.dumps(state))
+    return [partial, *(Path(f"{partial}-{n}") for n in range(len(saved)))]
+
+
+async def test_resume_from_saved_parts_hashes_what_is_on_disk(
+    registry: Registry, tiny_gguf: bytes, tmp_path: Path
+) -> None:
+    publish_tiny(registry, tiny_gguf)
+    svc = make_service(tmp_path)
+    size = -(-len(tiny_gguf) // 4)
+    leave_ollama_partial(svc, tiny_gguf, [size, size // 3, 0, 1000])
+    with proxy(registry.port) as p:
+        events = await collect(pull(svc, f"{p.host}/library/tiny", insecure=True))
+        fetched = p.downstream
+    await svc.aclose()
+    assert events[-1] == {"status": "success"}
+    assert svc.store.read_blob(sha256(tiny_gguf)) == tiny_gguf
+    assert fetched < len(tiny_gguf) - size - size // 3 + 100_000  # only the missing bytes
+    assert not list(svc.store.blobs_dir.glob("*partial*"))
+    assert not list(svc.store.blobs_dir.glob("*-unsynced"))  # fsynced, marker gone
+
+
+@pytest.mark.parametrize("where", ["saved prefix", "saved later part"])
+async def test_a_corrupted_saved_byte_fails_verification_and_leaves_nothing(
+    registry: Registry, tiny_gguf: bytes, tmp_path: Path, where: str
+) -> None:
+    publish_tiny(registry, tiny_gguf)
+    svc = make_service(tmp_path, max_tries=1)
+    size = -(-len(tiny_gguf) // 4)
+    files = leave_ollama_partial(svc, tiny_gguf, [size, 0, size // 2, 0])
+    offset = 100 if where == "saved prefix" else 2 * size + 100
+    with files[0].open("r+b") as f:  # bit rot in bytes the state says are done
+        f.seek(offset)
+        f.write(bytes([tiny_gguf[offset] ^ 0x01]))
+    name = f"{registry.host}/library/tiny"
+    with pytest.raises(RegistryError, match="digest mismatch, file must be downloaded again"):
+        await collect(pull(svc, name, insecure=True))
+    assert not svc.store.has_blob(sha256(tiny_gguf))
+    assert not list(svc.store.blobs_dir.glob(f"sha256-{sha256(tiny_gguf)[7:]}*"))
+    assert not list(svc.store.manifests_dir.rglob("latest"))
+    events = await collect(pull(svc, name, insecure=True))  # a fresh start then succeeds
+    assert events[-1] == {"status": "success"}
+    assert svc.store.read_blob(sha256(tiny_gguf)) == tiny_gguf
+    await svc.aclose()
+
+
+async def test_a_pulled_blob_is_fsynced_after_the_pull(
+    registry: Registry, tiny_gguf: bytes, tmp_path: Path
+) -> None:
+    publish_tiny(registry, tiny_gguf)
+    svc = make_service(tmp_path)
+    await collect(pull(svc, f"{registry.host}/library/tiny", insecure=True))
+    await svc.aclose()  # what the app's shutdown awaits
+    assert not list(svc.store.blobs_dir.glob("*-unsynced"))
+    assert svc.store.read_blob(sha256(tiny_gguf)) == tiny_gguf

@@ -165,10 +165,19 @@ def test_delete_blob_in_use_and_prune(
         f.write_bytes(b"part")
     old = time.time() - 7200
     os.utime(stale, (old, old))
+    # A pulled blob whose bytes a power cut lost (its fsync never ran): checked even with
+    # OLLAMA_NOPRUNE, and removed because its content does not match its name.
+    lost = blobs / f"sha256-{sha256(b'lost')[7:]}"
+    lost.write_bytes(b"\0\0\0\0")
+    marker = blobs / f"{lost.name}-unsynced"
+    marker.touch()
+    os.utime(marker, (old, old))
     with power_server({**env, "OLLAMA_NOPRUNE": "1"}, tmp_path / "b.log"):
         pass
     assert orphan.exists()
     assert stale.exists()
+    assert not lost.exists()
+    assert not marker.exists()
     with power_server(env, tmp_path / "c.log"):
         pass
     assert not orphan.exists()
