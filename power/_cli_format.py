@@ -356,8 +356,19 @@ def _metadata_value(value: object) -> str:
     return str(value)
 
 
+def _projector_rows(info: Mapping[str, Any]) -> list[list[str]]:
+    arch = str(info.get("general.architecture", ""))
+    rows = [["architecture", arch]]
+    if isinstance(info.get("general.parameter_count"), int | float):
+        rows.append(["parameters", human_number(int(info["general.parameter_count"]))])
+    for label, key in (("embedding length", "embedding_length"), ("dimensions", "projection_dim")):
+        if isinstance(info.get(f"{arch}.vision.{key}"), int | float):
+            rows.append([label, str(int(info[f"{arch}.vision.{key}"]))])
+    return rows
+
+
 def render_show_info(resp: Mapping[str, Any], *, verbose: bool = False) -> str:
-    """The default ``show`` view: Model, Capabilities, Parameters, System and License."""
+    """The default ``show`` view: Model, Capabilities, Projector, Parameters, System, License."""
     details: Mapping[str, Any] = resp.get("details") or {}
     info: Mapping[str, Any] = resp.get("model_info") or {}
     rows: list[list[str]] = []
@@ -377,6 +388,9 @@ def render_show_info(resp: Mapping[str, Any], *, verbose: bool = False) -> str:
     out = _show_section("Model", rows)
     if resp.get("capabilities"):
         out += _show_section("Capabilities", [[str(c)] for c in resp["capabilities"]])
+    projector: Mapping[str, Any] = resp.get("projector_info") or {}
+    if projector:
+        out += _show_section("Projector", _projector_rows(projector))
     if resp.get("parameters"):
         lines = str(resp["parameters"]).splitlines()
         out += _show_section("Parameters", [line.split() for line in lines if line.strip()])

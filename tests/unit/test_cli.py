@@ -791,3 +791,25 @@ def test_interactive_eof_and_server_error(
     _cli_run.interactive(Client.from_env({"OLLAMA_HOST": fake.url}), session, read_line=read_line)
     assert "Error: runner crashed\n" in capsys.readouterr().err
     assert session.messages == []
+
+
+def test_render_show_info_lists_a_vision_projector() -> None:
+    resp = {
+        "details": {"parameter_size": "134.52M", "quantization_level": "Q4_1"},
+        "capabilities": ["completion", "vision"],
+        "projector_info": {
+            "general.architecture": "clip",
+            "general.parameter_count": 303_000_000,
+            "clip.vision.embedding_length": 1024,
+            "clip.vision.projection_dim": 768,
+        },
+    }
+    out = render_show_info(resp)
+    assert (
+        "  Capabilities\n    completion\n    vision\n\n"
+        "  Projector\n"
+        "    architecture        clip\n"
+        "    parameters          303M\n"
+        "    embedding length    1024\n"
+        "    dimensions          768\n"
+    ) in out
