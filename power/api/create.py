@@ -22,9 +22,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from power.api.models import json_object, json_response
 from power.api.registry import service
 from power.api.streaming import NDJSONResponse
-from power.errors import InvalidRequestError, PowerError
+from power.errors import PowerError
 from power.registry import RegistryService, pull
 from power.store.create import base_to_pull, create_model
 
@@ -35,23 +36,6 @@ log = logging.getLogger(__name__)
 Progress = dict[str, Any]
 
 _encoder = msgspec.json.Encoder()
-
-
-def _json(content: Any) -> Response:
-    return Response(_encoder.encode(content), media_type="application/json; charset=utf-8")
-
-
-async def _object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        raise InvalidRequestError("missing request body")
-    try:
-        data = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidRequestError(str(exc)) from exc
-    if not isinstance(data, dict):
-        raise InvalidRequestError("request body must be a JSON object")
-    return data
 
 
 async def _steps(
@@ -88,7 +72,7 @@ async def _lines(steps: AsyncGenerator[Progress, None]) -> AsyncIterator[bytes]:
 
 async def create(request: Request) -> Response:
     store = request.app.state.store
-    raw = await _object(request)
+    raw = await json_object(request)
     name = str(raw.get("model") or raw.get("name") or "")
     base = await asyncio.to_thread(base_to_pull, store, raw)
     it = await asyncio.to_thread(create_model, store, name, raw, pull_base=base is not None)
@@ -99,10 +83,10 @@ async def create(request: Request) -> Response:
         async with contextlib.aclosing(steps):
             async for _ in steps:
                 pass
-        return _json({"status": "success"})
+        return json_response({"status": "success"})
     first = await anext(steps, None)  # errors so far become real statuses
     if first is None:
-        return _json({"status": "success"})
+        return json_response({"status": "success"})
     return NDJSONResponse(_encoder.encode(first) + b"\n", _lines(steps))
 
 

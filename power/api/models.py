@@ -28,7 +28,7 @@ from power.store.model import LocalModel
 from power.store.names import ModelName
 from power.store.store import ModelStore
 
-__all__ = ["format_time", "routes"]
+__all__ = ["format_time", "json_object", "json_response", "routes"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def format_time(ts: float) -> str:
     return f"{text}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
-def _json(content: Any, status_code: int = 200) -> Response:
+def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(
         msgspec.json.encode(content),
         status_code,
@@ -78,7 +78,7 @@ def _json(content: Any, status_code: int = 200) -> Response:
     )
 
 
-async def _object(request: Request) -> dict[str, Any]:
+async def json_object(request: Request) -> dict[str, Any]:
     """The request body as a JSON object: empty -> "missing request body", malformed -> 400."""
     raw = await request.body()
     if not raw.strip():
@@ -93,7 +93,7 @@ async def _object(request: Request) -> dict[str, Any]:
 
 
 async def _body(request: Request, kind: type[_T]) -> _T:
-    data = await _object(request)
+    data = await json_object(request)
     try:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
@@ -121,7 +121,7 @@ async def list_models(request: Request) -> Response:
         }
         for e in entries
     ]
-    return _json({"models": models})
+    return json_response({"models": models})
 
 
 # -- POST /api/show --------------------------------------------------------------------------
@@ -235,7 +235,7 @@ async def show_model(request: Request) -> Response:
         raise InvalidRequestError("model is required")
     m = await asyncio.to_thread(_store(request).get, req.model)
     projector = await asyncio.to_thread(read_gguf, m.projector) if m.projector else None
-    return _json(_show(m, req, request.headers.get("user-agent", ""), projector))
+    return json_response(_show(m, req, request.headers.get("user-agent", ""), projector))
 
 
 # -- POST /api/copy, DELETE /api/delete ------------------------------------------------------

@@ -31,6 +31,7 @@ from power.store import manifest as mf
 from power.store import starter
 from power.store.model import LocalModel, ModelEntry, load_model, model_entry
 from power.store.names import ModelName, parse_name
+from power.store.writeback import fsync_dir
 
 __all__ = ["BlobWriter", "ModelStore"]
 
@@ -40,14 +41,6 @@ _DIGEST_RE = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
 _BLOB_NAME_RE = re.compile(r"^sha256-[0-9a-f]{64}$")
 _COPY_CHUNK = 1 << 20
 STALE_PARTIAL_S = 3600.0
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -64,7 +57,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class BlobWriter:
@@ -105,7 +98,7 @@ class BlobWriter:
             else:
                 os.chmod(self._tmp, 0o644)
                 os.replace(self._tmp, target)
-                _fsync_dir(target.parent)
+                fsync_dir(target.parent)
                 self.created = True
             return digest
         except BaseException:
@@ -193,7 +186,7 @@ class ModelStore:
             return digest, False
         os.chmod(path, 0o644)
         os.replace(path, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return digest, True
 
     def delete_blob(self, digest: str) -> bool:
@@ -270,7 +263,7 @@ class ModelStore:
             n = self.resolve(name)
             path = self.manifest_path(n)
             path.unlink()
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             self._remove_empty_dirs(path.parent)
             if self.noprune:
                 return

@@ -180,8 +180,11 @@ def _on_gpu(est: Estimate, layers: int) -> int:
     return min(est.weights + est.kv_cache, layers * est.per_layer()) + est.compute
 
 
-def _nvidia_vram_by_pid(exe: str) -> dict[int, int] | None:
-    query = "--query-compute-apps=pid,used_memory"
+def _nvidia_smi(query: str) -> list[list[str]] | None:
+    """The CSV rows nvidia-smi answers ``query`` with; None without nvidia-smi or on failure."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
     try:
         out = subprocess.run(
             [exe, query, "--format=csv,noheader,nounits"],
@@ -190,30 +193,24 @@ def _nvidia_vram_by_pid(exe: str) -> dict[int, int] | None:
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("nvidia-smi failed: %s", exc)
         return None
+    return [[p.strip() for p in line.split(",")] for line in out.splitlines()]
+
+
+def _nvidia_vram_by_pid() -> dict[int, int] | None:
+    rows = _nvidia_smi("--query-compute-apps=pid,used_memory")
+    if rows is None:
+        return None
     used: dict[int, int] = {}
-    for line in out.splitlines():
-        parts = [p.strip() for p in line.split(",")]
+    for parts in rows:
         if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
             used[int(parts[0])] = used.get(int(parts[0]), 0) + int(parts[1]) * 2**20
     return used
 
 
 def _nvidia() -> tuple[Gpu, ...]:
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return ()
-    query = "--query-gpu=index,name,memory.total,memory.free"
-    try:
-        out = subprocess.run(
-            [exe, query, "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout  # fmt: skip
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("nvidia-smi failed: %s", exc)
-        return ()
+    rows = _nvidia_smi("--query-gpu=index,name,memory.total,memory.free") or []
     gpus = []
-    for line in out.splitlines():
-        parts = [p.strip() for p in line.split(",")]
+    for parts in rows:
         if len(parts) == 4:
             mib = 2**20
             gpus.append(
@@ -256,7 +253,5 @@ def probe_machine() -> MachineMemory:
     available = int(psutil.virtual_memory().available)
     gpus = _nvidia()
     if gpus:
-        exe = shutil.which("nvidia-smi")
-        by_pid = _nvidia_vram_by_pid(exe) if exe else None
-        return MachineMemory(available_ram=available, gpus=gpus, vram_by_pid=by_pid)
+        return MachineMemory(available_ram=available, gpus=gpus, vram_by_pid=_nvidia_vram_by_pid())
     return MachineMemory(available_ram=available, gpus=_metal(available))

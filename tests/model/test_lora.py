@@ -8,7 +8,6 @@ so the answer must stay the base model's exactly.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +15,14 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import Server, power_server
+from tests.e2e.conftest import Server
+from tests.model.conftest import post
 from tests.model.synth import write_gguf, write_lora
 
 pytestmark = pytest.mark.model
 
 GREEDY = {"temperature": 0, "seed": 42, "num_predict": 12}
 PROMPT = "Write one sentence about the sea."
-
-
-@pytest.fixture
-def server(clean_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
-    env = dict(clean_env, OLLAMA_MODELS=str(tmp_path / "models"), PYTHONUNBUFFERED="1")
-    with power_server(env, tmp_path / "server.log") as srv:
-        yield srv
-
-
-def post(server: Server, path: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{server.url}{path}", json=body, timeout=110)
 
 
 def generate(server: Server, model: str) -> httpx.Response:

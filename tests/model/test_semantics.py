@@ -6,14 +6,13 @@ A real ``python -m power serve`` per test; greedy sampling, so the answers are r
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import Server, power_server
+from tests.e2e.conftest import Server
+from tests.model.conftest import post
 
 pytestmark = pytest.mark.model
 
@@ -56,17 +55,6 @@ WEATHER = {
         },
     },
 }
-
-
-@pytest.fixture
-def server(clean_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
-    env = dict(clean_env, OLLAMA_MODELS=str(tmp_path / "models"), PYTHONUNBUFFERED="1")
-    with power_server(env, tmp_path / "server.log") as srv:
-        yield srv
-
-
-def post(server: Server, path: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{server.url}{path}", json=body, timeout=110)
 
 
 def _call(city: str) -> dict[str, Any]:

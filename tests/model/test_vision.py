@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +19,8 @@ import pytest
 
 from power.supervisor import Supervisor
 from proto import Generate, LoadParams, Sampling
-from tests.e2e.conftest import Server, power_server
+from tests.e2e.conftest import Server
+from tests.model.conftest import post
 from tests.model.synth import png, write_projector
 from tests.model.test_batching import Spawner, cfg, collect
 
@@ -27,17 +28,6 @@ pytestmark = pytest.mark.model
 
 GREEDY = {"temperature": 0, "seed": 42, "num_predict": 12}
 IMAGE_TOKENS = 4  # (32 px / 16 px patches)^2
-
-
-@pytest.fixture
-def server(clean_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
-    env = dict(clean_env, OLLAMA_MODELS=str(tmp_path / "models"), PYTHONUNBUFFERED="1")
-    with power_server(env, tmp_path / "server.log") as srv:
-        yield srv
-
-
-def post(server: Server, path: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{server.url}{path}", json=body, timeout=110)
 
 
 def upload(server: Server, path: Path) -> str:

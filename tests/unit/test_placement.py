@@ -3,6 +3,9 @@ OLLAMA_SCHED_SPREAD), a partial offload when even all GPUs are too small; CUDA's
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from power.supervisor.memory import (
@@ -11,6 +14,7 @@ from power.supervisor.memory import (
     Estimate,
     Gpu,
     place,
+    probe_machine,
     visible_order,
 )
 
@@ -69,3 +73,25 @@ def test_cuda_visible_devices_selects_and_orders_what_a_runner_sees() -> None:
     assert [g.index for g in visible_order(all4, "3,1")] == [3, 1]
     assert [g.index for g in visible_order(all4, "2,9,0")] == [2]  # CUDA stops at a bad id
     assert [g.index for g in visible_order(all4, "GPU-1234abcd")] == [0, 1, 2, 3]
+
+
+def test_the_probe_reads_gpus_and_per_process_vram_from_nvidia_smi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        '  --query-gpu=*) printf "0, Test A, 24576, 20000\\n1, Test B, 81920, 80000\\n" ;;\n'
+        '  --query-compute-apps=*) printf "4242, 1024\\n4242, 512\\n77, 2048\\n" ;;\n'
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
+    machine = probe_machine()
+    assert [(g.index, g.name, g.free // 2**20) for g in machine.gpus] == [
+        (1, "Test B", 80000),
+        (0, "Test A", 20000),
+    ]
+    assert machine.vram_by_pid == {4242: 1536 * 2**20, 77: 2048 * 2**20}

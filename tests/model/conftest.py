@@ -1,0 +1,23 @@
+"""A real ``power serve`` with its own model store for each model test, and a POST helper."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Server, power_server
+
+
+@pytest.fixture
+def server(clean_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    env = dict(clean_env, OLLAMA_MODELS=str(tmp_path / "models"), PYTHONUNBUFFERED="1")
+    with power_server(env, tmp_path / "server.log") as srv:
+        yield srv
+
+
+def post(server: Server, path: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{server.url}{path}", json=body, timeout=110)
