@@ -15,7 +15,8 @@ import pytest
 from power.config import Settings
 from power.errors import InvalidRequestError
 from power.supervisor import RunnerProcess, Supervisor
-from proto import Done, Embed, Embeddings, Generate, LoadParams, Sampling, Tokens
+from proto import Embed, Embeddings, Generate, LoadParams, Sampling, Tokens
+from tests.process.test_supervisor import collect
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
@@ -72,18 +73,6 @@ def chat(q: str, system: str = SYSTEM) -> str:
 def gen(prompt: str, **kw: Any) -> Callable[[int], Generate]:
     kw.setdefault("sampling", GREEDY)
     return lambda i: Generate(id=i, prompt=prompt, **kw)
-
-
-async def collect(events: AsyncIterator[list[Any]]) -> tuple[str, Done]:
-    text, done = [], None
-    async for batch in events:
-        for msg in batch:
-            if isinstance(msg, Tokens):
-                text.append(msg.text)
-            elif isinstance(msg, Done):
-                done = msg
-    assert done is not None
-    return "".join(text), done
 
 
 async def first_tokens(events: AsyncIterator[list[Any]]) -> list[Any]:

@@ -22,7 +22,8 @@ from proto import Generate, LoadParams, Sampling
 from tests.e2e.conftest import Server
 from tests.model.conftest import post
 from tests.model.synth import png, write_projector
-from tests.model.test_batching import Spawner, cfg, collect
+from tests.model.test_batching import Spawner, cfg
+from tests.process.test_supervisor import collect
 
 pytestmark = pytest.mark.model
 
