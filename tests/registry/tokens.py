@@ -104,8 +104,11 @@ class TokenIssuer:
         return access
 
     async def _token(self, request: web.Request) -> web.Response:
-        self.requests.append(dict(request.query) | {"authorization": request.headers.get(
-            "Authorization", "")})  # fmt: skip
+        scopes = request.query.getall("scope", [])
+        self.requests.append(
+            dict(request.query)
+            | {"scope": " ".join(scopes), "authorization": request.headers.get("Authorization", "")}
+        )
         user = ""
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Basic "):
@@ -114,7 +117,7 @@ class TokenIssuer:
                 raise web.HTTPUnauthorized()
         elif self.users:
             raise web.HTTPUnauthorized()
-        token = self.mint(user or "anonymous", self._grant(request.query.getall("scope", [])))
+        token = self.mint(user or "anonymous", self._grant(scopes))
         return web.json_response({"token": token, "access_token": token, "expires_in": 300})
 
 
