@@ -21,7 +21,7 @@ from power.api import registry as registry_api
 from power.api.disconnect import CancelOnDisconnect
 from power.api.guard import GuardMiddleware
 from power.config import allowed_origins
-from power.errors import ClientClosedError, PowerError, ServerBusyError
+from power.errors import ClientClosedError, PowerError
 from power.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 
 if TYPE_CHECKING:
@@ -40,10 +40,7 @@ async def _power_error(request: Request, exc: Exception) -> Response:
         log.info("client closed the request: %s", exc)
     elif exc.status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
-    headers = {}
-    if isinstance(exc, ServerBusyError):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
-    return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
+    return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -51,6 +51,11 @@ class PowerError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers every API surface sends with this error."""
+        return {}
+
 
 class InvalidRequestError(PowerError):
     status = 400
@@ -79,6 +84,10 @@ class ServerBusyError(PowerError):
     ) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, round(self.retry_after_s)))}
 
 
 class RunnerError(PowerError):

@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import secrets
 from typing import Any
 
-import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
-
 from power.api.openai_convert import apply_tool_choice
-from power.api.openai_sse import Handler, as_power_error
+from power.api.openai_sse import error_responses
 from power.api.schemas import Message
 from power.errors import InvalidRequestError, PowerError
 
@@ -31,7 +26,6 @@ __all__ = [
     "tool_choice",
 ]
 
-_encoder = msgspec.json.Encoder()
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
           503: "overloaded_error"}  # fmt: skip
@@ -43,20 +37,7 @@ def anthropic_error_body(exc: PowerError) -> dict[str, Any]:
             "request_id": "req_" + secrets.token_hex(12)}  # fmt: skip
 
 
-def anthropic_errors(handler: Handler) -> Handler:
-    @functools.wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Exception as raised:
-            exc = as_power_error(request, raised)
-            return Response(
-                _encoder.encode(anthropic_error_body(exc)),
-                status_code=exc.status,
-                media_type="application/json",
-            )
-
-    return wrapped
+anthropic_errors = error_responses(anthropic_error_body)
 
 
 def system_text(system: Any) -> str:

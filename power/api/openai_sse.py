@@ -23,12 +23,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from power.api.inference import decode_body as decode
-from power.errors import InvalidRequestError, ModelNotFoundError, PowerError, ServerBusyError
+from power.errors import InvalidRequestError, ModelNotFoundError, PowerError
 
 __all__ = [
     "ParamError",
     "as_power_error",
     "decode",
+    "error_responses",
     "keep_alive",
     "new_id",
     "openai_error_body",
@@ -89,26 +90,30 @@ def as_power_error(request: Request, exc: Exception) -> PowerError:
     return exc
 
 
-def openai_errors(handler: Handler) -> Handler:
-    """Render every failure of ``handler`` in OpenAI's error shape."""
+def error_responses(body: Callable[[PowerError], object]) -> Callable[[Handler], Handler]:
+    """A decorator that renders every failure of a handler as ``body(error)``, with the error's
+    status and headers."""
 
-    @functools.wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Exception as raised:
-            exc = as_power_error(request, raised)
-            headers = {}
-            if isinstance(exc, ServerBusyError):
-                headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
-            return Response(
-                _encoder.encode(openai_error_body(exc)),
-                status_code=exc.status,
-                headers=headers,
-                media_type="application/json",
-            )
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapped(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as raised:
+                exc = as_power_error(request, raised)
+                return Response(
+                    _encoder.encode(body(exc)),
+                    status_code=exc.status,
+                    headers=exc.headers,
+                    media_type="application/json",
+                )
 
-    return wrapped
+        return wrapped
+
+    return decorate
+
+
+openai_errors = error_responses(openai_error_body)
 
 
 def sse(obj: object, event: str | None = None) -> bytes:

@@ -149,3 +149,35 @@ def test_a_client_that_disconnects_while_queued_leaves_the_queue(fake_server: Se
     assert reader.is_alive()  # the first stream is still generating
     reader.join(30)
     assert first[-1]["done"] is True
+
+
+def test_a_full_queue_is_503_with_retry_after_on_every_api(
+    server_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = dict(server_env, A3S_POWER_RUNNER_ENGINE="fake:count?delay=0.02", OLLAMA_MAX_QUEUE="1")
+    with power_server(env, tmp_path / "server.log") as srv:
+        url = srv.url
+        body = {"model": "smollm2", "prompt": "go", "options": {"num_predict": 300}}
+        first: list[dict[str, object]] = []
+        reader = threading.Thread(target=lambda: first.extend(_stream(f"{url}/api/generate", body)))
+        reader.start()
+        wait_until(lambda: len(first) >= 2)
+        waiter = threading.Thread(target=httpx.post, args=(f"{url}/api/generate",),
+                                  kwargs={"json": body, "timeout": 60})  # fmt: skip
+        waiter.start()
+        wait_until(lambda: httpx.get(f"{url}/api/ps").json()["models"][0]["queued"] == 1)
+        chat = {"model": "smollm2", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+        refused = {
+            "native": httpx.post(f"{url}/api/generate", json=body),
+            "openai": httpx.post(f"{url}/v1/chat/completions", json=chat),
+            "anthropic": httpx.post(f"{url}/v1/messages", json=chat),
+        }
+        reader.join(60)
+        waiter.join(60)
+    assert {api: r.status_code for api, r in refused.items()} == dict.fromkeys(refused, 503)
+    assert all(r.headers["Retry-After"].isdigit() for r in refused.values())
+    message = "server busy, please try again.  maximum pending requests exceeded"
+    assert refused["native"].json() == {"error": message}
+    assert refused["openai"].json()["error"]["message"] == message
+    assert refused["anthropic"].json()["error"] == {"type": "overloaded_error", "message": message}
+    assert first[-1]["done"] is True
