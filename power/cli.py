@@ -115,6 +115,7 @@ def main() -> None:
 @click.option("--debug", is_flag=True, default=None, help="Log at DEBUG level.")
 def serve(**flags: Any) -> None:
     """Start the server (alias: start)."""
+    from power.config import ConfigError
     from power.serve import run_server
 
     overrides: dict[str, object] = {k: v for k, v in flags.items() if v not in (None, ())}
@@ -122,7 +123,12 @@ def serve(**flags: Any) -> None:
         overrides["origins"] = list(flags["origins"])
     if overrides.get("debug"):
         overrides["debug"] = 1
-    sys.exit(run_server(overrides))
+    try:
+        code = run_server(overrides)
+    except ConfigError as exc:  # a bad setting: one line, no traceback
+        click.echo(f"Error: {exc}", err=True)
+        code = 2
+    sys.exit(code)
 
 
 def _keep_alive(value: str | None) -> str | float | None:
@@ -251,7 +257,11 @@ def ps() -> None:
     # A3S Power's extra fields: the runner's pid (SIZE is its measured memory) and its load.
     extra = [
         (key, title)
-        for key, title in (("pid", "PID"), ("requests_in_flight", "IN FLIGHT"))
+        for key, title in (
+            ("pid", "PID"),
+            ("requests_in_flight", "IN FLIGHT"),
+            ("cpu_mode", "CPU MODE"),  # only when some runner is not in the daemon's default
+        )
         if any(key in m for m in models)
     ]
     rows = []

@@ -33,7 +33,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
@@ -101,6 +101,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     runner_engine: str = "llama"  # "llama", or "fake:<mode>?<options>" for tests
     queue_timeout_s: float = 600.0  # longest a request waits for a load or a seat
     runner_spare: bool = True  # keep one runner launched, so a cold load skips process start
+    # llama.cpp's extra CPU buffer types (repacked weights): auto = per CPU (not AMX), on, off
+    cpu_extra_buffers: Literal["auto", "on", "off"] = "auto"
 
     @property
     def models_dir(self) -> Path:
@@ -219,6 +221,19 @@ def parse_host(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
+def _env_choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A variable with a fixed set of values: anything else stops the start, naming it."""
+
+    def parse(text: str) -> str:
+        if text.lower() not in choices:
+            raise ConfigError(
+                f"environment variable {name}: {text!r} is not one of {', '.join(choices)}"
+            )
+        return text.lower()
+
+    return parse
+
+
 def _env_host(text: str) -> dict[str, object]:
     host, port = parse_host(text)
     return {"host": host, "port": port}
@@ -268,6 +283,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
     _var("A3S_POWER_HOME", "home", _env_path, f"A3S Power data directory (default {DEFAULT_HOME})"),
     _var("A3S_POWER_RUNNER_ENGINE", "runner_engine", str, "Runner engine: llama (default), or"
          " fake:<mode> for tests"),
+    _var("A3S_POWER_CPU_EXTRA_BUFFERS", "cpu_extra_buffers",
+         _env_choice("A3S_POWER_CPU_EXTRA_BUFFERS", ("auto", "on", "off")),
+         "llama.cpp's repacked CPU weight buffers: auto (default: on, except AMX kernels on CPUs"
+         " with AMX), on (AMX included), off"),
 )  # fmt: skip
 
 

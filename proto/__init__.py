@@ -18,6 +18,7 @@ from proto.framing import (
 )
 from proto.messages import (
     Cancel,
+    CpuMode,
     Detokenize,
     Detokenized,
     Done,
@@ -62,6 +63,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Cancel",
     "ConnectionClosed",
+    "CpuMode",
     "Detokenize",
     "Detokenized",
     "Done",

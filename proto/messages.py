@@ -18,6 +18,7 @@ import msgspec
 
 __all__ = [
     "Cancel",
+    "CpuMode",
     "Detokenize",
     "Detokenized",
     "Done",
@@ -55,6 +56,16 @@ class ErrorCode(enum.StrEnum):
     PROTOCOL = "protocol"  # an unexpected or malformed message
 
 
+class CpuMode(enum.StrEnum):
+    """Which of llama.cpp's CPU weight layouts a runner's model uses."""
+
+    AUTO = "auto"  # the runner decides from its CPU's flags (runner.cpu); never in Ready
+    EXTRA = "extra"  # llama.cpp's default: its extra buffer types (weights repacked for the
+    #                  CPU's fastest kernels; AMX tiles where the build has them)
+    NO_AMX = "no-amx"  # the extra buffer types, with AMX denied to the runner process
+    PLAIN = "plain"  # no extra buffer types: weights as the file has them
+
+
 class Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag=str.lower):
     """Base of every message on the wire."""
 
@@ -73,6 +84,7 @@ class LoadParams(msgspec.Struct, frozen=True, kw_only=True):
     n_threads: int = 0  # 0 = let the runner choose
     use_mmap: bool = True
     use_mlock: bool = False
+    cpu_mode: CpuMode = CpuMode.AUTO
     seed: int = -1
     flash_attn: bool | None = None  # None = engine default
     kv_cache_type: str = "f16"
@@ -182,6 +194,11 @@ class Shutdown(Msg, frozen=True):
 class Hello(Msg, frozen=True):
     protocol: int
     pid: int
+    engine: str = ""  # what computes, e.g. "llama-cpp-python 0.3.36"
+    system_info: str = ""  # the CPU features the engine uses (llama.cpp's system info)
+    cpu: str = ""  # the CPU model and its flags that matter
+    auto_cpu_mode: CpuMode = CpuMode.EXTRA  # what CpuMode.AUTO becomes on this machine
+    auto_cpu_mode_why: str = ""
 
 
 class Progress(Msg, frozen=True):
@@ -196,6 +213,7 @@ class Ready(Msg, frozen=True):
     num_parallel: int = 1
     load_s: float = 0.0
     gpu_layers: int = 0
+    cpu_mode: CpuMode = CpuMode.EXTRA  # the mode the model was loaded in (see LoadParams)
 
 
 class Tokens(Msg, frozen=True):

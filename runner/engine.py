@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from proto import Generate, LoadParams, Memory, TokenLogprob
+from proto import CpuMode, Generate, LoadParams, Memory, TokenLogprob
 
 __all__ = [
     "BadRequestError",
@@ -52,6 +52,7 @@ class LoadInfo:
     num_parallel: int = 1
     gpu_layers: int = 0
     n_batch: int = 512  # tokens one decode takes at most
+    cpu_mode: CpuMode = CpuMode.EXTRA  # the mode the model was loaded in
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,10 @@ class SeqSampler(Protocol):
 
 
 class Engine(Protocol):
+    def about(self) -> tuple[str, str]:
+        """What computes (name and version) and the CPU features it uses, for ``Hello``."""
+        ...
+
     def load(self, params: LoadParams) -> LoadInfo: ...
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]: ...

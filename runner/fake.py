@@ -5,7 +5,10 @@ Modes: ``echo`` generates the prompt's words back, then an end token; ``count`` 
 ``delay`` seconds per token, ``load_delay`` seconds to load, ``fail_load=1`` (load fails),
 ``crash_after=N`` (the process dies abruptly after N tokens, writing to stderr first),
 ``crash_before=1`` (dies before the first token of a request), ``hang=1`` (the process
-stops answering anything, as a wedged runner does), ``n_ctx_train`` (default 2048).
+stops answering anything, as a wedged runner does), ``kernel_fault=1`` (its first decode dies
+of SIGSEGV, as a bad CPU kernel does, unless the model was loaded in CPU mode ``plain``;
+``kernel_fault=2``: in every mode),
+``n_ctx_train`` (default 2048).
 The runner's scheduler batches it like the real engine (one ``decode`` per step, ``delay``
 once per step), so with ``num_parallel`` > 1 sequences interleave, and its slots' prefix cache
 makes ``prompt_cached`` behave the same way.
@@ -22,7 +25,7 @@ from urllib.parse import parse_qs
 
 import psutil
 
-from proto import Generate, LoadParams, Memory
+from proto import CpuMode, Generate, LoadParams, Memory
 from runner.engine import (
     BadRequestError,
     Chunk,
@@ -58,6 +61,7 @@ class FakeEngine:
         crash_after: float = -1,
         crash_before: float = 0,
         hang: float = 0,
+        kernel_fault: float = 0,
         n_ctx_train: float = 2048,
     ) -> None:
         if mode not in ("echo", "count"):
@@ -69,6 +73,9 @@ class FakeEngine:
         self.crash_after = int(crash_after)
         self.crash_before = bool(crash_before)
         self.hang = bool(hang)
+        self.kernel_fault = int(kernel_fault)
+        self._cpu_mode = CpuMode.EXTRA
+        self._decoded = False
         self.n_ctx_train = int(n_ctx_train)
         self._vocab: dict[str, int] = {"<s>": 0, "</s>": EOS}
         self._words: list[str] = ["<s>", "</s>"]
@@ -84,16 +91,21 @@ class FakeEngine:
         if not os.path.exists(params.model_path):
             raise EngineError(f"model file not found: {params.model_path}")
         self._n_ctx = min(params.n_ctx, self.n_ctx_train)
+        self._cpu_mode = params.cpu_mode
         return LoadInfo(
             n_ctx=self._n_ctx,
             n_ctx_train=self.n_ctx_train,
             n_vocab=len(self._words),
             num_parallel=params.num_parallel,
             n_batch=params.n_batch,
+            cpu_mode=params.cpu_mode,
         )
 
     def close(self) -> None:
         pass
+
+    def about(self) -> tuple[str, str]:
+        return "fake", ""
 
     def memory(self) -> Memory:
         return Memory(rss=psutil.Process().memory_info().rss)
@@ -124,6 +136,12 @@ class FakeEngine:
         return _FakeSampler(self, words)
 
     def decode(self, chunks: Sequence[Chunk]) -> None:
+        plain = self._cpu_mode == CpuMode.PLAIN
+        if self.kernel_fault and not self._decoded and (self.kernel_fault > 1 or not plain):
+            sys.stderr.write(f"fake engine: bad CPU kernel in mode {self._cpu_mode}\n")
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGSEGV)
+        self._decoded = True
         if self.delay:
             time.sleep(self.delay)
 

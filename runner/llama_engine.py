@@ -24,7 +24,8 @@ import psutil
 from llama_cpp import _internals
 from llama_cpp import _logger as llama_logger
 
-from proto import Generate, LoadParams, Memory
+from proto import CpuMode, Generate, LoadParams, Memory
+from runner.amx import deny_amx
 from runner.engine import (
     BadRequestError,
     Chunk,
@@ -34,6 +35,7 @@ from runner.engine import (
     PromptTooLongError,
     Span,
 )
+from runner.llama_compat import set_fields
 from runner.native_log import llama_log
 from runner.sampling import LlamaSampler
 
@@ -54,7 +56,29 @@ _KV_TYPES = {
     "q5_0": 6,
     "q5_1": 7,
 }
+_LOAD_MODES = {  # (use_mmap, use_mlock) -> llama_load_mode
+    (True, False): llama_cpp.LLAMA_LOAD_MODE_AUTO,  # mmap where the devices support it
+    (True, True): llama_cpp.LLAMA_LOAD_MODE_MMAP_MLOCK,
+    (False, True): llama_cpp.LLAMA_LOAD_MODE_MLOCK,
+    (False, False): llama_cpp.LLAMA_LOAD_MODE_NONE,
+}
 _EMBED_CHUNK = 64  # tokens per embedding decode: every one has an output row (and logits)
+
+
+def load_mode(*, use_mmap: bool, use_mlock: bool) -> int:
+    """Ollama's ``use_mmap``/``use_mlock`` options as llama.cpp's ``load_mode``."""
+    return int(_LOAD_MODES[use_mmap, use_mlock])
+
+
+def _enter_cpu_mode(mode: CpuMode) -> CpuMode:
+    """Prepare the process for ``mode`` (before the model loads); the mode it can have."""
+    if mode != CpuMode.NO_AMX:
+        return mode
+    why = deny_amx()
+    if why:
+        log.warning("cannot keep AMX from this runner (%s): loading with plain buffers", why)
+        return CpuMode.PLAIN
+    return mode
 
 
 class LlamaEngine:
@@ -76,17 +100,8 @@ class LlamaEngine:
 
     def load(self, params: LoadParams) -> LoadInfo:
         llama_cpp.llama_backend_init()
-        mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = params.n_gpu_layers
-        mparams.main_gpu = max(0, params.main_gpu)
-        mparams.split_mode = params.split_mode
-        if params.tensor_split:
-            n = llama_cpp.llama_max_devices()
-            shares = list(params.tensor_split[:n]) + [0.0] * max(0, n - len(params.tensor_split))
-            self._tensor_split = (ctypes.c_float * n)(*shares)  # read by llama.cpp at load
-            mparams.tensor_split = self._tensor_split
-        mparams.use_mmap = params.use_mmap
-        mparams.use_mlock = params.use_mlock
+        cpu_mode = _enter_cpu_mode(params.cpu_mode)
+        mparams = self._model_params(params, cpu_mode)
         try:
             self._model = _internals.LlamaModel(
                 path_model=params.model_path, params=mparams, verbose=True
@@ -99,25 +114,28 @@ class LlamaEngine:
         n_par = max(1, params.num_parallel)
         n_batch = max(params.n_batch, n_par)
         threads = params.n_threads or (psutil.cpu_count(logical=False) or os.cpu_count() or 1)
-        cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = n_ctx * n_par
-        cparams.n_batch = n_batch
-        cparams.n_ubatch = n_batch
-        cparams.n_seq_max = n_par
-        cparams.kv_unified = False
-        cparams.n_threads = threads
-        cparams.n_threads_batch = threads
-        cparams.embeddings = params.embedding
-        cparams.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
-            if params.flash_attn is None
-            else int(params.flash_attn)
-        )
         kv_type = _KV_TYPES.get(params.kv_cache_type.lower())
         if kv_type is None:
             raise EngineError(f"unsupported KV cache type {params.kv_cache_type!r}")
-        cparams.type_k = kv_type
-        cparams.type_v = kv_type
+        cparams = llama_cpp.llama_context_default_params()
+        set_fields(
+            cparams,
+            n_ctx=n_ctx * n_par,
+            n_batch=n_batch,
+            n_ubatch=n_batch,
+            n_seq_max=n_par,
+            kv_unified=False,
+            n_threads=threads,
+            n_threads_batch=threads,
+            embeddings=params.embedding,
+            flash_attn_type=(
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+                if params.flash_attn is None
+                else int(params.flash_attn)
+            ),
+            type_k=kv_type,
+            type_v=kv_type,
+        )
         try:
             self._owner = _internals.LlamaContext(model=self._model, params=cparams, verbose=True)
         except ValueError as exc:
@@ -139,6 +157,7 @@ class LlamaEngine:
         self._n_vocab = self._model.n_vocab()
         self._embedding = params.embedding
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        set_fields(self._batch, n_tokens=0)  # (checked once: `_decode` writes it every step)
         return LoadInfo(
             n_ctx=self._n_ctx,
             n_ctx_train=n_ctx_train,
@@ -146,7 +165,25 @@ class LlamaEngine:
             num_parallel=n_par,
             gpu_layers=params.n_gpu_layers,
             n_batch=n_batch,
+            cpu_mode=cpu_mode,
         )
+
+    def _model_params(self, params: LoadParams, cpu_mode: CpuMode) -> Any:
+        mparams = llama_cpp.llama_model_default_params()
+        set_fields(
+            mparams,
+            n_gpu_layers=params.n_gpu_layers,
+            main_gpu=max(0, params.main_gpu),
+            split_mode=params.split_mode,
+            load_mode=load_mode(use_mmap=params.use_mmap, use_mlock=params.use_mlock),
+            use_extra_bufts=cpu_mode != CpuMode.PLAIN,
+        )
+        if params.tensor_split:
+            n = llama_cpp.llama_max_devices()
+            shares = list(params.tensor_split[:n]) + [0.0] * max(0, n - len(params.tensor_split))
+            self._tensor_split = (ctypes.c_float * n)(*shares)  # read by llama.cpp at load
+            set_fields(mparams, tensor_split=self._tensor_split)
+        return mparams
 
     def _apply_loras(self, paths: Sequence[str]) -> None:
         """Load every adapter, then set them all at once (a set replaces the previous one)."""
@@ -178,6 +215,10 @@ class LlamaEngine:
         if self._model is not None:
             self._model.close()
             self._model = None
+
+    def about(self) -> tuple[str, str]:
+        info = llama_cpp.llama_print_system_info().decode(errors="replace")
+        return f"llama-cpp-python {llama_cpp.__version__}", " ".join(info.split())
 
     def memory(self) -> Memory:
         return Memory(rss=psutil.Process().memory_info().rss, vram=0)

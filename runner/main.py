@@ -17,7 +17,10 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
+
+import msgspec
 
 from proto import (
     EXIT_BAD_ARGS,
@@ -26,6 +29,7 @@ from proto import (
     PROTOCOL_VERSION,
     Cancel,
     ConnectionClosed,
+    CpuMode,
     Detokenize,
     Detokenized,
     Embed,
@@ -45,37 +49,63 @@ from proto import (
     Tokenized,
     runner_decoder,
 )
+from runner.cpu import amx_denial_possible, auto_mode, read_cpu
 from runner.engine import Engine
+from runner.llama_compat import UnsupportedEngineError, check_version, installed_version
 from runner.outbox import Outbox
 from runner.worker import Worker
 
 # CUDA numbers GPUs in PCI bus order, as nvidia-smi (and so the gateway's placement) does
 os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
-__all__ = ["main", "serve"]
+__all__ = ["main", "make_engine", "serve"]
 
 log = logging.getLogger("runner")
 
 
-def _make_engine(spec: str, *, verbose: bool) -> Engine:
+def make_engine(spec: str, *, verbose: bool) -> Engine:
+    """The engine ``spec`` names; ``ValueError`` for an unknown one, ``UnsupportedEngineError``
+    when llama-cpp-python is not a tested release (checked before it is imported)."""
     if spec.startswith("fake"):
         from runner.fake import parse_fake_spec
 
         return parse_fake_spec(spec)
     if spec != "llama":
         raise ValueError(f"unknown engine {spec!r}")
+    check_version(installed_version())
     from runner.llama_engine import LlamaEngine
 
     return LlamaEngine(verbose=verbose)
 
 
-async def serve(sock: socket.socket, engine: Engine) -> int:
+async def serve(sock: socket.socket, make: Callable[[], Engine]) -> int:
+    """Say ``Hello`` (or why the engine cannot start), load, then serve until told to stop."""
     loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     frames = FrameReader(reader, runner_decoder())
     out = FrameWriter(writer)
     outbox = Outbox(out, loop)
-    outbox.push(Hello(protocol=PROTOCOL_VERSION, pid=os.getpid()))
+    try:
+        engine = make()
+    except (ValueError, OSError, UnsupportedEngineError) as exc:
+        log.error("%s", exc)
+        outbox.push(Failed(id=None, code=ErrorCode.LOAD, message=str(exc)))
+        await _close(out)
+        return EXIT_BAD_ARGS
+    name, system_info = engine.about()
+    cpu = read_cpu()
+    auto, why = auto_mode(cpu, amx_denial=amx_denial_possible())
+    outbox.push(
+        Hello(
+            protocol=PROTOCOL_VERSION,
+            pid=os.getpid(),
+            engine=name,
+            system_info=system_info,
+            cpu=cpu.describe(),
+            auto_cpu_mode=auto,
+            auto_cpu_mode_why=why,
+        )
+    )
     worker = Worker(engine, outbox)
     main_task = asyncio.current_task()
     assert main_task is not None
@@ -88,8 +118,11 @@ async def serve(sock: socket.socket, engine: Engine) -> int:
                 outbox.push(Failed(id=None, code=ErrorCode.PROTOCOL, message="expected Load"))
                 return EXIT_BAD_ARGS
             started = time.perf_counter()
+            params = first.params
+            if params.cpu_mode == CpuMode.AUTO:
+                params = msgspec.structs.replace(params, cpu_mode=auto)
             try:
-                info = await asyncio.wrap_future(worker.load(first.params))
+                info = await asyncio.wrap_future(worker.load(params))
             except Exception as exc:
                 log.error("load failed: %s", exc)
                 outbox.push(Failed(id=None, code=ErrorCode.LOAD, message=str(exc)))
@@ -103,6 +136,7 @@ async def serve(sock: socket.socket, engine: Engine) -> int:
                     num_parallel=info.num_parallel,
                     load_s=time.perf_counter() - started,
                     gpu_layers=info.gpu_layers,
+                    cpu_mode=info.cpu_mode,
                 )
             )
             await _serve_requests(frames, outbox, worker, engine)
@@ -115,10 +149,14 @@ async def serve(sock: socket.socket, engine: Engine) -> int:
         worker.stop()
         await loop.run_in_executor(None, worker.join, 10.0)
         outbox.flush()
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await out.drain()
-        out.close()
-        await out.wait_closed()
+        await _close(out)
+
+
+async def _close(out: FrameWriter) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await out.drain()
+    out.close()
+    await out.wait_closed()
 
 
 async def _serve_requests(
@@ -157,12 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        engine = _make_engine(args.engine, verbose=args.verbose)
         sock = socket.socket(fileno=args.fd)
-    except (ValueError, OSError) as exc:
+    except OSError as exc:
         log.error("%s", exc)
         return EXIT_BAD_ARGS
     try:
-        return asyncio.run(serve(sock, engine))
+        return asyncio.run(serve(sock, lambda: make_engine(args.engine, verbose=args.verbose)))
     finally:
         sock.close()

@@ -23,6 +23,7 @@ import llama_cpp
 from llama_cpp import mtmd_cpp as mtmd
 
 from runner.engine import BadRequestError, EngineError, Media, Span
+from runner.llama_compat import set_fields
 from runner.media import build_prompt
 from runner.native_log import mtmd_log
 
@@ -67,10 +68,13 @@ class Projector:
         self._log = mtmd_log()
         self._log.take()
         params = mtmd.mtmd_context_params_default()
-        params.n_threads = n_threads
-        params.use_gpu = use_gpu
-        params.print_timings = False
-        params.flash_attn_type = flash_attn
+        set_fields(
+            params,
+            n_threads=n_threads,
+            use_gpu=use_gpu,
+            print_timings=False,
+            flash_attn_type=flash_attn,
+        )
         ctx = mtmd.mtmd_init_from_file(path.encode(), model, params)
         if not ctx:
             why = self._log.take() or "see the runner's log"
@@ -115,7 +119,7 @@ class Projector:
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         opt = mtmd.mtmd_helper_init_opt_default()
         if kind != "webp":  # a broken image must not fall through to the ffmpeg video decoder
-            opt.video_params.ffmpeg_bin_dir = _NO_FFMPEG
+            set_fields(opt.video_params, ffmpeg_bin_dir=_NO_FFMPEG)
         self._log.take()
         got = mtmd.mtmd_helper_bitmap_init_from_buf_wrapper(self._ctx, buf, len(data), False, opt)
         if got.video_ctx:

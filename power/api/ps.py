@@ -14,6 +14,7 @@ from starlette.routing import Route
 from power import __version__
 from power.api.schemas import PsModel
 from power.supervisor import Loaded, Supervisor
+from power.supervisor.policy import default_cpu_mode
 
 __all__ = ["routes"]
 
@@ -42,6 +43,11 @@ def ps_models(supervisor: Supervisor) -> list[PsModel]:
         vram = slot.vram
         # Ollama's size is the model's memory: all in VRAM when every layer is offloaded
         size = vram if slot.all_on_gpu and vram else rss + vram
+        mode = ready.cpu_mode if ready is not None else slot.params.cpu_mode
+        hello = slot.runner.hello
+        default = supervisor.cpu_mode
+        if hello is not None:
+            default, _ = default_cpu_mode(supervisor.settings.cpu_extra_buffers, hello)
         out.append(
             PsModel(
                 name=model.name,
@@ -58,6 +64,7 @@ def ps_models(supervisor: Supervisor) -> list[PsModel]:
                 queued=slot.queued,
                 mean_wait_s=round(slot.wait_total_s / slot.waits, 6) if slot.waits else 0.0,
                 num_parallel=ready.num_parallel if ready is not None else 1,
+                cpu_mode=str(mode) if mode != default else msgspec.UNSET,
             )
         )
     out.sort(key=lambda m: m.expires_at, reverse=True)

@@ -171,6 +171,8 @@ class PsModel(msgspec.Struct, kw_only=True):
     queued: int  # requests waiting for one of this runner's parallel sequences
     mean_wait_s: float  # mean time requests to this model waited for admission
     num_parallel: int
+    # the runner's CPU mode (proto.CpuMode), shown when it is not the daemon's default
+    cpu_mode: str | UnsetType = UNSET
 
 
 def prompt_tokens(chunk: GenerateChunk | ChatChunk | None) -> tuple[int, int]:

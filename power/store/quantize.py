@@ -1,6 +1,6 @@
 """Quantization with llama.cpp's quantizer, always in a child process.
 
-``python -m power.store.quantize SRC DST TYPE`` imports llama-cpp-python and quantizes; the
+``python -m runner.quantize SRC DST TYPE`` imports llama-cpp-python and quantizes; the
 gateway never imports ``llama_cpp`` itself. :func:`quantize` runs that child, turns the
 quantizer's per-tensor log lines (``[  12/ 272] blk.0…``) into progress, and reaps it whatever
 happens (a closed iterator kills it). Exit codes: 0 done, 1 quantizer failed, 2 bad arguments.
@@ -9,9 +9,7 @@ happens (a closed iterator kills it). Exit codes: 0 done, 1 quantizer failed, 2 
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -58,10 +56,17 @@ def normalize_type(name: str) -> str:
     return upper
 
 
-def quantize(src: Path, dst: Path, qtype: str) -> Iterator[tuple[int, int]]:
-    """Quantize ``src`` into ``dst``, yielding (tensors done, tensors total) as it goes."""
+def quantize(
+    src: Path, dst: Path, qtype: str, *, allow_requantize: bool = False
+) -> Iterator[tuple[int, int]]:
+    """Quantize ``src`` into ``dst``, yielding (tensors done, tensors total) as it goes.
+
+    ``allow_requantize`` lets an already quantized source through (benchmarks make test
+    models that way; a model a user creates is quantized only from F16/BF16/F32)."""
     qtype = normalize_type(qtype)
-    cmd = [sys.executable, "-m", "power.store.quantize", str(src), str(dst), qtype]
+    cmd = [sys.executable, "-m", "runner.quantize", str(src), str(dst), QUANT_TYPES[qtype]]
+    if allow_requantize:
+        cmd.append("--allow-requantize")
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.DEVNULL,
@@ -89,30 +94,3 @@ def quantize(src: Path, dst: Path, qtype: str) -> Iterator[tuple[int, int]]:
     if code != 0:
         detail = "\n".join(x for x in tail if x.strip())
         raise QuantizeError(f"quantization to {qtype} failed (exit {code}): {detail}")
-
-
-def _main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[2].upper() not in QUANT_TYPES:
-        sys.stderr.write(
-            f"usage: python -m power.store.quantize SRC DST {{{','.join(QUANT_TYPES)}}}\n"
-        )
-        return 2
-    src, dst, qtype = argv
-    import ctypes
-
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{QUANT_TYPES[qtype.upper()]}")
-    params.nthread = max(1, (os.cpu_count() or 2) // 2)
-    rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
-    if rc != 0:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(dst)
-        sys.stderr.write(f"llama_model_quantize returned {rc}\n")
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

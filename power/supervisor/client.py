@@ -21,6 +21,7 @@ from proto import (
     ConnectionClosed,
     Detokenized,
     Done,
+    Embeddings,
     ErrorCode,
     Failed,
     FrameError,
@@ -31,6 +32,7 @@ from proto import (
     Ping,
     Pong,
     Tokenized,
+    Tokens,
 )
 
 __all__ = ["RequestStream", "RunnerClient"]
@@ -44,6 +46,13 @@ def failed_to_error(msg: Failed, *, model: str, pid: int | None) -> PowerError:
     if msg.code == ErrorCode.LOAD:
         return RunnerLoadError(msg.message, model=model, pid=pid)
     return RunnerError(msg.message, model=model, pid=pid)
+
+
+def _shows_a_decode(msg: FromRunner) -> bool:
+    """``msg`` exists only because a decode finished (a prompt evaluated, a token sampled)."""
+    if isinstance(msg, Tokens | Embeddings):
+        return True
+    return isinstance(msg, Done) and msg.reason != "cancel" and msg.stats.prompt_eval_s > 0
 
 
 class RequestStream:
@@ -116,6 +125,7 @@ class RunnerClient:
         self._ids = itertools.count(1)
         self._closed = asyncio.Event()
         self._writer_closed = False
+        self.decoded = False  # the runner has finished a decode (produced tokens or vectors)
 
     def open(self, build: Callable[[int], Msg]) -> RequestStream:
         """Send the request ``build(id)`` and return its stream."""
@@ -169,6 +179,8 @@ class RunnerClient:
             if isinstance(msg, Failed):
                 log.error("runner pid=%s reported: %s", self.pid, msg.message)
             return
+        if not self.decoded and _shows_a_decode(msg):
+            self.decoded = True
         stream = self._streams.get(req_id)
         if stream is None:
             return  # a late reply to a request that was already given up

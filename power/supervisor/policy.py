@@ -9,9 +9,19 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from proto import LoadParams
+from proto import CpuMode, Hello, LoadParams
 
-__all__ = ["RunnerSnapshot", "eviction_order", "expiry_deadline", "pick_victim", "serves"]
+__all__ = [
+    "RunnerSnapshot",
+    "default_cpu_mode",
+    "eviction_order",
+    "expiry_deadline",
+    "pick_victim",
+    "requested_cpu_mode",
+    "serves",
+]
+
+_CPU_SETTING = {"auto": CpuMode.AUTO, "on": CpuMode.EXTRA, "off": CpuMode.PLAIN}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +57,18 @@ def serves(loaded: LoadParams, wanted: LoadParams) -> bool:
         and wanted.embedding == loaded.embedding
         and wanted.num_parallel <= loaded.num_parallel
     )
+
+
+def requested_cpu_mode(setting: str) -> CpuMode:
+    """The ``cpu_extra_buffers`` setting as the mode runners are asked to load in."""
+    return _CPU_SETTING[setting]
+
+
+def default_cpu_mode(setting: str, hello: Hello) -> tuple[CpuMode, str]:
+    """The mode a runner that said ``hello`` loads in by default under ``setting``, and why."""
+    if setting == "auto":
+        return hello.auto_cpu_mode, f"cpu_extra_buffers = auto: {hello.auto_cpu_mode_why}"
+    return _CPU_SETTING[setting], f"cpu_extra_buffers = {setting}"
 
 
 def eviction_order(runners: Iterable[RunnerSnapshot]) -> list[RunnerSnapshot]:

@@ -76,6 +76,7 @@ class RunnerProcess:
         self.client = client
         self.model = model
         self.pid = proc.pid
+        self.hello: Hello | None = None
         self.ready: Ready | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._stderr_task: asyncio.Task[None] | None = None
@@ -161,6 +162,12 @@ class RunnerProcess:
             hello = await self._next(self.client.frames, exited, timeout_s)
         finally:
             exited.cancel()
+        if isinstance(hello, Failed):  # the runner cannot start its engine: never retried
+            raise RunnerLoadError(
+                f"the model runner cannot start: {hello.message}",
+                pid=self.pid,
+                stderr_tail=list(self.stderr_tail),
+            )
         if not isinstance(hello, Hello) or hello.protocol != PROTOCOL_VERSION:
             raise ProtocolError(
                 f"runner speaks protocol {getattr(hello, 'protocol', '?')},"
@@ -168,6 +175,7 @@ class RunnerProcess:
                 pid=self.pid,
                 stderr_tail=list(self.stderr_tail),
             )
+        self.hello = hello
 
     async def _load(self, params: LoadParams, load_timeout_s: float) -> None:
         frames = self.client.frames

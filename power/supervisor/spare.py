@@ -12,6 +12,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from power.supervisor.policy import default_cpu_mode
 from power.supervisor.process import RunnerProcess
 from proto import LoadParams
 
@@ -31,6 +32,7 @@ class SparePool:
         self._keep_spare = keep_spare
         self._spare: asyncio.Task[RunnerProcess] | None = None
         self._closed = False
+        self._described = False
 
     def start(self) -> None:
         """Launch the first spare (call from the running loop)."""
@@ -47,10 +49,25 @@ class SparePool:
         return runner
 
     def _launch(self) -> asyncio.Task[RunnerProcess]:
+        return asyncio.ensure_future(self._start())
+
+    async def _start(self) -> RunnerProcess:
         s = self._settings
-        return asyncio.ensure_future(
-            RunnerProcess.launch(engine=s.runner_engine, verbose=s.debug > 0)
-        )
+        runner = await RunnerProcess.launch(engine=s.runner_engine, verbose=s.debug > 0)
+        hello = runner.hello
+        if not self._described and hello is not None:
+            self._described = True  # once per daemon: every runner has the same engine
+            mode, why = default_cpu_mode(s.cpu_extra_buffers, hello)
+            log.info(
+                "runner engine: %s on %s; models load in CPU mode %s (%s)",
+                hello.engine,
+                hello.cpu,
+                mode,
+                why,
+            )
+            if hello.system_info:
+                log.info("llama.cpp system info: %s", hello.system_info)
+        return runner
 
     def _refill(self) -> None:
         if self._keep_spare and not self._closed and self._spare is None:

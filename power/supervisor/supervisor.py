@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from power.supervisor import memory, policy
 from power.supervisor.memory import MemoryProbe, probe_machine
 from power.supervisor.process import RunnerProcess, describe_exit
 from power.supervisor.spare import SparePool
-from proto import FromRunner, LoadParams, Msg
+from proto import CpuMode, FromRunner, LoadParams, Msg
 
 if TYPE_CHECKING:
     from power.config import Settings
@@ -95,6 +96,8 @@ class Loaded:
 
 
 _RAM_HEADROOM = 256 * 2**20
+# Signals a fault in native code dies of (a bad kernel, an unsupported instruction, a bad page)
+_KERNEL_FAULTS = frozenset({signal.SIGSEGV, signal.SIGILL, signal.SIGBUS})
 
 
 def _file_size(path: str) -> int:
@@ -123,6 +126,9 @@ class Supervisor:
         memory_probe: MemoryProbe = probe_machine,
     ) -> None:
         self.settings = settings
+        # what runners are asked to load in, unless a model fell back (below)
+        self.cpu_mode = policy.requested_cpu_mode(settings.cpu_extra_buffers)
+        self._plain: set[str] = set()  # runner keys whose CPU kernels crashed: plain buffers
         self._pool = (
             None if spawn is not None else SparePool(settings, keep_spare=settings.runner_spare)
         )
@@ -163,6 +169,8 @@ class Supervisor:
     ) -> Loaded:
         """A runner for ``model`` that serves ``params``, loading it if needed; refcount + 1."""
         key = runner_key(params)
+        mode = CpuMode.PLAIN if key in self._plain else self.cpu_mode
+        params = msgspec.structs.replace(params, cpu_mode=mode)
         slot = self._slots.get(key)
         if slot is not None and slot.usable and policy.serves(slot.params, params):
             self._attach(slot, keep_alive_s)
@@ -451,12 +459,34 @@ class Supervisor:
         else:
             error = slot.runner.crash_error(rc)
             log.error("%s", error)
+            self._fall_back(slot, rc)  # before the requests fail: their retry loads plain
         slot.runner.client.fail_all(error)
         for task in slot.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
         await slot.runner.aclose(grace_s=0, term_grace_s=0)
         self._notify()
+
+    def _fall_back(self, slot: Loaded, returncode: int) -> None:
+        """A runner killed by a CPU fault before its first decode finished: llama.cpp's CPU
+        kernels are suspected, so this model loads with plain buffers from now on."""
+        if -returncode not in _KERNEL_FAULTS or slot.runner.client.decoded:
+            return
+        ready = slot.runner.ready
+        if ready is None or ready.cpu_mode == CpuMode.PLAIN or slot.key in self._plain:
+            return
+        self._plain.add(slot.key)
+        log.warning(
+            "model runner for %s (pid %d) died of %s in its first decode in CPU mode %s;"
+            " llama.cpp's CPU kernels are suspected, so %s now loads in CPU mode plain"
+            " (no extra buffer types) for the rest of this daemon's life. Its last lines: %s",
+            slot.model.name,
+            slot.runner.pid,
+            signal.Signals(-returncode).name,
+            ready.cpu_mode,
+            slot.model.name,
+            " | ".join(slot.runner.stderr_lines[-5:]) or "(none)",
+        )
 
     async def _ping(self, slot: Loaded) -> None:
         s = self.settings

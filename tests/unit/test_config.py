@@ -314,6 +314,23 @@ def test_env_values(tmp_path: Path, name: str, value: str, field: str, expected:
     assert getattr(settings, field) == expected
 
 
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), (" ON ", "on"), ("off", "off")])
+def test_cpu_extra_buffers_from_the_environment(tmp_path: Path, value: str, expected: str) -> None:
+    env = {"A3S_POWER_CPU_EXTRA_BUFFERS": value}
+    settings = load_settings(path=tmp_path / "missing.toml", env=env, cli={})
+    assert settings.cpu_extra_buffers == expected
+
+
+def test_an_unknown_cpu_extra_buffers_value_is_an_error_naming_it(tmp_path: Path) -> None:
+    env = {"A3S_POWER_CPU_EXTRA_BUFFERS": "sometimes"}
+    with pytest.raises(ConfigError, match="A3S_POWER_CPU_EXTRA_BUFFERS: 'sometimes'"):
+        load_settings(path=tmp_path / "missing.toml", env=env, cli={})
+    toml = tmp_path / "config.toml"
+    toml.write_text('cpu_extra_buffers = "yes"\n')
+    with pytest.raises(ConfigError, match="key 'cpu_extra_buffers'"):
+        load_settings(path=toml, env={}, cli={})
+
+
 def test_env_table_covers_the_documented_variables() -> None:
     names = [name for name, _ in env_help()]
     assert names == [var.name for var in ENV_VARS]
@@ -322,7 +339,7 @@ def test_env_table_covers_the_documented_variables() -> None:
         "OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_QUEUE", "OLLAMA_ORIGINS", "OLLAMA_CONTEXT_LENGTH",
         "OLLAMA_DEBUG", "OLLAMA_LOAD_TIMEOUT", "OLLAMA_NOPRUNE", "OLLAMA_FLASH_ATTENTION",
         "OLLAMA_KV_CACHE_TYPE", "OLLAMA_SCHED_SPREAD", "OLLAMA_GPU_OVERHEAD", "A3S_POWER_HOME",
-        "A3S_POWER_RUNNER_ENGINE",
+        "A3S_POWER_RUNNER_ENGINE", "A3S_POWER_CPU_EXTRA_BUFFERS",
     }  # fmt: skip
     assert all(help_text for _, help_text in env_help())
     for var in ENV_VARS:

@@ -52,7 +52,5 @@ def test_runner_never_imports_power() -> None:
 )
 def test_gateway_boundaries(package: str, forbidden: set[str]) -> None:
     for module, names in imports_of(package).items():
-        if module == "power/store/quantize.py":
-            continue  # runs as its own process (python -m power.store.quantize)
         bad = {n for n in names if n in forbidden or top(n) in forbidden}
         assert not bad, f"{module} imports {bad}"
