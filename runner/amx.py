@@ -25,6 +25,7 @@ _AUDIT_ARCH_X86_64 = 0xC000003E
 _PR_SET_NO_NEW_PRIVS = 38
 _SECCOMP_SET_MODE_FILTER = 1
 _SECCOMP_FILTER_FLAG_TSYNC = 1
+_SECCOMP_FILTER_FLAG_SPEC_ALLOW = 4  # no speculative-store-bypass mitigation imposed on us
 _RET_ALLOW = 0x7FFF0000
 _RET_ERRNO = 0x00050000
 # classic BPF opcodes
@@ -76,12 +77,16 @@ def deny_amx() -> str:
     rows = _program()
     filters = (_Filter * len(rows))(*(_Filter(*row) for row in rows))
     prog = _Program(len(rows), filters)
-    rc = libc.syscall(
-        _SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(prog)
-    )
-    if rc != 0:
-        return f"seccomp() failed: {errno.errorcode.get(ctypes.get_errno(), rc)}"
-    return ""
+    # Older kernels impose SSBD (slower stores) on filtered processes unless told SPEC_ALLOW;
+    # kernels before 4.17 do not know that flag (EINVAL), and impose nothing either.
+    for flags in (_SECCOMP_FILTER_FLAG_TSYNC | _SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+                  _SECCOMP_FILTER_FLAG_TSYNC):  # fmt: skip
+        if libc.syscall(_SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(prog)) == 0:
+            return ""
+        err = ctypes.get_errno()
+        if err != errno.EINVAL:
+            break
+    return f"seccomp() failed: {errno.errorcode.get(err, err)}"
 
 
 def request_amx() -> int:
