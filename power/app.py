@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -21,7 +20,7 @@ from power.api import registry as registry_api
 from power.api.disconnect import CancelOnDisconnect
 from power.api.guard import GuardMiddleware
 from power.config import allowed_origins
-from power.errors import ClientClosedError, PowerError
+from power.errors import PowerError, reported
 from power.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 
 if TYPE_CHECKING:
@@ -31,21 +30,10 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app"]
 
-log = logging.getLogger(__name__)
 
-
-async def _power_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, PowerError)
-    if isinstance(exc, ClientClosedError):
-        log.info("client closed the request: %s", exc)
-    elif exc.status >= 500:
-        log.error("%s %s failed: %s", request.method, request.url.path, exc)
-    return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"error": "internal server error"}, status_code=500)
+async def _error(request: Request, exc: Exception) -> Response:
+    err = reported(exc, method=request.method, path=request.url.path)
+    return JSONResponse({"error": str(err)}, status_code=err.status, headers=err.headers)
 
 
 def _is_loopback(host: str) -> bool:
@@ -80,7 +68,7 @@ def create_app(settings: Settings, supervisor: Supervisor, store: ModelStore) ->
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={PowerError: _power_error, Exception: _unexpected},
+        exception_handlers={PowerError: _error, Exception: _error},
         lifespan=_lifespan,
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),

@@ -116,7 +116,7 @@ def main() -> None:
 def serve(**flags: Any) -> None:
     """Start the server (alias: start)."""
     from power.config import ConfigError
-    from power.serve import run_server
+    from power.serve import ListenError, run_server
 
     overrides: dict[str, object] = {k: v for k, v in flags.items() if v not in (None, ())}
     if "origins" in overrides:
@@ -128,6 +128,9 @@ def serve(**flags: Any) -> None:
     except ConfigError as exc:  # a bad setting: one line, no traceback
         click.echo(f"Error: {exc}", err=True)
         code = 2
+    except ListenError as exc:  # e.g. the port is taken (another daemon runs)
+        click.echo(f"Error: {exc}", err=True)
+        code = 1
     sys.exit(code)
 
 

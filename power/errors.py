@@ -6,6 +6,7 @@ PowerError                  500  base; str(exc) is the user-facing message
 ├── ModelNotFoundError      404
 ├── ClientClosedError       499  (logged only)
 ├── ServerBusyError         503
+│   └── ShuttingDownError        draining after SIGTERM, or cut at the end of the grace period
 ├── InsufficientMemoryError 500  the model cannot fit even alone (not an OOM kill)
 ├── RunnerError             500  carries model, pid, stderr_tail
 │   ├── RunnerLoadError          exit 3 / Failed(code=LOAD); never retried
@@ -16,11 +17,14 @@ PowerError                  500  base; str(exc) is the user-facing message
 ```
 
 Every handler raises one of these; `power.app` registers a single Starlette exception handler
-for `PowerError` that renders `{"error": str(exc)}` with the class's `status`.
+for `PowerError` that renders `{"error": str(exc)}` with the class's `status`. Every API surface
+reports a failure through `reported`, which also logs it once, at the level it deserves.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 
 __all__ = [
@@ -36,7 +40,11 @@ __all__ = [
     "RunnerLoadError",
     "RunnerTimeoutError",
     "ServerBusyError",
+    "ShuttingDownError",
+    "reported",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class PowerError(Exception):
@@ -90,6 +98,14 @@ class ServerBusyError(PowerError):
         return {"Retry-After": str(max(1, round(self.retry_after_s)))}
 
 
+class ShuttingDownError(ServerBusyError):
+    """The daemon is stopping: new requests are refused, and what still runs when the grace
+    period ends is cut (in-band, in each API's own error shape, for a stream)."""
+
+    def __init__(self, message: str = "server is shutting down") -> None:
+        super().__init__(message)
+
+
 class RunnerError(PowerError):
     """A runner-side failure; carries the runner's identity and its last stderr lines."""
 
@@ -137,3 +153,41 @@ class InsufficientMemoryError(PowerError):
 
 class RegistryError(PowerError):
     status = 502
+
+
+class _Overload:
+    """Overload is not an error: one WARNING per window, counting what it held back."""
+
+    WINDOW_S = 10.0
+
+    def __init__(self) -> None:
+        self._since = -self.WINDOW_S
+        self._held = 0
+
+    def note(self, method: str, path: str, exc: PowerError) -> None:
+        now = time.monotonic()
+        if now - self._since < self.WINDOW_S:
+            self._held += 1
+            return
+        more = f" ({self._held} more since the last such line)" if self._held else ""
+        log.warning("%s %s refused: %s%s", method, path, exc, more)
+        self._since, self._held = now, 0
+
+
+_overload = _Overload()
+
+
+def reported(exc: Exception, *, method: str, path: str) -> PowerError:
+    """``exc`` as the error a client gets, logged once: a bug with its traceback, a server
+    fault at ERROR, overload (503) at WARNING at most once per 10 s, a client that went away at
+    INFO, and a client's mistake (4xx) not at all."""
+    if not isinstance(exc, PowerError):
+        log.error("%s %s failed", method, path, exc_info=exc)
+        return PowerError("internal server error")
+    if isinstance(exc, ClientClosedError):
+        log.info("client closed the request: %s", exc)
+    elif isinstance(exc, ServerBusyError):
+        _overload.note(method, path, exc)
+    elif exc.status >= 500:
+        log.error("%s %s failed: %s", method, path, exc)
+    return exc

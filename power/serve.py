@@ -1,20 +1,27 @@
 """``power serve``: wiring and shutdown order.
 
-SIGTERM or Ctrl+C: stop accepting, let streams finish within ``shutdown_grace_s``, stop every
-runner in parallel, exit 0. A second Ctrl+C skips the grace steps.
+Start: bind the port first (a busy port is one error line, before anything touches the store),
+claim the model store (only a daemon alone on it prunes it), then the supervisor and the app.
+
+SIGTERM or Ctrl+C: stop accepting and refuse new requests (503, each API in its own shape);
+requests in flight get ``shutdown_grace_s`` to finish, then whatever still runs is cut, a stream
+with an in-band error line, a waiting request with a 503; then every runner is stopped in
+parallel and the exit status is 0. A second Ctrl+C skips the grace steps.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import os
 import signal
+import socket
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
+from power.aio import Interrupted, until
 from power.app import create_app
 from power.config import Settings, load_settings
 from power.logging import configure_logging
@@ -22,9 +29,17 @@ from power.store import ModelStore
 from power.store.writeback import recover_unsynced
 from power.supervisor import Supervisor
 
-__all__ = ["hypercorn_config", "run_server", "serve"]
+__all__ = ["ListenError", "hypercorn_config", "listen", "run_server", "serve"]
 
 log = logging.getLogger(__name__)
+
+# Hypercorn's own deadline comes this long after ours, so that what our cut ends (an error line
+# per stream) is written before Hypercorn would close connections mid-body.
+_CUT_MARGIN_S = 5.0
+
+
+class ListenError(Exception):
+    """The address cannot be listened on (say, the port is taken)."""
 
 
 def run_server(cli_overrides: dict[str, object]) -> int:
@@ -33,11 +48,22 @@ def run_server(cli_overrides: dict[str, object]) -> int:
     return asyncio.run(serve(settings))
 
 
-def hypercorn_config(settings: Settings) -> Config:
+def listen(settings: Settings) -> socket.socket:
+    """The listening socket, bound before anything else happens (Ollama's wording on error)."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    try:
+        return socket.create_server((settings.host, settings.port), family=family, backlog=1024)
+    except OSError as exc:
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        why = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
+        raise ListenError(f"listen tcp {host}:{settings.port}: bind: {why}") from None
+
+
+def hypercorn_config(settings: Settings, sock: socket.socket) -> Config:
+    """Hypercorn serving on ``sock``, which it takes over."""
     config = Config()
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    config.bind = [f"{host}:{settings.port}"]
-    config.graceful_timeout = settings.shutdown_grace_s
+    config.bind = [f"fd://{sock.detach()}"]
+    config.graceful_timeout = settings.shutdown_grace_s + _CUT_MARGIN_S
     config.accesslog = None
     config.errorlog = logging.getLogger("power.http")
     config.keep_alive_timeout = 75
@@ -57,32 +83,41 @@ def install_signal_handlers(stop: asyncio.Event, force: asyncio.Event) -> None:
     loop.add_signal_handler(signal.SIGINT, on_int)
 
 
+async def _drain_on(stop: asyncio.Event, supervisor: Supervisor, grace_s: float) -> None:
+    """Hypercorn's shutdown trigger: on ``stop``, refuse new requests and arm the cut."""
+    await stop.wait()
+    waiting = supervisor.drain()
+    log.info("stopping: new requests are refused; %d in flight get %gs to finish", waiting, grace_s)
+
+    def cut() -> None:
+        if cut_short := supervisor.cut():
+            log.warning("%d request(s) still running after %gs were cut short", cut_short, grace_s)
+
+    asyncio.get_running_loop().call_later(grace_s, cut)
+
+
 async def serve(settings: Settings) -> int:
+    sock = listen(settings)
+    host, port = sock.getsockname()[:2]
     stop, force = asyncio.Event(), asyncio.Event()
     install_signal_handlers(stop, force)
     store = ModelStore(settings.models_dir, noprune=settings.noprune)
-    await asyncio.to_thread(recover_unsynced, store.blobs_dir)  # before prune sweeps markers
-    await asyncio.to_thread(store.prune)
+    if await asyncio.to_thread(store.claim):
+        await asyncio.to_thread(recover_unsynced, store.blobs_dir)  # before prune sweeps markers
+        await asyncio.to_thread(store.prune)
+    else:
+        log.warning("another A3S Power daemon uses %s: not pruning it", settings.models_dir)
     async with Supervisor.open(settings, force=force) as supervisor:
         app = create_app(settings, supervisor, store)
-        server = asyncio.ensure_future(
-            hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
-        )
-        log.info(
-            "A3S Power listening on %s:%d (models in %s)",
-            settings.host,
-            settings.port,
-            settings.models_dir,
-        )
-        forced = asyncio.ensure_future(force.wait())
+        trigger = functools.partial(_drain_on, stop, supervisor, settings.shutdown_grace_s)
+        config = hypercorn_config(settings, sock)
+        server = hypercorn_serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+        log.info("A3S Power listening on %s:%d (models in %s)", host, port, settings.models_dir)
         try:
-            await asyncio.wait({server, forced}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            forced.cancel()
-            if not server.done():
-                server.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await server
+            await until(server, force)
+        except Interrupted:
+            supervisor.cut()  # a second Ctrl+C: no grace
         log.info("stopping %d runner(s)", len(supervisor.loaded()))
+    store.release()
     log.info("stopped")
     return 0

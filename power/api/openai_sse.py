@@ -13,7 +13,6 @@ and ``keep_alive``; the ``X-Keep-Alive`` header sets keep_alive too.
 from __future__ import annotations
 
 import functools
-import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -23,11 +22,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from power.api.inference import decode_body as decode
-from power.errors import InvalidRequestError, ModelNotFoundError, PowerError
+from power.errors import InvalidRequestError, ModelNotFoundError, PowerError, reported
 
 __all__ = [
     "ParamError",
-    "as_power_error",
     "decode",
     "error_responses",
     "keep_alive",
@@ -40,7 +38,6 @@ __all__ = [
     "stop_list",
 ]
 
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -80,16 +77,6 @@ def openai_error_body(exc: PowerError) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def as_power_error(request: Request, exc: Exception) -> PowerError:
-    """``exc`` as the error to report, logged when it is the server's fault."""
-    if not isinstance(exc, PowerError):
-        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return PowerError("internal server error")
-    if exc.status >= 500:
-        log.error("%s %s failed: %s", request.method, request.url.path, exc)
-    return exc
-
-
 def error_responses(body: Callable[[PowerError], object]) -> Callable[[Handler], Handler]:
     """A decorator that renders every failure of a handler as ``body(error)``, with the error's
     status and headers."""
@@ -100,7 +87,7 @@ def error_responses(body: Callable[[PowerError], object]) -> Callable[[Handler],
             try:
                 return await handler(request)
             except Exception as raised:
-                exc = as_power_error(request, raised)
+                exc = reported(raised, method=request.method, path=request.url.path)
                 return Response(
                     _encoder.encode(body(exc)),
                     status_code=exc.status,

@@ -9,12 +9,16 @@ Every write goes to a temporary file in the target's directory, is fsynced, rena
 with ``os.replace`` and the directory fsynced, so a reader never sees half a manifest or blob.
 (Pulled blobs are fsynced just after the rename instead: see :mod:`power.store.writeback`.)
 Temporary names start with ``.`` (never a valid tag or blob name) and are swept by :meth:`prune`.
-All methods are synchronous; the gateway calls them through ``asyncio.to_thread``.
+A running daemon holds a shared lock on ``<root>/.a3s-power.lock`` (:meth:`claim`): only a
+daemon that finds no other one using the store prunes it, so one daemon never deletes what
+another is writing, and then every temporary file of ours is a crashed writer's, whatever its
+age. All methods are synchronous; the gateway calls them through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -40,7 +44,8 @@ log = logging.getLogger(__name__)
 _DIGEST_RE = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
 _BLOB_NAME_RE = re.compile(r"^sha256-[0-9a-f]{64}$")
 _COPY_CHUNK = 1 << 20
-STALE_PARTIAL_S = 3600.0
+STALE_PARTIAL_S = 3600.0  # an interrupted pull's resumable parts are kept this long
+LOCK_NAME = ".a3s-power.lock"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -133,6 +138,24 @@ class ModelStore:
         self.manifests_dir.mkdir(parents=True, exist_ok=True)
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._claim: int | None = None
+
+    def claim(self) -> bool:
+        """Hold the store for this daemon's life; True when no other daemon holds it."""
+        if self._claim is None:
+            self._claim = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            alone = False
+        fcntl.flock(self._claim, fcntl.LOCK_SH)  # others may start beside us from now on
+        return alone
+
+    def release(self) -> None:
+        if self._claim is not None:
+            os.close(self._claim)
+            self._claim = None
 
     # -- blobs ---------------------------------------------------------------------------------
 
@@ -332,20 +355,27 @@ class ModelStore:
     # -- start-up ------------------------------------------------------------------------------
 
     def prune(self) -> None:
-        """Sweep stale temporary/partial files, orphan blobs and empty manifest folders."""
+        """Sweep temporary files, orphan blobs and empty manifest folders.
+
+        Call it only while no other daemon uses the store (:meth:`claim`): our own temporary
+        files (uploads, quantizer output, manifest writes) are then a crashed writer's and go
+        whatever their age; an interrupted pull's parts stay ``STALE_PARTIAL_S`` for a resume.
+        """
         if self.noprune:
             return
         cutoff = time.time() - STALE_PARTIAL_S
         with self._lock:
             for path in self.manifests_dir.rglob(".*.tmp"):
-                _unlink_if_older(path, cutoff)
+                _unlink(path)
             for folder in sorted(self.manifests_dir.rglob("*"), reverse=True):
                 if folder.is_dir():
                     self._remove_empty_dirs(folder)
             referenced = self._referenced_digests()
             for path in self.blobs_dir.iterdir():
-                if not _BLOB_NAME_RE.match(path.name):
-                    _unlink_if_older(path, cutoff)
+                if path.name.startswith(".tmp-"):
+                    _unlink(path)
+                elif not _BLOB_NAME_RE.match(path.name):
+                    _unlink(path, cutoff)
                 elif referenced is not None and path.name.replace("-", ":", 1) not in referenced:
                     log.info("pruning unreferenced blob %s", path.name)
                     path.unlink(missing_ok=True)
@@ -378,9 +408,10 @@ def _shown(name: str | ModelName) -> str:
     return name if isinstance(name, str) else name.display
 
 
-def _unlink_if_older(path: Path, cutoff: float) -> None:
+def _unlink(path: Path, cutoff: float | None = None) -> None:
+    """Remove the file ``path`` (only if last written before ``cutoff``, when given)."""
     with contextlib.suppress(FileNotFoundError):
-        if path.is_file() and path.stat().st_mtime < cutoff:
+        if path.is_file() and (cutoff is None or path.stat().st_mtime < cutoff):
             log.info("removing stale file %s", path)
             path.unlink()
 

@@ -189,6 +189,16 @@ class RunnerClient:
         else:
             stream._put(msg)
 
+    def fail_requests(self, exc: BaseException) -> int:
+        """End every open request with ``exc`` and cancel it on the (living) runner; returns
+        how many there were."""
+        streams = list(self._streams.values())
+        for stream in streams:
+            self.cancel_nowait(stream.id)
+            stream._put(exc)
+        self._streams.clear()
+        return len(streams)
+
     def fail_all(self, exc: BaseException) -> None:
         """The runner is gone: end every open request with ``exc``."""
         for stream in list(self._streams.values()):

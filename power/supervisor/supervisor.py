@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from power.aio import Interrupted, until
 from power.errors import (
     InsufficientMemoryError,
     RunnerCrashedError,
     RunnerError,
     RunnerTimeoutError,
     ServerBusyError,
+    ShuttingDownError,
 )
 from power.supervisor import memory, policy
 from power.supervisor.memory import MemoryProbe, probe_machine
@@ -141,6 +143,8 @@ class Supervisor:
         self._changed = asyncio.Condition()
         self._pending = 0
         self._tg: asyncio.TaskGroup | None = None
+        self._draining = False  # stopping: new requests are refused
+        self._cut = asyncio.Event()  # the grace period is over: what still runs is ended
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -168,6 +172,8 @@ class Supervisor:
         self, model: LocalModel, params: LoadParams, keep_alive_s: float | None
     ) -> Loaded:
         """A runner for ``model`` that serves ``params``, loading it if needed; refcount + 1."""
+        if self._draining:
+            raise ShuttingDownError()
         key = runner_key(params)
         mode = CpuMode.PLAIN if key in self._plain else self.cpu_mode
         params = msgspec.structs.replace(params, cpu_mode=mode)
@@ -187,7 +193,11 @@ class Supervisor:
                 if slot is not None:
                     await self._retire(slot, "reload", wait_idle=True)
                 params, where = await self._place(model, params)
-                slot = await self._load(key, model, params, keep_alive_s)
+                try:
+                    slot = await self._load(key, model, params, keep_alive_s)
+                except RunnerCrashedError as exc:  # (a load that failed cleanly is not retried)
+                    log.warning("runner died while loading %s; once more: %s", model.name, exc)
+                    slot = await self._load(key, model, params, keep_alive_s)
                 slot.vram = await self._measure_vram(slot, where.on_gpu)
                 slot.all_on_gpu = where.whole and where.n_gpu_layers > 0
                 self._attach(slot, keep_alive_s)
@@ -271,11 +281,33 @@ class Supervisor:
         keep_alive_s: float | None,
         deadline_s: float | None,
     ) -> Loaded:
-        """Admission: a lease plus a seat, within the queue bound and the request's deadline."""
+        """Admission: a lease plus a seat, within the queue bound and the request's deadline;
+        ``ShuttingDownError`` when the daemon stops first."""
+        if self._draining:
+            raise ShuttingDownError()
         if self._waiting >= self.settings.max_queue:
             raise ServerBusyError()
-        deadline = self.settings.queue_timeout_s if deadline_s is None else deadline_s
         self._waiting += 1
+        try:
+            slot = await until(self._seat(model, params, keep_alive_s, deadline_s), self._cut)
+        except Interrupted:
+            raise ShuttingDownError() from None
+        finally:
+            self._waiting -= 1
+        if self._cut.is_set():  # seated by the cut itself (a seat it freed): too late to start
+            slot.seats.release()
+            self.release(slot)
+            raise ShuttingDownError()
+        return slot
+
+    async def _seat(
+        self,
+        model: LocalModel,
+        params: LoadParams,
+        keep_alive_s: float | None,
+        deadline_s: float | None,
+    ) -> Loaded:
+        deadline = self.settings.queue_timeout_s if deadline_s is None else deadline_s
         slot: Loaded | None = None
         seated = False
         waited_from = self._clock()
@@ -296,7 +328,6 @@ class Supervisor:
                 f"server busy: request waited {deadline:g}s for model {model.name}"
             ) from None
         finally:
-            self._waiting -= 1
             if slot is not None and not seated:
                 self.release(slot)
 
@@ -509,6 +540,21 @@ class Supervisor:
                 return
             except Exception:
                 return  # the watcher reports the exit
+
+    # ------------------------------------------------------------------ stopping
+
+    def drain(self) -> int:
+        """Refuse new requests from now on; returns how many are in flight or waiting."""
+        self._draining = True
+        return self._waiting + sum(slot.refcount - slot.queued for slot in self.loaded())
+
+    def cut(self) -> int:
+        """End every request still in flight or waiting with ``ShuttingDownError`` (each is
+        cancelled on its runner); returns how many were running."""
+        self._draining = True
+        self._cut.set()
+        error = ShuttingDownError("server is shutting down: the request was cut short")
+        return sum(slot.runner.client.fail_requests(error) for slot in self.loaded())
 
     # ------------------------------------------------------------------ state
 

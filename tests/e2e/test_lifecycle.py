@@ -181,3 +181,6 @@ def test_a_full_queue_is_503_with_retry_after_on_every_api(
     assert refused["openai"].json()["error"]["message"] == message
     assert refused["anthropic"].json()["error"] == {"type": "overloaded_error", "message": message}
     assert first[-1]["done"] is True
+    log = srv.log_text()
+    assert " ERROR " not in log  # overload is not an error
+    assert log.count("refused: server busy") == 1  # one WARNING for the burst

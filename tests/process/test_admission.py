@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from power.api.ps import ps_models
-from power.errors import InsufficientMemoryError, ServerBusyError
+from power.errors import InsufficientMemoryError, ServerBusyError, ShuttingDownError
 from power.supervisor import Supervisor
 from power.supervisor.memory import Gpu, MachineMemory, estimate
 from proto import LoadParams
@@ -167,3 +167,27 @@ async def test_an_idle_runner_holding_vram_is_evicted_so_the_next_model_fits_the
         assert second.params.n_gpu_layers == 2  # whole: 1 block + output layer
         (row,) = ps_models(sup)
         assert row.size == row.size_vram == 100 * mib
+
+
+async def test_draining_refuses_new_requests_and_the_cut_ends_running_and_waiting_ones(
+    tmp_path: Path,
+) -> None:
+    spawn = Spawner("fake:count?delay=0.02")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        running = asyncio.ensure_future(
+            collect(sup.request(m, params(m), None, gen("go", num_predict=5000)))
+        )
+        await wait_for(lambda: bool(sup.loaded()) and sup.loaded()[0].refcount == 1)
+        waiting = asyncio.ensure_future(collect(sup.request(m, params(m), None, gen("x"))))
+        await wait_for(lambda: sup.loaded()[0].queued == 1)
+        assert sup.drain() == 2
+        with pytest.raises(ShuttingDownError, match="server is shutting down"):
+            await collect(sup.request(m, params(m), None, gen("new")))
+        assert not running.done() and not waiting.done()  # in flight: they may still finish
+        assert sup.cut() == 1  # one was generating
+        for task in (running, waiting):
+            with pytest.raises(ShuttingDownError, match="cut short|shutting down"):
+                await task
+        slot = sup.loaded()[0]
+        assert (slot.refcount, slot.queued) == (0, 0)

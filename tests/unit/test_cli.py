@@ -729,6 +729,7 @@ def test_serve_passes_only_set_flags(runner: CliRunner, monkeypatch: pytest.Monk
 
     module = types.ModuleType("power.serve")
     module.run_server = run_server  # type: ignore[attr-defined]
+    module.ListenError = type("ListenError", (Exception,), {})  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "power.serve", module)
     result = runner.invoke(main, ["serve", "--port", "1234", "--debug", "--keep-alive", "1h"])
     assert result.exit_code == 3

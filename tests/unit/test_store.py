@@ -389,21 +389,38 @@ def test_prune(store: ModelStore, gguf: Path) -> None:
     orphan = store.blob_path(store.add_blob_bytes(b"orphan"))
     stale = store.blobs_dir / ("sha256-" + "e" * 64 + "-partial")
     fresh = store.blobs_dir / ("sha256-" + "f" * 64 + "-partial")
-    stale_manifest = store.manifests_dir / "registry.ollama.ai/library/keep/.latest.abc.tmp"
-    for path in (stale, fresh, stale_manifest):
+    crashed_manifest = store.manifests_dir / "registry.ollama.ai/library/keep/.latest.abc.tmp"
+    crashed_upload = store.blobs_dir / ".tmp-abc123-partial"  # a BlobWriter's, just written
+    for path in (stale, fresh, crashed_manifest, crashed_upload):
         path.write_bytes(b"x")
     past = time.time() - 7200
     os.utime(stale, (past, past))
-    os.utime(stale_manifest, (past, past))
     empty = store.manifests_dir / "registry.ollama.ai/ghost/model"
     empty.mkdir(parents=True)
     store.prune()
     assert not orphan.exists()
     assert not stale.exists()
-    assert not stale_manifest.exists()
-    assert fresh.exists()
+    assert not crashed_manifest.exists()  # ours: removed whatever their age
+    assert not crashed_upload.exists()
+    assert fresh.exists()  # an interrupted pull's parts, kept for a resume
     assert not empty.parent.exists()
     assert _files(store.blobs_dir) == sorted([*kept, fresh.name])
+
+
+def test_only_the_first_daemon_on_a_store_finds_it_unclaimed(tmp_path: Path) -> None:
+    first, second = ModelStore(tmp_path / "m"), ModelStore(tmp_path / "m")
+    try:
+        assert first.claim() is True
+        assert second.claim() is False  # another daemon is using it: do not prune
+        first.release()
+        third = ModelStore(tmp_path / "m")
+        assert third.claim() is False  # the second still holds it
+        second.release()
+        assert third.claim() is True
+        third.release()
+    finally:
+        first.release()
+        second.release()
 
 
 def test_prune_respects_noprune(tmp_path: Path) -> None:
