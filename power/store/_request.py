@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from power.errors import InvalidRequestError
+from power.options import check_options
 from power.store.modelfile import is_path_ref, modelfile_to_create_request, parse_modelfile
 from power.store.names import ModelName, parse_name
 from power.store.quantize import normalize_type
+from power.template import GoTemplate
 
 if TYPE_CHECKING:
     from power.store.store import ModelStore
@@ -129,6 +131,10 @@ def prepare(req: CreateRequest | Mapping[str, Any]) -> CreateRequest:
         r.quantize = normalize_type(qtype)
     if isinstance(r.license, list) and not all(isinstance(x, str) for x in r.license):
         raise InvalidRequestError("license must be a string or a list of strings")
+    if r.template:
+        GoTemplate.parse(r.template)  # "template error: …", as Ollama's setTemplate
+    if r.parameters:
+        check_options(r.parameters)  # else every request to the model would fail
     return r
 
 

@@ -249,6 +249,39 @@ def test_create_with_an_overlong_name_part_is_400(
     assert _manifest_files(store) == manifests
 
 
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"template": "{{ .Prompt"}, "template error: 1: unclosed action"),
+        ({"template": "{{ if .System }}x"}, "template error: "),
+        ({"template": "{{ nofunc .Prompt }}"}, "template error: 1: function 'nofunc' not defined"),
+        ({"parameters": {"temperature": "hot"}}, 'option "temperature" must be of type number'),
+        ({"parameters": {"num_ctx": 2.5e3, "seed": "1"}}, 'option "seed" must be of type integer'),
+        ({"parameters": {"use_mmap": 1}}, 'option "use_mmap" must be of type boolean'),
+        ({"parameters": {"stop": [1, 2]}}, 'option "stop" must be of type array'),
+        ({"parameters": ["temperature"]}, "Expected `object | null`"),
+        ({"modelfile": 'FROM base\nTEMPLATE "{{ end }}"'}, "template error: 1: unexpected {{end}}"),
+    ],
+)
+def test_create_validates_template_and_parameters(
+    client: TestClient, store: ModelStore, gguf: Path, body: dict[str, Any], error: str
+) -> None:
+    """Issue 11.12: a template that does not parse or a mistyped option is a 400 at create time."""
+    _create(client, model="base", **{"from": _upload(client, gguf)})
+    blobs, manifests = _blob_files(store), _manifest_files(store)
+    resp = client.post("/api/create", json={"model": "x", "from": "base", **body})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"].startswith(error)
+    assert (_blob_files(store), _manifest_files(store)) == (blobs, manifests)
+
+
+def test_create_keeps_unknown_and_obsolete_parameters(client: TestClient, gguf: Path) -> None:
+    """As Ollama: unknown and dropped options are no error (requests warn and ignore them)."""
+    params = {"mirostat": 1, "whatever": "x", "stop": "<|end|>", "num_ctx": 2048.0}
+    _create(client, model="x", **{"from": _upload(client, gguf)}, parameters=params)
+    assert client.post("/api/show", json={"model": "x"}).status_code == 200
+
+
 # -- tags --------------------------------------------------------------------------------------
 
 
