@@ -30,12 +30,16 @@ def _local_files(client: Client, ref: str, base: Path) -> dict[str, str] | None:
 
 
 def create_request(client: Client, model: str, text: str, *, base: Path) -> dict[str, Any]:
-    """Build the /api/create body; local paths are relative to ``base`` (the Modelfile's dir)."""
+    """Build the /api/create body; local paths are relative to ``base`` (the Modelfile's dir).
+
+    The server never reads a path it is sent, so every local file FROM or ADAPTER names is
+    uploaded here and sent as a digest; what names no local file is a model name.
+    """
     from power.errors import PowerError
-    from power.store.modelfile import modelfile_to_create_request, parse_modelfile
+    from power.store.modelfile import is_path_ref, modelfile_to_create_request, parse_modelfile
 
     try:
-        fields = modelfile_to_create_request(parse_modelfile(text), base)
+        fields = modelfile_to_create_request(parse_modelfile(text))
     except PowerError as exc:
         raise ResponseError(str(exc)) from exc
     request: dict[str, Any] = {"model": model, **fields}
@@ -45,6 +49,8 @@ def create_request(client: Client, model: str, text: str, *, base: Path) -> dict
         request["files"] = {"model.gguf": source}
     elif (files := _local_files(client, source, base)) is not None:
         request["files"] = files
+    elif is_path_ref(source):
+        raise ResponseError(f"FROM {source}: no such file or directory")
     else:
         request["from"] = source
     for name, ref in more.items():

@@ -23,7 +23,7 @@ from proto import LoadParams, Sampling
 if TYPE_CHECKING:
     from power.config import Settings
 
-__all__ = ["Resolved", "resolve_options"]
+__all__ = ["Resolved", "check_options", "resolve_options"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,19 @@ def merge_options(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
         if layer:
             merged.update({k: v for k, v in layer.items() if v is not None})
     return merged
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Raise InvalidRequestError for a known option of the wrong type (a create's ``parameters``).
+
+    Unknown and obsolete names pass: requests ignore them with a warning, as Ollama does.
+    """
+    for name, value in merge_options(options).items():
+        kind = _SAMPLING.get(name) or _REQUEST.get(name) or _LOAD.get(name)
+        if kind is not None:
+            _coerce(name, kind, value)
+        elif name == "stop":
+            _stop(value)
 
 
 def resolve_options(

@@ -2,24 +2,25 @@
 
 :func:`create_model` validates the request eagerly, raising before anything is written, and
 returns an iterator of progress dicts (``{"status": ...}``) that does the work as it is consumed.
+
+The request and its checks live in :mod:`power.store._request`: names and blob digests only, as
+Ollama's server takes; the server never opens a path a client sends.
 """
 
 from __future__ import annotations
 
 import logging
-import posixpath
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from power.errors import InvalidRequestError, ModelNotFoundError
 from power.store import manifest as mf
-from power.store.gguf import GGUFError, GGUFInfo, read_gguf
-from power.store.modelfile import modelfile_to_create_request, parse_modelfile
+from power.store._request import CreateRequest, check_files, prepare, storable
+from power.store.gguf import GGUFInfo, read_gguf
 from power.store.names import ModelName, parse_name
-from power.store.quantize import SOURCE_TYPES, normalize_type, quantize
+from power.store.quantize import SOURCE_TYPES, quantize
 
 if TYPE_CHECKING:
     from power.store.store import ModelStore
@@ -31,72 +32,13 @@ log = logging.getLogger(__name__)
 Progress = dict[str, Any]
 
 
-class CreateRequest(msgspec.Struct, kw_only=True):
-    """The fields of a create request this server acts on; others are ignored."""
-
-    model: str = ""
-    name: str = ""  # deprecated spelling of model
-    from_: str = msgspec.field(name="from", default="")
-    files: dict[str, str] | None = None
-    adapters: dict[str, str] | None = None
-    template: str = ""
-    system: str = ""
-    license: str | list[str] | None = None
-    parameters: dict[str, Any] | None = None
-    messages: list[dict[str, Any]] | None = None
-    quantize: str = ""
-    quantization: str = ""
-    renderer: str = ""
-    parser: str = ""
-    requires: str = ""
-    modelfile: str = ""
-    stream: bool | None = None
-
-
-def _request(req: CreateRequest | Mapping[str, Any]) -> CreateRequest:
-    if isinstance(req, CreateRequest):
-        return req
-    try:
-        return msgspec.convert(dict(req), CreateRequest)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequestError(str(exc)) from exc
-
-
-def _merge_modelfile(req: CreateRequest, store: ModelStore | None) -> CreateRequest:
-    """``req`` with its Modelfile's fields; ``store`` None leaves further FROMs unchecked."""
-    fields = modelfile_to_create_request(parse_modelfile(req.modelfile), Path.cwd())
-    files = fields.get("files") or {}
-    for name, source in files.items():  # further FROMs: files on this machine, or blobs
-        if store is not None and not source.startswith("sha256"):
-            if not Path(source).is_file():
-                raise InvalidRequestError(f"FROM {source}: only the first FROM may name a model")
-            files[name] = store.add_blob_from_file(source)
-    merged = msgspec.to_builtins(req)
-    for key, value in fields.items():
-        if not merged.get(key):
-            merged[key] = value
-    return msgspec.convert(merged, CreateRequest)
-
-
-def _check_files(files: Mapping[str, str], store: ModelStore) -> None:
-    for path, digest in files.items():
-        if path in ("", ".") or posixpath.isabs(path) or "\\" in path or ":" in path:
-            raise InvalidRequestError(f"file path must be relative: {path}")
-        if ".." in path.split("/"):
-            raise InvalidRequestError(f"file path must be relative: {path}")
-        if not digest:
-            raise InvalidRequestError("invalid digest format")
-        if not store.has_blob(digest):
-            raise InvalidRequestError(f"blob not found for {path} (digest {digest})")
-
-
 def base_to_pull(store: ModelStore, req: CreateRequest | Mapping[str, Any]) -> str | None:
-    """The ``from`` of ``req`` when it names a model that is not in the store (to be pulled)."""
-    r = _request(req)
-    if r.modelfile:
-        r = _merge_modelfile(r, None)
-    source = r.from_
-    if not source or source.startswith("sha256") or _source_is_file(source):
+    """The ``from`` of ``req`` when it names a model that is not in the store (to be pulled).
+
+    Raises the request's 400s first, so a bad request never pulls.
+    """
+    source = prepare(req).from_
+    if not source or source.startswith("sha256"):
         return None
     try:
         store.get(source)
@@ -116,32 +58,20 @@ def create_model(
 
     ``pull_base``: the base model is pulled before the iterator runs, so it need not exist yet.
     """
-    r = _request(req)
-    if r.modelfile:
-        r = _merge_modelfile(r, store)
-    target = store.resolve(parse_name(name or r.model or r.name))
-    qtype = r.quantize or r.quantization
-    if qtype:
-        r.quantize = normalize_type(qtype)  # 400 for an unknown type, before anything is written
-    if isinstance(r.license, list) and not all(isinstance(x, str) for x in r.license):
-        raise InvalidRequestError("license must be a string or a list of strings")
-    _check_files(r.files or {}, store)
+    r = prepare(req)  # 400 before anything is written
+    target = storable(store.resolve(parse_name(name or r.model or r.name)))
+    check_files(r.files or {}, store)
     if not r.from_ and not r.files:
         raise InvalidRequestError("neither 'from' or 'files' was specified")
     if r.from_.startswith("sha256"):
         if not store.has_blob(r.from_):
             raise InvalidRequestError(f"blob not found (digest {r.from_})")
-    elif r.from_ and not _source_is_file(r.from_):
-        if pull_base:
-            store.resolve(parse_name(r.from_))  # 400 for a bad name, before the stream starts
-        else:
-            store.get(r.from_)  # 400/404 now, before the stream starts
+    elif r.from_ and not pull_base:
+        store.get(r.from_)  # 404 now, before the stream starts
+    for filename, digest in (r.adapters or {}).items():
+        if not store.has_blob(digest):
+            raise InvalidRequestError(f"blob not found for {filename} (digest {digest})")
     return _Builder(store, target, r).run()
-
-
-def _source_is_file(source: str) -> bool:
-    """A ``from`` naming an existing file on this machine is a GGUF path (as Ollama's CLI does)."""
-    return Path(source).expanduser().is_file()
 
 
 class _Builder:
@@ -170,17 +100,6 @@ class _Builder:
     def _from(self, source: str) -> Iterator[Progress]:
         if source.startswith("sha256"):
             yield from self._gguf_layer(source, "")
-        elif _source_is_file(source):
-            yield {"status": "parsing GGUF"}
-            path = Path(source).expanduser()
-            with path.open("rb") as f:
-                if f.read(4) != b"GGUF":  # reject before copying a large file
-                    raise GGUFError("supplied file was not in GGUF format")
-            with self.store.open_blob_writer() as writer, path.open("rb") as src:
-                while chunk := src.read(1 << 20):
-                    writer.write(chunk)
-                digest = writer.commit()
-            yield from self._gguf_layer(digest, "", announce=False, created=writer.created)
         else:
             yield from self._inherit(source)
 
@@ -306,8 +225,6 @@ class _Builder:
             self.config = msgspec.structs.replace(self.config, **extra)
 
     def _adapter(self, filename: str, source: str) -> Iterator[Progress]:
-        if not source.startswith("sha256") and Path(source).is_file():
-            source = self.store.add_blob_from_file(source)
         digest = self.store.normalize_digest(source)
         if not self.store.has_blob(digest):
             raise InvalidRequestError(f"blob not found for {filename} (digest {digest})")

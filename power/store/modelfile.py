@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 import re
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
 
 import msgspec
@@ -21,6 +21,7 @@ __all__ = [
     "Command",
     "Modelfile",
     "ModelfileError",
+    "is_path_ref",
     "modelfile_to_create_request",
     "parse_modelfile",
     "parse_parameter",
@@ -196,21 +197,28 @@ def parse_parameter(name: str, value: str, *, line: int = 0) -> Any:
     raise ModelfileError(f"invalid {kind} value [{value}]", line=line)
 
 
-def _from_arg(arg: str, base_dir: Path) -> str:
-    """FROM: a blob (``@sha256:…``), an existing file (made absolute) or a model name."""
-    if arg.startswith("@"):
-        return arg[1:]
-    path = Path(arg).expanduser()
-    if not path.is_absolute():
-        path = base_dir / path
-    return str(path.resolve()) if path.is_file() else arg
+def _ref(arg: str) -> str:
+    """A FROM/ADAPTER value as the request carries it: ``@sha256:…`` names a blob, by digest."""
+    return arg[1:] if arg.startswith("@") else arg
 
 
-def modelfile_to_create_request(parsed: Modelfile, base_dir: Path) -> dict[str, Any]:
+def is_path_ref(ref: str) -> bool:
+    """A FROM/ADAPTER value written as a file path, decided from its text alone."""
+    return ref.startswith(("/", "./", "../", "~")) or ref in (".", "..") or "\\" in ref
+
+
+def _file_key(ref: str) -> str:
+    """The ``files`` key of a further FROM: the file's name, or the digest made one."""
+    return ref.replace(":", "-", 1) if ref.startswith("sha256") else PurePath(ref).name or ref
+
+
+def modelfile_to_create_request(parsed: Modelfile) -> dict[str, Any]:
     """Map commands onto structured create fields (``from``, ``adapters``, ``parameters``...).
 
-    The first FROM is ``from``; further ones (a projector beside the model's GGUF, as vision
-    models have) are ``files``, by file name, with a path or digest for the caller to resolve.
+    Pure text: FROM and ADAPTER values are kept as written (``@sha256:…`` loses its ``@``);
+    nothing here looks at the disk. The CLI uploads the local files they name; the server
+    accepts only model names and digests. The first FROM is ``from``; further ones (a projector
+    beside the model's GGUF, as vision models have) are ``files``, keyed by file name.
     """
     req: dict[str, Any] = {}
     files: dict[str, str] = {}
@@ -220,14 +228,15 @@ def modelfile_to_create_request(parsed: Modelfile, base_dir: Path) -> dict[str, 
     adapters: dict[str, str] = {}
     for cmd in parsed.commands:
         if cmd.name == "model":
-            source = _from_arg(cmd.args, base_dir)
+            source = _ref(cmd.args)
             if "from" in req:
-                files[source if cmd.args.startswith("@") else Path(source).name] = source
+                files[_file_key(source)] = source
             else:
                 req["from"] = source
         elif cmd.name == "adapter":
-            source = _from_arg(cmd.args, base_dir)
-            adapters[Path(cmd.args).name if not cmd.args.startswith("@") else source] = source
+            source = _ref(cmd.args)
+            key = source if cmd.args.startswith("@") else PurePath(source).name or source
+            adapters[key] = source
         elif cmd.name in ("template", "system", "renderer", "parser", "requires"):
             req[cmd.name] = cmd.args
         elif cmd.name == "license":

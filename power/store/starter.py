@@ -82,7 +82,8 @@ def import_starter(store: ModelStore) -> None:
         first = f"{STARTER_MODEL}:{STARTER_TAGS[0]}"
         if not store.manifest_path(store.resolve(first)).is_file():
             log.info("importing the starter model %s from %s", first, path)
-            request = {"from": str(path), "parameters": STARTER_PARAMETERS}
+            digest = store.add_blob_from_file(path)  # the one path create reads, and ours
+            request = {"from": digest, "parameters": STARTER_PARAMETERS}
             for _ in create_model(store, first, request):
                 pass
         for tag in STARTER_TAGS[1:]:

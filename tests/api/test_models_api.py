@@ -95,16 +95,33 @@ def _create(client: TestClient, **req: Any) -> None:
     assert resp.json() == {"status": "success"}
 
 
+def _upload(client: TestClient, path: Path) -> str:
+    """POST a file to /api/blobs, as a client uploads a local GGUF before creating from it."""
+    data = path.read_bytes()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert client.post(f"/api/blobs/{digest}", content=data).status_code in (200, 201)
+    return digest
+
+
+def _blob_files(store: ModelStore) -> list[str]:
+    return sorted(p.name for p in store.blobs_dir.iterdir())
+
+
+def _manifest_files(store: ModelStore) -> list[str]:
+    return sorted(str(p) for p in store.manifests_dir.rglob("*") if p.is_file())
+
+
 # -- create ------------------------------------------------------------------------------------
 
 
 def test_create_streams_progress(client: TestClient, gguf: Path) -> None:
-    resp = client.post("/api/create", json={"model": "tiny", "from": str(gguf)})
+    digest = _upload(client, gguf)
+    resp = client.post("/api/create", json={"model": "tiny", "from": digest})
     assert resp.status_code == 200
     assert resp.headers["content-type"] == "application/x-ndjson"
     lines = _ndjson(resp.text)
     assert lines[0] == {"status": "parsing GGUF"}
-    assert re.fullmatch(r"creating new layer sha256:[0-9a-f]{64}", lines[1]["status"])
+    assert lines[1] == {"status": f"using existing layer {digest}"}
     assert lines[-2:] == [{"status": "writing manifest"}, {"status": "success"}]
 
 
@@ -162,12 +179,115 @@ def test_create_error_after_streaming_started(client: TestClient, store: ModelSt
     ]
 
 
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"from": "{gguf}"}, "from: '{gguf}' is a file path"),
+        ({"from": "{text}"}, "from: '{text}' is a file path"),
+        ({"from": "base", "adapters": {"a.gguf": "{text}"}}, "adapter a.gguf: '{text}' is not"),
+        ({"from": "base", "adapters": {"a.gguf": "{gguf}"}}, "adapter a.gguf: '{gguf}' is not"),
+        ({"modelfile": "FROM {gguf}"}, "FROM {gguf}: the server does not read files"),
+        ({"modelfile": "FROM base\nADAPTER {text}"}, "ADAPTER {text}: the server does not"),
+        ({"modelfile": "FROM base\nFROM {gguf}"}, "FROM {gguf}: the server does not read"),
+    ],
+)
+def test_create_never_reads_a_file_the_client_names(
+    client: TestClient, store: ModelStore, gguf: Path, tmp_path: Path, body: Any, error: str
+) -> None:
+    """Issue 11.1: names and blob digests only; the CLI uploads local files first."""
+    _create(client, model="base", **{"from": _upload(client, gguf)})
+    gguf.write_bytes(gguf.read_bytes() + b"changed, so not a blob yet")
+    text = tmp_path / "secret.txt"
+    text.write_text("a server-side secret\n")
+    paths = {"{gguf}": str(gguf), "{text}": str(text)}
+    raw = json.dumps(body)
+    for key, value in paths.items():
+        raw, error = raw.replace(key, value), error.replace(key, value)
+    blobs, manifests = _blob_files(store), _manifest_files(store)
+    for stream in (True, False):
+        resp = client.post("/api/create", json={"model": "x", "stream": stream, **json.loads(raw)})
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"].startswith(error)
+        assert _blob_files(store) == blobs  # nothing of the file was copied
+        assert _manifest_files(store) == manifests
+
+
+def test_create_answers_the_same_for_existing_and_missing_paths(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """A path in `from` is refused from its text alone: no probing of the server's disk."""
+    there = tmp_path / "there.gguf"
+    tiny_gguf(there)
+    answers = []
+    for path in (there, tmp_path / "missing.gguf"):
+        resp = client.post("/api/create", json={"model": "x", "from": str(path)})
+        answers.append((resp.status_code, resp.json()["error"].replace(path.name, "NAME")))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 400
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"from": "/" + "a" * 300},
+        {"from": "/tmp/" + "a" * 300 + "/x.gguf"},
+        {"from": "h" * 300 + "/library/x"},
+        {"from": "base", "model": "h" * 300 + "/library/x"},
+        {"modelfile": "FROM /" + "a" * 300},
+        {"modelfile": "FROM " + "h" * 300 + "/library/x"},
+    ],
+)
+def test_create_with_an_overlong_name_part_is_400(
+    client: TestClient, store: ModelStore, gguf: Path, body: dict[str, Any]
+) -> None:
+    """Issue 11.9: a part longer than a file name (255) is a bad request, not ENAMETOOLONG."""
+    _create(client, model="base", **{"from": _upload(client, gguf)})
+    manifests = _manifest_files(store)
+    resp = client.post("/api/create", json={"model": "x", **body})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]
+    assert _manifest_files(store) == manifests
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"template": "{{ .Prompt"}, "template error: 1: unclosed action"),
+        ({"template": "{{ if .System }}x"}, "template error: "),
+        ({"template": "{{ nofunc .Prompt }}"}, "template error: 1: function 'nofunc' not defined"),
+        ({"parameters": {"temperature": "hot"}}, 'option "temperature" must be of type number'),
+        ({"parameters": {"num_ctx": 2.5e3, "seed": "1"}}, 'option "seed" must be of type integer'),
+        ({"parameters": {"use_mmap": 1}}, 'option "use_mmap" must be of type boolean'),
+        ({"parameters": {"stop": [1, 2]}}, 'option "stop" must be of type array'),
+        ({"parameters": ["temperature"]}, "Expected `object | null`"),
+        ({"modelfile": 'FROM base\nTEMPLATE "{{ end }}"'}, "template error: 1: unexpected {{end}}"),
+    ],
+)
+def test_create_validates_template_and_parameters(
+    client: TestClient, store: ModelStore, gguf: Path, body: dict[str, Any], error: str
+) -> None:
+    """Issue 11.12: a template that does not parse or a mistyped option is a 400 at create time."""
+    _create(client, model="base", **{"from": _upload(client, gguf)})
+    blobs, manifests = _blob_files(store), _manifest_files(store)
+    resp = client.post("/api/create", json={"model": "x", "from": "base", **body})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"].startswith(error)
+    assert (_blob_files(store), _manifest_files(store)) == (blobs, manifests)
+
+
+def test_create_keeps_unknown_and_obsolete_parameters(client: TestClient, gguf: Path) -> None:
+    """As Ollama: unknown and dropped options are no error (requests warn and ignore them)."""
+    params = {"mirostat": 1, "whatever": "x", "stop": "<|end|>", "num_ctx": 2048.0}
+    _create(client, model="x", **{"from": _upload(client, gguf)}, parameters=params)
+    assert client.post("/api/show", json={"model": "x"}).status_code == 200
+
+
 # -- tags --------------------------------------------------------------------------------------
 
 
 def test_tags(client: TestClient, gguf: Path, store: ModelStore) -> None:
     assert client.get("/api/tags").json() == {"models": []}
-    _create(client, model="alice/tiny:q8", **{"from": str(gguf)})
+    _create(client, model="alice/tiny:q8", **{"from": _upload(client, gguf)})
     resp = client.get("/api/tags")
     assert resp.headers["content-type"] == "application/json; charset=utf-8"
     (entry,) = resp.json()["models"]
@@ -204,7 +324,7 @@ def test_show(client: TestClient, gguf: Path) -> None:
     _create(
         client,
         model="tiny",
-        **{"from": str(gguf)},
+        **{"from": _upload(client, gguf)},
         parameters={"stop": ["<|im_end|>", "</s>"], "temperature": 0.7},
         system="be brief",
         license="MIT",
@@ -243,7 +363,7 @@ def test_show(client: TestClient, gguf: Path) -> None:
 
 
 def test_show_verbose_and_template_layer(client: TestClient, gguf: Path) -> None:
-    _create(client, model="t", **{"from": str(gguf)}, template="{{ .Prompt }}")
+    _create(client, model="t", **{"from": _upload(client, gguf)}, template="{{ .Prompt }}")
     body = client.post("/api/show", json={"name": "t", "verbose": True}).json()
     assert body["template"] == "{{ .Prompt }}"
     assert 'TEMPLATE "{{ .Prompt }}"' not in body["modelfile"]
@@ -285,7 +405,7 @@ def test_bad_bodies(client: TestClient, content: bytes, error: str) -> None:
 
 
 def test_copy_and_delete(client: TestClient, gguf: Path, store: ModelStore) -> None:
-    _create(client, model="src", **{"from": str(gguf)})
+    _create(client, model="src", **{"from": _upload(client, gguf)})
     resp = client.post("/api/copy", json={"source": "src", "destination": "team/dst:v2"})
     assert (resp.status_code, resp.content) == (200, b"")
     assert store.read_manifest_bytes("team/dst:v2") == store.read_manifest_bytes("src")

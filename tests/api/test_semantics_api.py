@@ -168,9 +168,9 @@ def sup() -> FakeSupervisor:
 @pytest.fixture
 def client(tmp_path: Path, sup: FakeSupervisor) -> Iterator[TestClient]:
     store = ModelStore(tmp_path / "models")
-    gguf = tiny_gguf(tmp_path / "tiny.gguf")
+    gguf = store.add_blob_from_file(tiny_gguf(tmp_path / "tiny.gguf"))
     for name, template in (("qwen", QWEN), ("plain", PLAIN)):
-        for _ in create_model(store, name, {"from": str(gguf), "template": template}):
+        for _ in create_model(store, name, {"from": gguf, "template": template}):
             pass
     clip = {"general.architecture": "clip", "general.type": "mmproj"}
     projector = store.add_blob_from_file(write_gguf(tmp_path / "mmproj.gguf", clip, {}))

@@ -1,4 +1,4 @@
-"""LoRA adapters end to end: /api/create with ADAPTER, then generation on the real runner.
+"""LoRA adapters end to end: `power create` with ADAPTER, then generation on the real runner.
 
 The adapters are written here (``tests.model.synth``) for SmolLM2's own tensor shapes: one with
 random A and B changes the model's greedy answer; one whose B matrices are zero adds nothing,
@@ -7,7 +7,8 @@ so the answer must stay the base model's exactly.
 
 from __future__ import annotations
 
-import hashlib
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.e2e.conftest import Server
-from tests.model.conftest import post
+from tests.model.conftest import post, upload
 from tests.model.synth import write_gguf, write_lora
 
 pytestmark = pytest.mark.model
@@ -36,14 +37,22 @@ def create(server: Server, body: dict[str, Any]) -> None:
 
 
 def test_an_adapter_changes_greedy_output_and_a_zero_one_does_not(
-    server: Server, smollm2_gguf: Path, tmp_path: Path
+    server: Server, smollm2_gguf: Path, tmp_path: Path, clean_env: dict[str, str]
 ) -> None:
-    lora = write_lora(tmp_path / "lora.gguf", smollm2_gguf)
+    write_lora(tmp_path / "lora.gguf", smollm2_gguf)
     zero = write_lora(tmp_path / "zero.gguf", smollm2_gguf, zero=True)
-    create(server, {"model": "smol-lora", "modelfile": f"FROM smollm2\nADAPTER {lora}\n"})
-    digest = "sha256:" + hashlib.sha256(zero.read_bytes()).hexdigest()
-    uploaded = httpx.post(f"{server.url}/api/blobs/{digest}", content=zero.read_bytes())
-    assert uploaded.status_code in (200, 201)
+    (tmp_path / "Modelfile").write_text("FROM smollm2\nADAPTER ./lora.gguf\n")
+    cli = subprocess.run(  # `power create` uploads the adapter; the server reads no path
+        [sys.executable, "-m", "power", "create", "smol-lora", "-f", str(tmp_path / "Modelfile")],
+        env=dict(clean_env, OLLAMA_HOST=server.url),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr
+    digest = upload(server, zero)
     create(server, {"model": "smol-zero", "from": "smollm2", "adapters": {"zero.gguf": digest}})
 
     show = post(server, "/api/show", {"model": "smol-lora"}).json()
@@ -71,7 +80,8 @@ def test_an_adapter_that_does_not_fit_the_model_is_a_clear_load_error(
         {"blk.0.attn_q.weight.lora_a": rng.standard_normal((8, 100)).astype(np.float32),
          "blk.0.attn_q.weight.lora_b": rng.standard_normal((576, 8)).astype(np.float32)},
     )  # fmt: skip
-    create(server, {"model": "smol-wrong", "from": "smollm2", "adapters": {"w.gguf": str(wrong)}})
+    adapters = {"w.gguf": upload(server, wrong)}
+    create(server, {"model": "smol-wrong", "from": "smollm2", "adapters": adapters})
     resp = generate(server, "smol-wrong")
     assert resp.status_code == 500
     error = resp.json()["error"]
@@ -82,7 +92,8 @@ def test_an_adapter_that_does_not_fit_the_model_is_a_clear_load_error(
 
     not_lora = write_gguf(tmp_path / "not-lora.gguf", {"general.architecture": "llama",
                                                       "general.type": "adapter"}, {})  # fmt: skip
-    create(server, {"model": "smol-bad", "from": "smollm2", "adapters": {"b.gguf": str(not_lora)}})
+    adapters = {"b.gguf": upload(server, not_lora)}
+    create(server, {"model": "smol-bad", "from": "smollm2", "adapters": adapters})
     resp = generate(server, "smol-bad")
     assert resp.status_code == 500
     assert "expect adapter.type to be 'lora'" in resp.json()["error"]

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
 
 from power.supervisor import Supervisor
 from proto import Generate, LoadParams, Sampling
 from tests.e2e.conftest import Server
-from tests.model.conftest import post
+from tests.model.conftest import post, upload
 from tests.model.synth import png, write_projector
 from tests.model.test_batching import Spawner, cfg
 from tests.process.test_supervisor import collect
@@ -29,13 +27,6 @@ pytestmark = pytest.mark.model
 
 GREEDY = {"temperature": 0, "seed": 42, "num_predict": 12}
 IMAGE_TOKENS = 4  # (32 px / 16 px patches)^2
-
-
-def upload(server: Server, path: Path) -> str:
-    digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-    resp = httpx.post(f"{server.url}/api/blobs/{digest}", content=path.read_bytes(), timeout=60)
-    assert resp.status_code in (200, 201), resp.text
-    return digest
 
 
 def b64(data: bytes) -> str:

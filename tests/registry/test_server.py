@@ -187,7 +187,10 @@ def test_delete_blob_in_use_and_prune(
 
 def test_modelfile_create_with_quantization(server: Server, tmp_path: Path) -> None:
     src = write_llama_gguf(tmp_path / "f16.gguf", dtype="f16")
-    modelfile = f'from {src}\nPARAMETER temperature 0.2\n# comment\nSYSTEM """be\nbrief"""\n'
+    digest = sha256(src.read_bytes())
+    uploaded = httpx.post(f"{server.url}/api/blobs/{digest}", content=src.read_bytes())
+    assert uploaded.status_code in (200, 201)
+    modelfile = f'from @{digest}\nPARAMETER temperature 0.2\n# comment\nSYSTEM """be\nbrief"""\n'
     out = lines(server, "/api/create", {"model": "q8", "modelfile": modelfile, "quantize": "q8_0"})
     statuses = [x["status"] for x in out]
     assert "quantizing F16 model to Q8_0" in statuses

@@ -611,6 +611,40 @@ def test_create_uploads_a_projector_beside_the_model(
     assert "only the first FROM may name a model" in missing.stderr
 
 
+def test_create_uploads_an_adapter_for_a_named_base(
+    runner: CliRunner, fake: FakeOllama, tmp_path: Path
+) -> None:
+    """ADAPTER ./lora.gguf is uploaded and sent as a digest; the server reads no path."""
+    (tmp_path / "lora.gguf").write_bytes(b"GGUF-lora")
+    digest = "sha256:" + hashlib.sha256(b"GGUF-lora").hexdigest()
+    proj = "sha256:" + "c" * 64
+    (tmp_path / "Modelfile").write_text(f"FROM smollm2\nFROM @{proj}\nADAPTER ./lora.gguf\n")
+    fake.on("POST", f"/api/blobs/{digest}", (201, None))
+    fake.on("POST", "/api/create", (200, [{"status": "success"}]))
+    result = runner.invoke(main, ["create", "mine", "-f", str(tmp_path / "Modelfile")])
+    assert result.exit_code == 0, result.output
+    assert fake.bodies("POST", "/api/create") == [
+        {
+            "model": "mine",
+            "from": "smollm2",
+            "files": {"sha256-" + "c" * 64: proj},
+            "adapters": {"lora.gguf": digest},
+            "stream": True,
+        }
+    ]
+
+
+def test_create_from_a_missing_local_file(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "Modelfile").write_text("FROM ./gone.gguf\n")
+    result = runner.invoke(main, ["create", "mine", "-f", str(tmp_path / "Modelfile")])
+    assert result.exit_code == 1
+    assert result.stderr == "Error: FROM ./gone.gguf: no such file or directory\n"
+    (tmp_path / "Modelfile").write_text("FROM smollm2\nADAPTER gone.gguf\n")
+    result = runner.invoke(main, ["create", "mine", "-f", str(tmp_path / "Modelfile")])
+    assert result.exit_code == 1
+    assert result.stderr == "Error: adapter not found: gone.gguf\n"
+
+
 def test_create_from_model_name(
     runner: CliRunner, fake: FakeOllama, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,6 +10,7 @@ from power.errors import InvalidRequestError
 from power.store.modelfile import (
     Command,
     ModelfileError,
+    is_path_ref,
     modelfile_to_create_request,
     parse_modelfile,
     parse_parameter,
@@ -117,8 +118,7 @@ def test_bad_parameters(name: str, value: str, message: str) -> None:
         parse_parameter(name, value)
 
 
-def test_to_create_request(tmp_path: Path) -> None:
-    (tmp_path / "weights.gguf").write_bytes(b"GGUF")
+def test_to_create_request() -> None:
     text = (
         "FROM ./weights.gguf\n"
         "PARAMETER temperature 0.2\n"
@@ -132,9 +132,9 @@ def test_to_create_request(tmp_path: Path) -> None:
         "MESSAGE user hi\n"
         "ADAPTER @sha256:" + "a" * 64 + "\n"
     )
-    req = modelfile_to_create_request(parse_modelfile(text), tmp_path)
+    req = modelfile_to_create_request(parse_modelfile(text))
     assert req == {
-        "from": str((tmp_path / "weights.gguf").resolve()),
+        "from": "./weights.gguf",
         "parameters": {"temperature": 0.2, "stop": ["<|im_start|>", "<|im_end|>"]},
         "template": "{{ .Prompt }}",
         "system": "terse",
@@ -144,28 +144,51 @@ def test_to_create_request(tmp_path: Path) -> None:
     }
 
 
-def test_from_model_name_and_blob(tmp_path: Path) -> None:
-    by_name = modelfile_to_create_request(parse_modelfile("FROM alice/tiny:q4"), tmp_path)
+def test_from_model_name_and_blob() -> None:
+    by_name = modelfile_to_create_request(parse_modelfile("FROM alice/tiny:q4"))
     assert by_name == {"from": "alice/tiny:q4"}
-    blob = modelfile_to_create_request(parse_modelfile("FROM @sha256:" + "b" * 64), tmp_path)
+    blob = modelfile_to_create_request(parse_modelfile("FROM @sha256:" + "b" * 64))
     assert blob == {"from": "sha256:" + "b" * 64}
 
 
-def test_further_froms_are_files(tmp_path: Path) -> None:
+def test_paths_are_kept_as_written_and_never_looked_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mapping is pure text: the CLI resolves and uploads files, the server reads none."""
     (tmp_path / "weights.gguf").write_bytes(b"GGUF")
-    (tmp_path / "mmproj.gguf").write_bytes(b"GGUF")
-    text = "FROM ./weights.gguf\nFROM ./mmproj.gguf\nFROM @sha256:" + "c" * 64 + "\n"
-    req = modelfile_to_create_request(parse_modelfile(text), tmp_path)
+    monkeypatch.chdir(tmp_path)
+    text = (
+        "FROM ./weights.gguf\nFROM ~/mmproj.gguf\nFROM @sha256:" + "c" * 64 + "\n"
+        "ADAPTER /loras/a b.gguf\n"
+    )
+    req = modelfile_to_create_request(parse_modelfile(text))
     assert req == {
-        "from": str((tmp_path / "weights.gguf").resolve()),
-        "files": {
-            "mmproj.gguf": str((tmp_path / "mmproj.gguf").resolve()),
-            "sha256:" + "c" * 64: "sha256:" + "c" * 64,
-        },
+        "from": "./weights.gguf",
+        "files": {"mmproj.gguf": "~/mmproj.gguf", "sha256-" + "c" * 64: "sha256:" + "c" * 64},
+        "adapters": {"a b.gguf": "/loras/a b.gguf"},
     }
 
 
-def test_unknown_parameter_error_names_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("ref", "is_path"),
+    [
+        ("/etc/hostname", True),
+        ("./m.gguf", True),
+        ("../m.gguf", True),
+        ("~/m.gguf", True),
+        ("C:\\models\\m.gguf", True),
+        (".", True),
+        ("llama3.2", False),
+        ("alice/tiny:q4", False),
+        ("m.gguf", False),  # a valid model name; the CLI uploads it if the file exists
+        ("sha256:" + "a" * 64, False),
+    ],
+)
+def test_is_path_ref(ref: str, is_path: bool) -> None:
+    assert is_path_ref(ref) is is_path
+
+
+def test_unknown_parameter_error_names_line() -> None:
     parsed = parse_modelfile("FROM x\n\nPARAMETER nope 1\n")
     with pytest.raises(ModelfileError, match=r"^\(line 3\): unknown parameter 'nope'$"):
-        modelfile_to_create_request(parsed, tmp_path)
+        modelfile_to_create_request(parsed)

@@ -157,9 +157,9 @@ def test_failed_manifest_write_leaves_nothing(
 
 
 def test_resolve_is_case_insensitive(store: ModelStore, gguf: Path) -> None:
-    _create(store, "Alice/Tiny:Q4", **{"from": str(gguf)})
+    _create(store, "Alice/Tiny:Q4", **{"from": store.add_blob_from_file(gguf)})
     assert store.resolve("alice/tiny:q4").display == "Alice/Tiny:Q4"
-    _create(store, "ALICE/tiny:other", **{"from": str(gguf)})
+    _create(store, "ALICE/tiny:other", **{"from": store.add_blob_from_file(gguf)})
     assert sorted(n.display for n in store.names()) == ["Alice/Tiny:Q4", "Alice/Tiny:other"]
     assert store.get("alice/TINY:q4").name == "Alice/Tiny:Q4"
 
@@ -174,10 +174,11 @@ def test_get_missing_model(store: ModelStore) -> None:
 # -- create ------------------------------------------------------------------------------------
 
 
-def test_create_from_gguf_path(store: ModelStore, gguf: Path) -> None:
-    statuses = _create(store, "tiny", **{"from": str(gguf), "parameters": {"temperature": 0.1}})
+def test_create_from_gguf_digest(store: ModelStore, gguf: Path) -> None:
+    digest = store.add_blob_from_file(gguf)
+    statuses = _create(store, "tiny", **{"from": digest, "parameters": {"temperature": 0.1}})
     assert statuses[0] == "parsing GGUF"
-    assert statuses[1].startswith("creating new layer sha256:")
+    assert statuses[1] == f"using existing layer {digest}"
     assert statuses[-2:] == ["writing manifest", "success"]
     m = store.get("tiny")
     assert m.name == "tiny:latest"
@@ -216,7 +217,11 @@ def test_create_from_uploaded_blob(store: ModelStore, gguf: Path) -> None:
 
 def test_create_inherits_and_merges(store: ModelStore, gguf: Path) -> None:
     base_params = {"stop": ["<|im_end|>"], "temperature": 0.5}
-    _create(store, "base", **{"from": str(gguf), "parameters": base_params, "system": "base"})
+    _create(
+        store,
+        "base",
+        **{"from": store.add_blob_from_file(gguf), "parameters": base_params, "system": "base"},
+    )
     statuses = _create(
         store,
         "child",
@@ -237,7 +242,8 @@ def test_create_inherits_and_merges(store: ModelStore, gguf: Path) -> None:
 
 
 def test_create_via_modelfile(store: ModelStore, gguf: Path) -> None:
-    modelfile = f'FROM {gguf}\nPARAMETER stop "<|im_end|>"\nSYSTEM """You\nare terse"""\n'
+    digest = store.add_blob_from_file(gguf)
+    modelfile = f'FROM @{digest}\nPARAMETER stop "<|im_end|>"\nSYSTEM """You\nare terse"""\n'
     assert _create(store, "mf", modelfile=modelfile)[-1] == "success"
     m = store.get("mf")
     assert m.parameters == {"stop": ["<|im_end|>"]}
@@ -282,9 +288,9 @@ def test_create_rejects_non_gguf_blob(store: ModelStore) -> None:
 
 
 def test_recreate_prunes_replaced_layers(store: ModelStore, gguf: Path) -> None:
-    _create(store, "m", **{"from": str(gguf), "system": "old"})
+    _create(store, "m", **{"from": store.add_blob_from_file(gguf), "system": "old"})
     old_system = store.get("m")
-    _create(store, "m", **{"from": str(gguf), "system": "new"})
+    _create(store, "m", **{"from": store.add_blob_from_file(gguf), "system": "new"})
     assert store.get("m").system == "new"
     old_digest = hashlib.sha256(b"old").hexdigest()
     assert not (store.blobs_dir / f"sha256-{old_digest}").exists()
@@ -296,11 +302,11 @@ def test_recreate_prunes_replaced_layers(store: ModelStore, gguf: Path) -> None:
 
 def test_capabilities(store: ModelStore, tmp_path: Path) -> None:
     embed = tiny_gguf(tmp_path / "e.gguf", arch="bert", extra={"bert.pooling_type": 1})
-    _create(store, "embed", **{"from": str(embed)})
+    _create(store, "embed", **{"from": store.add_blob_from_file(embed)})
     assert store.get("embed").capabilities == ["embedding"]
     jinja = "{{ tools }} {% if enable_thinking %}<think>{{ reasoning }}</think>{% endif %}"
     think = tiny_gguf(tmp_path / "t.gguf", extra={"tokenizer.chat_template": jinja})
-    _create(store, "think", **{"from": str(think)})
+    _create(store, "think", **{"from": store.add_blob_from_file(think)})
     assert store.get("think").capabilities == ["completion", "tools", "thinking"]
     tpl = (
         "{{ range .Messages }}{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}"
@@ -312,34 +318,34 @@ def test_capabilities(store: ModelStore, tmp_path: Path) -> None:
     vague = tiny_gguf(
         tmp_path / "v.gguf", extra={"tokenizer.chat_template": "{{ enable_thinking }}"}
     )
-    _create(store, "vague", **{"from": str(vague)})
+    _create(store, "vague", **{"from": store.add_blob_from_file(vague)})
     assert store.get("vague").capabilities == ["completion"]
 
 
 def test_a_projector_makes_a_vision_model(store: ModelStore, gguf: Path, tmp_path: Path) -> None:
     proj = tiny_gguf(tmp_path / "mmproj.gguf", arch="clip", extra={"general.type": "mmproj"})
-    _create(store, "vis", modelfile=f"FROM {gguf}\nFROM {proj}\nSYSTEM hi\n")
+    model, digest = store.add_blob_from_file(gguf), store.add_blob_from_file(proj)
+    _create(store, "vis", modelfile=f"FROM @{model}\nFROM @{digest}\nSYSTEM hi\n")
     m = store.get("vis")
     assert "vision" in m.capabilities
     assert m.projector is not None
     assert Path(m.projector).read_bytes() == proj.read_bytes()
     assert Path(m.model_path).read_bytes() == gguf.read_bytes()
     # an existing model plus a projector: `from`, then `files` as more layers
-    _create(store, "text", **{"from": str(gguf)})
+    _create(store, "text", **{"from": model})
     assert "vision" not in store.get("text").capabilities
-    digest = store.add_blob_from_file(proj)
     _create(store, "vis2", **{"from": "text", "files": {"mmproj.gguf": digest}})
     assert store.get("vis2").projector == m.projector
     assert store.get("vis2").model_path == m.model_path
     with pytest.raises(InvalidRequestError, match="only the first FROM may name a model"):
-        create_model(store, "bad", {"modelfile": f"FROM {gguf}\nFROM text\n"})
+        create_model(store, "bad", {"modelfile": f"FROM @{model}\nFROM text\n"})
 
 
 # -- copy, delete, list, prune -----------------------------------------------------------------
 
 
 def test_copy_is_byte_identical(store: ModelStore, gguf: Path) -> None:
-    _create(store, "src", **{"from": str(gguf)})
+    _create(store, "src", **{"from": store.add_blob_from_file(gguf)})
     store.copy("src", "ns/dst:v1")
     assert store.read_manifest_bytes("ns/dst:v1") == store.read_manifest_bytes("src")
     with pytest.raises(ModelNotFoundError):
@@ -347,8 +353,8 @@ def test_copy_is_byte_identical(store: ModelStore, gguf: Path) -> None:
 
 
 def test_delete_prunes_only_unshared_blobs(store: ModelStore, gguf: Path) -> None:
-    _create(store, "a", **{"from": str(gguf), "system": "only a"})
-    _create(store, "b", **{"from": str(gguf), "system": "only b"})
+    _create(store, "a", **{"from": store.add_blob_from_file(gguf), "system": "only a"})
+    _create(store, "b", **{"from": store.add_blob_from_file(gguf), "system": "only b"})
     model_blob = Path(store.get("a").model_path)
     only_a = store.blob_path(mf.sha256_digest(b"only a"))
     store.delete("a")
@@ -364,7 +370,7 @@ def test_delete_prunes_only_unshared_blobs(store: ModelStore, gguf: Path) -> Non
 
 def test_delete_with_noprune_keeps_blobs(tmp_path: Path, gguf: Path) -> None:
     store = ModelStore(tmp_path / "models", noprune=True)
-    _create(store, "a", **{"from": str(gguf)})
+    _create(store, "a", **{"from": store.add_blob_from_file(gguf)})
     blobs = _files(store.blobs_dir)
     store.delete("a")
     assert _files(store.blobs_dir) == blobs
@@ -372,8 +378,8 @@ def test_delete_with_noprune_keeps_blobs(tmp_path: Path, gguf: Path) -> None:
 
 def test_list_newest_first(store: ModelStore, gguf: Path) -> None:
     assert store.list() == []
-    _create(store, "old", **{"from": str(gguf)})
-    _create(store, "new", **{"from": str(gguf)})
+    _create(store, "old", **{"from": store.add_blob_from_file(gguf)})
+    _create(store, "new", **{"from": store.add_blob_from_file(gguf)})
     past = time.time() - 3600
     os.utime(store.manifest_path(store.resolve("old")), (past, past))
     (store.manifests_dir / "registry.ollama.ai/library/new/.latest.x.tmp").write_bytes(b"{")
@@ -384,7 +390,7 @@ def test_list_newest_first(store: ModelStore, gguf: Path) -> None:
 
 
 def test_prune(store: ModelStore, gguf: Path) -> None:
-    _create(store, "keep", **{"from": str(gguf)})
+    _create(store, "keep", **{"from": store.add_blob_from_file(gguf)})
     kept = _files(store.blobs_dir)
     orphan = store.blob_path(store.add_blob_bytes(b"orphan"))
     stale = store.blobs_dir / ("sha256-" + "e" * 64 + "-partial")
