@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["CreateRequest", "check_files", "prepare", "storable"]
 
 _UPLOAD = "upload the file first (POST /api/blobs/sha256:<digest>)"
-_MAX_PART_BYTES = 255  # one name part is one folder under manifests/
 
 
 class CreateRequest(msgspec.Struct, kw_only=True):
@@ -100,11 +99,8 @@ def _merge_modelfile(req: CreateRequest) -> CreateRequest:
 
 
 def storable(name: ModelName) -> ModelName:
-    """``name``, if each part fits in one file name (a host may be longer than that)."""
-    if any(len(part.encode()) > _MAX_PART_BYTES for part in name.parts):
-        raise InvalidRequestError(
-            f"invalid model name: a part is longer than {_MAX_PART_BYTES} characters"
-        )
+    """``name``, if it can be stored (a 400 naming why, before anything is written)."""
+    name.filepath()
     return name
 
 

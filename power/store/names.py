@@ -19,6 +19,8 @@ import msgspec
 
 from power.errors import InvalidRequestError
 
+MAX_PART_BYTES = 255  # each part is one folder (or file) under manifests/
+
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_NAMESPACE",
@@ -132,9 +134,14 @@ class ModelName(msgspec.Struct, frozen=True, kw_only=True):
         return (self.host, self.namespace, self.model, self.tag)
 
     def filepath(self) -> Path:
-        """The relative manifest path ``host/namespace/model/tag``; the name must be valid."""
+        """The relative manifest path ``host/namespace/model/tag``; a 400 unless the name is
+        valid and each part fits in one file name (a valid host may be longer than that)."""
         if not self.is_valid():
             raise InvalidRequestError("invalid model name")
+        if any(len(part.encode()) > MAX_PART_BYTES for part in self.parts):
+            raise InvalidRequestError(
+                f"invalid model name: a part is longer than {MAX_PART_BYTES} bytes"
+            )
         return Path(*self.parts)
 
     def key(self) -> tuple[str, str, str, str]:

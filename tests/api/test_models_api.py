@@ -250,6 +250,24 @@ def test_create_with_an_overlong_name_part_is_400(
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/show", {"model": "h" * 300 + "/library/x"}),
+        ("DELETE", "/api/delete", {"model": "h" * 300 + "/library/x"}),
+        ("POST", "/api/copy", {"source": "base", "destination": "h" * 300 + "/library/x"}),
+    ],
+)
+def test_every_endpoint_answers_an_overlong_name_part_with_400(
+    client: TestClient, gguf: Path, method: str, path: str, body: dict[str, Any]
+) -> None:
+    """Not ENAMETOOLONG (500): a name becomes a path in one place, which checks it."""
+    _create(client, model="base", **{"from": _upload(client, gguf)})
+    resp = client.request(method, path, json=body)
+    assert resp.status_code == 400, resp.text
+    assert "longer than 255 bytes" in resp.json()["error"]
+
+
+@pytest.mark.parametrize(
     ("body", "error"),
     [
         ({"template": "{{ .Prompt"}, "template error: 1: unclosed action"),
