@@ -24,6 +24,7 @@ from hypercorn.config import Config
 from power.aio import Interrupted, until
 from power.app import create_app
 from power.config import Settings, load_settings
+from power.create.starter import import_if_starter
 from power.logging import configure_logging
 from power.store import ModelStore
 from power.store.writeback import recover_unsynced
@@ -101,7 +102,7 @@ async def serve(settings: Settings) -> int:
     host, port = sock.getsockname()[:2]
     stop, force = asyncio.Event(), asyncio.Event()
     install_signal_handlers(stop, force)
-    store = ModelStore(settings.models_dir, noprune=settings.noprune)
+    store = ModelStore(settings.models_dir, noprune=settings.noprune, on_missing=import_if_starter)
     if await asyncio.to_thread(store.claim):
         await asyncio.to_thread(recover_unsynced, store.blobs_dir)  # before prune sweeps markers
         await asyncio.to_thread(store.prune)

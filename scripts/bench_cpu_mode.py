@@ -77,7 +77,7 @@ def _measure(model: Path, mode: str, threads: int) -> dict[str, float]:
 
 
 def _quantized(src: Path, qtype: str, into: Path) -> Path:
-    from power.store.quantize import quantize
+    from power.create.quantize import quantize
 
     dst = into / f"smollm2-{qtype.lower()}.gguf"
     for _ in quantize(src, dst, qtype, allow_requantize=True):
@@ -108,8 +108,8 @@ def main() -> None:
     parser.add_argument("--modes", default="extra,plain,no-amx", help="extra first: the baseline")
     parser.add_argument("--out", default="docs/bench-cpu-mode.json")
     args = parser.parse_args()
+    from power.create.starter import starter_gguf_path
     from power.options import default_threads
-    from power.store.starter import starter_gguf_path
 
     source = starter_gguf_path()
     if source is None:

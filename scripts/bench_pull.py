@@ -37,8 +37,8 @@ from pathlib import Path
 
 import aiohttp
 
+from power.create.starter import starter_gguf_path
 from power.registry import RegistryService, pull
-from power.store.starter import starter_gguf_path
 from power.store.store import ModelStore
 from tests.registry.conftest import MODEL_TYPE, run_registry, sha256
 from tests.registry.proxy import proxy

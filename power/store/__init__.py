@@ -1,8 +1,10 @@
-"""The on-disk model store: Ollama's manifests/blobs layout, GGUF headers, Modelfiles, create."""
+"""The on-disk model store: Ollama's manifests/blobs layout, GGUF headers, Modelfiles.
+
+Formats and persistence only; making models (create, the starter, quantizing) is ``power.create``.
+"""
 
 from __future__ import annotations
 
-from power.store.create import CreateRequest, create_model
 from power.store.gguf import GGUFError, GGUFInfo, TensorInfo, human_number, read_gguf
 from power.store.manifest import ConfigV2, Layer, Manifest
 from power.store.model import Details, LocalModel, ModelEntry
@@ -14,14 +16,12 @@ from power.store.modelfile import (
     parse_modelfile,
 )
 from power.store.names import ModelName, parse_name
-from power.store.starter import starter_gguf_path
 from power.store.store import BlobWriter, ModelStore
 
 __all__ = [
     "BlobWriter",
     "Command",
     "ConfigV2",
-    "CreateRequest",
     "Details",
     "GGUFError",
     "GGUFInfo",
@@ -34,11 +34,9 @@ __all__ = [
     "Modelfile",
     "ModelfileError",
     "TensorInfo",
-    "create_model",
     "human_number",
     "modelfile_to_create_request",
     "parse_modelfile",
     "parse_name",
     "read_gguf",
-    "starter_gguf_path",
 ]

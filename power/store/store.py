@@ -26,13 +26,12 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
 from power.errors import InvalidRequestError, ModelNotFoundError
 from power.store import manifest as mf
-from power.store import starter
 from power.store.model import LocalModel, ModelEntry, load_model, model_entry
 from power.store.names import ModelName, parse_name
 from power.store.writeback import fsync_dir
@@ -130,9 +129,18 @@ class BlobWriter:
 class ModelStore:
     """Manifests and blobs under ``root``. Thread-safe; mutations are serialised by one lock."""
 
-    def __init__(self, root: Path, *, noprune: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        noprune: bool = False,
+        on_missing: Callable[[ModelStore, ModelName], bool] | None = None,
+    ) -> None:
         self.root = Path(root)
         self.noprune = noprune
+        # Called by `get` for a name the store lacks; True when it made the model meanwhile
+        # (the daemon wires `power.create.starter.import_if_starter` here).
+        self._on_missing = on_missing
         self.manifests_dir = self.root / "manifests"
         self.blobs_dir = self.root / "blobs"
         self.manifests_dir.mkdir(parents=True, exist_ok=True)
@@ -331,11 +339,10 @@ class ModelStore:
         return entries
 
     def get(self, name: str | ModelName) -> LocalModel:
-        """Load a model; the offline starter model is imported on first use."""
+        """Load a model; one the store lacks is asked of ``on_missing`` first."""
         n = self.resolve(name)
         path = self.manifest_path(n)
-        if not path.is_file() and starter.is_starter_name(n):
-            starter.import_starter(self)
+        if not path.is_file() and self._on_missing is not None and self._on_missing(self, n):
             n = self.resolve(n)
             path = self.manifest_path(n)
         try:

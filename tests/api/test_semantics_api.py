@@ -27,8 +27,8 @@ from starlette.responses import JSONResponse, Response
 
 from power.api import chat, embed, generate
 from power.config import Settings
+from power.create.build import create_model
 from power.errors import PowerError
-from power.store.create import create_model
 from power.store.store import ModelStore
 from proto import (
     Done,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from power.create.build import create_model
 from power.errors import RegistryError
 from power.registry import RegistryService, pull, push
-from power.store.create import create_model
 from power.store.store import ModelStore
 from tests.registry.conftest import PASSWORD, USER, Registry, publish_tiny, sha256
 from tests.registry.test_pull import collect

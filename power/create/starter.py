@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from power.create.build import create_model
 from power.errors import ModelNotFoundError
-from power.store.create import create_model
 from power.store.names import DEFAULT_HOST, DEFAULT_NAMESPACE, ModelName
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ __all__ = [
     "STARTER_MODEL",
     "STARTER_PARAMETERS",
     "STARTER_TAGS",
+    "import_if_starter",
     "import_starter",
     "is_starter_name",
     "starter_gguf_path",
@@ -90,3 +91,11 @@ def import_starter(store: ModelStore) -> None:
             other = store.resolve(f"{STARTER_MODEL}:{tag}")
             if not store.manifest_path(other).is_file():
                 store.copy(first, other)
+
+
+def import_if_starter(store: ModelStore, name: ModelName) -> bool:
+    """The store's ``on_missing`` hook: import the starter when ``name`` is it; True if so."""
+    if not is_starter_name(name):
+        return False
+    import_starter(store)
+    return True

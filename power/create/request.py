@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from power.create.quantize import normalize_type
 from power.errors import InvalidRequestError
 from power.options import check_options
 from power.store.modelfile import is_path_ref, modelfile_to_create_request, parse_modelfile
 from power.store.names import ModelName, parse_name
-from power.store.quantize import normalize_type
 from power.template import GoTemplate
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 :func:`create_model` validates the request eagerly, raising before anything is written, and
 returns an iterator of progress dicts (``{"status": ...}``) that does the work as it is consumed.
 
-The request and its checks live in :mod:`power.store._request`: names and blob digests only, as
+The request and its checks live in :mod:`power.create.request`: names and blob digests only, as
 Ollama's server takes; the server never opens a path a client sends.
 """
 
@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from power.create.quantize import SOURCE_TYPES, quantize
+from power.create.request import CreateRequest, check_files, prepare, storable
 from power.errors import InvalidRequestError, ModelNotFoundError
 from power.store import manifest as mf
-from power.store._request import CreateRequest, check_files, prepare, storable
 from power.store.gguf import GGUFInfo, read_gguf
 from power.store.names import ModelName, parse_name
-from power.store.quantize import SOURCE_TYPES, quantize
 
 if TYPE_CHECKING:
     from power.store.store import ModelStore
