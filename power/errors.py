@@ -107,7 +107,8 @@ class ShuttingDownError(ServerBusyError):
 
 
 class RunnerError(PowerError):
-    """A runner-side failure; carries the runner's identity and its last stderr lines."""
+    """A runner-side failure; carries the runner's identity, its last stderr lines and, when it
+    died of a fatal signal, the Python stacks of its threads (``trace``, not in the message)."""
 
     status = 500
 
@@ -118,6 +119,7 @@ class RunnerError(PowerError):
         model: str = "",
         pid: int | None = None,
         stderr_tail: Sequence[str] = (),
+        trace: Sequence[str] = (),
     ) -> None:
         tail = [line for line in stderr_tail if line.strip()]
         full = message
@@ -127,6 +129,7 @@ class RunnerError(PowerError):
         self.model = model
         self.pid = pid
         self.stderr_tail = list(stderr_tail)
+        self.trace = list(trace)
 
 
 class RunnerLoadError(RunnerError):

@@ -17,6 +17,7 @@ from proto.framing import (
     runner_decoder,
 )
 from proto.messages import (
+    MAX_TOKENIZE_BYTES,
     Cancel,
     CpuMode,
     Detokenize,
@@ -60,6 +61,7 @@ __all__ = [
     "EXIT_LOAD_FAILED",
     "EXIT_OK",
     "MAX_FRAME",
+    "MAX_TOKENIZE_BYTES",
     "PROTOCOL_VERSION",
     "Cancel",
     "ConnectionClosed",

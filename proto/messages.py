@@ -17,6 +17,7 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "MAX_TOKENIZE_BYTES",
     "Cancel",
     "CpuMode",
     "Detokenize",
@@ -47,6 +48,12 @@ __all__ = [
     "Tokens",
     "TopLogprob",
 ]
+
+
+# The most UTF-8 text a runner tokenizes for one request: a ``Tokenize`` text, a ``Generate``
+# prompt, each ``Embed`` input; longer is a BAD_REQUEST that names the limit. About a million
+# tokens of prose, more than any context holds; llama.cpp takes seconds a MiB on a small CPU.
+MAX_TOKENIZE_BYTES = 8 << 20
 
 
 class ErrorCode(enum.StrEnum):
@@ -227,6 +234,8 @@ class Tokens(Msg, frozen=True):
 
 
 class Embeddings(Msg, frozen=True):
+    """Vectors of an ``Embed``'s inputs in order, in one or more frames before its ``Done``."""
+
     id: int
     vectors: tuple[tuple[float, ...], ...]
     prompt_tokens: int

@@ -7,6 +7,10 @@ each sequence whose last token had logits samples from its own row. The batch li
 by ascending id: llama.cpp computes a run of consecutive ids as one ubatch, and admission order
 would otherwise split a step of four decodes into up to four graph computes. A request joins at
 the next step; a finished, failed or cancelled one frees its slot at once.
+
+An ``Embed`` request holds a slot too, and each step ends with one chunk of each embedding
+(``runner.embedding``) in a decode of its own (embeddings on), so a large batch of inputs shares
+the thread with the generating sequences and stops between two chunks when cancelled.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from proto import Done, ErrorCode, Failed, Generate, Msg, Stats, Tokens
+from proto import Done, Embed, Embeddings, ErrorCode, Failed, Generate, Msg, Stats, Tokens
 from runner import media
+from runner.embedding import EmbedJob
 from runner.engine import BadRequestError, Chunk, Engine, EngineError, LoadInfo
 from runner.slots import Seq, Slot, pick_slot
+from runner.vocab import check_text
 
 __all__ = ["Scheduler"]
 
@@ -32,13 +38,19 @@ class Scheduler:
         self._engine = engine
         self._emit = emit
         self._n_ctx = info.n_ctx
+        self._n_vocab = info.n_vocab
         self._n_batch = max(info.n_batch, info.num_parallel)
         self.slots = [Slot(i) for i in range(info.num_parallel)]
         self.active: list[Seq] = []  # in admission order
+        self.embeds: list[EmbedJob] = []  # in admission order
         self._uses = 0
 
+    @property
+    def busy(self) -> bool:
+        return bool(self.active or self.embeds)
+
     def free_slots(self) -> int:
-        return len(self.slots) - len(self.active)
+        return len(self.slots) - len(self.active) - len(self.embeds)
 
     def take_slot(self, prompt: list[int]) -> tuple[Slot, int]:
         slot, common = pick_slot(self.slots, prompt)
@@ -52,7 +64,7 @@ class Scheduler:
         """Start ``req`` in a free slot (or end it at once); errors go out as ``Failed``."""
         engine = self._engine
         try:
-            prompt, spans = media.request_prompt(engine, req, self._n_ctx)
+            prompt, spans = media.request_prompt(engine, req, self._n_ctx, n_vocab=self._n_vocab)
             if req.num_predict == 0:
                 stats = Stats(prompt_tokens=len(prompt))
                 self._emit([Done(id=req.id, reason="length", stats=stats)])
@@ -77,6 +89,23 @@ class Scheduler:
         slot.seq = seq
         self.active.append(seq)
 
+    def admit_embed(self, req: Embed) -> None:
+        """Start ``req`` in a free slot (its cache is dropped); errors go out as ``Failed``."""
+        if not req.inputs:
+            self._emit([Embeddings(id=req.id, vectors=(), prompt_tokens=0),
+                        Done(id=req.id, reason="stop", stats=Stats())])  # fmt: skip
+            return
+        try:
+            for i, text in enumerate(req.inputs):
+                check_text(text, f"input {i}")
+        except BadRequestError as exc:
+            self._emit([Failed(id=req.id, code=ErrorCode.BAD_REQUEST, message=str(exc))])
+            return
+        slot, _ = self.take_slot([])
+        self.truncate(slot, 0)
+        slot.embedding = True
+        self.embeds.append(EmbedJob(req, slot))
+
     def truncate(self, slot: Slot, keep: int) -> None:
         if keep < len(slot.cached):
             if not self._engine.forget(slot.index, keep):
@@ -87,7 +116,8 @@ class Scheduler:
     # ------------------------------------------------------------------ the step
 
     def step(self) -> None:
-        """One decode over every active sequence; sample, emit, and retire the finished."""
+        """One decode over every generating sequence (sample, emit, retire the finished), then
+        one chunk of each embedding."""
         out: list[Msg] = []
         chunks: list[Chunk] = []
         owners: list[Seq | None] = []  # who samples after each chunk
@@ -125,6 +155,25 @@ class Scheduler:
                 owners = [owners[k] for k in order]
             self._decode(chunks, owners, out)
         if out:
+            self._emit(out)
+        for job in list(self.embeds):
+            self._advance(job)
+
+    def _advance(self, job: EmbedJob) -> None:
+        req_id = job.req.id
+        try:
+            out = job.advance(self._engine)
+        except BadRequestError as exc:
+            self._end_embed(job, Failed(id=req_id, code=ErrorCode.BAD_REQUEST, message=str(exc)))
+        except EngineError as exc:
+            self._end_embed(job, Failed(id=req_id, code=ErrorCode.INTERNAL, message=str(exc)))
+        except Exception as exc:  # a bug: this request fails, the others go on
+            log.exception("embedding for request %d failed", req_id)
+            message = f"{type(exc).__name__}: {exc}"
+            self._end_embed(job, Failed(id=req_id, code=ErrorCode.INTERNAL, message=message))
+        else:
+            if out and isinstance(out[-1], Done):
+                self._release_embed(job)
             self._emit(out)
 
     def _feed_media(self, seq: Seq, out: list[Msg]) -> int:
@@ -245,19 +294,34 @@ class Scheduler:
         seq.slot.seq = None
         self.active.remove(seq)
 
+    def _end_embed(self, job: EmbedJob, last: Msg) -> None:
+        self._release_embed(job)
+        self._emit([last])
+
+    def _release_embed(self, job: EmbedJob) -> None:
+        job.close()
+        job.slot.embedding = False
+        self.embeds.remove(job)
+
     def cancel(self, ids: Iterable[int]) -> None:
         wanted = set(ids)
         out: list[Msg] = []
         for seq in [s for s in self.active if s.req.id in wanted]:
             self._finish(seq, "cancel", out)
+        for job in [j for j in self.embeds if j.req.id in wanted]:
+            self._release_embed(job)
+            out.append(Done(id=job.req.id, reason="cancel", stats=job.stats()))
         if out:
             self._emit(out)
 
     def cancel_all(self) -> None:
-        self.cancel([s.req.id for s in self.active])
+        self.cancel([s.req.id for s in self.active] + [j.req.id for j in self.embeds])
 
     def fail_all(self, message: str) -> None:
         out: list[Msg] = []
         for seq in list(self.active):
             self._fail(seq, ErrorCode.INTERNAL, message, out)
+        for job in list(self.embeds):
+            self._release_embed(job)
+            out.append(Failed(id=job.req.id, code=ErrorCode.INTERNAL, message=message))
         self._emit(out)

@@ -5,9 +5,11 @@
 prompt cache; an engine only evaluates batches of ``Chunk`` s (one decode per step, every
 sequence of the step in it), samples from a row of the last decode, and edits one sequence's
 cache. Every method is called from the runner's one inference thread, except
-``tokenize``/``detokenize``/``piece``/``is_eog`` which only read the vocabulary. Images enter a
+``tokenize``/``detokenize``/``piece``/``is_eog``, which only read the vocabulary and may also be
+called from the runner's vocabulary thread (``runner.vocab``) at the same time. Images enter a
 prompt as ``Media`` that the engine made (``media_prompt``) and evaluates on its own
-(``decode_media``); ``runner.media`` schedules them.
+(``decode_media``); ``runner.media`` schedules them. A text is embedded a chunk at a time
+(``EmbedRun``), so the scheduler can interleave it with other sequences' steps and stop it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from proto import CpuMode, Generate, LoadParams, Memory, TokenLogprob
 __all__ = [
     "BadRequestError",
     "Chunk",
+    "EmbedRun",
     "Engine",
     "EngineError",
     "LoadInfo",
@@ -100,6 +103,25 @@ class SeqSampler(Protocol):
     def close(self) -> None: ...
 
 
+class EmbedRun(Protocol):
+    """One text being embedded in a sequence of its own, a chunk (one decode) per ``advance``."""
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens of the text that are embedded (after any truncation)."""
+        ...
+
+    def advance(self) -> list[float] | None:
+        """Evaluate the next chunk; the vector once the whole text is in, None before.
+        ``EngineError`` when a decode fails."""
+        ...
+
+    def close(self) -> None:
+        """Leave the sequence empty, finished or not (a finished run has closed itself);
+        closing twice does nothing."""
+        ...
+
+
 class Engine(Protocol):
     def about(self) -> tuple[str, str]:
         """What computes (name and version) and the CPU features it uses, for ``Hello``."""
@@ -144,10 +166,9 @@ class Engine(Protocol):
         """Drop positions ``keep .. keep + discard`` of ``seq`` and move the rest back."""
         ...
 
-    def embed(
-        self, seq: int, texts: Sequence[str], *, truncate: bool, normalize: bool
-    ) -> tuple[list[list[float]], int]:
-        """Embed ``texts`` using sequence ``seq`` (left empty); return vectors, token count."""
+    def embedding(self, seq: int, text: str, *, truncate: bool, normalize: bool) -> EmbedRun:
+        """Start embedding ``text`` in the empty sequence ``seq`` (it is tokenized here, nothing
+        is evaluated yet); ``PromptTooLongError`` when it does not fit and may not be cut."""
         ...
 
     def memory(self) -> Memory: ...

@@ -8,7 +8,8 @@ Modes: ``echo`` generates the prompt's words back, then an end token; ``count`` 
 stops answering anything, as a wedged runner does), ``kernel_fault=1`` (its first decode dies
 of SIGSEGV, as a bad CPU kernel does, unless the model was loaded in CPU mode ``plain``;
 ``kernel_fault=2``: in every mode),
-``n_ctx_train`` (default 2048).
+``n_ctx_train`` (default 2048), ``tokenize_delay`` seconds to tokenize a MiB of text (in
+proportion). ``delay`` also passes once per embedding decode (a text's ``EMBED_CHUNK`` tokens).
 The runner's scheduler batches it like the real engine (one ``decode`` per step, ``delay``
 once per step), so with ``num_parallel`` > 1 sequences interleave, and its slots' prefix cache
 makes ``prompt_cached`` behave the same way.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from urllib.parse import parse_qs
@@ -40,6 +42,8 @@ from runner.engine import (
 __all__ = ["FakeEngine", "parse_fake_spec"]
 
 EOS = 1
+VOCAB_SIZE = 1 << 20  # ids the vocabulary may have; words get the next free one as they appear
+EMBED_CHUNK = 64
 
 
 def parse_fake_spec(spec: str) -> FakeEngine:
@@ -63,6 +67,7 @@ class FakeEngine:
         hang: float = 0,
         kernel_fault: float = 0,
         n_ctx_train: float = 2048,
+        tokenize_delay: float = 0.0,
     ) -> None:
         if mode not in ("echo", "count"):
             raise ValueError(f"unknown fake engine mode {mode!r}")
@@ -77,6 +82,8 @@ class FakeEngine:
         self._cpu_mode = CpuMode.EXTRA
         self._decoded = False
         self.n_ctx_train = int(n_ctx_train)
+        self.tokenize_delay = tokenize_delay
+        self._lock = threading.Lock()
         self._vocab: dict[str, int] = {"<s>": 0, "</s>": EOS}
         self._words: list[str] = ["<s>", "</s>"]
         self._n_ctx = 0
@@ -95,7 +102,7 @@ class FakeEngine:
         return LoadInfo(
             n_ctx=self._n_ctx,
             n_ctx_train=self.n_ctx_train,
-            n_vocab=len(self._words),
+            n_vocab=VOCAB_SIZE,
             num_parallel=params.num_parallel,
             n_batch=params.n_batch,
             cpu_mode=params.cpu_mode,
@@ -111,12 +118,15 @@ class FakeEngine:
         return Memory(rss=psutil.Process().memory_info().rss)
 
     def _id(self, word: str) -> int:
-        if word not in self._vocab:
-            self._vocab[word] = len(self._words)
-            self._words.append(word)
-        return self._vocab[word]
+        with self._lock:  # (the vocabulary thread tokenizes too)
+            if word not in self._vocab:
+                self._vocab[word] = len(self._words)
+                self._words.append(word)
+            return self._vocab[word]
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        if self.tokenize_delay:
+            time.sleep(self.tokenize_delay * len(text) / (1 << 20))
         ids = [self._id(w) for w in text.split()]
         return [0, *ids] if add_special else ids
 
@@ -140,7 +150,7 @@ class FakeEngine:
         if self.kernel_fault and not self._decoded and (self.kernel_fault > 1 or not plain):
             sys.stderr.write(f"fake engine: bad CPU kernel in mode {self._cpu_mode}\n")
             sys.stderr.flush()
-            os.kill(os.getpid(), signal.SIGSEGV)
+            signal.pthread_kill(threading.get_ident(), signal.SIGSEGV)  # in this thread, as a fault
         self._decoded = True
         if self.delay:
             time.sleep(self.delay)
@@ -169,26 +179,46 @@ class FakeEngine:
             return words[i] if i < len(words) else EOS
         return self._id(str(i + 1))
 
-    def embed(
-        self, seq: int, texts: Sequence[str], *, truncate: bool, normalize: bool
-    ) -> tuple[list[list[float]], int]:
-        vectors = []
-        n = 0
-        for text in texts:
-            ids = self.tokenize(text, add_special=False, parse_special=False)
-            if len(ids) > self._n_ctx and not truncate:
-                raise PromptTooLongError("the input length exceeds the context length")
-            ids = ids[: self._n_ctx]
-            n += len(ids)
-            vec = [float(len(ids)), float(sum(ids) % 97), 1.0]
-            norm = sum(v * v for v in vec) ** 0.5 if normalize else 1.0
-            vectors.append([v / norm for v in vec])
-        return vectors, n
+    def embedding(self, seq: int, text: str, *, truncate: bool, normalize: bool) -> _FakeEmbedding:
+        ids = self.tokenize(text, add_special=False, parse_special=False)
+        if len(ids) > self._n_ctx and not truncate:
+            raise PromptTooLongError("the input length exceeds the context length")
+        return _FakeEmbedding(self, ids[: self._n_ctx], normalize=normalize)
 
     def _die(self, why: str) -> None:
         sys.stderr.write(f"fake engine: fatal: {why}\n")
         sys.stderr.flush()
         os._exit(9)
+
+
+class _FakeEmbedding:
+    """A text's embedding: one decode (``delay``) per ``EMBED_CHUNK`` tokens."""
+
+    __slots__ = ("_done", "_engine", "_ids", "_normalize")
+
+    def __init__(self, engine: FakeEngine, ids: list[int], *, normalize: bool) -> None:
+        self._engine = engine
+        self._ids = ids
+        self._normalize = normalize
+        self._done = 0
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self._ids)
+
+    def advance(self) -> list[float] | None:
+        if self._engine.delay:
+            time.sleep(self._engine.delay)
+        self._done += EMBED_CHUNK
+        if self._done < len(self._ids):
+            return None
+        ids = self._ids
+        vec = [float(len(ids)), float(sum(ids) % 97), 1.0]
+        norm = sum(v * v for v in vec) ** 0.5 if self._normalize else 1.0
+        return [v / norm for v in vec]
+
+    def close(self) -> None:
+        pass
 
 
 class _FakeSampler:

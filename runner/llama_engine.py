@@ -5,9 +5,10 @@ The context holds ``num_parallel`` sequences, each with its own KV stream of ``n
 output in a batch sometimes drifted from a lone run's). ``decode``
 fills one ``llama_batch`` with every chunk of a step (per-token sequence ids) and makes one
 ``llama_decode`` call; logits are requested only for the rows that will be sampled. Embeddings
-borrow a free sequence, switch the context to embeddings for that decode only, and leave the
-sequence empty, so no reload is needed and no other sequence's cache is touched. A model
-with a projector (``LoadParams.projector_path``) takes images through ``runner.vision``.
+borrow a free sequence, switch the context to embeddings for their own decodes only (a chunk of
+a text per scheduler step), and leave the sequence empty, so no reload is needed and no other
+sequence's cache is touched. A model with a projector (``LoadParams.projector_path``) takes
+images through ``runner.vision``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ _LOAD_MODES = {  # (use_mmap, use_mlock) -> llama_load_mode
     (False, False): llama_cpp.LLAMA_LOAD_MODE_NONE,
 }
 _EMBED_CHUNK = 64  # tokens per embedding decode: every one has an output row (and logits)
+
+Vector = np.ndarray[Any, Any]
 
 
 def load_mode(*, use_mmap: bool, use_mlock: bool) -> int:
@@ -312,43 +315,24 @@ class LlamaEngine:
 
     # ------------------------------------------------------------------ embeddings
 
-    def embed(
-        self, seq: int, texts: Sequence[str], *, truncate: bool, normalize: bool
-    ) -> tuple[list[list[float]], int]:
+    def embedding(self, seq: int, text: str, *, truncate: bool, normalize: bool) -> _Embedding:
         pooled = llama_cpp.llama_pooling_type(self._ctx) != llama_cpp.LLAMA_POOLING_TYPE_NONE
         limit = min(self._n_ctx, self._n_batch) if pooled else self._n_ctx
-        vectors: list[list[float]] = []
-        total = 0
+        tokens = self.tokenize(text, add_special=True, parse_special=False)
+        if len(tokens) > limit:
+            if not truncate:
+                raise PromptTooLongError("the input length exceeds the context length")
+            tokens = tokens[:limit]
+        self.forget(seq, 0)
+        return _Embedding(self, seq, tokens, pooled=pooled, normalize=normalize)
+
+    def _embed_chunk(self, seq: int, tokens: list[int], pos: int, pooled: bool) -> Vector:
+        """Decode ``tokens`` into ``seq`` for their embeddings: the sequence's pooled vector,
+        else the sum of the tokens' rows. Embeddings are on for this decode only."""
+        n_embd = self._model.n_embd()
         llama_cpp.llama_set_embeddings(self._ctx, True)
         try:
-            for text in texts:
-                tokens = self.tokenize(text, add_special=True, parse_special=False)
-                if len(tokens) > limit:
-                    if not truncate:
-                        raise PromptTooLongError("the input length exceeds the context length")
-                    tokens = tokens[:limit]
-                total += len(tokens)
-                vec = self._embed_tokens(seq, tokens, pooled)
-                if normalize:
-                    norm = float(np.linalg.norm(vec))
-                    if norm > 0:
-                        vec = vec / norm
-                vectors.append(vec.tolist())
-        finally:
-            llama_cpp.llama_set_embeddings(self._ctx, self._embedding)
-            self.forget(seq, 0)
-        return vectors, total
-
-    def _embed_tokens(self, seq: int, tokens: list[int], pooled: bool) -> np.ndarray[Any, Any]:
-        n_embd = self._model.n_embd()
-        self.forget(seq, 0)
-        if not tokens:
-            return np.zeros(n_embd, dtype=np.float64)
-        step = len(tokens) if pooled else _EMBED_CHUNK
-        total = np.zeros(n_embd, dtype=np.float64)
-        for start in range(0, len(tokens), step):
-            part = tokens[start : start + step]
-            self._decode([Chunk(seq, part, start, True)], every_row=True)
+            self._decode([Chunk(seq, tokens, pos, True)], every_row=True)
             if pooled:
                 ptr = llama_cpp.llama_get_embeddings_seq(self._ctx, seq)
                 if not ptr:
@@ -357,6 +341,58 @@ class LlamaEngine:
             ptr = llama_cpp.llama_get_embeddings(self._ctx)
             if not ptr:
                 raise EngineError("the model returned no embeddings")
-            rows = np.ctypeslib.as_array(ptr, shape=(len(part), n_embd))
-            total += rows.sum(axis=0, dtype=np.float64)
-        return total / len(tokens)
+            rows = np.ctypeslib.as_array(ptr, shape=(len(tokens), n_embd))
+            total: Vector = rows.sum(axis=0, dtype=np.float64)
+            return total
+        finally:
+            llama_cpp.llama_set_embeddings(self._ctx, self._embedding)
+
+
+class _Embedding:
+    """A text's embedding in progress: a pooled model takes it in one decode, any other in
+    chunks of ``_EMBED_CHUNK`` tokens whose rows are averaged."""
+
+    def __init__(
+        self, engine: LlamaEngine, seq: int, tokens: list[int], *, pooled: bool, normalize: bool
+    ) -> None:
+        self._engine = engine
+        self._seq = seq
+        self._tokens = tokens
+        self._pooled = pooled
+        self._normalize = normalize
+        self._pos = 0
+        self._total: Vector = np.zeros(engine._model.n_embd(), dtype=np.float64)
+        self._closed = False
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self._tokens)
+
+    def advance(self) -> list[float] | None:
+        tokens = self._tokens
+        if not tokens:
+            return self._finish(self._total)
+        step = len(tokens) if self._pooled else _EMBED_CHUNK
+        part = tokens[self._pos : self._pos + step]
+        vec = self._engine._embed_chunk(self._seq, part, self._pos, self._pooled)
+        if self._pooled:
+            return self._finish(vec)
+        self._total += vec
+        self._pos += len(part)
+        if self._pos < len(tokens):
+            return None
+        return self._finish(self._total / len(tokens))
+
+    def _finish(self, vec: Vector) -> list[float]:
+        if self._normalize:
+            norm = float(np.linalg.norm(vec))
+            if norm > 0:
+                vec = vec / norm
+        self.close()
+        out: list[float] = vec.tolist()
+        return out
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._engine.forget(self._seq, 0)

@@ -3,7 +3,9 @@
 The gateway hands over one end of a socketpair as fd N. The runner says ``Hello``, waits for
 ``Load``, loads on its inference thread, answers ``Ready`` (or ``Failed`` and exit 3), then
 serves requests until the socket closes, ``Shutdown`` arrives or SIGTERM: each of those cancels
-what is in flight (every request still gets its terminal message) and exits 0.
+what is in flight (every request still gets its terminal message) and exits 0. This loop only
+routes frames, so it always answers ``Ping``: the work runs on the worker's threads. A runner
+that dies of a fatal signal leaves every thread's Python stack on stderr (``faulthandler``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -31,7 +34,6 @@ from proto import (
     ConnectionClosed,
     CpuMode,
     Detokenize,
-    Detokenized,
     Embed,
     ErrorCode,
     Failed,
@@ -46,7 +48,6 @@ from proto import (
     Ready,
     Shutdown,
     Tokenize,
-    Tokenized,
     runner_decoder,
 )
 from runner.cpu import amx_denial_possible, auto_mode, read_cpu
@@ -139,7 +140,7 @@ async def serve(sock: socket.socket, make: Callable[[], Engine]) -> int:
                     cpu_mode=info.cpu_mode,
                 )
             )
-            await _serve_requests(frames, outbox, worker, engine)
+            await _serve_requests(frames, outbox, worker)
         except (ConnectionClosed, asyncio.CancelledError):
             pass  # the gateway is gone or asked us to stop: wind down below
         except FrameError as exc:
@@ -159,24 +160,16 @@ async def _close(out: FrameWriter) -> None:
     await out.wait_closed()
 
 
-async def _serve_requests(
-    frames: FrameReader[Any], outbox: Outbox, worker: Worker, engine: Engine
-) -> None:
+async def _serve_requests(frames: FrameReader[Any], outbox: Outbox, worker: Worker) -> None:
+    """Hand each request to its thread; nothing here may take long (``Ping`` must be answered)."""
     while True:
         msg = await frames.read()
-        if isinstance(msg, Generate | Embed):
+        if isinstance(msg, Generate | Embed | Tokenize | Detokenize):
             worker.submit(msg)
         elif isinstance(msg, Cancel):
             worker.cancel(msg.id)
         elif isinstance(msg, Ping):
             outbox.push(Pong(id=msg.id))
-        elif isinstance(msg, Tokenize):
-            tokens = engine.tokenize(
-                msg.text, add_special=msg.add_special, parse_special=msg.parse_special
-            )
-            outbox.push(Tokenized(id=msg.id, tokens=tuple(tokens)))
-        elif isinstance(msg, Detokenize):
-            outbox.push(Detokenized(id=msg.id, text=engine.detokenize(msg.tokens)))
         elif isinstance(msg, Shutdown):
             return
         else:
@@ -184,6 +177,9 @@ async def _serve_requests(
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A fatal signal (a native crash, an abort) writes every thread's Python stack to stderr,
+    # which the gateway keeps with the crash error and logs.
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     parser = argparse.ArgumentParser(prog="python -m runner")
     parser.add_argument("--fd", type=int, required=True, help="inherited socket to the gateway")
     parser.add_argument("--engine", default="llama", help="llama, or fake:<mode>?<options>")

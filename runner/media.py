@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from proto import Generate
 from runner.engine import BadRequestError, Engine, Media, PromptTooLongError, Span
 from runner.slots import fit_prompt
+from runner.vocab import check_text, check_tokens
 
 if TYPE_CHECKING:
     from runner.slots import Seq
@@ -78,12 +79,17 @@ def build_prompt(
     return prompt, spans
 
 
-def request_prompt(engine: Engine, req: Generate, n_ctx: int) -> tuple[list[int], list[Span]]:
+def request_prompt(
+    engine: Engine, req: Generate, n_ctx: int, *, n_vocab: int
+) -> tuple[list[int], list[Span]]:
     """``req``'s prompt (its ``tokens``, then its text with the images in it), fitted to the
-    context. A prompt with images is never cut: the cut could fall inside an image."""
+    context. A prompt with images is never cut: the cut could fall inside an image.
+    ``BadRequestError`` for a token that is not in the vocabulary or too long a text."""
+    check_tokens(req.tokens, n_vocab, "context")
     prompt = list(req.tokens)  # e.g. /api/generate's `context`, then the new text
     spans: list[Span] = []
     if req.prompt:
+        check_text(req.prompt, "the prompt")
         add_bos = req.add_bos and not prompt
         if req.images:
             tokens, spans = engine.media_prompt(req.prompt, req.images, add_special=add_bos)

@@ -23,13 +23,18 @@ SIMILARITY = 0.5  # share of a prompt a slot's cache must hold to be chosen for 
 
 
 class Slot:
-    __slots__ = ("cached", "index", "seq", "used")
+    __slots__ = ("cached", "embedding", "index", "seq", "used")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.cached: list[int] = []  # tokens whose KV the sequence holds, in position order
-        self.seq: Seq | None = None  # the request it serves now
+        self.seq: Seq | None = None  # the generation request it serves now
+        self.embedding = False  # it serves an Embed request now (runner.embedding)
         self.used = 0  # when it was last taken (a counter), for least-recently-used picks
+
+    @property
+    def free(self) -> bool:
+        return self.seq is None and not self.embedding
 
 
 class Seq:
@@ -90,7 +95,7 @@ def pick_slot(slots: Sequence[Slot], prompt: Sequence[int]) -> tuple[Slot, int]:
     equals, the slot that keeps the busy ids in fewer runs of consecutive ids: each run is one
     graph compute per step (``runner.batch``).
     """
-    free = [slot for slot in slots if slot.seq is None]
+    free = [slot for slot in slots if slot.free]
     if not free:
         raise RuntimeError("no free slot")
     best, best_common = free[0], -1

@@ -1,10 +1,12 @@
-"""The runner's one inference thread.
+"""The runner's one inference thread, and the vocabulary thread it owns.
 
 ggml (OpenMP) slows down by ~40 % once two OS threads of a process have decoded, so every engine
 call that computes runs on this one long-lived thread, the load included. Requests wait in a
 FIFO queue until a slot is free; the thread admits them between steps of the ``Scheduler`` and
 results go back to the event loop through the ``Outbox``. ``Cancel`` of a queued request ends it
-at once from the loop's thread; a running one is cancelled before the next step.
+at once from the loop's thread; a running one is cancelled before the next step (an embedding
+between two of its chunks). ``Tokenize`` and ``Detokenize`` go to the ``Vocab`` thread, started
+once the model is loaded and ended before the engine is closed.
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ import concurrent.futures
 import logging
 import queue
 import threading
-import time
 
-from proto import Done, Embed, Embeddings, ErrorCode, Failed, Generate, LoadParams, Msg, Stats
+from proto import Detokenize, Done, Embed, Generate, LoadParams, Msg, Stats, Tokenize
 from runner.batch import Scheduler
-from runner.engine import BadRequestError, Engine, EngineError, LoadInfo
+from runner.engine import Engine, LoadInfo
 from runner.outbox import Outbox
+from runner.vocab import Vocab
 
 __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
+
+VOCAB_JOIN_S = 60.0  # the engine waits this long for a tokenization to end before it closes
 
 
 class Worker:
@@ -38,6 +42,7 @@ class Worker:
         self._cancels: set[int] = set()
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._vocab: Vocab | None = None  # from the load on
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
 
@@ -48,12 +53,19 @@ class Worker:
         self._loads.put((params, fut))
         return fut
 
-    def submit(self, req: Generate | Embed) -> None:
+    def submit(self, req: Generate | Embed | Tokenize | Detokenize) -> None:
+        """Queue ``req`` (sent only after the load succeeded)."""
+        if isinstance(req, Tokenize | Detokenize):
+            assert self._vocab is not None  # (set before the load's future is)
+            self._vocab.submit(req)
+            return
         with self._lock:
             self._waiting.append(req)
         self._wake.set()
 
     def cancel(self, req_id: int) -> None:
+        if self._vocab is not None and self._vocab.cancel(req_id):
+            return
         with self._lock:
             for i, req in enumerate(self._waiting):
                 if req.id == req_id:
@@ -89,31 +101,38 @@ class Worker:
                 except BaseException as exc:  # reported to the gateway, never raised here
                     fut.set_exception(exc)
                 else:
+                    self._vocab = Vocab(self._engine, info.n_vocab, self._outbox)
                     fut.set_result(info)
                     self._serve(Scheduler(self._engine, info, self._emit))
         finally:
-            try:
-                self._engine.close()
-            except Exception:
-                log.exception("closing the engine failed")
+            self._close()
+
+    def _close(self) -> None:
+        vocab = self._vocab
+        if vocab is not None:
+            vocab.stop()
+            if not vocab.join(VOCAB_JOIN_S):  # it still reads the model: leave it to the OS
+                log.error("the vocabulary thread did not end: the engine is left open")
+                return
+        try:
+            self._engine.close()
+        except Exception:
+            log.exception("closing the engine failed")
 
     def _serve(self, sched: Scheduler) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
-            with self._lock:
-                cancels, self._cancels = self._cancels, set()
-                admitted: list[Generate | Embed] = []
-                while self._waiting and len(admitted) < sched.free_slots():
-                    admitted.append(self._waiting.popleft())
             try:
-                for req in admitted:
+                with self._lock:
+                    cancels, self._cancels = self._cancels, set()
+                if cancels:  # first: the slots they free take the next requests at once
+                    sched.cancel(cancels)
+                for req in self._admit(sched.free_slots()):
                     if isinstance(req, Generate):
                         sched.admit(req)
                     else:
-                        self._embed(sched, req)
-                if cancels:
-                    sched.cancel(cancels)
-                if sched.active:
+                        sched.admit_embed(req)
+                if sched.busy:
                     sched.step()
                 elif not self._waiting:  # (a slot freed by a cancel may admit one now)
                     self._wake.wait()
@@ -127,29 +146,9 @@ class Worker:
             left, self._waiting = list(self._waiting), collections.deque()
         self._emit([Done(id=r.id, reason="cancel", stats=Stats()) for r in left])
 
-    def _embed(self, sched: Scheduler, req: Embed) -> None:
-        """Embed between steps on a free slot, whose cache it leaves empty."""
-        started = time.perf_counter()
-        slot, _ = sched.take_slot([])
-        sched.truncate(slot, 0)
-        try:
-            vectors, n_tokens = self._engine.embed(
-                slot.index, req.inputs, truncate=req.truncate, normalize=req.normalize
-            )
-        except BadRequestError as exc:
-            self._emit([Failed(id=req.id, code=ErrorCode.BAD_REQUEST, message=str(exc))])
-            return
-        except EngineError as exc:
-            self._emit([Failed(id=req.id, code=ErrorCode.INTERNAL, message=str(exc))])
-            return
-        finally:
-            slot.cached.clear()
-        stats = Stats(prompt_tokens=n_tokens, prompt_eval_s=time.perf_counter() - started)
-        self._emit(
-            [
-                Embeddings(
-                    id=req.id, vectors=tuple(tuple(v) for v in vectors), prompt_tokens=n_tokens
-                ),
-                Done(id=req.id, reason="stop", stats=stats),
-            ]
-        )
+    def _admit(self, free: int) -> list[Generate | Embed]:
+        with self._lock:
+            admitted: list[Generate | Embed] = []
+            while self._waiting and len(admitted) < free:
+                admitted.append(self._waiting.popleft())
+        return admitted

@@ -23,6 +23,7 @@ from power.api.streaming import NDJSONResponse, ndjson_lines, prime
 from power.errors import InvalidRequestError
 from power.supervisor import Supervisor
 from power.template.prompt import render_chat
+from proto import MAX_TOKENIZE_BYTES
 
 __all__ = ["chat_chunks", "merge_chat", "routes"]
 
@@ -80,6 +81,8 @@ async def _fit_history(
             n_ctx = min(n_ctx, slot.runner.ready.n_ctx)
 
         async def fits(drop: int, candidate: str) -> bool:
+            if len(candidate.encode()) > MAX_TOKENIZE_BYTES:
+                return False  # more than a runner tokenizes, and far more than a context holds
             add = inf.add_bos_for(model, candidate)
             n = await inf.count_tokens(slot, candidate, add_special=add)
             return n + IMAGE_TOKENS * _count_images(kept(drop)) < n_ctx

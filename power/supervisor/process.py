@@ -3,7 +3,9 @@
 The runner gets one end of a ``socketpair`` as an inherited fd (no socket paths, EOF both ways
 when either side dies), its own process group (a terminal's Ctrl+C reaches only the gateway),
 no stdin, and a piped stderr that is re-logged line by line under ``power.runner`` while the
-last lines are kept for crash messages.
+last lines are kept for crash messages. A runner that dies of a fatal signal writes the Python
+stacks of its threads first (``faulthandler``): that dump is kept whole, apart from the tail, and
+logged as an error, so the crash message still ends with the runner's own last words.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 runner_log = logging.getLogger("power.runner")
 
 STDERR_TAIL_LINES = 50
+TRACE_LINES = 500  # of a faulthandler dump
+_FATAL = "Fatal Python error:"  # how faulthandler's dump begins
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -79,6 +83,7 @@ class RunnerProcess:
         self.hello: Hello | None = None
         self.ready: Ready | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.trace: list[str] = []  # the Python stacks a fatal signal dumped (faulthandler)
         self._stderr_task: asyncio.Task[None] | None = None
         self._client_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[int] | None = None
@@ -252,11 +257,23 @@ class RunnerProcess:
         while True:
             line = await stream.readline()
             if not line:
-                return
+                break
             text = redact(line.decode(errors="replace").rstrip())
-            if text:
+            if text.startswith(_FATAL) or self.trace:
+                if not self.trace:
+                    self.stderr_tail.append(text)  # the dump's first line: what killed it
+                if len(self.trace) < TRACE_LINES:
+                    self.trace.append(text)
+            elif text:
                 self.stderr_tail.append(text)
                 runner_log.debug("[%s pid=%d] %s", self.model, self.pid, text)
+        if self.trace:
+            runner_log.error(
+                "[%s pid=%d] the Python stacks of its threads when it died:\n%s",
+                self.model,
+                self.pid,
+                "\n".join(self.trace),
+            )
 
     async def _drain_stderr(self, timeout_s: float = 2.0) -> None:
         if self._stderr_task is not None:
@@ -270,6 +287,7 @@ class RunnerProcess:
             model=self.model,
             pid=self.pid,
             stderr_tail=list(self.stderr_tail),
+            trace=self.trace,
         )
 
     # ------------------------------------------------------------------ exit

@@ -15,7 +15,8 @@ import pytest
 from power.config import Settings
 from power.errors import InvalidRequestError
 from power.supervisor import RunnerProcess, Supervisor
-from proto import Embed, Embeddings, Generate, LoadParams, Sampling, Tokens
+from proto import Cancel, Done, Embed, Embeddings, Generate, LoadParams, Sampling, Tokens
+from tests.process.test_runner_control import drain
 from tests.process.test_supervisor import collect
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
@@ -215,3 +216,37 @@ async def test_embeddings_between_generations_reuse_the_runner(tmp_path: Path, m
         with pytest.raises(InvalidRequestError, match="exceeds the context length"):
             await vectors(embed(long_text, truncate=False))
         assert len(spawn.runners) == 1
+
+
+async def test_an_embed_batch_shares_the_runner_with_a_chat_and_stops_when_cancelled(
+    tmp_path: Path, model: Any
+) -> None:
+    p = params(model, n_ctx=256)
+    inputs = tuple(f"Sentence number {i} is about the sea." for i in range(400))
+    prompt = chat(QUESTIONS[1])
+
+    def embed(n: int) -> Callable[[int], Embed]:
+        return lambda i: Embed(id=i, inputs=inputs[:n])
+
+    async with Supervisor.open(cfg(tmp_path), spawn=Spawner()) as sup:
+        lone_answer, _ = await collect(sup.request(model, p, None, gen(prompt, num_predict=8)))
+        lone = [v async for b in sup.request(model, p, None, embed(3)) for v in vectors(b)]
+        async with sup.lease(model, p, None) as slot:
+            client = slot.runner.client
+            big = client.open(embed(400))
+            first = await big.next_batch()  # its first vectors: it runs
+            answer = await drain(client.open(gen(prompt, num_predict=8)))
+            assert not big.finished  # the chat ran while the batch went on
+            client.writer.write(Cancel(id=big.id))
+            rest = await drain(big)
+        assert "".join(m.text for m in answer if isinstance(m, Tokens)) == lone_answer
+        got = [v for msg in first + rest if isinstance(msg, Embeddings) for v in msg.vectors]
+        assert got[:3] == lone  # the same vectors alone and beside a generation
+        assert len(got) < 400
+        done = rest[-1]
+        assert isinstance(done, Done)
+        assert done.reason == "cancel"
+
+
+def vectors(batch: list[Any]) -> list[tuple[float, ...]]:
+    return [v for msg in batch if isinstance(msg, Embeddings) for v in msg.vectors]

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from power.api.inference import one_shot
 from power.config import Settings
-from power.errors import RunnerCrashedError
+from power.errors import InvalidRequestError, RunnerCrashedError
 from power.supervisor import RunnerProcess, Supervisor
-from proto import Done, Generate, LoadParams, Sampling, Tokens
+from proto import Detokenize, Detokenized, Done, Generate, LoadParams, Sampling, Tokens
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
@@ -143,3 +144,31 @@ async def test_cancel_then_kill_9_mid_stream(tmp_path: Path, model: Any) -> None
         with pytest.raises(RunnerCrashedError, match="SIGKILL"):
             await kill_on_first_batch(events, spawn)
         assert len(spawn.runners) == 1
+
+
+def detokenize(tokens: tuple[int, ...]) -> Callable[[int], Detokenize]:
+    return lambda i: Detokenize(id=i, tokens=tokens)
+
+
+async def test_token_ids_outside_the_vocabulary_are_bad_requests_naming_the_id(
+    tmp_path: Path, model: Any
+) -> None:
+    spawn = Spawner()
+    params = LoadParams(model_path=model.model_path, n_ctx=1024, n_threads=2)
+    async with Supervisor.open(cfg(tmp_path), spawn=spawn) as sup:
+        for bad in (49152, 99999, -1):  # SmolLM2's vocabulary is ids 0..49151
+            context = (1, 2, bad, 3)
+            with pytest.raises(InvalidRequestError, match=rf"token id {bad} .*0 to 49151"):
+                await collect(sup.request(model, params, None, gen("Hi", tokens=context)))
+            async with sup.lease(model, params, None) as slot:
+                with pytest.raises(InvalidRequestError, match=rf"token id {bad} "):
+                    await one_shot(slot, detokenize(context))
+        async with sup.lease(model, params, None) as slot:
+            ok = await one_shot(slot, lambda i: Detokenize(id=i, tokens=(19556, 28, 905)))
+        assert isinstance(ok, Detokenized)
+        assert ok.text
+        _, done, _ = await collect(
+            sup.request(model, params, None, gen("Hi", tokens=(1, 2, 3), num_predict=2))
+        )
+        assert done.stats.eval_tokens == 2
+        assert len(spawn.runners) == 1  # the runner served every bad request and lives on

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from proto import MAX_TOKENIZE_BYTES
 from tests.e2e.conftest import Server
 from tests.model.conftest import post
 
@@ -136,6 +137,25 @@ def test_history_is_truncated_to_a_tiny_context_and_truncate_false_is_a_400(
     resp = post(server, "/api/chat", {**body, "truncate": False, "shift": False})
     assert resp.status_code == 400
     assert "longer than the context length" in resp.json()["error"]
+
+
+def test_text_over_the_tokenize_limit_leaves_the_history_or_is_a_400_naming_the_limit(
+    server: Server,
+) -> None:
+    huge = "word " * (MAX_TOKENIZE_BYTES // 5 + 1)
+    msgs = [{"role": "user", "content": huge}, {"role": "assistant", "content": "OK."},
+            {"role": "user", "content": "Say hello."}]  # fmt: skip
+    opts = {**GREEDY, "num_ctx": 256, "num_predict": 4}
+    resp = post(server, "/api/chat", {"model": "smollm2", "messages": msgs, "stream": False,
+                                      "options": opts})  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    assert 0 < resp.json()["prompt_eval_count"] < 64  # the huge message was dropped
+    counted = post(server, "/v1/messages/count_tokens", {"model": "smollm2", "messages": msgs})
+    assert counted.status_code == 400
+    assert f"over the limit of {MAX_TOKENIZE_BYTES >> 20} MiB" in counted.json()["error"]["message"]
+    small = post(server, "/v1/messages/count_tokens", {"model": "smollm2", "messages": msgs[2:]})
+    assert small.status_code == 200
+    assert 0 < small.json()["input_tokens"] < 64
 
 
 def test_embeddings_shape_norm_batch_and_no_reload_between_chat_and_embed(server: Server) -> None:

@@ -162,9 +162,9 @@ def test_the_scheduler_evaluates_an_image_after_the_text_before_it() -> None:
 def test_a_prompt_with_images_is_never_cut_to_fit() -> None:
     engine = MediaEngine()
     req = Generate(id=1, prompt="a [img-0] b", images=(b"x" * 20,))
-    assert len(request_prompt(engine, req, 64)[0]) == 23
+    assert len(request_prompt(engine, req, 64, n_vocab=8)[0]) == 23
     with pytest.raises(PromptTooLongError, match="with its images"):
-        request_prompt(engine, req, 16)
+        request_prompt(engine, req, 16, n_vocab=8)
     plain = FakeEngine()
     with pytest.raises(BadRequestError, match="does not support images"):
-        request_prompt(plain, req, 64)
+        request_prompt(plain, req, 64, n_vocab=8)
