@@ -162,6 +162,9 @@ class Generate(Msg, frozen=True):
     truncate: bool = True  # trim an over-long prompt instead of failing
     json_schema: str = ""  # JSON schema text that constrains the output; "json" = any object
     images: tuple[bytes, ...] = ()  # encoded images; the prompt's "[img-N]" tags place image N
+    # The request's own context length (its model's num_ctx): a runner loaded with a larger
+    # context serves it as if it had this one (truncate, shift, too long). 0 = the runner's.
+    n_ctx: int = 0
 
 
 class Embed(Msg, frozen=True):
@@ -169,6 +172,7 @@ class Embed(Msg, frozen=True):
     inputs: tuple[str, ...]
     truncate: bool = True
     normalize: bool = True
+    n_ctx: int = 0  # the request's own context length, as for Generate; 0 = the runner's
 
 
 class Tokenize(Msg, frozen=True):

@@ -52,6 +52,10 @@ class Scheduler:
     def free_slots(self) -> int:
         return len(self.slots) - len(self.active) - len(self.embeds)
 
+    def context_of(self, wanted: int) -> int:
+        """The context a request that asks for ``wanted`` tokens gets (0: the runner's)."""
+        return self._n_ctx if wanted <= 0 else min(wanted, self._n_ctx)
+
     def take_slot(self, prompt: list[int]) -> tuple[Slot, int]:
         slot, common = pick_slot(self.slots, prompt)
         self._uses += 1
@@ -63,8 +67,9 @@ class Scheduler:
     def admit(self, req: Generate) -> None:
         """Start ``req`` in a free slot (or end it at once); errors go out as ``Failed``."""
         engine = self._engine
+        n_ctx = self.context_of(req.n_ctx)
         try:
-            prompt, spans = media.request_prompt(engine, req, self._n_ctx, n_vocab=self._n_vocab)
+            prompt, spans = media.request_prompt(engine, req, n_ctx, n_vocab=self._n_vocab)
             if req.num_predict == 0:
                 stats = Stats(prompt_tokens=len(prompt))
                 self._emit([Done(id=req.id, reason="length", stats=stats)])
@@ -84,7 +89,7 @@ class Scheduler:
         slot, common = self.take_slot(prompt)
         common = min(common, len(prompt) - 1)  # evaluate one token at least, for its logits
         self.truncate(slot, media.reuse(spans, common))
-        seq = Seq(req, slot, prompt, sampler, len(slot.cached))
+        seq = Seq(req, slot, prompt, sampler, len(slot.cached), n_ctx)
         seq.spans = spans
         slot.seq = seq
         self.active.append(seq)
@@ -104,7 +109,7 @@ class Scheduler:
         slot, _ = self.take_slot([])
         self.truncate(slot, 0)
         slot.embedding = True
-        self.embeds.append(EmbedJob(req, slot))
+        self.embeds.append(EmbedJob(req, slot, self.context_of(req.n_ctx)))
 
     def truncate(self, slot: Slot, keep: int) -> None:
         if keep < len(slot.cached):
@@ -126,7 +131,7 @@ class Scheduler:
             if seq.pending < 0:
                 continue  # still on its prompt
             slot = seq.slot
-            if len(slot.cached) >= self._n_ctx and not self._make_room(seq, out):
+            if len(slot.cached) >= seq.n_ctx and not self._make_room(seq, out):
                 continue
             chunks.append(Chunk(slot.index, [seq.pending], len(slot.cached), True))
             owners.append(seq)

@@ -24,9 +24,10 @@ FRAME_FLOATS = 1 << 16  # ...and floats (about 600 kB of msgpack), so no frame n
 class EmbedJob:
     """``req`` (one input at least) in ``slot``, from admission to its ``Done``."""
 
-    def __init__(self, req: Embed, slot: Slot) -> None:
+    def __init__(self, req: Embed, slot: Slot, n_ctx: int) -> None:
         self.req = req
         self.slot = slot
+        self.n_ctx = n_ctx  # the request's context (at most the runner's)
         self.started = time.perf_counter()
         self._next = 0  # the input being embedded (or next to be)
         self._run: EmbedRun | None = None
@@ -43,8 +44,9 @@ class EmbedJob:
         if run is None:
             text = req.inputs[self._next]
             run = engine.embedding(
-                self.slot.index, text, truncate=req.truncate, normalize=req.normalize
-            )
+                self.slot.index, text, n_ctx=self.n_ctx, truncate=req.truncate,
+                normalize=req.normalize,
+            )  # fmt: skip
             self._run = run
             self._tokens += run.n_tokens
         vector = run.advance()

@@ -166,9 +166,12 @@ class Engine(Protocol):
         """Drop positions ``keep .. keep + discard`` of ``seq`` and move the rest back."""
         ...
 
-    def embedding(self, seq: int, text: str, *, truncate: bool, normalize: bool) -> EmbedRun:
+    def embedding(
+        self, seq: int, text: str, *, n_ctx: int, truncate: bool, normalize: bool
+    ) -> EmbedRun:
         """Start embedding ``text`` in the empty sequence ``seq`` (it is tokenized here, nothing
-        is evaluated yet); ``PromptTooLongError`` when it does not fit and may not be cut."""
+        is evaluated yet); ``PromptTooLongError`` when it does not fit ``n_ctx`` tokens (at most
+        the runner's context) and may not be cut."""
         ...
 
     def memory(self) -> Memory: ...

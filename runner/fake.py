@@ -179,11 +179,13 @@ class FakeEngine:
             return words[i] if i < len(words) else EOS
         return self._id(str(i + 1))
 
-    def embedding(self, seq: int, text: str, *, truncate: bool, normalize: bool) -> _FakeEmbedding:
+    def embedding(
+        self, seq: int, text: str, *, n_ctx: int, truncate: bool, normalize: bool
+    ) -> _FakeEmbedding:
         ids = self.tokenize(text, add_special=False, parse_special=False)
-        if len(ids) > self._n_ctx and not truncate:
+        if len(ids) > n_ctx and not truncate:
             raise PromptTooLongError("the input length exceeds the context length")
-        return _FakeEmbedding(self, ids[: self._n_ctx], normalize=normalize)
+        return _FakeEmbedding(self, ids[:n_ctx], normalize=normalize)
 
     def _die(self, why: str) -> None:
         sys.stderr.write(f"fake engine: fatal: {why}\n")

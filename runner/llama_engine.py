@@ -315,9 +315,12 @@ class LlamaEngine:
 
     # ------------------------------------------------------------------ embeddings
 
-    def embedding(self, seq: int, text: str, *, truncate: bool, normalize: bool) -> _Embedding:
+    def embedding(
+        self, seq: int, text: str, *, n_ctx: int, truncate: bool, normalize: bool
+    ) -> _Embedding:
         pooled = llama_cpp.llama_pooling_type(self._ctx) != llama_cpp.LLAMA_POOLING_TYPE_NONE
-        limit = min(self._n_ctx, self._n_batch) if pooled else self._n_ctx
+        n_ctx = min(n_ctx, self._n_ctx)
+        limit = min(n_ctx, self._n_batch) if pooled else n_ctx
         tokens = self.tokenize(text, add_special=True, parse_special=False)
         if len(tokens) > limit:
             if not truncate:

@@ -44,6 +44,7 @@ class Seq:
         "count",
         "first",
         "ids",
+        "n_ctx",
         "n_eval",
         "pending",
         "probs",
@@ -59,9 +60,16 @@ class Seq:
     )
 
     def __init__(
-        self, req: Generate, slot: Slot, prompt: list[int], sampler: SeqSampler, cached: int
+        self,
+        req: Generate,
+        slot: Slot,
+        prompt: list[int],
+        sampler: SeqSampler,
+        cached: int,
+        n_ctx: int,
     ) -> None:
         self.req = req
+        self.n_ctx = n_ctx  # this request's context: the runner's, or less if it asked so
         self.slot = slot
         self.prompt = prompt
         self.sampler = sampler

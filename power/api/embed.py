@@ -88,7 +88,13 @@ async def embed_core(
         model,
         prep.options.load,
         prep.keep_alive_s,
-        lambda i: Embed(id=i, inputs=request, truncate=truncate, normalize=normalize),
+        lambda i: Embed(
+            id=i,
+            inputs=request,
+            truncate=truncate,
+            normalize=normalize,
+            n_ctx=prep.options.load.n_ctx,  # its own, also when a larger runner serves it
+        ),
         timing=timing,
     )
     async for batch in events:

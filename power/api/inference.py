@@ -190,6 +190,7 @@ def generate_message(
             truncate=truncate,
             json_schema=json_schema,
             images=images,
+            n_ctx=prep.options.load.n_ctx,  # its own, also when a larger runner serves it
         )
 
     return build

@@ -35,9 +35,8 @@ def _expires_at(slot: Loaded, now_mono: float) -> str:
 
 def ps_models(supervisor: Supervisor) -> list[PsModel]:
     now_mono = time.monotonic()
-    out = []
+    out: list[PsModel] = []
     for slot in supervisor.loaded():
-        model = slot.model
         rss = slot.runner.stats_rss()
         ready = slot.runner.ready
         vram = slot.vram
@@ -48,7 +47,9 @@ def ps_models(supervisor: Supervisor) -> list[PsModel]:
         default = supervisor.cpu_mode
         if hello is not None:
             default, _ = default_cpu_mode(supervisor.settings.cpu_extra_buffers, hello)
-        out.append(
+        n_ctx = ready.n_ctx if ready is not None else slot.params.n_ctx
+        served = slot.served or {slot.model.name: (slot.model, n_ctx)}
+        out.extend(
             PsModel(
                 name=model.name,
                 model=model.name,
@@ -57,7 +58,7 @@ def ps_models(supervisor: Supervisor) -> list[PsModel]:
                 details=msgspec.to_builtins(model.details),
                 expires_at=_expires_at(slot, now_mono),
                 size_vram=vram,
-                context_length=ready.n_ctx if ready is not None else slot.params.n_ctx,
+                context_length=min(own_ctx, n_ctx),
                 pid=slot.runner.pid,
                 memory={"rss": rss, "vram": vram},
                 requests_in_flight=slot.refcount,
@@ -66,6 +67,7 @@ def ps_models(supervisor: Supervisor) -> list[PsModel]:
                 num_parallel=ready.num_parallel if ready is not None else 1,
                 cpu_mode=str(mode) if mode != default else msgspec.UNSET,
             )
+            for model, own_ctx in served.values()
         )
     out.sort(key=lambda m: m.expires_at, reverse=True)
     return out

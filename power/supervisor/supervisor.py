@@ -82,6 +82,8 @@ class Loaded:
     wait_total_s: float = 0.0
     vram: int = 0  # bytes of GPU memory the runner holds, measured after loading
     all_on_gpu: bool = False  # every layer offloaded
+    # every model this runner served (same weights, several names), with its own num_ctx
+    served: dict[str, tuple[LocalModel, int]] = field(default_factory=dict)
 
     @property
     def usable(self) -> bool:
@@ -179,7 +181,7 @@ class Supervisor:
         params = msgspec.structs.replace(params, cpu_mode=mode)
         slot = self._slots.get(key)
         if slot is not None and slot.usable and policy.serves(slot.params, params):
-            self._attach(slot, keep_alive_s)
+            self._attach(slot, model, params, keep_alive_s)
             return slot
         if self._pending >= self.settings.max_queue:
             raise ServerBusyError()
@@ -188,7 +190,7 @@ class Supervisor:
             async with self._load_lock:
                 slot = self._slots.get(key)
                 if slot is not None and slot.usable and policy.serves(slot.params, params):
-                    self._attach(slot, keep_alive_s)
+                    self._attach(slot, model, params, keep_alive_s)
                     return slot
                 if slot is not None:
                     await self._retire(slot, "reload", wait_idle=True)
@@ -200,7 +202,7 @@ class Supervisor:
                     slot = await self._load(key, model, params, keep_alive_s)
                 slot.vram = await self._measure_vram(slot, where.on_gpu)
                 slot.all_on_gpu = where.whole and where.n_gpu_layers > 0
-                self._attach(slot, keep_alive_s)
+                self._attach(slot, model, params, keep_alive_s)
                 return slot
         finally:
             self._pending -= 1
@@ -331,7 +333,10 @@ class Supervisor:
             if slot is not None and not seated:
                 self.release(slot)
 
-    def _attach(self, slot: Loaded, keep_alive_s: float | None) -> None:
+    def _attach(
+        self, slot: Loaded, model: LocalModel, params: LoadParams, keep_alive_s: float | None
+    ) -> None:
+        slot.served[model.name] = (model, params.n_ctx)  # (models may share one runner)
         slot.refcount += 1
         slot.expires_at = None
         if slot.timer is not None:
