@@ -3,7 +3,7 @@
     python scripts/bench_body_limit.py [--clients 5] [--mib 200] [--under-mib 90]
 
 Starts ``power serve`` on the fake engine (default limit, 100 MiB) and measures, sampling the
-gateway's RSS every 10 ms and timing ``GET /api/version`` every 50 ms from another thread:
+gateway's RSS every 10 ms and timing ``GET /api/version`` every 50 ms from another process:
 
 * ``--clients`` concurrent bodies of ``--mib`` MiB each (over the limit): their statuses, the
   gateway's peak RSS and RSS afterwards, and the longest ``/api/version`` answer meanwhile;
@@ -65,11 +65,32 @@ def server(home: Path) -> Iterator[tuple[str, psutil.Process]]:
         proc.wait(30)
 
 
+# The latency probe runs in its own process, so the clients' work cannot slow it down.
+_PROBE = """
+import sys, time, httpx
+slowest = 0.0
+with httpx.Client(timeout=120) as client:
+    while not sys.stdin.closed and sys.stdin.readline():
+        started = time.perf_counter()
+        client.get(sys.argv[1] + "/api/version")
+        slowest = max(slowest, time.perf_counter() - started)
+        print(slowest, flush=True)
+"""
+
+
 @contextmanager
 def watching(url: str, gateway: psutil.Process) -> Iterator[dict[str, float]]:
     """Peak RSS (MiB) and the slowest /api/version answer (s) while the block runs."""
     figures = {"peak_rss_mib": 0.0, "slowest_version_s": 0.0}
     stop = threading.Event()
+    probe = subprocess.Popen(
+        [sys.executable, "-c", _PROBE, url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert probe.stdin is not None
+    assert probe.stdout is not None
 
     def rss() -> None:
         while not stop.is_set():
@@ -78,13 +99,11 @@ def watching(url: str, gateway: psutil.Process) -> Iterator[dict[str, float]]:
             stop.wait(0.01)
 
     def version() -> None:
-        with httpx.Client(timeout=120) as client:
-            while not stop.is_set():
-                started = time.perf_counter()
-                client.get(f"{url}/api/version")
-                took = time.perf_counter() - started
-                figures["slowest_version_s"] = max(figures["slowest_version_s"], took)
-                stop.wait(0.05)
+        while not stop.is_set():
+            probe.stdin.write("go\n")
+            probe.stdin.flush()
+            figures["slowest_version_s"] = float(probe.stdout.readline())
+            stop.wait(0.05)
 
     threads = [threading.Thread(target=rss), threading.Thread(target=version)]
     for t in threads:
@@ -95,6 +114,8 @@ def watching(url: str, gateway: psutil.Process) -> Iterator[dict[str, float]]:
         stop.set()
         for t in threads:
             t.join()
+        probe.stdin.close()
+        probe.wait(30)
         figures["rss_after_mib"] = gateway.memory_info().rss / MIB
 
 
