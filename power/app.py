@@ -17,6 +17,7 @@ from power.api import chat, create, generate, models, ps
 from power.api import embed as embed_api
 from power.api import openai as openai_api
 from power.api import registry as registry_api
+from power.api.body import BodyLimitMiddleware
 from power.api.disconnect import CancelOnDisconnect
 from power.api.guard import GuardMiddleware
 from power.config import allowed_origins
@@ -77,6 +78,7 @@ def create_app(settings: Settings, supervisor: Supervisor, store: ModelStore) ->
                 origins=allowed_origins(settings),
                 check_host=_is_loopback(settings.host),
             ),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_size),
             Middleware(CancelOnDisconnect),
         ],
     )

@@ -18,7 +18,8 @@ lower layers had it.
 **CLI**: `cli` maps field names (or `keep_alive` / `load_timeout`) to values; `None` means the
 flag was not given.
 
-After merging: a negative `keep_alive_s` or a `load_timeout_s` <= 0 becomes `math.inf`
+After merging: a negative `keep_alive_s` (or one past Go's longest duration, about 292 years) or
+a `load_timeout_s` <= 0 becomes `math.inf`
 (forever), `max_loaded_models` 0 becomes 3, `context_length` 0 becomes 4096 and
 `num_parallel` 0 becomes 1 (Ollama's "auto" on a CPU-sized machine).
 """
@@ -37,7 +38,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
-from power.duration import parse_duration_env
+from power.duration import MAX_SECONDS, parse_duration_env
 from power.errors import PowerError
 
 __all__ = [
@@ -59,6 +60,7 @@ DEFAULT_HOME = "~/.a3s/power"
 DEFAULT_PORT = 11434
 DEFAULT_MAX_LOADED_MODELS = 3
 DEFAULT_CONTEXT_LENGTH = 4096
+DEFAULT_MAX_BODY_SIZE = 100 * 2**20  # a runner frame (64 MiB) of images, base64, fits under it
 
 _NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 _NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
@@ -103,6 +105,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     runner_spare: bool = True  # keep one runner launched, so a cold load skips process start
     # llama.cpp's extra CPU buffer types (repacked weights): auto = per CPU (not AMX), on, off
     cpu_extra_buffers: Literal["auto", "on", "off"] = "auto"
+    # bytes a JSON request body may have (413 beyond, 0: no limit); blob uploads have none
+    max_body_size: _NonNegInt = DEFAULT_MAX_BODY_SIZE
 
     @property
     def models_dir(self) -> Path:
@@ -287,6 +291,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
          _env_choice("A3S_POWER_CPU_EXTRA_BUFFERS", ("auto", "on", "off")),
          "llama.cpp's repacked CPU weight buffers: auto (default: on, except AMX kernels on CPUs"
          " with AMX), on (AMX included), off"),
+    _var("A3S_POWER_MAX_BODY_SIZE", "max_body_size", _env_uint, "Largest JSON request body in"
+         f" bytes, 413 beyond (default {DEFAULT_MAX_BODY_SIZE} = 100 MiB; 0 = no limit; blob"
+         " uploads have none)"),
 )  # fmt: skip
 
 
@@ -374,7 +381,9 @@ def _normalise(settings: Settings) -> Settings:
     return msgspec.structs.replace(
         settings,
         home=str(Path(settings.home).expanduser()),
-        keep_alive_s=math.inf if settings.keep_alive_s < 0 else settings.keep_alive_s,
+        keep_alive_s=math.inf
+        if not 0 <= settings.keep_alive_s <= MAX_SECONDS
+        else settings.keep_alive_s,
         load_timeout_s=math.inf if settings.load_timeout_s <= 0 else settings.load_timeout_s,
         max_loaded_models=settings.max_loaded_models or DEFAULT_MAX_LOADED_MODELS,
         context_length=settings.context_length or DEFAULT_CONTEXT_LENGTH,

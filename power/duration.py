@@ -5,7 +5,8 @@ Everything here works in float seconds; `math.inf` means "forever" (Go's max `ti
 * `parse_go_duration` is Go's `time.ParseDuration`: `"300ms"`, `"10m"`, `"1h30m"`, `"-1.5h"`,
   `"0"`. A unitless number other than `"0"` is an error.
 * `parse_keep_alive` is the request-body rule (`keep_alive` on generate/chat/embed): a JSON number
-  is seconds, a string is a Go duration, negative means forever, other JSON types are a 400.
+  is seconds, a string is a Go duration, negative or past Go's longest duration (about 292
+  years) means forever, other JSON types are a 400.
 * `parse_duration_env` is the `OLLAMA_KEEP_ALIVE` / `OLLAMA_LOAD_TIMEOUT` rule: a Go duration or
   integer seconds.
 * `format_go_duration` is Go's `Duration.String()` (`"5m0s"`), for logs and the config dump.
@@ -20,6 +21,7 @@ from power.errors import InvalidRequestError
 
 __all__ = [
     "FOREVER",
+    "MAX_SECONDS",
     "format_go_duration",
     "parse_duration_env",
     "parse_go_duration",
@@ -96,8 +98,13 @@ def parse_go_duration(text: str) -> float:
     return _parse_go_duration_ns(text) / _NS_PER_S
 
 
+MAX_SECONDS = _MAX_NS / _NS_PER_S  # Go's longest duration; anything longer is forever
+
+
 def _forever_if_negative(seconds: float) -> float:
-    return FOREVER if seconds < 0 else seconds
+    """Negative and longer than Go's longest duration both mean forever (Ollama's int64
+    conversion makes the latter negative)."""
+    return FOREVER if seconds < 0 or seconds > MAX_SECONDS else seconds
 
 
 def parse_keep_alive(value: object) -> float:
@@ -134,7 +141,8 @@ def parse_duration_env(text: str) -> float:
     except ValueError:
         if not _GO_INT.fullmatch(text):
             raise
-        seconds = float(int(text))
+        whole = int(text)
+        seconds = float(whole) if abs(whole) <= MAX_SECONDS else FOREVER  # no float overflow
     return _forever_if_negative(seconds)
 
 

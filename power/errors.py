@@ -3,6 +3,8 @@
 ```
 PowerError                  500  base; str(exc) is the user-facing message
 ├── InvalidRequestError     400  (msgspec.ValidationError on bodies maps here too)
+│   ├── OptionTooLargeError      an option sizes more than the machine has (names it)
+│   └── RequestTooLargeError 413 a body over the limit, a prompt too large for a frame
 ├── ModelNotFoundError      404
 ├── ClientClosedError       499  (logged only)
 ├── ServerBusyError         503
@@ -32,9 +34,11 @@ __all__ = [
     "InsufficientMemoryError",
     "InvalidRequestError",
     "ModelNotFoundError",
+    "OptionTooLargeError",
     "PowerError",
     "ProtocolError",
     "RegistryError",
+    "RequestTooLargeError",
     "RunnerCrashedError",
     "RunnerError",
     "RunnerLoadError",
@@ -67,6 +71,20 @@ class PowerError(Exception):
 
 class InvalidRequestError(PowerError):
     status = 400
+
+
+class OptionTooLargeError(InvalidRequestError):
+    """A request option asks for more of a resource than the machine has; names the option."""
+
+    def __init__(self, message: str, *, option: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+class RequestTooLargeError(InvalidRequestError):
+    """A request body over the configured limit, or a request too large for a runner frame."""
+
+    status = 413
 
 
 class ModelNotFoundError(PowerError):

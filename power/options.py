@@ -3,7 +3,9 @@
 Load-time options become ``LoadParams`` (changing them may need another runner); sampling
 options become ``Sampling`` and the per-request generation limits. Unknown keys are ignored with
 a warning, and the options Ollama dropped but old clients still send are accepted silently. A
-value of the wrong type is a 400 naming the option.
+value of the wrong type, or out of range (integers are 32-bit, floats finite C floats), is a 400
+naming the option. ``num_thread`` beyond the usable CPUs is clamped to them; memory-sized options
+(``num_ctx``, ``num_batch``) are checked against the machine when the model is placed.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from proto import LoadParams, Sampling
 if TYPE_CHECKING:
     from power.config import Settings
 
-__all__ = ["Resolved", "check_options", "resolve_options"]
+__all__ = ["DEFAULT_NUM_BATCH", "Resolved", "check_options", "resolve_options"]
 
 log = logging.getLogger(__name__)
 
 _INT, _FLOAT, _BOOL = "int", "float", "bool"
+DEFAULT_NUM_BATCH = 512
 
 _SAMPLING: dict[str, str] = {
     "temperature": _FLOAT,
@@ -73,6 +76,12 @@ _OBSOLETE = frozenset(
 )
 
 
+# Integer options reach llama.cpp as 32-bit ints; the seed is masked to 32 bits by the runner.
+_INT32 = (-(2**31), 2**31 - 1)
+_INT_RANGES: dict[str, tuple[int, int]] = {"seed": (-(2**63), 2**63 - 1)}
+_FLOAT32_MAX = 3.4028234663852886e38  # sampling options are C floats
+
+
 @dataclass(frozen=True, slots=True)
 class Resolved:
     load: LoadParams
@@ -89,11 +98,16 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
     elif kind == _INT:
         if isinstance(value, bool):
             pass
-        elif isinstance(value, int):
-            return value
-        elif isinstance(value, float) and value == value:  # JSON numbers truncate, as in Ollama
-            return int(value)
+        elif isinstance(value, int | float):
+            low, high = _INT_RANGES.get(name, _INT32)
+            if not low <= value <= high:  # NaN fails too
+                raise InvalidRequestError(
+                    f'option "{name}" is out of range: {value!r} (must be between {low} and {high})'
+                )
+            return int(value)  # JSON numbers truncate, as in Ollama
     elif isinstance(value, int | float) and not isinstance(value, bool):
+        if not -_FLOAT32_MAX <= value <= _FLOAT32_MAX:  # NaN fails too
+            raise InvalidRequestError(f'option "{name}" is out of range: {value!r}')
         return float(value)
     expected = {"int": "integer", "float": "number", "bool": "boolean"}[kind]
     raise InvalidRequestError(f'option "{name}" must be of type {expected}')
@@ -105,6 +119,26 @@ def _stop(value: Any) -> tuple[str, ...]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise InvalidRequestError('option "stop" must be of type array')
+
+
+@functools.cache
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on: more threads than these only contend."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _threads(requested: int) -> int:
+    """``num_thread`` as the runner gets it: 0 or less is the default, more than the machine
+    can run is clamped to what it can (100000 threads crash llama.cpp)."""
+    usable = usable_cpus()
+    if requested <= 0:
+        return min(default_threads(), usable)
+    if requested > usable:
+        log.info("num_thread %d clamped to the %d usable CPUs", requested, usable)
+    return min(requested, usable)
 
 
 @functools.cache
@@ -170,10 +204,10 @@ def resolve_options(
     params = LoadParams(
         model_path=model_path,
         n_ctx=max(4, num_ctx),
-        n_batch=max(1, load.get("num_batch", 512)),
+        n_batch=max(1, load.get("num_batch", DEFAULT_NUM_BATCH)),
         n_gpu_layers=load.get("num_gpu", -1),
         main_gpu=load.get("main_gpu", -1),
-        n_threads=max(0, load.get("num_thread", settings.runner_threads)) or default_threads(),
+        n_threads=_threads(load.get("num_thread", settings.runner_threads)),
         use_mmap=load.get("use_mmap", True),
         use_mlock=load.get("use_mlock", False),
         flash_attn=settings.flash_attention,

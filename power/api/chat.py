@@ -6,6 +6,7 @@ Anthropic layers convert from it, as Ollama's middleware converts from its nativ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -137,7 +138,7 @@ async def chat_chunks(
         inf.decode_images(m.get("images") or (), f"messages[{i}].images")
         for i, m in enumerate(messages)
     ]
-    text = render_chat(model, messages, tools=req.tools, think=think)
+    text = await asyncio.to_thread(render_chat, model, messages, tools=req.tools, think=think)
     kept = messages
     if req.truncate:
         text, kept = await _fit_history(state.supervisor, prep, messages, text, req.tools, think)

@@ -3,7 +3,8 @@
 An ASGI server tells the application about a disconnect only through ``receive()``, which a
 handler that is waiting for a model (queued, loading) never calls. For the inference routes this
 middleware reads ``receive()`` on the handler's behalf and cancels it when the client goes: a
-queued request leaves the queue, and a generating one cancels its work on the runner.
+queued request leaves the queue, and a generating one cancels its work on the runner. An error
+from ``receive()`` (a body over the size limit) reaches the handler when it reads.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import asyncio
 import contextlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from power.errors import PowerError
 
 __all__ = ["CancelOnDisconnect"]
 
@@ -26,16 +29,26 @@ class CancelOnDisconnect:
         if scope["type"] != "http" or not scope["path"].startswith(_PREFIXES):
             await self.app(scope, receive, send)
             return
-        inbox: asyncio.Queue[Message] = asyncio.Queue()
+        inbox: asyncio.Queue[Message | PowerError] = asyncio.Queue()
 
         async def pump() -> None:
             while True:
-                message = await receive()
+                try:
+                    message = await receive()
+                except PowerError as exc:  # a body over the limit: nothing more will be read
+                    inbox.put_nowait(exc)
+                    await asyncio.Event().wait()  # the handler answers; it ends this task
                 inbox.put_nowait(message)
                 if message["type"] == "http.disconnect":
                     return
 
-        handler = asyncio.ensure_future(self.app(scope, inbox.get, send))
+        async def next_message() -> Message:
+            item = await inbox.get()
+            if isinstance(item, PowerError):
+                raise item  # the handler meets it as it reads the body
+            return item
+
+        handler = asyncio.ensure_future(self.app(scope, next_message, send))
         reader = asyncio.ensure_future(pump())
         try:
             await asyncio.wait({handler, reader}, return_when=asyncio.FIRST_COMPLETED)

@@ -6,6 +6,7 @@ OpenAI ``/v1/completions`` layer converts from.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,7 @@ from power.api import inference as inf
 from power.api.schemas import GenerateChunk, GenerateRequest, Logprob
 from power.api.streaming import NDJSONResponse, ndjson_lines, prime
 from power.errors import InvalidRequestError, ModelNotFoundError
+from power.store.model import LocalModel
 from power.template.prompt import render_generate
 
 __all__ = ["generate_chunks", "merge_generate", "routes"]
@@ -40,6 +42,7 @@ async def generate_chunks(
         raise InvalidRequestError("raw mode does not support template, system, or context")
     json_schema = inf.json_schema_for(req.format)
     model = await inf.lookup_model(state, req.model)
+    _check_context(model, req.context)
     think = inf.check_common(
         model, think=req.think, top_logprobs=req.top_logprobs, images=bool(req.images)
     )
@@ -52,7 +55,8 @@ async def generate_chunks(
     if req.raw:
         text = req.prompt
     else:
-        text = render_generate(
+        text = await asyncio.to_thread(  # bounded work, but not on the event loop
+            render_generate,
             model,
             req.prompt,
             system=req.system,
@@ -108,6 +112,24 @@ async def generate_chunks(
     if not req.raw and outcome.done is not None:  # (an image's positions are not tokens)
         final.context = [t for t in outcome.done.context if t >= 0]
     yield final
+
+
+def _check_context(model: LocalModel, context: list[int] | None) -> None:
+    """A 400 for a ``context`` token id past the model's vocabulary (llama.cpp fails on it)."""
+    gguf = model.gguf
+    tokens = gguf.metadata.get("tokenizer.ggml.tokens")
+    n_vocab = (
+        len(tokens)
+        if isinstance(tokens, list)
+        else gguf.metadata.get(f"{gguf.architecture}.vocab_size")
+    )
+    if not context or not isinstance(n_vocab, int) or n_vocab <= 0:
+        return
+    bad = next((t for t in context if t >= n_vocab), None)
+    if bad is not None:
+        raise InvalidRequestError(
+            f"context holds token id {bad}, past the {n_vocab} tokens of {model.name}"
+        )
 
 
 def _chunk(model: str, response: str, *, done: bool, **fields: Any) -> GenerateChunk:

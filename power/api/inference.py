@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 from msgspec import UnsetType
 from starlette.datastructures import State
-from starlette.requests import Request
 from starlette.responses import Response
 
+from power.api.body import decode_body
 from power.api.schemas import Logprob, TopLogprob
 from power.duration import parse_keep_alive
 from power.errors import InvalidRequestError, ProtocolError
@@ -77,18 +77,6 @@ def joined(parts: Iterable[list[T] | UnsetType]) -> list[T]:
         if part is not msgspec.UNSET:
             out.extend(part)
     return out
-
-
-async def decode_body(request: Request, kind: type[T]) -> T:
-    body = await request.body()
-    if not body.strip():
-        raise InvalidRequestError("missing request body")
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequestError(str(exc)) from exc
-    except msgspec.DecodeError as exc:
-        raise InvalidRequestError(f"invalid JSON: {exc}") from exc
 
 
 async def lookup_model(state: State, name: str) -> LocalModel:

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from power.api import blobs
+from power.api.body import json_object
 from power.errors import (
     InvalidRequestError,
     ModelNotFoundError,
@@ -76,20 +77,6 @@ def json_response(content: Any, status_code: int = 200) -> Response:
         status_code,
         media_type="application/json; charset=utf-8",
     )
-
-
-async def json_object(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object: empty -> "missing request body", malformed -> 400."""
-    raw = await request.body()
-    if not raw.strip():
-        raise InvalidRequestError("missing request body")
-    try:
-        data = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidRequestError(str(exc)) from exc
-    if not isinstance(data, dict):
-        raise InvalidRequestError("request body must be a JSON object")
-    return data
 
 
 async def _body(request: Request, kind: type[_T]) -> _T:

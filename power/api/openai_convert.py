@@ -161,7 +161,7 @@ def convert_tools(tools: list[Any] | None) -> list[dict[str, Any]] | None:
     out = []
     for i, tool in enumerate(tools):
         fn = tool.get("function") if isinstance(tool, dict) else None
-        if tool.get("type") != "function" or not isinstance(fn, dict) or not fn.get("name"):
+        if not isinstance(fn, dict) or tool.get("type") != "function" or not fn.get("name"):
             raise ParamError("only function tools with a name are supported", param=f"tools[{i}]")
         out.append({"type": "function", "function": fn})
     return out

@@ -21,7 +21,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from power.api.inference import decode_body as decode
+from power.api.body import decode_body as decode
 from power.errors import InvalidRequestError, ModelNotFoundError, PowerError, reported
 
 __all__ = [
@@ -57,7 +57,7 @@ class ParamError(InvalidRequestError):
 
 
 def _error_type(status: int) -> str:
-    if status == 400:
+    if status in (400, 413):
         return "invalid_request_error"
     if status == 404:
         return "not_found_error"

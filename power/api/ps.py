@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import datetime, timedelta
 
@@ -25,12 +24,12 @@ _FOREVER = timedelta(days=365 * 292)
 def _expires_at(slot: Loaded, now_mono: float) -> str:
     now = datetime.now().astimezone()
     if slot.expires_at is not None:
-        when = now + timedelta(seconds=max(0.0, slot.expires_at - now_mono))
-    elif math.isinf(slot.keep_alive_s):
-        when = now + _FOREVER
+        left = slot.expires_at - now_mono
     else:  # busy: estimated as now + keep_alive, as Ollama does
-        when = now + timedelta(seconds=max(0.0, slot.keep_alive_s))
-    return when.isoformat()
+        left = slot.keep_alive_s
+    # forever, and anything past it (a datetime ends at year 9999), shows as Go's max duration
+    left = min(max(0.0, left), _FOREVER.total_seconds())  # NaN -> 0
+    return (now + timedelta(seconds=left)).isoformat()
 
 
 def ps_models(supervisor: Supervisor) -> list[PsModel]:

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from power.api.body import decode_body
 from power.api.streaming import NDJSONResponse, prime
 from power.errors import InvalidRequestError
 from power.registry import RegistryService, is_url, pull, push
@@ -50,13 +51,7 @@ def service(request: Request) -> RegistryService:
 
 
 async def _request(request: Request) -> _TransferRequest:
-    raw = await request.body()
-    if not raw.strip():
-        raise InvalidRequestError("missing request body")
-    try:
-        req = msgspec.json.decode(raw, type=_TransferRequest)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise InvalidRequestError(str(exc)) from exc
+    req = await decode_body(request, _TransferRequest)
     req.model = req.model or req.name
     if not req.model:
         raise InvalidRequestError("model is required")

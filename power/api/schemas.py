@@ -6,7 +6,7 @@ the fields Ollama omits when empty, so the encoder leaves them out.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -27,6 +27,9 @@ __all__ = [
 ]
 
 
+TokenId = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]  # llama.cpp's tokens are int32
+
+
 class Message(msgspec.Struct, kw_only=True, omit_defaults=False):
     role: str
     content: str = ""
@@ -43,7 +46,7 @@ class GenerateRequest(msgspec.Struct, kw_only=True):
     suffix: str = ""
     system: str | None = None
     template: str | None = None
-    context: list[int] | None = None
+    context: list[TokenId] | None = None
     stream: bool = True
     raw: bool = False
     format: Any = None

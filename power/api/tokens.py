@@ -11,18 +11,24 @@ from typing import Any
 from starlette.datastructures import State
 
 from power.api import inference as inf
-from power.errors import ProtocolError
+from power.errors import InvalidRequestError, ProtocolError
 from power.store.model import LocalModel
-from proto import Detokenize, Detokenized, Msg, Tokenize, Tokenized
+from proto import Detokenize, Detokenized, Msg, Ready, Tokenize, Tokenized
 
 __all__ = ["detokenize", "tokenize"]
 
 
 async def _call(
-    state: State, model: LocalModel, build: Callable[[int], Msg], keep_alive: Any
+    state: State,
+    model: LocalModel,
+    build: Callable[[int], Msg],
+    keep_alive: Any,
+    check: Callable[[Ready | None], None] | None = None,
 ) -> object:
     prep = inf.prepare(state.settings, model, None, keep_alive)
     async with state.supervisor.lease(model, prep.options.load, prep.keep_alive_s) as slot:
+        if check is not None:
+            check(slot.runner.ready)
         return await inf.one_shot(slot, build)
 
 
@@ -43,7 +49,20 @@ async def tokenize(
 async def detokenize(
     state: State, model: LocalModel, tokens: list[int], *, keep_alive: Any = None
 ) -> str:
-    reply = await _call(state, model, lambda i: Detokenize(id=i, tokens=tuple(tokens)), keep_alive)
+    """Token ids back to text; an id outside the model's vocabulary is a 400 (llama.cpp would
+    abort the runner on it)."""
+
+    def check(ready: Ready | None) -> None:
+        n_vocab = ready.n_vocab if ready is not None else 0
+        bad = next((t for t in tokens if not 0 <= t < n_vocab), None) if n_vocab else None
+        if bad is not None:
+            raise InvalidRequestError(
+                f"token id {bad} is out of range: {model.name} has {n_vocab} tokens"
+            )
+
+    reply = await _call(
+        state, model, lambda i: Detokenize(id=i, tokens=tuple(tokens)), keep_alive, check
+    )
     if not isinstance(reply, Detokenized):
         raise ProtocolError(f"expected Detokenized, got {reply!r}", model=model.name)
     return reply.text

@@ -15,7 +15,13 @@ import itertools
 import logging
 from collections.abc import Callable
 
-from power.errors import InvalidRequestError, PowerError, RunnerError, RunnerLoadError
+from power.errors import (
+    InvalidRequestError,
+    PowerError,
+    RequestTooLargeError,
+    RunnerError,
+    RunnerLoadError,
+)
 from proto import (
     Cancel,
     ConnectionClosed,
@@ -132,9 +138,15 @@ class RunnerClient:
         if self._closed.is_set():
             raise RunnerError("the model runner is no longer running", model=self.model)
         req_id = next(self._ids)
+        try:
+            self.writer.write(build(req_id))  # nothing can arrive for it before the next await
+        except FrameError as exc:
+            raise RequestTooLargeError(
+                f"request too large for the model runner: {exc} (shorten the prompt or send"
+                " fewer or smaller images)"
+            ) from exc
         stream = RequestStream(self, req_id)
         self._streams[req_id] = stream
-        self.writer.write(build(req_id))
         return stream
 
     def forget(self, req_id: int) -> None:

@@ -1,10 +1,12 @@
 """What a model will cost, what the machine has, and how many layers go to the GPU.
 
 ``estimate`` reads only the GGUF header: weights (the file's tensor data), the KV cache for
-``n_ctx * num_parallel`` tokens, and llama.cpp's compute buffers. ``place`` turns an estimate
-and the GPUs' free memory into llama.cpp's offload settings: the whole model on the one GPU
-with the most room when it fits there (Ollama's default), else split by layers over every GPU
-in proportion to their room (always, with ``OLLAMA_SCHED_SPREAD``), else as many layers as fit.
+``n_ctx * num_parallel`` tokens (``n_ctx`` at most the training context, as the runner clamps it),
+and llama.cpp's compute buffers for one batch (at most the context, for a causal model).
+``place`` turns an estimate and the GPUs' free memory into llama.cpp's offload settings: the
+whole model on the one GPU with the most room when it fits there (Ollama's default), else split
+by layers over every GPU in proportion to their room (always, with ``OLLAMA_SCHED_SPREAD``),
+else as many layers as fit.
 ``probe_machine`` is the default ``MemoryProbe``: free RAM from psutil, NVIDIA GPUs and each
 process's VRAM from ``nvidia-smi``, and Apple's unified memory under Metal. Tests pass their
 own probe.
@@ -23,6 +25,10 @@ from typing import Any
 
 import psutil
 
+from power.errors import OptionTooLargeError
+from power.options import DEFAULT_NUM_BATCH
+from proto import LoadParams
+
 __all__ = [
     "SPLIT_LAYER",
     "SPLIT_NONE",
@@ -31,6 +37,7 @@ __all__ = [
     "MachineMemory",
     "MemoryProbe",
     "Placement",
+    "blame_options",
     "estimate",
     "gpu_layers_that_fit",
     "place",
@@ -102,13 +109,57 @@ def estimate(
     heads_kv = meta("attention.head_count_kv", heads)
     key_len = meta("attention.key_length", embd // heads)
     value_len = meta("attention.value_length", embd // heads)
-    tokens = n_ctx * max(1, num_parallel)
+    ctx_train = meta("context_length", 0)
+    per_seq = max(4, min(n_ctx, ctx_train) if ctx_train > 0 else n_ctx)  # as the runner clamps
+    tokens = per_seq * max(1, num_parallel)
     per_elem = _KV_BYTES.get(kv_cache_type.lower(), 2.0)
     kv = int(layers * tokens * heads_kv * (key_len + value_len) * per_elem)
     vocab = int(metadata.get(f"{arch}.vocab_size", 0) or 32000)
+    batch = max(n_batch, num_parallel)
+    if metadata.get(f"{arch}.attention.causal", True):
+        batch = min(batch, tokens)  # llama.cpp never batches more than a causal context holds
     # logits for one batch plus activations: a generous bound for llama.cpp's compute buffers
-    compute = 4 * n_batch * (vocab + 4 * embd) + 32 * 2**20
+    compute = 4 * batch * (vocab + 4 * embd) + 32 * 2**20
     return Estimate(weights=file_size, kv_cache=kv, compute=compute, n_layers=layers)
+
+
+def blame_options(
+    metadata: Mapping[str, Any],
+    params: LoadParams,
+    *,
+    file_size: int,
+    need: int,
+    room: int,
+    default_ctx: int,
+) -> None:
+    """Raise ``OptionTooLargeError`` when a model that needs ``need`` bytes would fit ``room``
+    with ``num_ctx`` and ``num_batch`` at their defaults: it names the costlier of the two.
+    Otherwise the model itself is too large: return."""
+
+    def total(n_ctx: int, n_batch: int) -> int:
+        return estimate(
+            metadata,
+            file_size=file_size,
+            n_ctx=n_ctx,
+            num_parallel=params.num_parallel,
+            n_batch=n_batch,
+            kv_cache_type=params.kv_cache_type,
+        ).total
+
+    ctx, batch = min(params.n_ctx, default_ctx), min(params.n_batch, DEFAULT_NUM_BATCH)
+    asked = total(params.n_ctx, params.n_batch)
+    if need - (asked - total(ctx, batch)) > room:
+        return
+    savings = {
+        "num_ctx": (asked - total(ctx, params.n_batch), params.n_ctx),
+        "num_batch": (asked - total(params.n_ctx, batch), params.n_batch),
+    }
+    option, (_, value) = max(savings.items(), key=lambda item: item[1][0])
+    raise OptionTooLargeError(
+        f'option "{option}" = {value} needs more memory than is available: the model would'
+        f" take {need / 2**30:.1f} GiB, {max(0, room) / 2**30:.1f} GiB is free; lower {option}",
+        option=option,
+    )
 
 
 def gpu_layers_that_fit(est: Estimate, gpus: tuple[Gpu, ...], overhead: int) -> int:

@@ -382,9 +382,10 @@ class Supervisor:
         s = self.settings
         limit = max(1, s.max_loaded_models)
         metadata = getattr(getattr(model, "gguf", None), "metadata", None) or {}
+        file_size = sum(map(_file_size, (params.model_path, params.projector_path)))
         est = memory.estimate(
             metadata,
-            file_size=sum(map(_file_size, (params.model_path, params.projector_path))),
+            file_size=file_size,
             n_ctx=params.n_ctx,
             num_parallel=params.num_parallel,
             n_batch=params.n_batch,
@@ -423,7 +424,9 @@ class Supervisor:
             if victim is not None:
                 await self._retire(self._slots[victim.key], "evicted")
                 continue
-            if not live:
+            if not live:  # a request's own num_ctx/num_batch is a 400 naming it
+                memory.blame_options(metadata, params, file_size=file_size, need=need_ram,
+                                     room=room, default_ctx=s.context_length)  # fmt: skip
                 raise InsufficientMemoryError(
                     f"model requires more system memory ({_gib(need_ram)}) than is available"
                     f" ({_gib(max(0, room))})"

@@ -4,6 +4,10 @@ Data is plain Python: fields are looked up on mappings (exact key first, then a 
 matches ignoring case, `_` and `$`, so `.ToolCalls` finds `tool_calls` and `.Defs` finds
 `$defs`) or as attributes of other objects. A field missing from a mapping is the zero value,
 which prints as "" (Ollama runs templates with missingkey=zero over typed structs).
+
+Rendering is bounded, like minijinja's fuel: at most ``MAX_STEPS`` nodes are walked and
+``MAX_OUTPUT`` characters written (no prompt larger than a runner frame can be sent), so a
+template such as ``{{range $i := 100000000}}x{{end}}`` fails fast with a ``TemplateError``.
 """
 
 from __future__ import annotations
@@ -36,10 +40,13 @@ from power.template._gonodes import (
     TextNode,
     VariableNode,
 )
+from proto import MAX_FRAME
 
 __all__ = ["execute"]
 
 _MAX_DEPTH = 1000
+MAX_STEPS = 2_000_000  # nodes walked: about a second of rendering
+MAX_OUTPUT = MAX_FRAME  # characters
 _SIGNATURES = {name: inspect.signature(fn) for name, fn in FUNCS.items()}
 
 
@@ -96,12 +103,31 @@ def _range_items(value: object) -> Iterator[tuple[object, object]]:
     raise TemplateError(f"range can't iterate over {to_str(value, top=False)}")
 
 
+class _Budget:
+    """What one rendering may still spend, shared by the executors of nested templates."""
+
+    __slots__ = ("chars", "steps")
+
+    def __init__(self) -> None:
+        self.steps = MAX_STEPS
+        self.chars = MAX_OUTPUT
+
+
 class _Exec:
-    def __init__(self, defines: Mapping[str, ListNode], out: list[str], depth: int) -> None:
+    def __init__(
+        self, defines: Mapping[str, ListNode], out: list[str], depth: int, budget: _Budget
+    ) -> None:
         self.defines = defines
         self.out = out
         self.depth = depth
+        self.budget = budget
         self.vars: list[list[Any]] = []
+
+    def emit(self, text: str) -> None:
+        self.budget.chars -= len(text)
+        if self.budget.chars < 0:
+            raise TemplateError(f"template output exceeds {MAX_OUTPUT} characters")
+        self.out.append(text)
 
     # variables ---------------------------------------------------------------------------
     def lookup(self, name: str) -> object:
@@ -119,15 +145,18 @@ class _Exec:
 
     # walking -----------------------------------------------------------------------------
     def walk(self, dot: object, node: Node) -> None:
+        self.budget.steps -= 1
+        if self.budget.steps < 0:
+            raise TemplateError(f"template rendering exceeds {MAX_STEPS} steps")
         if isinstance(node, TextNode):
-            self.out.append(node.text)
+            self.emit(node.text)
         elif isinstance(node, ListNode):
             for child in node.nodes:
                 self.walk(dot, child)
         elif isinstance(node, ActionNode):
             value = self.pipeline(dot, node.pipe)
             if not node.pipe.decl:
-                self.out.append(to_str(value))
+                self.emit(to_str(value))
         elif isinstance(node, BranchNode):
             mark = len(self.vars)
             try:
@@ -190,7 +219,7 @@ class _Exec:
         if self.depth >= _MAX_DEPTH:
             raise TemplateError(f"exceeded maximum template depth ({_MAX_DEPTH})")
         value = None if node.pipe is None else self.pipeline(dot, node.pipe)
-        sub = _Exec(self.defines, self.out, self.depth + 1)
+        sub = _Exec(self.defines, self.out, self.depth + 1, self.budget)
         sub.vars = [["$", value]]
         sub.walk(value, body)
 
@@ -300,7 +329,7 @@ class _Exec:
 def execute(root: ListNode, defines: Mapping[str, ListNode], data: object) -> str:
     """Run a parsed template over data and return the output."""
     out: list[str] = []
-    ex = _Exec(defines, out, 0)
+    ex = _Exec(defines, out, 0, _Budget())
     ex.vars = [["$", data]]
     try:
         ex.walk(data, root)

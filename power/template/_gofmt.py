@@ -195,6 +195,16 @@ def _format_one(flags: str, prec: str | None, verb: str, arg: object) -> str:
     return _bad(verb, arg)
 
 
+def _too_large(number: str | None) -> bool:
+    """Go's fmt refuses a width or precision past a million (its ``parsenum`` overflow)."""
+    value = 0
+    for digit in number or "":
+        if value > 1_000_000:
+            return True
+        value = value * 10 + int(digit)
+    return False
+
+
 def sprintf(fmt: str, *args: object) -> str:
     """fmt.Sprintf for the common verbs (%v %s %d %q %f %e %g %x %t %c and %%)."""
     out: list[str] = []
@@ -203,6 +213,10 @@ def sprintf(fmt: str, *args: object) -> str:
         out.append(fmt[pos : m.start()])
         pos = m.end()
         flags, width, prec, verb = m.groups()
+        if _too_large(width) or _too_large(prec):
+            out.append("%!(NOVERB)")  # Go gives up on the rest of the format here
+            pos = len(fmt)
+            break
         if verb == "%":
             out.append("%")
             continue

@@ -4,7 +4,7 @@ The environment matches what chat templates are written against: `trim_blocks` a
 `lstrip_blocks` on, Python string/dict methods (`.strip()`, `.split()`, `.items()`…) through
 minijinja's pycompat mode, a `tojson` that does not HTML-escape and keeps key order, and the
 globals `raise_exception(msg)` and `strftime_now(fmt)`. Compiled environments are cached per
-template text.
+template text. Rendering is bounded: minijinja's `FUEL` caps the work, `MAX_OUTPUT` the text.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ from typing import Any
 import minijinja
 
 from power.template._error import TemplateError
+from proto import MAX_FRAME
 
 __all__ = ["referenced_variables", "render_chat_template"]
 
 log = logging.getLogger(__name__)
 
 _NAME = "chat_template"
+FUEL = 20_000_000  # minijinja's instruction budget per rendering: about half a second
+MAX_OUTPUT = MAX_FRAME  # characters; no larger prompt can be sent to a runner
 
 
 class _RaisedError(Exception):
@@ -60,6 +63,7 @@ def _tojson(
 @functools.lru_cache(maxsize=16)
 def _environment(source: str) -> minijinja.Environment:
     env = minijinja.Environment(
+        fuel=FUEL,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
@@ -107,7 +111,7 @@ def render_chat_template(
     }
     context.update(kwargs)
     try:
-        return env.render_template(_NAME, **context)
+        text: str = env.render_template(_NAME, **context)
     except _RaisedError as exc:
         raise TemplateError(str(exc)) from exc
     except minijinja.TemplateError as exc:
@@ -117,6 +121,9 @@ def render_chat_template(
         raise TemplateError(_describe(exc)) from exc
     except Exception as exc:  # a helper called by the template (strftime_now, a filter) failed
         raise TemplateError(f"{type(exc).__name__}: {exc}") from exc
+    if len(text) > MAX_OUTPUT:
+        raise TemplateError(f"template output exceeds {MAX_OUTPUT} characters")
+    return text
 
 
 def referenced_variables(source: str) -> set[str]:

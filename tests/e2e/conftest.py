@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -114,4 +115,22 @@ def server_env(clean_env: dict[str, str], shared_models: Path) -> dict[str, str]
 @pytest.fixture
 def server(server_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
     with power_server(server_env, tmp_path / "server.log") as srv:
+        yield srv
+
+
+MODEL = "fuzz"  # the limited server's model: smollm2's weights, a plain Go template
+BODY_LIMIT = 1 << 20  # the limited server's A3S_POWER_MAX_BODY_SIZE
+PLAIN = "{{ if .System }}{{ .System }} {{ end }}{{ range .Messages }}{{ .Content }} {{ end }}"
+
+
+@pytest.fixture
+def limited_server(server_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    """A server on the fake echo engine with a 1 MiB body limit and the model ``fuzz``."""
+    env = dict(
+        server_env, A3S_POWER_RUNNER_ENGINE="fake:echo", A3S_POWER_MAX_BODY_SIZE=str(BODY_LIMIT)
+    )
+    with power_server(env, tmp_path / "server.log") as srv:
+        body = {"model": MODEL, "from": "smollm2", "template": PLAIN, "stream": False}
+        resp = httpx.post(f"{srv.url}/api/create", json=body, timeout=60)
+        assert resp.status_code == 200, resp.text
         yield srv

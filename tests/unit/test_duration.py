@@ -42,6 +42,11 @@ from power.errors import InvalidRequestError
         ("-1m", math.inf),
         ("-1ns", math.inf),
         ("2562047h", 2562047 * 3600.0),
+        (9e9, 9e9),
+        # past Go's longest duration (about 292 years) is forever, as Ollama's overflow makes it
+        (1e308, math.inf),
+        (9.3e9, math.inf),
+        (2**70, math.inf),
     ],
 )
 def test_parse_keep_alive_accepts(value: object, seconds: float) -> None:
@@ -87,6 +92,10 @@ def test_parse_keep_alive_rejects(value: object, message: str) -> None:
         ("-1m", math.inf),
         ("1h30m", 5400.0),
         ("250ms", 0.25),
+        ("9223372036", 9223372036.0),
+        ("9223372037", math.inf),
+        ("1" + "0" * 400, math.inf),  # no float overflow
+        ("-" + "9" * 400, math.inf),
     ],
 )
 def test_parse_duration_env(text: str, seconds: float) -> None:

@@ -243,3 +243,33 @@ def test_identifiers_and_cut_after_response() -> None:
 
 def test_parse_is_cached() -> None:
     assert GoTemplate.parse("{{ .A }}") is GoTemplate.parse("{{ .A }}")
+
+
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        ("{{range $i := 100000000}}x{{end}}", "exceeds 2000000 steps"),
+        ("{{range $i := 100000000}}{{end}}", "exceeds 2000000 steps"),
+        (
+            '{{define "a"}}{{range 1000}}{{template "b"}}{{end}}{{end}}'
+            '{{define "b"}}{{range 1000}}{{template "c"}}{{end}}{{end}}'
+            '{{define "c"}}{{range 1000}}y{{end}}{{end}}{{template "a"}}',
+            "steps",
+        ),
+        ('{{range $i := 8}}{{printf "%09999999d" 1}}{{end}}', "output exceeds"),
+    ],
+)
+def test_rendering_is_bounded_in_work_and_output(source: str, fragment: str) -> None:
+    with pytest.raises(TemplateError, match=fragment) as excinfo:
+        GoTemplate.parse(source).execute({})
+    assert excinfo.value.status == 400
+
+
+def test_printf_refuses_a_width_or_precision_past_a_million_as_go_does() -> None:
+    assert GoTemplate.parse('{{printf "%0999999999d|%d" 1 2}}').execute({}) == (
+        "%!(NOVERB)%!(EXTRA int=1, int=2)"
+    )
+    assert GoTemplate.parse('{{printf "%.99999999f" 1.5}}').execute({}) == (
+        "%!(NOVERB)%!(EXTRA float64=1.5)"
+    )
+    assert len(GoTemplate.parse('{{printf "%0999999d" 1}}').execute({})) == 999999

@@ -194,3 +194,10 @@ def test_referenced_variables() -> None:
     names = referenced_variables(LLAMA3)
     assert {"messages", "tools", "bos_token", "add_generation_prompt"} <= names
     assert "enable_thinking" not in names
+
+
+def test_rendering_is_bounded() -> None:
+    endless = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+    with pytest.raises(TemplateError) as excinfo:
+        render_chat_template(endless, [{"role": "user", "content": "hi"}])
+    assert excinfo.value.status == 400
