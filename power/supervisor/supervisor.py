@@ -82,6 +82,7 @@ class Loaded:
     wait_total_s: float = 0.0
     vram: int = 0  # bytes of GPU memory the runner holds, measured after loading
     all_on_gpu: bool = False  # every layer offloaded
+    need_ram: int = 0  # the RAM it was estimated to take when placed
     # every model this runner served (same weights, several names), with its own num_ctx
     served: dict[str, tuple[LocalModel, int]] = field(default_factory=dict)
 
@@ -109,6 +110,12 @@ def _file_size(path: str) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
+
+
+def _freeable(slots: list[Loaded]) -> int:
+    """What unloading these runners would free: each one's estimate, or its resident memory
+    now if that is more."""
+    return sum(max(slot.need_ram, slot.runner.stats_rss()) for slot in slots)
 
 
 def _gib(n: int) -> str:
@@ -194,12 +201,13 @@ class Supervisor:
                     return slot
                 if slot is not None:
                     await self._retire(slot, "reload", wait_idle=True)
-                params, where = await self._place(model, params)
+                params, where, need_ram = await self._place(model, params)
                 try:
                     slot = await self._load(key, model, params, keep_alive_s)
                 except RunnerCrashedError as exc:  # (a load that failed cleanly is not retried)
                     log.warning("runner died while loading %s; once more: %s", model.name, exc)
                     slot = await self._load(key, model, params, keep_alive_s)
+                slot.need_ram = need_ram
                 slot.vram = await self._measure_vram(slot, where.on_gpu)
                 slot.all_on_gpu = where.whole and where.n_gpu_layers > 0
                 self._attach(slot, model, params, keep_alive_s)
@@ -370,14 +378,15 @@ class Supervisor:
 
     async def _place(
         self, model: LocalModel, params: LoadParams
-    ) -> tuple[LoadParams, memory.Placement]:
+    ) -> tuple[LoadParams, memory.Placement, int]:
         """Make room for one more runner, by count and by memory, and place it on the GPUs.
 
         Idle runners are unloaded, least valuable first, until the new model's estimate fits in
         free RAM and the count is under ``max_loaded_models``, and, where idle runners hold
         VRAM, until every layer fits on the GPUs; busy runners are waited for. A model that
-        cannot fit even with nothing else loaded is an error, not an OOM kill. Returns the
-        params with the placement, and the placement.
+        cannot fit even with nothing else loaded is an error at once (nothing is evicted for
+        it), not an OOM kill. Returns the params with the placement, the placement, and the RAM
+        the model is estimated to take.
         """
         s = self.settings
         limit = max(1, s.max_loaded_models)
@@ -417,20 +426,23 @@ class Supervisor:
                         split_mode=where.split_mode,
                         tensor_split=where.tensor_split,
                     )
-                    return placed, where
+                    return placed, where, need_ram
                 await self._retire(self._slots[victim.key], "evicted")
                 continue
+            if need_ram > room:  # would it fit even with every other runner gone?
+                freeable = await asyncio.to_thread(_freeable, live)
+                alone = room + freeable
+                if not live or need_ram > alone:  # then evict nothing for it
+                    memory.blame_options(metadata, params, file_size=file_size, need=need_ram,
+                                         room=alone, default_ctx=s.context_length)  # fmt: skip
+                    raise InsufficientMemoryError(
+                        f"model requires more system memory ({_gib(need_ram)}) than is"
+                        f" available ({_gib(max(0, alone))})"
+                    )
             victim = policy.pick_victim(slot.snapshot() for slot in live if slot.usable)
             if victim is not None:
                 await self._retire(self._slots[victim.key], "evicted")
                 continue
-            if not live:  # a request's own num_ctx/num_batch is a 400 naming it
-                memory.blame_options(metadata, params, file_size=file_size, need=need_ram,
-                                     room=room, default_ctx=s.context_length)  # fmt: skip
-                raise InsufficientMemoryError(
-                    f"model requires more system memory ({_gib(need_ram)}) than is available"
-                    f" ({_gib(max(0, room))})"
-                )
             async with self._changed:  # every runner is busy (or stopping): wait for a change
                 await self._changed.wait()
 

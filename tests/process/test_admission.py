@@ -192,3 +192,16 @@ async def test_draining_refuses_new_requests_and_the_cut_ends_running_and_waitin
                 await task
         slot = sup.loaded()[0]
         assert (slot.refcount, slot.queued) == (0, 0)
+
+
+async def test_a_model_that_cannot_fit_even_alone_evicts_nothing(tmp_path: Path) -> None:
+    spawn = Spawner("fake:echo")
+    a, b = model(tmp_path, "a"), model(tmp_path, "b")
+    probe = budget_probe([], lambda _: HEADROOM + need_of(a) * 3)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn, memory_probe=probe) as sup:
+        await collect(sup.request(a, params(a), None, gen("x")))
+        os.truncate(b.model_path, 1 << 40)  # (sparse) weights far larger than the machine
+        with pytest.raises(InsufficientMemoryError, match="requires more system memory"):
+            await collect(sup.request(b, params(b), None, gen("y")))
+        assert [s.model.name for s in sup.loaded()] == ["a:latest"]  # still loaded
+        assert spawn.count == 1
