@@ -27,7 +27,7 @@ from power.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 if TYPE_CHECKING:
     from power.config import Settings
     from power.store import ModelStore
-    from power.supervisor import Supervisor
+    from power.supervisor.service import Runners
 
 __all__ = ["create_app"]
 
@@ -54,7 +54,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         await registry.aclose()  # pulled blobs reach the disk before the server exits
 
 
-def create_app(settings: Settings, supervisor: Supervisor, store: ModelStore) -> Starlette:
+def create_app(settings: Settings, runners: Runners, store: ModelStore) -> Starlette:
     metrics = Metrics.create()
     routes = [
         *ps.routes,
@@ -83,7 +83,7 @@ def create_app(settings: Settings, supervisor: Supervisor, store: ModelStore) ->
         ],
     )
     app.state.settings = settings
-    app.state.supervisor = supervisor
+    app.state.runners = runners
     app.state.store = store
     app.state.metrics = metrics
     return app

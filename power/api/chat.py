@@ -22,7 +22,7 @@ from power.api import inference as inf
 from power.api.schemas import ChatChunk, ChatRequest, Logprob, Message
 from power.api.streaming import NDJSONResponse, ndjson_lines, prime
 from power.errors import InvalidRequestError
-from power.supervisor import Supervisor
+from power.supervisor.service import Runners
 from power.template.prompt import render_chat
 from proto import MAX_TOKENIZE_BYTES
 
@@ -47,7 +47,7 @@ def _messages(req: ChatRequest) -> list[dict[str, Any]]:
 
 
 async def _fit_history(
-    supervisor: Supervisor,
+    runners: Runners,
     prep: inf.Prepared,
     messages: list[dict[str, Any]],
     text: str,
@@ -76,27 +76,25 @@ async def _fit_history(
     def render(drop: int) -> str:
         return render_chat(model, kept(drop), tools=tools, think=think)
 
-    # keep_alive None: the lease must not apply (or expire on) the request's keep_alive.
-    async with supervisor.lease(model, prep.options.load, None) as slot:
-        if slot.runner.ready is not None:
-            n_ctx = min(n_ctx, slot.runner.ready.n_ctx)
+    # keep_alive None: counting must not apply (or expire on) the request's keep_alive.
+    n_ctx = min(n_ctx, (await runners.load(model, prep.options.load, None)).n_ctx)
 
-        async def fits(drop: int, candidate: str) -> bool:
-            if len(candidate.encode()) > MAX_TOKENIZE_BYTES:
-                return False  # more than a runner tokenizes, and far more than a context holds
-            add = inf.add_bos_for(model, candidate)
-            n = await inf.count_tokens(slot, candidate, add_special=add)
-            return n + IMAGE_TOKENS * _count_images(kept(drop)) < n_ctx
+    async def fits(drop: int, candidate: str) -> bool:
+        if len(candidate.encode()) > MAX_TOKENIZE_BYTES:
+            return False  # more than a runner tokenizes, and far more than a context holds
+        add = inf.add_bos_for(model, candidate)
+        n = await inf.count_tokens(runners, prep, candidate, add_special=add)
+        return n + IMAGE_TOKENS * _count_images(kept(drop)) < n_ctx
 
-        if await fits(0, text):
-            return text, messages
-        low, high = 1, len(droppable)  # the answer is in [low, high]; high may not fit either
-        while low < high:
-            mid = (low + high) // 2
-            if await fits(mid, render(mid)):
-                high = mid
-            else:
-                low = mid + 1
+    if await fits(0, text):
+        return text, messages
+    low, high = 1, len(droppable)  # the answer is in [low, high]; high may not fit either
+    while low < high:
+        mid = (low + high) // 2
+        if await fits(mid, render(mid)):
+            high = mid
+        else:
+            low = mid + 1
     dropped = render(low)
     log.info("chat history truncated: %d of %d messages dropped", low, len(messages))
     return dropped, kept(low)
@@ -128,7 +126,7 @@ async def chat_chunks(
         raise InvalidRequestError(f"{model.name} does not support tools")
     prep = inf.prepare(state.settings, model, req.options, req.keep_alive)
     if not req.messages:
-        reason = await inf.load_or_unload(state.supervisor, prep)
+        reason = await inf.load_or_unload(state.runners, prep)
         yield _chunk(
             req.model, Message(role="assistant", content=""), done=True, done_reason=reason
         )
@@ -141,7 +139,7 @@ async def chat_chunks(
     text = await asyncio.to_thread(render_chat, model, messages, tools=req.tools, think=think)
     kept = messages
     if req.truncate:
-        text, kept = await _fit_history(state.supervisor, prep, messages, text, req.tools, think)
+        text, kept = await _fit_history(state.runners, prep, messages, text, req.tools, think)
     survived = {id(m) for m in kept}  # the images of kept messages, numbered as rendered
     images = inf.image_payload(
         data
@@ -161,7 +159,7 @@ async def chat_chunks(
         json_schema="" if parser.thinking is not None else json_schema,
     )
     outcome = inf.Outcome(started=started)
-    events = inf.run(state.supervisor, prep, build, outcome)
+    events = inf.run(state.runners, prep, build, outcome)
     pieces = inf.parse_stream(events, parser, req.top_logprobs if req.logprobs else None)
     leftover: list[Logprob] = []
     try:

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from power.api import inference as inf
 from power.api.schemas import EmbeddingsRequest, EmbedRequest, EmbedResponse
 from power.errors import InvalidRequestError, ModelNotFoundError, PowerError
-from power.supervisor import RequestTiming, Supervisor
+from power.supervisor.service import RequestTiming, Runners
 from proto import Done, Embed, Embeddings
 
 if TYPE_CHECKING:
@@ -73,18 +73,17 @@ async def embed_core(
     prep = inf.prepare(
         state.settings, model, options, keep_alive, embedding="embedding" in model.capabilities
     )
-    supervisor: Supervisor = state.supervisor
+    runners: Runners = state.runners
     if not inputs:
         load_started = time.perf_counter()
-        async with supervisor.lease(model, prep.options.load, prep.keep_alive_s):
-            pass
+        await runners.load(model, prep.options.load, prep.keep_alive_s)
         load_s = time.perf_counter() - load_started
         return EmbedResult([], 0, model, load_s, time.perf_counter() - started)
     timing = RequestTiming()
     request = tuple(inputs)
     vectors: list[list[float]] = []
     tokens = 0
-    events = supervisor.request(
+    events = runners.request(
         model,
         prep.options.load,
         prep.keep_alive_s,

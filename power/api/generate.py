@@ -49,7 +49,7 @@ async def generate_chunks(
     images = inf.image_payload(inf.decode_images(req.images or (), "images"))
     prep = inf.prepare(state.settings, model, req.options, req.keep_alive)
     if not req.prompt and not req.suffix and not req.images and not req.context:
-        reason = await inf.load_or_unload(state.supervisor, prep)
+        reason = await inf.load_or_unload(state.runners, prep)
         yield _chunk(req.model, "", done=True, done_reason=reason)
         return
     if req.raw:
@@ -85,7 +85,7 @@ async def generate_chunks(
         json_schema="" if parser.thinking is not None else json_schema,
     )
     outcome = inf.Outcome(started=started)
-    events = inf.run(state.supervisor, prep, build, outcome)
+    events = inf.run(state.runners, prep, build, outcome)
     pieces = inf.parse_stream(events, parser, req.top_logprobs if req.logprobs else None)
     leftover: list[Logprob] = []
     try:

@@ -24,9 +24,9 @@ from power.duration import parse_keep_alive
 from power.errors import InvalidRequestError, ProtocolError
 from power.options import Resolved, resolve_options
 from power.parse import OutputParser, Parsed, ThinkingParser, ToolFormat, ToolParser, tool_format
-from power.supervisor import Loaded, RequestTiming, Supervisor, runner_key
+from power.supervisor.service import RequestTiming, Runners
 from power.template import thinking_tags
-from proto import MAX_FRAME, Done, Generate, Msg, Tokenize, Tokenized, Tokens
+from proto import MAX_FRAME, Done, Generate, Tokenize, Tokenized, Tokens
 
 if TYPE_CHECKING:
     from power.config import Settings
@@ -214,13 +214,11 @@ class Outcome:
 
 
 async def run(
-    supervisor: Supervisor, prep: Prepared, build: Callable[[int], Generate], outcome: Outcome
+    runners: Runners, prep: Prepared, build: Callable[[int], Generate], outcome: Outcome
 ) -> AsyncIterator[tuple[str, list[Tokens]]]:
     """Yield (text, token events) per batch; fill ``outcome`` when the runner says Done."""
     timing = RequestTiming()
-    events = supervisor.request(
-        prep.model, prep.options.load, prep.keep_alive_s, build, timing=timing
-    )
+    events = runners.request(prep.model, prep.options.load, prep.keep_alive_s, build, timing=timing)
     try:
         async for batch in events:
             outcome.load_s = timing.load_s
@@ -243,14 +241,13 @@ def done_reason(outcome: Outcome) -> str:
     return "length" if outcome.done.reason == "length" else "stop"
 
 
-async def load_or_unload(supervisor: Supervisor, prep: Prepared) -> str:
+async def load_or_unload(runners: Runners, prep: Prepared) -> str:
     """The empty-prompt forms: ``keep_alive: 0`` unloads, anything else loads. Returns the
     ``done_reason`` ("unload" or "load")."""
     if prep.keep_alive_s is not None and prep.keep_alive_s <= 0:
-        await supervisor.unload(runner_key(prep.options.load))
+        await runners.unload(prep.model, prep.options.load)
         return "unload"
-    async with supervisor.lease(prep.model, prep.options.load, prep.keep_alive_s):
-        pass
+    await runners.load(prep.model, prep.options.load, prep.keep_alive_s)
     return "load"
 
 
@@ -382,21 +379,12 @@ async def parse_stream(
         await events.aclose()  # type: ignore[attr-defined]
 
 
-async def one_shot(slot: Loaded, build: Callable[[int], Msg]) -> object:
-    """Send a request whose whole answer is one reply (Tokenize, Detokenize) and return it."""
-    stream = slot.runner.client.open(build)
-    try:
-        batch = await stream.next_batch()
-    finally:
-        stream.close()
-    if len(batch) != 1:
-        raise ProtocolError(f"expected one reply, got {batch!r}", model=slot.model.name)
-    return batch[0]
-
-
-async def count_tokens(slot: Loaded, text: str, *, add_special: bool) -> int:
-    """How many tokens ``text`` is for the model in ``slot`` (one Tokenize round trip)."""
-    reply = await one_shot(slot, lambda i: Tokenize(id=i, text=text, add_special=add_special))
+async def count_tokens(runners: Runners, prep: Prepared, text: str, *, add_special: bool) -> int:
+    """How many tokens ``text`` is for ``prep``'s model (one Tokenize round trip)."""
+    model, params = prep.model, prep.options.load
+    reply = await runners.call(
+        model, params, None, lambda i: Tokenize(id=i, text=text, add_special=add_special)
+    )
     if not isinstance(reply, Tokenized):
-        raise ProtocolError(f"expected Tokenized, got {reply!r}", model=slot.model.name)
+        raise ProtocolError(f"expected Tokenized, got {reply!r}", model=model.name)
     return len(reply.tokens)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta
 
 import msgspec
@@ -12,8 +11,7 @@ from starlette.routing import Route
 
 from power import __version__
 from power.api.schemas import PsModel
-from power.supervisor import Loaded, Supervisor
-from power.supervisor.policy import default_cpu_mode
+from power.supervisor.service import Runners, RunnerStats
 
 __all__ = ["routes"]
 
@@ -21,59 +19,46 @@ _encoder = msgspec.json.Encoder()
 _FOREVER = timedelta(days=365 * 292)
 
 
-def _expires_at(slot: Loaded, now_mono: float) -> str:
+def _expires_at(when: float | None) -> str:
+    """RFC 3339 in local time; forever, and anything past it (a datetime ends at year 9999),
+    shows as now + Go's longest duration, as Ollama does."""
     now = datetime.now().astimezone()
-    if slot.expires_at is not None:
-        left = slot.expires_at - now_mono
-    else:  # busy: estimated as now + keep_alive, as Ollama does
-        left = slot.keep_alive_s
-    # forever, and anything past it (a datetime ends at year 9999), shows as Go's max duration
+    left = _FOREVER.total_seconds() if when is None else when - now.timestamp()
     left = min(max(0.0, left), _FOREVER.total_seconds())  # NaN -> 0
     return (now + timedelta(seconds=left)).isoformat()
 
 
-def ps_models(supervisor: Supervisor) -> list[PsModel]:
-    now_mono = time.monotonic()
-    out: list[PsModel] = []
-    for slot in supervisor.loaded():
-        rss = slot.runner.stats_rss()
-        ready = slot.runner.ready
-        vram = slot.vram
-        # Ollama's size is the model's memory: all in VRAM when every layer is offloaded
-        size = vram if slot.all_on_gpu and vram else rss + vram
-        mode = ready.cpu_mode if ready is not None else slot.params.cpu_mode
-        hello = slot.runner.hello
-        default = supervisor.cpu_mode
-        if hello is not None:
-            default, _ = default_cpu_mode(supervisor.settings.cpu_extra_buffers, hello)
-        n_ctx = ready.n_ctx if ready is not None else slot.params.n_ctx
-        served = slot.served or {slot.model.name: (slot.model, n_ctx)}
-        out.extend(
-            PsModel(
-                name=model.name,
-                model=model.name,
-                size=size,
-                digest=model.digest,
-                details=msgspec.to_builtins(model.details),
-                expires_at=_expires_at(slot, now_mono),
-                size_vram=vram,
-                context_length=min(own_ctx, n_ctx),
-                pid=slot.runner.pid,
-                memory={"rss": rss, "vram": vram},
-                requests_in_flight=slot.refcount,
-                queued=slot.queued,
-                mean_wait_s=round(slot.wait_total_s / slot.waits, 6) if slot.waits else 0.0,
-                num_parallel=ready.num_parallel if ready is not None else 1,
-                cpu_mode=str(mode) if mode != default else msgspec.UNSET,
-            )
-            for model, own_ctx in served.values()
+def ps_models(stats: list[RunnerStats]) -> list[PsModel]:
+    """One entry per model each runner serves, newest expiry first."""
+    out = [
+        PsModel(
+            name=m.name,
+            model=m.name,
+            # Ollama's size is the model's memory: all in VRAM when every layer is offloaded
+            size=r.vram if r.all_on_gpu and r.vram else r.rss + r.vram,
+            digest=m.digest,
+            details=m.details,
+            expires_at=_expires_at(r.expires_at),
+            size_vram=r.vram,
+            context_length=m.context_length,
+            pid=r.pid,
+            memory={"rss": r.rss, "vram": r.vram},
+            requests_in_flight=r.requests_in_flight,
+            queued=r.queued,
+            mean_wait_s=r.mean_wait_s,
+            num_parallel=r.num_parallel,
+            cpu_mode=msgspec.UNSET if r.cpu_mode_is_default else r.cpu_mode,
         )
+        for r in stats
+        for m in r.models
+    ]
     out.sort(key=lambda m: m.expires_at, reverse=True)
     return out
 
 
 async def ps(request: Request) -> Response:
-    models = ps_models(request.app.state.supervisor)
+    runners: Runners = request.app.state.runners
+    models = ps_models(await runners.stats())
     return Response(_encoder.encode({"models": models}), media_type="application/json")
 
 

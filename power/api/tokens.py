@@ -13,7 +13,8 @@ from starlette.datastructures import State
 from power.api import inference as inf
 from power.errors import InvalidRequestError, ProtocolError
 from power.store.model import LocalModel
-from proto import Detokenize, Detokenized, Msg, Ready, Tokenize, Tokenized
+from power.supervisor.service import Runners, RunnerStats
+from proto import Detokenize, Detokenized, Msg, Tokenize, Tokenized
 
 __all__ = ["detokenize", "tokenize"]
 
@@ -23,13 +24,13 @@ async def _call(
     model: LocalModel,
     build: Callable[[int], Msg],
     keep_alive: Any,
-    check: Callable[[Ready | None], None] | None = None,
+    check: Callable[[RunnerStats], None] | None = None,
 ) -> object:
     prep = inf.prepare(state.settings, model, None, keep_alive)
-    async with state.supervisor.lease(model, prep.options.load, prep.keep_alive_s) as slot:
-        if check is not None:
-            check(slot.runner.ready)
-        return await inf.one_shot(slot, build)
+    runners: Runners = state.runners
+    if check is not None:
+        check(await runners.load(model, prep.options.load, prep.keep_alive_s))
+    return await runners.call(model, prep.options.load, prep.keep_alive_s, build)
 
 
 async def tokenize(
@@ -52,8 +53,8 @@ async def detokenize(
     """Token ids back to text; an id outside the model's vocabulary is a 400 (llama.cpp would
     abort the runner on it)."""
 
-    def check(ready: Ready | None) -> None:
-        n_vocab = ready.n_vocab if ready is not None else 0
+    def check(stats: RunnerStats) -> None:
+        n_vocab = stats.n_vocab
         bad = next((t for t in tokens if not 0 <= t < n_vocab), None) if n_vocab else None
         if bad is not None:
             raise InvalidRequestError(

@@ -1,10 +1,11 @@
 """The supervisor: which runners exist, who is using them, and when they go away.
 
-Mechanism lives here, policy in ``policy.py``. One lock serialises loads (so concurrent cold
-requests for one model load it once); requests to a loaded model never touch it. A lease bumps
-a runner's refcount; at zero the keep_alive timer is armed. A watcher per runner turns its exit
-into state (and an error for whoever was using it); a pinger catches a runner that is alive but
-no longer answering.
+Mechanism lives here, policy in ``policy.py``, admission (the queue and the seats) in
+``admission.py``, placement (making room, GPUs) in ``placement.py``, a runner's liveness
+(exit, hang, a crashed CPU kernel) in ``liveness.py``. One lock serialises loads (so concurrent
+cold requests for one model load it once); requests to a loaded model never touch it. A lease
+bumps a runner's refcount; at zero the keep_alive timer is armed. ``Supervisor`` is what
+``power.api`` sees as ``Runners`` (``service.py``).
 """
 
 from __future__ import annotations
@@ -13,27 +14,19 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
-import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from power.aio import Interrupted, until
-from power.errors import (
-    InsufficientMemoryError,
-    RunnerCrashedError,
-    RunnerError,
-    RunnerTimeoutError,
-    ServerBusyError,
-    ShuttingDownError,
-)
-from power.supervisor import memory, policy
+from power.errors import ProtocolError, RunnerCrashedError, ShuttingDownError
+from power.supervisor import liveness, policy
+from power.supervisor.admission import Admission
 from power.supervisor.memory import MemoryProbe, probe_machine
-from power.supervisor.process import RunnerProcess, describe_exit
+from power.supervisor.placement import Placer
+from power.supervisor.record import LoadedRunner, RunnerFactory, runner_key
+from power.supervisor.service import RequestTiming, RunnerStats, ServedModel
 from power.supervisor.spare import SparePool
 from proto import CpuMode, FromRunner, LoadParams, Msg
 
@@ -41,90 +34,9 @@ if TYPE_CHECKING:
     from power.config import Settings
     from power.store.model import LocalModel
 
-__all__ = ["Loaded", "RequestTiming", "RunnerFactory", "Supervisor", "runner_key"]
+__all__ = ["Supervisor"]
 
 log = logging.getLogger(__name__)
-
-
-class RunnerFactory(Protocol):
-    async def __call__(self, params: LoadParams, *, model: str) -> RunnerProcess: ...
-
-
-@dataclass(slots=True)
-class RequestTiming:
-    """Filled in by ``Supervisor.request``: time spent obtaining a runner, and which one."""
-
-    load_s: float = 0.0
-    pid: int = 0
-
-
-@dataclass(eq=False)
-class Loaded:
-    """One loaded runner and its scheduling state."""
-
-    key: str
-    model: LocalModel
-    params: LoadParams
-    runner: RunnerProcess
-    keep_alive_s: float
-    loaded_at: float
-    last_used: float
-    refcount: int = 0
-    expires_at: float | None = None  # monotonic; None while busy or when kept forever
-    stopping: bool = False
-    dead: bool = False
-    reason: str = ""  # why it is stopping: expired, evicted, reload, shutdown, unloaded
-    timer: asyncio.TimerHandle | None = None
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    seats: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
-    queued: int = 0  # requests waiting for a seat (one of the runner's parallel sequences)
-    waits: int = 0
-    wait_total_s: float = 0.0
-    vram: int = 0  # bytes of GPU memory the runner holds, measured after loading
-    all_on_gpu: bool = False  # every layer offloaded
-    need_ram: int = 0  # the RAM it was estimated to take when placed
-    # every model this runner served (same weights, several names), with its own num_ctx
-    served: dict[str, tuple[LocalModel, int]] = field(default_factory=dict)
-
-    @property
-    def usable(self) -> bool:
-        return not (self.stopping or self.dead)
-
-    def snapshot(self) -> policy.RunnerSnapshot:
-        return policy.RunnerSnapshot(
-            key=self.key,
-            name=self.model.name,
-            refcount=self.refcount,
-            keep_alive_s=self.keep_alive_s,
-            last_used=self.last_used,
-        )
-
-
-_RAM_HEADROOM = 256 * 2**20
-# Signals a fault in native code dies of (a bad kernel, an unsupported instruction, a bad page)
-_KERNEL_FAULTS = frozenset({signal.SIGSEGV, signal.SIGILL, signal.SIGBUS})
-
-
-def _file_size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
-def _freeable(slots: list[Loaded]) -> int:
-    """What unloading these runners would free: each one's estimate, or its resident memory
-    now if that is more."""
-    return sum(max(slot.need_ram, slot.runner.stats_rss()) for slot in slots)
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
-
-
-def runner_key(params: LoadParams) -> str:
-    parts = (params.model_path, *params.lora_paths)
-    return "\0".join((*parts, params.projector_path) if params.projector_path else parts)
 
 
 class Supervisor:
@@ -137,23 +49,20 @@ class Supervisor:
         memory_probe: MemoryProbe = probe_machine,
     ) -> None:
         self.settings = settings
-        # what runners are asked to load in, unless a model fell back (below)
+        # what runners are asked to load in, unless a model fell back (liveness)
         self.cpu_mode = policy.requested_cpu_mode(settings.cpu_extra_buffers)
-        self._plain: set[str] = set()  # runner keys whose CPU kernels crashed: plain buffers
+        self.plain: set[str] = set()  # runner keys whose CPU kernels crashed: plain buffers
         self._pool = (
             None if spawn is not None else SparePool(settings, keep_spare=settings.runner_spare)
         )
         self._spawn: RunnerFactory = spawn or self._pool  # type: ignore[assignment]
         self._clock = clock
-        self._probe = memory_probe
-        self._waiting = 0  # requests waiting anywhere: for a load or for a seat
-        self._slots: dict[str, Loaded] = {}
+        self._runners: dict[str, LoadedRunner] = {}
         self._load_lock = asyncio.Lock()
-        self._changed = asyncio.Condition()
-        self._pending = 0
+        self._changed = asyncio.Event()  # replaced by a fresh one at every change
         self._tg: asyncio.TaskGroup | None = None
-        self._draining = False  # stopping: new requests are refused
-        self._cut = asyncio.Event()  # the grace period is over: what still runs is ended
+        self._admission = Admission(settings, self, clock)
+        self._placer = Placer(settings, memory_probe, self)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -163,9 +72,11 @@ class Supervisor:
         *,
         spawn: RunnerFactory | None = None,
         force: asyncio.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
         memory_probe: MemoryProbe = probe_machine,
     ) -> AsyncIterator[Supervisor]:
-        self = cls(settings, spawn=spawn, memory_probe=memory_probe)
+        """The supervisor, owning its tasks (expiries, watchers, pingers) in one TaskGroup."""
+        self = cls(settings, spawn=spawn, clock=clock, memory_probe=memory_probe)
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             if self._pool is not None:
@@ -175,72 +86,7 @@ class Supervisor:
             finally:
                 await self.aclose(force=force is not None and force.is_set())
 
-    # ------------------------------------------------------------------ leases
-
-    async def acquire(
-        self, model: LocalModel, params: LoadParams, keep_alive_s: float | None
-    ) -> Loaded:
-        """A runner for ``model`` that serves ``params``, loading it if needed; refcount + 1."""
-        if self._draining:
-            raise ShuttingDownError()
-        key = runner_key(params)
-        mode = CpuMode.PLAIN if key in self._plain else self.cpu_mode
-        params = msgspec.structs.replace(params, cpu_mode=mode)
-        slot = self._slots.get(key)
-        if slot is not None and slot.usable and policy.serves(slot.params, params):
-            self._attach(slot, model, params, keep_alive_s)
-            return slot
-        if self._pending >= self.settings.max_queue:
-            raise ServerBusyError()
-        self._pending += 1
-        try:
-            async with self._load_lock:
-                slot = self._slots.get(key)
-                if slot is not None and slot.usable and policy.serves(slot.params, params):
-                    self._attach(slot, model, params, keep_alive_s)
-                    return slot
-                if slot is not None:
-                    await self._retire(slot, "reload", wait_idle=True)
-                params, where, need_ram = await self._place(model, params)
-                try:
-                    slot = await self._load(key, model, params, keep_alive_s)
-                except RunnerCrashedError as exc:  # (a load that failed cleanly is not retried)
-                    log.warning("runner died while loading %s; once more: %s", model.name, exc)
-                    slot = await self._load(key, model, params, keep_alive_s)
-                slot.need_ram = need_ram
-                slot.vram = await self._measure_vram(slot, where.on_gpu)
-                slot.all_on_gpu = where.whole and where.n_gpu_layers > 0
-                self._attach(slot, model, params, keep_alive_s)
-                return slot
-        finally:
-            self._pending -= 1
-
-    def release(self, slot: Loaded) -> None:
-        """Synchronous, so it can run from any cleanup path."""
-        slot.refcount -= 1
-        slot.last_used = self._clock()
-        if slot.refcount > 0 or not slot.usable:
-            self._notify()
-            return
-        deadline = policy.expiry_deadline(slot.last_used, slot.keep_alive_s)
-        slot.expires_at = deadline
-        if deadline is not None:
-            if slot.keep_alive_s <= 0:
-                self._spawn_task(self._retire(slot, "expired"))
-            else:
-                loop = asyncio.get_running_loop()
-                slot.timer = loop.call_later(slot.keep_alive_s, self._expire, slot)
-        self._notify()
-
-    @contextlib.asynccontextmanager
-    async def lease(
-        self, model: LocalModel, params: LoadParams, keep_alive_s: float | None
-    ) -> AsyncIterator[Loaded]:
-        slot = await self.acquire(model, params, keep_alive_s)
-        try:
-            yield slot
-        finally:
-            self.release(slot)
+    # ------------------------------------------------------------------ Runners (service.py)
 
     async def request(
         self,
@@ -250,6 +96,8 @@ class Supervisor:
         build: Callable[[int], Msg],
         timing: RequestTiming | None = None,
         deadline_s: float | None = None,
+        *,
+        seat: bool = True,
     ) -> AsyncIterator[list[FromRunner]]:
         """Run one request, yielding batches of its replies until the terminal one.
 
@@ -258,14 +106,16 @@ class Supervisor:
         """
         for attempt in (0, 1):
             started = self._clock()
-            slot = await self._enter(model, params, keep_alive_s, deadline_s)
+            loaded = await self._admission.enter(
+                model, params, keep_alive_s, seat=seat, deadline_s=deadline_s
+            )
             if timing is not None:
                 timing.load_s += self._clock() - started
-                timing.pid = slot.runner.pid
+                timing.pid = loaded.runner.pid
             stream = None
             produced = False
             try:
-                stream = slot.runner.client.open(build)
+                stream = loaded.runner.client.open(build)
                 while not stream.finished:
                     try:
                         batch = await stream.next_batch()
@@ -281,335 +131,265 @@ class Supervisor:
             finally:
                 if stream is not None:
                     stream.close()
-                slot.seats.release()
-                self.release(slot)
+                self._admission.leave(loaded, seat=seat)
 
-    async def _enter(
+    async def call(
         self,
         model: LocalModel,
         params: LoadParams,
         keep_alive_s: float | None,
-        deadline_s: float | None,
-    ) -> Loaded:
-        """Admission: a lease plus a seat, within the queue bound and the request's deadline;
-        ``ShuttingDownError`` when the daemon stops first."""
-        if self._draining:
-            raise ShuttingDownError()
-        if self._waiting >= self.settings.max_queue:
-            raise ServerBusyError()
-        self._waiting += 1
-        try:
-            slot = await until(self._seat(model, params, keep_alive_s, deadline_s), self._cut)
-        except Interrupted:
-            raise ShuttingDownError() from None
-        finally:
-            self._waiting -= 1
-        if self._cut.is_set():  # seated by the cut itself (a seat it freed): too late to start
-            slot.seats.release()
-            self.release(slot)
-            raise ShuttingDownError()
-        return slot
+        build: Callable[[int], Msg],
+    ) -> FromRunner:
+        replies = [
+            msg
+            async for batch in self.request(model, params, keep_alive_s, build, seat=False)
+            for msg in batch
+        ]
+        if len(replies) != 1:
+            raise ProtocolError(f"expected one reply, got {replies!r}", model=model.name)
+        return replies[0]
 
-    async def _seat(
-        self,
-        model: LocalModel,
-        params: LoadParams,
-        keep_alive_s: float | None,
-        deadline_s: float | None,
-    ) -> Loaded:
-        deadline = self.settings.queue_timeout_s if deadline_s is None else deadline_s
-        slot: Loaded | None = None
-        seated = False
-        waited_from = self._clock()
+    async def load(
+        self, model: LocalModel, params: LoadParams, keep_alive_s: float | None
+    ) -> RunnerStats:
+        loaded = await self._admission.enter(model, params, keep_alive_s, seat=False)
         try:
-            async with asyncio.timeout(None if math.isinf(deadline) else deadline):
-                slot = await self.acquire(model, params, keep_alive_s)
-                slot.queued += 1
-                try:
-                    await slot.seats.acquire()
-                    seated = True
-                finally:
-                    slot.queued -= 1
-            slot.waits += 1
-            slot.wait_total_s += self._clock() - waited_from
-            return slot
-        except TimeoutError:
-            raise ServerBusyError(
-                f"server busy: request waited {deadline:g}s for model {model.name}"
-            ) from None
+            return self._stats_of(loaded, loaded.runner.stats_rss())
         finally:
-            if slot is not None and not seated:
-                self.release(slot)
+            self._admission.leave(loaded, seat=False)
+
+    async def unload(self, model: LocalModel, params: LoadParams) -> bool:
+        """``power stop``: unload now if idle, else as soon as the last request ends."""
+        loaded = self._runners.get(runner_key(params))
+        if loaded is None:
+            return False
+        loaded.keep_alive_s = 0.0
+        if loaded.refcount == 0:
+            await self._retire(loaded, "unloaded")
+        return True
+
+    async def stats(self) -> list[RunnerStats]:
+        runners = self.loaded()
+        rss = await asyncio.to_thread(lambda: [x.runner.stats_rss() for x in runners])
+        return [self._stats_of(x, r) for x, r in zip(runners, rss, strict=True)]
+
+    def _stats_of(self, loaded: LoadedRunner, rss: int) -> RunnerStats:
+        ready, hello = loaded.runner.ready, loaded.runner.hello
+        n_ctx = ready.n_ctx if ready is not None else loaded.params.n_ctx
+        mode = ready.cpu_mode if ready is not None else loaded.params.cpu_mode
+        default = self.cpu_mode
+        if hello is not None:
+            default, _ = policy.default_cpu_mode(self.settings.cpu_extra_buffers, hello)
+        served = loaded.served or {loaded.model.name: (loaded.model, n_ctx)}
+        models = tuple(
+            ServedModel(
+                name=m.name,
+                digest=m.digest,
+                details=msgspec.to_builtins(m.details),
+                context_length=min(own, n_ctx),
+            )
+            for m, own in served.values()
+        )
+        return RunnerStats(
+            pid=loaded.runner.pid,
+            models=models,
+            n_ctx=n_ctx,
+            n_vocab=ready.n_vocab if ready is not None else 0,
+            num_parallel=ready.num_parallel if ready is not None else 1,
+            rss=rss,
+            vram=loaded.vram,
+            all_on_gpu=loaded.all_on_gpu,
+            expires_at=self._expires_at(loaded),
+            requests_in_flight=loaded.refcount,
+            queued=loaded.queued,
+            mean_wait_s=round(loaded.wait_total_s / loaded.waits, 6) if loaded.waits else 0.0,
+            load_s=ready.load_s if ready is not None else 0.0,
+            cpu_mode=str(mode),
+            cpu_mode_is_default=mode == default,
+        )
+
+    def _expires_at(self, loaded: LoadedRunner) -> float | None:
+        """Wall-clock expiry; a busy runner's is estimated as now + keep_alive, as Ollama does."""
+        if loaded.expires_at is not None:
+            return time.time() + max(0.0, loaded.expires_at - self._clock())
+        if math.isinf(loaded.keep_alive_s):
+            return None
+        return time.time() + max(0.0, loaded.keep_alive_s)
+
+    # ------------------------------------------------------------------ leases (admission)
+
+    async def acquire(
+        self, model: LocalModel, params: LoadParams, keep_alive_s: float | None
+    ) -> LoadedRunner:
+        """A runner for ``model`` that serves ``params``, loading it if needed; refcount + 1."""
+        key = runner_key(params)
+        mode = CpuMode.PLAIN if key in self.plain else self.cpu_mode
+        params = msgspec.structs.replace(params, cpu_mode=mode)
+        loaded = self._runners.get(key)
+        if loaded is None or not loaded.usable or not policy.serves(loaded.params, params):
+            async with self._load_lock:
+                loaded = self._runners.get(key)
+                if loaded is None or not loaded.usable or not policy.serves(loaded.params, params):
+                    loaded = await self._load(key, model, params, keep_alive_s, loaded)
+        self._attach(loaded, model, params, keep_alive_s)
+        return loaded
+
+    def release(self, loaded: LoadedRunner) -> None:
+        """Synchronous, so it can run from any cleanup path."""
+        loaded.refcount -= 1
+        loaded.last_used = self._clock()
+        if loaded.refcount == 0 and loaded.usable:
+            deadline = policy.expiry_deadline(loaded.last_used, loaded.keep_alive_s)
+            loaded.expires_at = deadline
+            if deadline is not None and loaded.keep_alive_s <= 0:
+                self._spawn_task(self._retire(loaded, "expired"))
+            elif deadline is not None:
+                loop = asyncio.get_running_loop()
+                loaded.timer = loop.call_later(loaded.keep_alive_s, self._expire, loaded)
+        self.notify()
 
     def _attach(
-        self, slot: Loaded, model: LocalModel, params: LoadParams, keep_alive_s: float | None
+        self,
+        loaded: LoadedRunner,
+        model: LocalModel,
+        params: LoadParams,
+        keep_alive_s: float | None,
     ) -> None:
-        slot.served[model.name] = (model, params.n_ctx)  # (models may share one runner)
-        slot.refcount += 1
-        slot.expires_at = None
-        if slot.timer is not None:
-            slot.timer.cancel()
-            slot.timer = None
+        loaded.served[model.name] = (model, params.n_ctx)  # (models may share one runner)
+        loaded.refcount += 1
+        loaded.expires_at = None
+        if loaded.timer is not None:
+            loaded.timer.cancel()
+            loaded.timer = None
         if keep_alive_s is not None:
-            slot.keep_alive_s = keep_alive_s
+            loaded.keep_alive_s = keep_alive_s
 
     # ------------------------------------------------------------------ loading and unloading
 
     async def _load(
-        self, key: str, model: LocalModel, params: LoadParams, keep_alive_s: float | None
-    ) -> Loaded:
-        runner = await self._spawn(params, model=model.name)
+        self,
+        key: str,
+        model: LocalModel,
+        params: LoadParams,
+        keep_alive_s: float | None,
+        old: LoadedRunner | None,
+    ) -> LoadedRunner:
+        """Replace ``old`` (waiting for it to be idle), make room, load; the new runner."""
+        if old is not None:
+            await self._retire(old, "reload", wait_idle=True)
+        placed = await self._placer.place(model, params)
+        try:
+            runner = await self._spawn(placed.params, model=model.name)
+        except RunnerCrashedError as exc:  # (a load that failed cleanly is not retried)
+            log.warning("runner died while loading %s; once more: %s", model.name, exc)
+            runner = await self._spawn(placed.params, model=model.name)
         now = self._clock()
-        slot = Loaded(
+        loaded = LoadedRunner(
             key=key,
             model=model,
-            params=params,
+            params=placed.params,
             runner=runner,
             keep_alive_s=self.settings.keep_alive_s if keep_alive_s is None else keep_alive_s,
             loaded_at=now,
             last_used=now,
+            need_ram=placed.need_ram,
         )
         ready = runner.ready
-        slot.seats = asyncio.Semaphore(ready.num_parallel if ready is not None else 1)
-        self._slots[key] = slot
-        slot.tasks.append(self._spawn_task(self._watch(slot)))
-        slot.tasks.append(self._spawn_task(self._ping(slot)))
-        return slot
+        loaded.seats = asyncio.Semaphore(ready.num_parallel if ready is not None else 1)
+        self._runners[key] = loaded
+        loaded.tasks.append(self._spawn_task(liveness.watch(self, loaded)))
+        loaded.tasks.append(self._spawn_task(liveness.ping(self.settings, loaded)))
+        loaded.vram = await self._placer.measure_vram(loaded, placed.where.on_gpu)
+        loaded.all_on_gpu = placed.where.whole and placed.where.n_gpu_layers > 0
+        return loaded
 
-    async def _place(
-        self, model: LocalModel, params: LoadParams
-    ) -> tuple[LoadParams, memory.Placement, int]:
-        """Make room for one more runner, by count and by memory, and place it on the GPUs.
-
-        Idle runners are unloaded, least valuable first, until the new model's estimate fits in
-        free RAM and the count is under ``max_loaded_models``, and, where idle runners hold
-        VRAM, until every layer fits on the GPUs; busy runners are waited for. A model that
-        cannot fit even with nothing else loaded is an error at once (nothing is evicted for
-        it), not an OOM kill. Returns the params with the placement, the placement, and the RAM
-        the model is estimated to take.
-        """
-        s = self.settings
-        limit = max(1, s.max_loaded_models)
-        metadata = getattr(getattr(model, "gguf", None), "metadata", None) or {}
-        file_size = sum(map(_file_size, (params.model_path, params.projector_path)))
-        est = memory.estimate(
-            metadata,
-            file_size=file_size,
-            n_ctx=params.n_ctx,
-            num_parallel=params.num_parallel,
-            n_batch=params.n_batch,
-            kv_cache_type=params.kv_cache_type,
-        )
-        while True:
-            live = [slot for slot in self._slots.values() if not slot.dead]
-            machine = await asyncio.to_thread(self._probe)
-            where = memory.place(
-                est,
-                machine.gpus,
-                overhead=s.gpu_overhead,
-                spread=s.sched_spread,
-                layers=params.n_gpu_layers,
-                main_gpu=params.main_gpu,
-            )
-            need_ram = est.total - where.on_gpu
-            room = machine.available_ram - _RAM_HEADROOM
-            holders = [slot for slot in live if slot.usable and slot.vram > 0]
-            if len(live) < limit and need_ram <= room:
-                victim = None
-                if not where.whole:  # Ollama evicts rather than leave layers on the CPU
-                    victim = policy.pick_victim(slot.snapshot() for slot in holders)
-                if victim is None:
-                    placed = msgspec.structs.replace(
-                        params,
-                        n_gpu_layers=where.n_gpu_layers,
-                        main_gpu=where.main_gpu,
-                        split_mode=where.split_mode,
-                        tensor_split=where.tensor_split,
-                    )
-                    return placed, where, need_ram
-                await self._retire(self._slots[victim.key], "evicted")
-                continue
-            if need_ram > room:  # would it fit even with every other runner gone?
-                freeable = await asyncio.to_thread(_freeable, live)
-                alone = room + freeable
-                if not live or need_ram > alone:  # then evict nothing for it
-                    memory.blame_options(metadata, params, file_size=file_size, need=need_ram,
-                                         room=alone, default_ctx=s.context_length)  # fmt: skip
-                    raise InsufficientMemoryError(
-                        f"model requires more system memory ({_gib(need_ram)}) than is"
-                        f" available ({_gib(max(0, alone))})"
-                    )
-            victim = policy.pick_victim(slot.snapshot() for slot in live if slot.usable)
-            if victim is not None:
-                await self._retire(self._slots[victim.key], "evicted")
-                continue
-            async with self._changed:  # every runner is busy (or stopping): wait for a change
-                await self._changed.wait()
-
-    async def _measure_vram(self, slot: Loaded, on_gpu: int) -> int:
-        """The runner's VRAM: the driver's per-process figure where there is one (NVIDIA),
-        else the runner's own report, else the placement's estimate (Metal's unified memory)."""
-        ready = slot.runner.ready
-        reported = ready.memory.vram if ready is not None else 0
-        if on_gpu <= 0 and reported <= 0:
-            return 0
-        machine = await asyncio.to_thread(self._probe)
-        if machine.vram_by_pid is not None:
-            return machine.vram_by_pid.get(slot.runner.pid, 0)
-        return reported or on_gpu
-
-    async def _retire(self, slot: Loaded, reason: str, *, wait_idle: bool = False) -> None:
+    async def _retire(self, loaded: LoadedRunner, reason: str, *, wait_idle: bool = False) -> None:
         if wait_idle:
-            async with self._changed:
-                await self._changed.wait_for(lambda: slot.refcount == 0 or slot.dead)
-        if slot.refcount > 0 and not wait_idle:
+            await self.wait_for(lambda: loaded.refcount == 0 or loaded.dead)
+        if loaded.refcount > 0 and not wait_idle:
             return  # someone attached since this was scheduled: it is not idle any more
-        if not slot.stopping:
-            slot.stopping = True
-            slot.reason = reason
-            if slot.timer is not None:
-                slot.timer.cancel()
-        if self._slots.get(slot.key) is slot:
-            del self._slots[slot.key]
+        if not loaded.stopping:
+            loaded.stopping = True
+            loaded.reason = reason
+            if loaded.timer is not None:
+                loaded.timer.cancel()
+        self.forget(loaded)
         s = self.settings
-        await slot.runner.aclose(grace_s=s.runner_stop_grace_s, term_grace_s=s.runner_term_grace_s)
-
-    def _expire(self, slot: Loaded) -> None:
-        slot.timer = None
-        if slot.refcount == 0 and slot.usable:
-            self._spawn_task(self._retire(slot, "expired"))
-
-    async def unload(self, key: str) -> bool:
-        """``power stop``: unload now if idle, else as soon as the last request ends."""
-        slot = self._slots.get(key)
-        if slot is None:
-            return False
-        slot.keep_alive_s = 0.0
-        if slot.refcount == 0:
-            await self._retire(slot, "unloaded")
-        return True
-
-    async def _watch(self, slot: Loaded) -> None:
-        rc = await slot.runner.wait_exited()
-        slot.dead = True
-        if slot.timer is not None:
-            slot.timer.cancel()
-        if self._slots.get(slot.key) is slot:
-            del self._slots[slot.key]
-        if slot.stopping:
-            log.info(
-                "runner unloaded: model=%s pid=%d reason=%s (%s)",
-                slot.model.name,
-                slot.runner.pid,
-                slot.reason,
-                describe_exit(rc),
-            )
-            error: RunnerError = RunnerError(
-                f"model {slot.model.name} was unloaded ({slot.reason})", model=slot.model.name
-            )
-        else:
-            error = slot.runner.crash_error(rc)
-            log.error("%s", error)
-            self._fall_back(slot, rc)  # before the requests fail: their retry loads plain
-        slot.runner.client.fail_all(error)
-        for task in slot.tasks:
-            if task is not asyncio.current_task():
-                task.cancel()
-        await slot.runner.aclose(grace_s=0, term_grace_s=0)
-        self._notify()
-
-    def _fall_back(self, slot: Loaded, returncode: int) -> None:
-        """A runner killed by a CPU fault before its first decode finished: llama.cpp's CPU
-        kernels are suspected, so this model loads with plain buffers from now on."""
-        if -returncode not in _KERNEL_FAULTS or slot.runner.client.decoded:
-            return
-        ready = slot.runner.ready
-        if ready is None or ready.cpu_mode == CpuMode.PLAIN or slot.key in self._plain:
-            return
-        self._plain.add(slot.key)
-        log.warning(
-            "model runner for %s (pid %d) died of %s in its first decode in CPU mode %s;"
-            " llama.cpp's CPU kernels are suspected, so %s now loads in CPU mode plain"
-            " (no extra buffer types) for the rest of this daemon's life. Its last lines: %s",
-            slot.model.name,
-            slot.runner.pid,
-            signal.Signals(-returncode).name,
-            ready.cpu_mode,
-            slot.model.name,
-            " | ".join(slot.runner.stderr_lines[-5:]) or "(none)",
+        await loaded.runner.aclose(
+            grace_s=s.runner_stop_grace_s, term_grace_s=s.runner_term_grace_s
         )
 
-    async def _ping(self, slot: Loaded) -> None:
-        s = self.settings
-        while not slot.dead:
-            await asyncio.sleep(s.ping_interval_s)
-            try:
-                await slot.runner.client.ping(s.ping_timeout_s)
-            except TimeoutError:
-                error = RunnerTimeoutError(
-                    f"model runner for {slot.model.name} (pid {slot.runner.pid}) stopped"
-                    f" responding for {s.ping_timeout_s:.0f}s and was killed",
-                    model=slot.model.name,
-                    pid=slot.runner.pid,
-                    stderr_tail=slot.runner.stderr_lines,
-                )
-                log.error("%s", error)
-                slot.runner.client.fail_all(error)
-                slot.stopping, slot.reason = True, "hung"
-                slot.runner.kill_nowait()
-                return
-            except Exception:
-                return  # the watcher reports the exit
+    def _expire(self, loaded: LoadedRunner) -> None:
+        loaded.timer = None
+        if loaded.refcount == 0 and loaded.usable:
+            self._spawn_task(self._retire(loaded, "expired"))
+
+    # ------------------------------------------------------------------ the pool (placement)
+
+    def live(self) -> list[LoadedRunner]:
+        return self.loaded()
+
+    async def evict(self, loaded: LoadedRunner) -> None:
+        await self._retire(loaded, "evicted")
+
+    async def wait_for_change(self) -> None:
+        await self._changed.wait()
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            await self._changed.wait()
+
+    def notify(self) -> None:
+        """Something changed (a release, an exit): wake whoever waits for a change."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def forget(self, loaded: LoadedRunner) -> None:
+        if self._runners.get(loaded.key) is loaded:
+            del self._runners[loaded.key]
 
     # ------------------------------------------------------------------ stopping
 
     def drain(self) -> int:
         """Refuse new requests from now on; returns how many are in flight or waiting."""
-        self._draining = True
-        return self._waiting + sum(slot.refcount - slot.queued for slot in self.loaded())
+        self._admission.draining = True
+        return self._admission.waiting + sum(x.refcount - x.queued for x in self.loaded())
 
     def cut(self) -> int:
         """End every request still in flight or waiting with ``ShuttingDownError`` (each is
         cancelled on its runner); returns how many were running."""
-        self._draining = True
-        self._cut.set()
+        self._admission.draining = True
+        self._admission.cut.set()
         error = ShuttingDownError("server is shutting down: the request was cut short")
-        return sum(slot.runner.client.fail_requests(error) for slot in self.loaded())
+        return sum(x.runner.client.fail_requests(error) for x in self.loaded())
 
     # ------------------------------------------------------------------ state
 
-    def loaded(self) -> list[Loaded]:
-        return [s for s in self._slots.values() if not s.dead]
-
-    def _notify(self) -> None:
-        self._spawn_task(self._notify_async())
-
-    async def _notify_async(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def loaded(self) -> list[LoadedRunner]:
+        return [x for x in self._runners.values() if not x.dead]
 
     def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        if self._tg is None:
+        if self._tg is None:  # a Supervisor used without open(): tests that drive it by hand
             return asyncio.ensure_future(coro)
         return self._tg.create_task(coro)
 
     async def aclose(self, *, force: bool = False) -> None:
         """Stop every runner in parallel under one deadline; always reap."""
-        slots = list(self._slots.values())
-        for slot in slots:
-            slot.stopping, slot.reason = True, "shutdown"
-            if slot.timer is not None:
-                slot.timer.cancel()
+        runners = list(self._runners.values())
+        for loaded in runners:
+            loaded.stopping, loaded.reason = True, "shutdown"
+            if loaded.timer is not None:
+                loaded.timer.cancel()
         s = self.settings
         grace = 0.0 if force else s.runner_stop_grace_s
         term = 0.0 if force else s.runner_term_grace_s
         await asyncio.gather(
-            *(slot.runner.aclose(grace_s=grace, term_grace_s=term) for slot in slots),
+            *(x.runner.aclose(grace_s=grace, term_grace_s=term) for x in runners),
             return_exceptions=True,
         )
-        self._slots.clear()
+        self._runners.clear()
         if self._pool is not None:
             await self._pool.aclose()
-        for slot in slots:
-            for task in slot.tasks:
+        for loaded in runners:
+            for task in loaded.tasks:
                 task.cancel()

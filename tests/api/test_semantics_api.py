@@ -1,53 +1,37 @@
-"""/api/chat, /api/generate and /api/embed semantics over a scripted fake supervisor.
+"""/api/chat, /api/generate and /api/embed semantics: the real app over scripted runners.
 
-The fake implements what the handlers use of ``Supervisor`` (``request``, ``lease``,
-``unload``) and replays runner events, so the exact NDJSON the gateway makes from them can be
-asserted: format, thinking, tool calls while streaming, logprobs alignment, history truncation
-and embeddings.
+``ScriptedRunners`` replays runner events, so the exact NDJSON the gateway makes from them can
+be asserted: format, thinking, tool calls while streaming, logprobs alignment, history
+truncation and embeddings.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import itertools
 import json
 import math
-import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
-from starlette.exceptions import StarletteDeprecationWarning
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
-from power.api import chat, embed, generate
 from power.config import Settings
 from power.create.build import create_model
-from power.errors import PowerError
 from power.store.store import ModelStore
 from proto import (
     Done,
     Embed,
-    Embeddings,
-    Generate,
     Msg,
     Stats,
     Tokenize,
-    Tokenized,
     TokenLogprob,
     Tokens,
 )
 from tests.api.test_models_api import tiny_gguf
 from tests.model.synth import write_gguf
-
-with warnings.catch_warnings():  # starlette prefers httpx2; plain httpx works the same here
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
+from tests.support.app import TestClient, app_client
+from tests.support.runners import ScriptedRunners
 
 QWEN = (
     "{{- if .Tools }}<tools>{{ range .Tools }}{{ json .Function }}{{ end }}</tools>{{ end }}"
@@ -98,75 +82,13 @@ def done(**stats: Any) -> Done:
     return Done(id=1, reason="stop", stats=Stats(**stats))
 
 
-class FakeStream:
-    def __init__(self, reply: Msg) -> None:
-        self.id = 1
-        self._reply = reply
-
-    async def next_batch(self) -> list[Msg]:
-        return [self._reply]
-
-    def close(self) -> None:
-        pass
-
-
-class FakeSupervisor:
-    """Replays ``script`` (batches of runner events) for each generation."""
-
-    def __init__(self) -> None:
-        self.script: list[list[Msg]] = [[done()]]
-        self.vectors: list[list[float]] = []
-        self.sent: list[Msg] = []
-        self.n_ctx = 4096
-        self.leases = 0
-        self._ids = itertools.count(1)
-
-    async def request(
-        self, model: Any, params: Any, keep_alive_s: Any, build: Callable[[int], Msg], **kw: Any
-    ) -> AsyncIterator[list[Msg]]:
-        msg = build(1)
-        self.sent.append(msg)
-        if isinstance(msg, Embed):
-            n = sum(len(text.split()) for text in msg.inputs)
-            yield [Embeddings(id=1, vectors=tuple(map(tuple, self.vectors)), prompt_tokens=n)]
-            yield [done(prompt_tokens=n)]
-            return
-        for batch in self.script:
-            yield batch
-
-    @contextlib.asynccontextmanager
-    async def lease(self, model: Any, params: Any, keep_alive_s: Any) -> AsyncIterator[Any]:
-        self.leases += 1
-        client = SimpleNamespace(open=self._open, forget=lambda _id: None)
-        runner = SimpleNamespace(client=client, ready=SimpleNamespace(n_ctx=self.n_ctx))
-        yield SimpleNamespace(runner=runner, model=model)
-
-    def _open(self, build: Callable[[int], Msg]) -> FakeStream:
-        msg = build(next(self._ids))
-        assert isinstance(msg, Tokenize)
-        self.sent.append(msg)
-        count = len(msg.text.split()) + int(msg.add_special)
-        return FakeStream(Tokenized(id=1, tokens=tuple(range(count))))
-
-    async def unload(self, key: str) -> bool:
-        return True
-
-    def generations(self) -> list[Generate]:
-        return [m for m in self.sent if isinstance(m, Generate)]
-
-
-async def _power_error(request: Request, exc: Exception) -> Response:
-    status = exc.status if isinstance(exc, PowerError) else 500
-    return JSONResponse({"error": str(exc)}, status_code=status)
+@pytest.fixture
+def sup() -> ScriptedRunners:
+    return ScriptedRunners()
 
 
 @pytest.fixture
-def sup() -> FakeSupervisor:
-    return FakeSupervisor()
-
-
-@pytest.fixture
-def client(tmp_path: Path, sup: FakeSupervisor) -> Iterator[TestClient]:
+def client(tmp_path: Path, sup: ScriptedRunners) -> Iterator[TestClient]:
     store = ModelStore(tmp_path / "models")
     gguf = store.add_blob_from_file(tiny_gguf(tmp_path / "tiny.gguf"))
     for name, template in (("qwen", QWEN), ("plain", PLAIN)):
@@ -176,14 +98,7 @@ def client(tmp_path: Path, sup: FakeSupervisor) -> Iterator[TestClient]:
     projector = store.add_blob_from_file(write_gguf(tmp_path / "mmproj.gguf", clip, {}))
     for _ in create_model(store, "vis", {"from": "plain", "files": {"mmproj.gguf": projector}}):
         pass
-    app = Starlette(
-        routes=[*chat.routes, *generate.routes, *embed.routes],
-        exception_handlers={PowerError: _power_error},
-    )
-    app.state.store = store
-    app.state.supervisor = sup
-    app.state.settings = Settings(home=str(tmp_path))
-    with TestClient(app) as c:
+    with app_client(Settings(home=str(tmp_path)), sup, store) as c:
         yield c
 
 
@@ -238,7 +153,7 @@ def test_tools_need_the_tools_capability(client: TestClient) -> None:
      ({"type": "object", "required": ["a"]}, '{"type":"object","required":["a"]}')],
 )  # fmt: skip
 def test_format_reaches_the_runner_as_json_schema(
-    client: TestClient, sup: FakeSupervisor, fmt: Any, expected: str
+    client: TestClient, sup: ScriptedRunners, fmt: Any, expected: str
 ) -> None:
     client.post("/api/generate", json={"model": "plain", "prompt": "x", "format": fmt})
     client.post("/api/chat", json={"model": "plain", "format": fmt,
@@ -246,7 +161,7 @@ def test_format_reaches_the_runner_as_json_schema(
     assert [g.json_schema for g in sup.generations()] == [expected, expected]
 
 
-def test_format_is_not_applied_while_thinking(client: TestClient, sup: FakeSupervisor) -> None:
+def test_format_is_not_applied_while_thinking(client: TestClient, sup: ScriptedRunners) -> None:
     msgs = [{"role": "user", "content": "x"}]
     client.post("/api/chat", json={"model": "qwen", "messages": msgs, "format": "json"})
     body = {"model": "qwen", "messages": msgs, "format": "json", "think": False}
@@ -257,7 +172,7 @@ def test_format_is_not_applied_while_thinking(client: TestClient, sup: FakeSuper
 # -- thinking --------------------------------------------------------------------------------
 
 
-def test_chat_splits_thinking_while_streaming(client: TestClient, sup: FakeSupervisor) -> None:
+def test_chat_splits_thinking_while_streaming(client: TestClient, sup: ScriptedRunners) -> None:
     sup.script = [*each("<th", "ink>Let me", " think.</th", "ink>\n\nIt is", " 4."), [done()]]
     body = {"model": "qwen", "messages": [{"role": "user", "content": "2+2?"}]}
     got = lines(client.post("/api/chat", json=body))
@@ -271,7 +186,7 @@ def test_chat_splits_thinking_while_streaming(client: TestClient, sup: FakeSuper
 
 
 def test_think_false_leaves_the_tags_in_the_content(
-    client: TestClient, sup: FakeSupervisor
+    client: TestClient, sup: ScriptedRunners
 ) -> None:
     sup.script = [tokens("<think>x</think>y"), [done()]]
     body = {"model": "qwen", "prompt": "q", "think": False, "stream": False}
@@ -279,7 +194,7 @@ def test_think_false_leaves_the_tags_in_the_content(
 
 
 def test_generate_splits_thinking_and_renders_with_think(
-    client: TestClient, sup: FakeSupervisor
+    client: TestClient, sup: ScriptedRunners
 ) -> None:
     sup.script = [*each("<think>hmm</think>", "ok"), [done()]]
     got = lines(client.post("/api/generate", json={"model": "qwen", "prompt": "q"}))
@@ -293,7 +208,7 @@ def test_generate_splits_thinking_and_renders_with_think(
 
 
 def test_tool_calls_stream_whole_with_their_logprobs(
-    client: TestClient, sup: FakeSupervisor
+    client: TestClient, sup: ScriptedRunners
 ) -> None:
     sup.script = [
         *each("<think>weather</think>", "Checking. <tool", logprobs=True),
@@ -325,7 +240,7 @@ def test_tool_calls_stream_whole_with_their_logprobs(
     assert "logprobs" not in final
 
 
-def test_held_back_logprobs_reach_the_final_chunk(client: TestClient, sup: FakeSupervisor) -> None:
+def test_held_back_logprobs_reach_the_final_chunk(client: TestClient, sup: ScriptedRunners) -> None:
     sup.script = [tokens("ok ", "<tool_call>", logprobs=True), [done()]]
     body = {"model": "qwen", "messages": [{"role": "user", "content": "x"}], "tools": TOOLS,
             "logprobs": True, "think": False}  # fmt: skip
@@ -335,7 +250,9 @@ def test_held_back_logprobs_reach_the_final_chunk(client: TestClient, sup: FakeS
     assert [lp["token"] for lp in merged["logprobs"]] == ["ok ", "<tool_call>"]
 
 
-def test_tool_definitions_and_results_are_rendered(client: TestClient, sup: FakeSupervisor) -> None:
+def test_tool_definitions_and_results_are_rendered(
+    client: TestClient, sup: ScriptedRunners
+) -> None:
     messages = [
         {"role": "user", "content": "Weather in Paris?"},
         {"role": "assistant", "content": "",
@@ -352,7 +269,7 @@ def test_tool_definitions_and_results_are_rendered(client: TestClient, sup: Fake
     assert prompt.endswith("<|tool|>21C<|assistant|>")
 
 
-def test_non_streamed_chat_collects_every_call(client: TestClient, sup: FakeSupervisor) -> None:
+def test_non_streamed_chat_collects_every_call(client: TestClient, sup: ScriptedRunners) -> None:
     call = '<tool_call>{"name": "get_weather", "arguments": {"city": "%s"}}</tool_call>'
     sup.script = [tokens(call % "Paris"), tokens("\n" + call % "Rome"), [done()]]
     body = {"model": "qwen", "messages": [{"role": "user", "content": "x"}], "tools": TOOLS,
@@ -364,7 +281,7 @@ def test_non_streamed_chat_collects_every_call(client: TestClient, sup: FakeSupe
 
 
 def test_generate_returns_tool_calls_for_a_tools_model(
-    client: TestClient, sup: FakeSupervisor
+    client: TestClient, sup: ScriptedRunners
 ) -> None:
     sup.script = [tokens('<tool_call>{"name": "f", "arguments": {"a": 1}}</tool_call>'), [done()]]
     body = {"model": "qwen", "prompt": "x", "think": False, "stream": False}
@@ -373,7 +290,7 @@ def test_generate_returns_tool_calls_for_a_tools_model(
     assert resp["tool_calls"][0]["function"] == {"index": 0, "name": "f", "arguments": {"a": 1}}
 
 
-def test_without_tools_tool_text_is_content(client: TestClient, sup: FakeSupervisor) -> None:
+def test_without_tools_tool_text_is_content(client: TestClient, sup: ScriptedRunners) -> None:
     text = '<tool_call>{"name": "f", "arguments": {}}</tool_call>'
     sup.script = [tokens(text), [done()]]
     body = {"model": "qwen", "messages": [{"role": "user", "content": "x"}], "think": False,
@@ -396,7 +313,7 @@ def _history(n: int) -> list[dict[str, str]]:
 
 
 def test_oldest_history_is_dropped_to_fit_the_context(
-    client: TestClient, sup: FakeSupervisor
+    client: TestClient, sup: ScriptedRunners
 ) -> None:
     body = {"model": "plain", "messages": _history(10), "options": {"num_ctx": 100}}
     assert client.post("/api/chat", json=body).status_code == 200
@@ -408,7 +325,7 @@ def test_oldest_history_is_dropped_to_fit_the_context(
     assert sum(isinstance(m, Tokenize) for m in sup.sent) <= 6  # a binary search, not a scan
 
 
-def test_a_prompt_that_fits_is_not_counted(client: TestClient, sup: FakeSupervisor) -> None:
+def test_a_prompt_that_fits_is_not_counted(client: TestClient, sup: ScriptedRunners) -> None:
     body = {"model": "plain", "messages": _history(10)}
     assert client.post("/api/chat", json=body).status_code == 200
     assert not any(isinstance(m, Tokenize) for m in sup.sent)
@@ -416,7 +333,7 @@ def test_a_prompt_that_fits_is_not_counted(client: TestClient, sup: FakeSupervis
 
 
 def test_truncate_false_keeps_everything_for_the_runner_to_judge(
-    client: TestClient, sup: FakeSupervisor
+    client: TestClient, sup: ScriptedRunners
 ) -> None:
     body = {"model": "plain", "messages": _history(10), "options": {"num_ctx": 100},
             "truncate": False}  # fmt: skip
@@ -434,7 +351,7 @@ def b64(data: bytes) -> str:
 
 
 def test_images_reach_the_runner_in_the_order_their_tags_number_them(
-    client: TestClient, sup: FakeSupervisor
+    client: TestClient, sup: ScriptedRunners
 ) -> None:
     messages = [
         {"role": "user", "content": "first", "images": [b64(b"one"), b64(b"two")]},
@@ -454,7 +371,7 @@ def test_images_reach_the_runner_in_the_order_their_tags_number_them(
 
 
 def test_history_truncation_counts_images_and_renumbers_the_kept_ones(
-    client: TestClient, sup: FakeSupervisor
+    client: TestClient, sup: ScriptedRunners
 ) -> None:
     messages = [
         {"role": "user", "content": "old", "images": [b64(b"old")]},
@@ -489,7 +406,7 @@ def test_history_truncation_counts_images_and_renumbers_the_kept_ones(
     ],
 )
 def test_bad_images_are_400_before_the_runner(
-    client: TestClient, sup: FakeSupervisor, path: str, body: dict[str, Any], error: str
+    client: TestClient, sup: ScriptedRunners, path: str, body: dict[str, Any], error: str
 ) -> None:
     resp = client.post(path, json={"model": "vis", **body})
     assert resp.status_code == 400
@@ -500,7 +417,7 @@ def test_bad_images_are_400_before_the_runner(
 # -- embeddings ------------------------------------------------------------------------------
 
 
-def test_embed_normalises_cuts_and_reports(client: TestClient, sup: FakeSupervisor) -> None:
+def test_embed_normalises_cuts_and_reports(client: TestClient, sup: ScriptedRunners) -> None:
     sup.vectors = [[3.0, 4.0, 12.0], [1.0, 0.0, 0.0]]
     resp = client.post("/api/embed", json={"model": "plain", "input": ["a b", "c"]})
     body = resp.json()
@@ -525,11 +442,11 @@ def test_embed_rejects_other_input_types(client: TestClient, value: Any) -> None
 
 @pytest.mark.parametrize("value", [None, "", []])
 def test_empty_embed_input_loads_the_model(
-    client: TestClient, sup: FakeSupervisor, value: Any
+    client: TestClient, sup: ScriptedRunners, value: Any
 ) -> None:
     resp = client.post("/api/embed", json={"model": "plain", "input": value})
     assert resp.json() == {"model": "plain", "embeddings": []}
-    assert sup.leases == 1
+    assert sup.loads == 1
 
 
 def test_embed_model_not_found_uses_ollamas_wording(client: TestClient) -> None:
@@ -538,14 +455,14 @@ def test_embed_model_not_found_uses_ollamas_wording(client: TestClient) -> None:
     assert resp.json() == {"error": 'model "ghost" not found, try pulling it first'}
 
 
-def test_nan_embeddings_are_refused(client: TestClient, sup: FakeSupervisor) -> None:
+def test_nan_embeddings_are_refused(client: TestClient, sup: ScriptedRunners) -> None:
     sup.vectors = [[math.nan, 1.0]]
     resp = client.post("/api/embed", json={"model": "plain", "input": "x"})
     assert resp.status_code == 400
     assert resp.json() == {"error": "embedding contains NaN or Inf values"}
 
 
-def test_legacy_embeddings_are_not_normalised(client: TestClient, sup: FakeSupervisor) -> None:
+def test_legacy_embeddings_are_not_normalised(client: TestClient, sup: ScriptedRunners) -> None:
     sup.vectors = [[3.0, 4.0]]
     resp = client.post("/api/embeddings", json={"model": "plain", "prompt": "hello"})
     assert resp.json() == {"embedding": [3.0, 4.0]}

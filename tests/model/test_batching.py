@@ -18,6 +18,7 @@ from power.supervisor import RunnerProcess, Supervisor
 from proto import Cancel, Done, Embed, Embeddings, Generate, LoadParams, Sampling, Tokens
 from tests.process.test_runner_control import drain
 from tests.process.test_supervisor import collect
+from tests.support.runners import leased
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
@@ -231,8 +232,8 @@ async def test_an_embed_batch_shares_the_runner_with_a_chat_and_stops_when_cance
     async with Supervisor.open(cfg(tmp_path), spawn=Spawner()) as sup:
         lone_answer, _ = await collect(sup.request(model, p, None, gen(prompt, num_predict=8)))
         lone = [v async for b in sup.request(model, p, None, embed(3)) for v in vectors(b)]
-        async with sup.lease(model, p, None) as slot:
-            client = slot.runner.client
+        async with leased(sup, model, p) as loaded:
+            client = loaded.runner.client
             big = client.open(embed(400))
             first = await big.next_batch()  # its first vectors: it runs
             answer = await drain(client.open(gen(prompt, num_predict=8)))

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from power.api.inference import one_shot
 from power.config import Settings
 from power.errors import InvalidRequestError, RunnerCrashedError
 from power.supervisor import RunnerProcess, Supervisor
@@ -160,11 +159,11 @@ async def test_token_ids_outside_the_vocabulary_are_bad_requests_naming_the_id(
             context = (1, 2, bad, 3)
             with pytest.raises(InvalidRequestError, match=rf"token id {bad} .*0 to 49151"):
                 await collect(sup.request(model, params, None, gen("Hi", tokens=context)))
-            async with sup.lease(model, params, None) as slot:
-                with pytest.raises(InvalidRequestError, match=rf"token id {bad} "):
-                    await one_shot(slot, detokenize(context))
-        async with sup.lease(model, params, None) as slot:
-            ok = await one_shot(slot, lambda i: Detokenize(id=i, tokens=(19556, 28, 905)))
+            with pytest.raises(InvalidRequestError, match=rf"token id {bad} "):
+                await sup.call(model, params, None, detokenize(context))
+        ok = await sup.call(
+            model, params, None, lambda i: Detokenize(id=i, tokens=(19556, 28, 905))
+        )
         assert isinstance(ok, Detokenized)
         assert ok.text
         _, done, _ = await collect(

@@ -165,7 +165,7 @@ async def test_an_idle_runner_holding_vram_is_evicted_so_the_next_model_fits_the
         (second,) = sup.loaded()
         assert second.model.name == "b:latest"
         assert second.params.n_gpu_layers == 2  # whole: 1 block + output layer
-        (row,) = ps_models(sup)
+        (row,) = ps_models(await sup.stats())
         assert row.size == row.size_vram == 100 * mib
 
 

@@ -100,6 +100,6 @@ async def test_ps_shows_any_keep_alive_as_at_most_forever(tmp_path: Path) -> Non
     m.digest, m.details = "0" * 64, {}  # what /api/ps shows of it
     async with Supervisor.open(settings(tmp_path), spawn=Spawner("fake:echo")) as sup:
         await collect(sup.request(m, params(m), 1e308, gen("x")))
-        (entry,) = ps_models(sup)
+        (entry,) = ps_models(await sup.stats())
         expires = datetime.datetime.fromisoformat(entry.expires_at)
         assert expires.year > datetime.datetime.now().year + 200

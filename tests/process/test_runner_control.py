@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from power.api.inference import count_tokens
 from power.errors import InvalidRequestError, RunnerCrashedError
 from power.supervisor import RequestStream, Supervisor
 from proto import (
@@ -23,9 +22,12 @@ from proto import (
     FromRunner,
     LoadParams,
     Msg,
+    Tokenize,
+    Tokenized,
     Tokens,
 )
 from tests.process.test_supervisor import Spawner, collect, gen, model, params, settings
+from tests.support.runners import leased
 
 pytestmark = pytest.mark.anyio
 
@@ -39,6 +41,13 @@ async def drain(stream: RequestStream) -> list[FromRunner]:
         except StopAsyncIteration:
             break
     return out
+
+
+async def count(sup: Supervisor, m: Any, text: str) -> int:
+    """Tokens in ``text`` for model ``m`` (one Tokenize call)."""
+    reply = await sup.call(m, params(m), None, lambda i: Tokenize(id=i, text=text))
+    assert isinstance(reply, Tokenized)
+    return len(reply.tokens)
 
 
 def embed(n: int, **kw: Any) -> Callable[[int], Embed]:
@@ -58,8 +67,7 @@ async def test_a_slow_tokenize_neither_starves_pings_nor_kills_a_concurrent_stre
         stream = asyncio.ensure_future(
             collect(sup.request(m, params(m), None, gen("go", num_predict=400)))
         )
-        async with sup.lease(m, params(m), None) as slot:
-            n = await count_tokens(slot, text, add_special=False)
+        n = await count(sup, m, text)
         out, done = await stream
         assert n == 1 << 19
         assert done.reason == "length"
@@ -75,9 +83,8 @@ async def test_text_over_the_tokenize_limit_is_a_bad_request_that_names_the_limi
     big = "w" * (MAX_TOKENIZE_BYTES + 1)
     limit = f"limit of {MAX_TOKENIZE_BYTES >> 20} MiB"
     async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
-        async with sup.lease(m, params(m), None) as slot:
-            with pytest.raises(InvalidRequestError, match=f"text to tokenize .* {limit}"):
-                await count_tokens(slot, big, add_special=False)
+        with pytest.raises(InvalidRequestError, match=f"text to tokenize .* {limit}"):
+            await count(sup, m, big)
         with pytest.raises(InvalidRequestError, match=f"the prompt .* {limit}"):
             await collect(sup.request(m, params(m), None, gen(big)))
         with pytest.raises(InvalidRequestError, match=f"input 1 .* {limit}"):
@@ -93,8 +100,8 @@ async def test_an_embed_batch_interleaves_with_generation(tmp_path: Path) -> Non
     p = LoadParams(model_path=m.model_path, n_ctx=512, num_parallel=2)
     async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
         alone = await drain_request(sup, m, p, embed(3))
-        async with sup.lease(m, p, None) as slot:
-            client = slot.runner.client
+        async with leased(sup, m, p) as loaded:
+            client = loaded.runner.client
             big = client.open(embed(600))  # 3 s of embedding decodes
             chat = client.open(gen("go", num_predict=3))
             order: list[str] = []
@@ -128,8 +135,8 @@ async def test_a_cancelled_embed_stops_and_the_queued_chat_runs_next(tmp_path: P
     spawn = Spawner("fake:count?delay=0.01")
     m = model(tmp_path)
     async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
-        async with sup.lease(m, params(m), None) as slot:  # one slot: the chat waits
-            client = slot.runner.client
+        async with leased(sup, m, params(m)) as loaded:  # one slot: the chat waits
+            client = loaded.runner.client
             big = client.open(embed(2000))  # 20 s of embedding decodes
             replies = await big.next_batch()  # its first vectors: it is running
             assert isinstance(replies[0], Embeddings)

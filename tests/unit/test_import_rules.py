@@ -54,3 +54,12 @@ def test_gateway_boundaries(package: str, forbidden: set[str]) -> None:
     for module, names in imports_of(package).items():
         bad = {n for n in names if n in forbidden or top(n) in forbidden}
         assert not bad, f"{module} imports {bad}"
+
+
+def test_the_api_sees_the_supervisor_only_through_its_service_interface() -> None:
+    """``power.api`` talks to runners only through ``Runners`` (power.supervisor.service):
+    no runner object, process, client or record is in reach of a handler."""
+    for module, names in imports_of("power/api").items():
+        supervisor = {n for n in names if n.startswith("power.supervisor")}
+        assert supervisor <= {"power.supervisor.service"}, f"{module} imports {supervisor}"
+    assert "Supervisor" not in (ROOT / "power/app.py").read_text()

@@ -1,0 +1,1 @@
+"""What tests share: fakes at the real seams, spawners, waits, free ports, tiny GGUFs."""

@@ -1,0 +1,128 @@
+"""``ScriptedRunners``: the ``Runners`` the API layer sees, replaying scripted runner events.
+
+With it the real app (``create_app``: middleware, error handlers, every route) runs in-process
+and the exact NDJSON and SSE the gateway makes from runner events can be asserted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from power.store.model import LocalModel
+from power.supervisor import LoadedRunner, RequestTiming, RunnerStats, ServedModel, Supervisor
+from proto import (
+    Detokenize,
+    Detokenized,
+    Done,
+    Embed,
+    Embeddings,
+    FromRunner,
+    Generate,
+    LoadParams,
+    Msg,
+    Stats,
+    Tokenize,
+    Tokenized,
+)
+
+__all__ = ["ScriptedRunners", "leased"]
+
+
+class ScriptedRunners:
+    """Replays ``script`` (batches of runner events) for each generation; embeds return
+    ``vectors``; Tokenize counts words (plus one for ``add_special``)."""
+
+    def __init__(self) -> None:
+        self.script: list[list[Msg]] = [[Done(id=1, reason="stop", stats=Stats())]]
+        self.vectors: list[list[float]] = []
+        self.sent: list[Msg] = []
+        self.n_ctx = 4096
+        self.n_vocab = 49152
+        self.loads = 0
+        self.unloads: list[str] = []
+
+    async def request(
+        self,
+        model: LocalModel,
+        params: LoadParams,
+        keep_alive_s: float | None,
+        build: Callable[[int], Msg],
+        timing: RequestTiming | None = None,
+        deadline_s: float | None = None,
+    ) -> AsyncIterator[list[FromRunner]]:
+        msg = build(1)
+        self.sent.append(msg)
+        if isinstance(msg, Embed):
+            n = sum(len(text.split()) for text in msg.inputs)
+            yield [Embeddings(id=1, vectors=tuple(map(tuple, self.vectors)), prompt_tokens=n)]
+            yield [Done(id=1, reason="stop", stats=Stats(prompt_tokens=n))]
+            return
+        for batch in self.script:
+            yield batch  # type: ignore[misc]
+
+    async def call(
+        self,
+        model: LocalModel,
+        params: LoadParams,
+        keep_alive_s: float | None,
+        build: Callable[[int], Msg],
+    ) -> FromRunner:
+        msg = build(1)
+        self.sent.append(msg)
+        if isinstance(msg, Tokenize):
+            count = len(msg.text.split()) + int(msg.add_special)
+            return Tokenized(id=1, tokens=tuple(range(count)))
+        if isinstance(msg, Detokenize):
+            return Detokenized(id=1, text=" ".join(map(str, msg.tokens)))
+        raise AssertionError(f"not a one-reply request: {msg!r}")
+
+    async def load(
+        self, model: LocalModel, params: LoadParams, keep_alive_s: float | None
+    ) -> RunnerStats:
+        self.loads += 1
+        return self._stats(model, params)
+
+    async def unload(self, model: LocalModel, params: LoadParams) -> bool:
+        self.unloads.append(model.name)
+        return True
+
+    async def stats(self) -> list[RunnerStats]:
+        return []
+
+    def generations(self) -> list[Generate]:
+        return [m for m in self.sent if isinstance(m, Generate)]
+
+    def _stats(self, model: LocalModel, params: LoadParams) -> RunnerStats:
+        n_ctx = min(self.n_ctx, params.n_ctx)
+        served = ServedModel(name=model.name, digest=model.digest, details={}, context_length=n_ctx)
+        return RunnerStats(
+            pid=0,
+            models=(served,),
+            n_ctx=n_ctx,
+            n_vocab=self.n_vocab,
+            num_parallel=1,
+            rss=0,
+            vram=0,
+            all_on_gpu=False,
+            expires_at=None,
+            requests_in_flight=0,
+            queued=0,
+            mean_wait_s=0.0,
+            load_s=0.0,
+            cpu_mode="extra",
+            cpu_mode_is_default=True,
+        )
+
+
+@contextlib.asynccontextmanager
+async def leased(
+    sup: Supervisor, model: Any, params: LoadParams, keep_alive_s: float | None = None
+) -> AsyncIterator[LoadedRunner]:
+    """Hold a runner (no sequence) to drive its client by hand, as process tests do."""
+    loaded = await sup.acquire(model, params, keep_alive_s)
+    try:
+        yield loaded
+    finally:
+        sup.release(loaded)
