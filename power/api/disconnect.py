@@ -14,6 +14,7 @@ import contextlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from power.aio import Interrupted, until
 from power.errors import PowerError
 
 __all__ = ["CancelOnDisconnect"]
@@ -30,6 +31,7 @@ class CancelOnDisconnect:
             await self.app(scope, receive, send)
             return
         inbox: asyncio.Queue[Message | PowerError] = asyncio.Queue()
+        gone = asyncio.Event()
 
         async def pump() -> None:
             while True:
@@ -37,9 +39,10 @@ class CancelOnDisconnect:
                     message = await receive()
                 except PowerError as exc:  # a body over the limit: nothing more will be read
                     inbox.put_nowait(exc)
-                    await asyncio.Event().wait()  # the handler answers; it ends this task
+                    return
                 inbox.put_nowait(message)
                 if message["type"] == "http.disconnect":
+                    gone.set()
                     return
 
         async def next_message() -> Message:
@@ -48,19 +51,10 @@ class CancelOnDisconnect:
                 raise item  # the handler meets it as it reads the body
             return item
 
-        handler = asyncio.ensure_future(self.app(scope, next_message, send))
-        reader = asyncio.ensure_future(pump())
+        reader = asyncio.ensure_future(pump())  # owned here: cancelled and awaited below
         try:
-            await asyncio.wait({handler, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if not handler.done():
-                handler.cancel()  # the client is gone
-            with contextlib.suppress(asyncio.CancelledError):
-                await handler
+            with contextlib.suppress(Interrupted):  # the client went: the handler was cancelled
+                await until(self.app(scope, next_message, send), gone)
         finally:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-            if not handler.done():  # we are being cancelled ourselves (server shutdown)
-                handler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await handler
+            await asyncio.wait({reader})

@@ -19,6 +19,7 @@ import msgspec
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from power.aio import Interrupted, until
 from power.errors import PowerError
 
 __all__ = ["NDJSONResponse", "StreamResponse", "ndjson_error_line", "ndjson_lines", "prime"]
@@ -76,18 +77,15 @@ class StreamResponse(Response):
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        body = asyncio.ensure_future(self._send_body(send))
-        gone = asyncio.ensure_future(_wait_disconnect(receive))
+        gone = asyncio.Event()
+        watcher = asyncio.ensure_future(_wait_disconnect(receive, gone))  # awaited below
         try:
-            await asyncio.wait({body, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (body, gone):
-                task.cancel()
-            for task in (body, gone):
-                with contextlib.suppress(asyncio.CancelledError, OSError):
-                    await task
-        if body.cancelled() and not gone.cancelled():
+            await until(self._send_body(send), gone)
+        except (Interrupted, OSError):  # the client went (a write to it may fail first)
             log.debug("client disconnected mid-stream")
+        finally:
+            watcher.cancel()
+            await asyncio.wait({watcher})
 
     async def _send_body(self, send: Send) -> None:
         rest = self._rest
@@ -125,8 +123,9 @@ class NDJSONResponse(StreamResponse):
         )
 
 
-async def _wait_disconnect(receive: Receive) -> None:
+async def _wait_disconnect(receive: Receive, gone: asyncio.Event) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            gone.set()
             return

@@ -82,6 +82,7 @@ class Downloads:
             # saved its part state, so the two never write the same partial file.
             previous = t.task if t is not None else None
             t = Transfer(key, total)
+            # owned by this registry (_active) until done; every follower awaits it
             t.task = asyncio.ensure_future(_after(previous, job, t))
             t.task.add_done_callback(functools.partial(self._finished, t))
             self._active[key] = t
@@ -102,6 +103,7 @@ class Downloads:
         """Start fsyncing the blobs committed so far, in the background."""
         blobs, self._unsynced = self._unsynced, []
         for blob in blobs:
+            # owned by _syncs until done; aclose() awaits what is left
             sync = asyncio.ensure_future(asyncio.to_thread(sync_blob, blob))
             self._syncs.add(sync)
             sync.add_done_callback(self._synced)
@@ -181,7 +183,7 @@ async def download_blob(
         hasher.kick()  # a resumed download's saved prefix is hashed while the rest arrives
         todo = [p for p in parts if p.Completed < p.Size]
         buffer = write_buffer(len(todo))
-        tasks = [
+        tasks = [  # owned here: gathered below, cancelled if one fails
             asyncio.ensure_future(
                 fetch_part(
                     t,

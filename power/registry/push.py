@@ -103,6 +103,7 @@ async def _push_blob(
     yield {"status": status, "digest": digest, "total": total}
     for start in range(0, total, size):
         end = min(start + size, total) - 1
+        # owned here: reported on while it runs, cancelled and awaited if we stop early
         part = asyncio.ensure_future(_patch(client, location, path, start, end, sent))
         try:
             while not part.done():
