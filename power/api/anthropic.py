@@ -21,7 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from power.api import anthropic_convert as cv
-from power.api import inference as inf
+from power.api import response as reply
+from power.api import semantics as sem
 from power.api import tokens
 from power.api.chat import chat_chunks
 from power.api.openai_convert import add_instruction, think_from_effort
@@ -61,7 +62,7 @@ async def _native(state: State, req: MessagesRequest, keep: Any, *, count: bool)
         raise InvalidRequestError("max_tokens: a positive integer is required")
     messages = cv.convert_messages(req.messages, cv.system_text(req.system))
     tools, instruction = cv.tool_choice(cv.convert_tools(req.tools), req.tool_choice)
-    model = await inf.lookup_model(state, req.model)
+    model = await sem.lookup_model(state, req.model)
     think: bool | str | None = None
     effort = (req.output_config or {}).get("effort")
     if "thinking" not in model.capabilities:
@@ -83,12 +84,12 @@ async def _native(state: State, req: MessagesRequest, keep: Any, *, count: bool)
 
 
 async def _input_tokens(state: State, native: ChatRequest) -> int:
-    model = await inf.lookup_model(state, native.model)
+    model = await sem.lookup_model(state, native.model)
     images = any(m.images for m in native.messages)
-    think = inf.check_common(model, think=native.think, top_logprobs=0, images=images)
+    think = sem.check_common(model, think=native.think, top_logprobs=0, images=images)
     messages = [msgspec.to_builtins(m) for m in native.messages]
     text = render_chat(model, messages, tools=native.tools, think=think)
-    ids = await tokens.tokenize(state, model, text, add_special=inf.add_bos_for(model, text))
+    ids = await tokens.tokenize(state, model, text, add_special=sem.add_bos_for(model, text))
     return len(ids)
 
 
@@ -236,7 +237,7 @@ async def messages(request: Request) -> Response:
     result = _Result()
     blocks = _blocks(state, native, req.stop_sequences or [], result)
     if not req.stream:
-        return inf.json_response(await _collect(blocks, head, result))
+        return reply.json_response(await _collect(blocks, head, result))
     first, rest = await prime(_events(blocks, head, result))
     return StreamResponse(first, rest, media_type="text/event-stream", error_line=_sse_error)
 
@@ -247,7 +248,7 @@ async def count_tokens(request: Request) -> Response:
     state = request.app.state
     native = await _native(state, req, keep_alive(request, req.keep_alive), count=True)
     count = await _input_tokens(state, native)
-    return inf.json_response({"input_tokens": count})
+    return reply.json_response({"input_tokens": count})
 
 
 routes = [

@@ -18,8 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from power.api import inference as inf
-from power.api.schemas import ChatChunk, ChatRequest, Logprob, Message
+from power.api import body, pipeline
+from power.api import response as reply
+from power.api import semantics as sem
+from power.api.schemas import ChatChunk, ChatRequest, Message
 from power.api.streaming import NDJSONResponse, ndjson_lines, prime
 from power.errors import InvalidRequestError
 from power.supervisor.service import Runners
@@ -48,7 +50,7 @@ def _messages(req: ChatRequest) -> list[dict[str, Any]]:
 
 async def _fit_history(
     runners: Runners,
-    prep: inf.Prepared,
+    prep: pipeline.Prepared,
     messages: list[dict[str, Any]],
     text: str,
     tools: list[dict[str, Any]] | None,
@@ -82,8 +84,8 @@ async def _fit_history(
     async def fits(drop: int, candidate: str) -> bool:
         if len(candidate.encode()) > MAX_TOKENIZE_BYTES:
             return False  # more than a runner tokenizes, and far more than a context holds
-        add = inf.add_bos_for(model, candidate)
-        n = await inf.count_tokens(runners, prep, candidate, add_special=add)
+        add = sem.add_bos_for(model, candidate)
+        n = await pipeline.count_tokens(runners, prep, candidate, add_special=add)
         return n + IMAGE_TOKENS * _count_images(kept(drop)) < n_ctx
 
     if await fits(0, text):
@@ -116,24 +118,24 @@ async def chat_chunks(
     started = time.perf_counter() if started is None else started
     if not req.model:
         raise InvalidRequestError("model is required")
-    json_schema = inf.json_schema_for(req.format)
-    model = await inf.lookup_model(state, req.model)
+    json_schema = sem.json_schema_for(req.format)
+    model = await sem.lookup_model(state, req.model)
     has_images = any(m.images for m in req.messages if m.images is not msgspec.UNSET)
-    think = inf.check_common(
+    think = sem.check_common(
         model, think=req.think, top_logprobs=req.top_logprobs, images=has_images
     )
     if req.tools and "tools" not in model.capabilities:
         raise InvalidRequestError(f"{model.name} does not support tools")
-    prep = inf.prepare(state.settings, model, req.options, req.keep_alive)
+    prep = pipeline.prepare(state.settings, model, req.options, req.keep_alive)
     if not req.messages:
-        reason = await inf.load_or_unload(state.runners, prep)
+        reason = await pipeline.load_or_unload(state.runners, prep)
         yield _chunk(
             req.model, Message(role="assistant", content=""), done=True, done_reason=reason
         )
         return
     messages = _messages(req)
     decoded = [
-        inf.decode_images(m.get("images") or (), f"messages[{i}].images")
+        sem.decode_images(m.get("images") or (), f"messages[{i}].images")
         for i, m in enumerate(messages)
     ]
     text = await asyncio.to_thread(render_chat, model, messages, tools=req.tools, think=think)
@@ -141,58 +143,55 @@ async def chat_chunks(
     if req.truncate:
         text, kept = await _fit_history(state.runners, prep, messages, text, req.tools, think)
     survived = {id(m) for m in kept}  # the images of kept messages, numbered as rendered
-    images = inf.image_payload(
+    images = sem.image_payload(
         data
         for m, of_message in zip(messages, decoded, strict=True)
         if id(m) in survived
         for data in of_message
     )
-    parser = inf.output_parser(model, text, think=think, tools=req.tools)
-    build = inf.generate_message(
+    parser = sem.output_parser(model, text, think=think, tools=req.tools)
+    build = pipeline.generate_message(
         prep,
         text,
         images=images,
-        add_bos=inf.add_bos_for(model, text),
+        add_bos=sem.add_bos_for(model, text),
         logprobs=req.top_logprobs if req.logprobs else -1,
         shift=req.shift,
         truncate=req.truncate,
         json_schema="" if parser.thinking is not None else json_schema,
     )
-    outcome = inf.Outcome(started=started)
-    events = inf.run(state.runners, prep, build, outcome)
-    pieces = inf.parse_stream(events, parser, req.top_logprobs if req.logprobs else None)
-    leftover: list[Logprob] = []
-    try:
-        async for piece in pieces:
-            got = piece.parsed
-            if not got:
-                leftover = piece.logprobs
-                continue
-            msg = Message(role="assistant", content=got.content)
-            if got.thinking:
-                msg.thinking = got.thinking
-            if got.tool_calls:
-                msg.tool_calls = got.tool_calls
-            chunk = _chunk(req.model, msg, done=False)
-            if req.logprobs:
-                chunk.logprobs = piece.logprobs
-            yield chunk
-    finally:
-        await pieces.aclose()  # type: ignore[attr-defined]
-    final = _chunk(
-        req.model,
-        Message(role="assistant", content=""),
-        done=True,
-        done_reason=inf.done_reason(outcome),
-        **outcome.metrics(),
-    )
-    if leftover:
-        final.logprobs = leftover
-    yield final
+    top = req.top_logprobs if req.logprobs else None
+    async for item in pipeline.generation(
+        state.runners, prep, build, parser, top_logprobs=top, started=started
+    ):
+        if isinstance(item, pipeline.Finished):
+            final = _chunk(
+                req.model,
+                Message(role="assistant", content=""),
+                done=True,
+                done_reason=item.done_reason,
+                **item.metrics,
+            )
+            if item.logprobs:
+                final.logprobs = item.logprobs
+            yield final
+            return
+        got = item.parsed
+        msg = Message(role="assistant", content=got.content)
+        if got.thinking:
+            msg.thinking = got.thinking
+        if got.tool_calls:
+            msg.tool_calls = got.tool_calls
+        chunk = _chunk(req.model, msg, done=False)
+        if req.logprobs:
+            chunk.logprobs = item.logprobs
+        yield chunk
 
 
 def _chunk(model: str, message: Message, *, done: bool, **fields: Any) -> ChatChunk:
-    return ChatChunk(model=model, created_at=inf.created_at(), message=message, done=done, **fields)
+    return ChatChunk(
+        model=model, created_at=reply.created_at(), message=message, done=done, **fields
+    )
 
 
 def merge_chat(chunks: list[ChatChunk]) -> ChatChunk:
@@ -203,8 +202,8 @@ def merge_chat(chunks: list[ChatChunk]) -> ChatChunk:
     thinking = "".join(t for c in chunks if isinstance(t := c.message.thinking, str))
     if thinking:
         final.message.thinking = thinking
-    calls = inf.joined(c.message.tool_calls for c in chunks)
-    probs = inf.joined(c.logprobs for c in chunks)
+    calls = reply.joined(c.message.tool_calls for c in chunks)
+    probs = reply.joined(c.logprobs for c in chunks)
     if calls:
         final.message.tool_calls = calls
     if probs:
@@ -214,13 +213,13 @@ def merge_chat(chunks: list[ChatChunk]) -> ChatChunk:
 
 async def chat(request: Request) -> Response:
     started = time.perf_counter()
-    req = await inf.decode_body(request, ChatRequest)
+    req = await body.decode_body(request, ChatRequest)
     chunks = chat_chunks(request.app.state, req, started=started)
     if req.stream:
         first, rest = await prime(ndjson_lines(chunks))
         return NDJSONResponse(first, rest)
     collected = [c async for c in chunks]
-    return inf.json_response(merge_chat(collected))
+    return reply.json_response(merge_chat(collected))
 
 
 routes = [Route("/api/chat", chat, methods=["POST"])]

@@ -22,8 +22,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from power.api.models import json_object, json_response
+from power.api.body import json_object
 from power.api.registry import service
+from power.api.response import json_response
 from power.api.streaming import NDJSONResponse
 from power.create.build import base_to_pull, create_model
 from power.errors import PowerError

@@ -18,7 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from power.api import inference as inf
+from power.api import body, pipeline
+from power.api import response as reply
+from power.api import semantics as sem
 from power.api.schemas import EmbeddingsRequest, EmbedRequest, EmbedResponse
 from power.errors import InvalidRequestError, ModelNotFoundError, PowerError
 from power.supervisor.service import RequestTiming, Runners
@@ -65,12 +67,12 @@ async def embed_core(
     if not model_name:
         raise ModelNotFoundError('model "" not found, try pulling it first')
     try:
-        model = await inf.lookup_model(state, model_name)
+        model = await sem.lookup_model(state, model_name)
     except ModelNotFoundError as exc:
         raise ModelNotFoundError(
             f'model "{model_name}" not found, try pulling it first', model=model_name
         ) from exc
-    prep = inf.prepare(
+    prep = pipeline.prepare(
         state.settings, model, options, keep_alive, embedding="embedding" in model.capabilities
     )
     runners: Runners = state.runners
@@ -125,7 +127,7 @@ def _inputs(value: object) -> list[str]:
 
 
 async def embed(request: Request) -> Response:
-    req = await inf.decode_body(request, EmbedRequest)
+    req = await body.decode_body(request, EmbedRequest)
     inputs = _inputs(req.input)
     result = await embed_core(
         request.app.state,
@@ -143,12 +145,12 @@ async def embed(request: Request) -> Response:
             out.load_duration = int(result.load_s * 1e9)
         if result.prompt_tokens:
             out.prompt_eval_count = result.prompt_tokens
-    return inf.json_response(out)
+    return reply.json_response(out)
 
 
 async def embeddings(request: Request) -> Response:
     """The legacy form: one prompt, one vector as the model computes it (not normalised)."""
-    req = await inf.decode_body(request, EmbeddingsRequest)
+    req = await body.decode_body(request, EmbeddingsRequest)
     inputs = [req.prompt] if req.prompt else []
     result = await embed_core(
         request.app.state,
@@ -158,7 +160,7 @@ async def embeddings(request: Request) -> Response:
         options=req.options,
         normalize=False,
     )
-    return inf.json_response({"embedding": result.vectors[0] if result.vectors else []})
+    return reply.json_response({"embedding": result.vectors[0] if result.vectors else []})
 
 
 routes = [

@@ -16,8 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from power.api import inference as inf
-from power.api.schemas import GenerateChunk, GenerateRequest, Logprob
+from power.api import body, pipeline
+from power.api import response as reply
+from power.api import semantics as sem
+from power.api.schemas import GenerateChunk, GenerateRequest
 from power.api.streaming import NDJSONResponse, ndjson_lines, prime
 from power.errors import InvalidRequestError, ModelNotFoundError
 from power.store.model import LocalModel
@@ -40,16 +42,16 @@ async def generate_chunks(
         raise ModelNotFoundError("model '' not found")
     if req.raw and (req.template or req.system or req.context):
         raise InvalidRequestError("raw mode does not support template, system, or context")
-    json_schema = inf.json_schema_for(req.format)
-    model = await inf.lookup_model(state, req.model)
+    json_schema = sem.json_schema_for(req.format)
+    model = await sem.lookup_model(state, req.model)
     _check_context(model, req.context)
-    think = inf.check_common(
+    think = sem.check_common(
         model, think=req.think, top_logprobs=req.top_logprobs, images=bool(req.images)
     )
-    images = inf.image_payload(inf.decode_images(req.images or (), "images"))
-    prep = inf.prepare(state.settings, model, req.options, req.keep_alive)
+    images = sem.image_payload(sem.decode_images(req.images or (), "images"))
+    prep = pipeline.prepare(state.settings, model, req.options, req.keep_alive)
     if not req.prompt and not req.suffix and not req.images and not req.context:
-        reason = await inf.load_or_unload(state.runners, prep)
+        reason = await pipeline.load_or_unload(state.runners, prep)
         yield _chunk(req.model, "", done=True, done_reason=reason)
         return
     if req.raw:
@@ -65,7 +67,7 @@ async def generate_chunks(
             images=req.images,
             think=think,
         )
-    parser = inf.output_parser(
+    parser = sem.output_parser(
         model,
         text,
         think=think,
@@ -73,45 +75,38 @@ async def generate_chunks(
         template=req.template,
         tagged_tools_only=not json_schema,
     )
-    build = inf.generate_message(
+    build = pipeline.generate_message(
         prep,
         text,
         tokens=tuple(req.context or ()),
         images=images,
-        add_bos=inf.add_bos_for(model, text),
+        add_bos=sem.add_bos_for(model, text),
         logprobs=req.top_logprobs if req.logprobs else -1,
         shift=req.shift,
         truncate=req.truncate,
         json_schema="" if parser.thinking is not None else json_schema,
     )
-    outcome = inf.Outcome(started=started)
-    events = inf.run(state.runners, prep, build, outcome)
-    pieces = inf.parse_stream(events, parser, req.top_logprobs if req.logprobs else None)
-    leftover: list[Logprob] = []
-    try:
-        async for piece in pieces:
-            got = piece.parsed
-            if not got:
-                leftover = piece.logprobs
-                continue
-            chunk = _chunk(req.model, got.content, done=False)
-            if got.thinking:
-                chunk.thinking = got.thinking
-            if got.tool_calls:
-                chunk.tool_calls = got.tool_calls
-            if req.logprobs:
-                chunk.logprobs = piece.logprobs
-            yield chunk
-    finally:
-        await pieces.aclose()  # type: ignore[attr-defined]
-    final = _chunk(
-        req.model, "", done=True, done_reason=inf.done_reason(outcome), **outcome.metrics()
-    )
-    if leftover:
-        final.logprobs = leftover
-    if not req.raw and outcome.done is not None:  # (an image's positions are not tokens)
-        final.context = [t for t in outcome.done.context if t >= 0]
-    yield final
+    top = req.top_logprobs if req.logprobs else None
+    async for item in pipeline.generation(
+        state.runners, prep, build, parser, top_logprobs=top, started=started
+    ):
+        if isinstance(item, pipeline.Finished):
+            final = _chunk(req.model, "", done=True, done_reason=item.done_reason, **item.metrics)
+            if item.logprobs:
+                final.logprobs = item.logprobs
+            if not req.raw and item.context is not None:
+                final.context = item.context
+            yield final
+            return
+        got = item.parsed
+        chunk = _chunk(req.model, got.content, done=False)
+        if got.thinking:
+            chunk.thinking = got.thinking
+        if got.tool_calls:
+            chunk.tool_calls = got.tool_calls
+        if req.logprobs:
+            chunk.logprobs = item.logprobs
+        yield chunk
 
 
 def _check_context(model: LocalModel, context: list[int] | None) -> None:
@@ -134,7 +129,7 @@ def _check_context(model: LocalModel, context: list[int] | None) -> None:
 
 def _chunk(model: str, response: str, *, done: bool, **fields: Any) -> GenerateChunk:
     return GenerateChunk(
-        model=model, created_at=inf.created_at(), response=response, done=done, **fields
+        model=model, created_at=reply.created_at(), response=response, done=done, **fields
     )
 
 
@@ -146,8 +141,8 @@ def merge_generate(chunks: list[GenerateChunk]) -> GenerateChunk:
     thinking = "".join(t for c in chunks if isinstance(t := c.thinking, str))
     if thinking:
         final.thinking = thinking
-    calls = inf.joined(c.tool_calls for c in chunks)
-    probs = inf.joined(c.logprobs for c in chunks)
+    calls = reply.joined(c.tool_calls for c in chunks)
+    probs = reply.joined(c.logprobs for c in chunks)
     if calls:
         final.tool_calls = calls
     if probs:
@@ -157,12 +152,12 @@ def merge_generate(chunks: list[GenerateChunk]) -> GenerateChunk:
 
 async def generate(request: Request) -> Response:
     started = time.perf_counter()
-    req = await inf.decode_body(request, GenerateRequest)
+    req = await body.decode_body(request, GenerateRequest)
     chunks = generate_chunks(request.app.state, req, started=started)
     if req.stream:
         first, rest = await prime(ndjson_lines(chunks))
         return NDJSONResponse(first, rest)
-    return inf.json_response(merge_generate([c async for c in chunks]))
+    return reply.json_response(merge_generate([c async for c in chunks]))
 
 
 routes = [Route("/api/generate", generate, methods=["POST"])]

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from power.api import blobs
 from power.api.body import json_object
+from power.api.response import json_response
 from power.errors import (
     InvalidRequestError,
     ModelNotFoundError,
@@ -29,7 +30,7 @@ from power.store.model import LocalModel
 from power.store.names import ModelName
 from power.store.store import ModelStore
 
-__all__ = ["format_time", "json_object", "json_response", "routes"]
+__all__ = ["format_time", "routes"]
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +70,6 @@ def format_time(ts: float) -> str:
     minutes = int(offset.total_seconds()) // 60
     sign = "+" if minutes >= 0 else "-"
     return f"{text}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
-
-def json_response(content: Any, status_code: int = 200) -> Response:
-    return Response(
-        msgspec.json.encode(content),
-        status_code,
-        media_type="application/json; charset=utf-8",
-    )
 
 
 async def _body(request: Request, kind: type[_T]) -> _T:

@@ -19,7 +19,6 @@ from starlette.routing import Route
 
 from power.api import openai_convert as cv
 from power.api.chat import chat_chunks
-from power.api.inference import json_response
 from power.api.openai_sse import (
     DONE,
     ParamError,
@@ -32,6 +31,7 @@ from power.api.openai_sse import (
     sse_error,
     stop_list,
 )
+from power.api.response import json_response
 from power.api.schemas import ChatChunk, ChatRequest, Logprob, prompt_tokens
 from power.api.streaming import StreamResponse, prime
 

@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from power.api import inference as inf
+from power.api import response as reply
+from power.api import semantics as sem
 from power.api import tokens
 from power.api.embed import embed_core
 from power.api.generate import generate_chunks
@@ -67,7 +68,7 @@ async def _prompt_text(request: Request, req: CompletionRequest) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list) and value and all(type(t) is int for t in value):
-        model = await inf.lookup_model(request.app.state, req.model)
+        model = await sem.lookup_model(request.app.state, req.model)
         return await tokens.detokenize(request.app.state, model, value)
     raise ParamError(
         "prompt must be a string or one array of token ids (several prompts are not supported)",
@@ -163,7 +164,7 @@ async def completions(request: Request) -> Response:
     choice = {"text": echo + "".join(c.response for c in parts), "index": 0,
               "logprobs": _logprobs(probs, len(echo)) if req.logprobs is not None else None,
               "finish_reason": _reason(final)}  # fmt: skip
-    return inf.json_response({
+    return reply.json_response({
         "id": new_id("cmpl-"), "object": "text_completion", "created": int(time.time()),
         "model": req.model, "system_fingerprint": FINGERPRINT, "choices": [choice],
         "usage": _usage(final),
@@ -179,14 +180,14 @@ def _model_object(name: str, created: float) -> dict[str, Any]:
 async def list_models(request: Request) -> Response:
     entries = await asyncio.to_thread(request.app.state.store.list)
     data = [_model_object(e.name, e.modified_at) for e in entries]
-    return inf.json_response({"object": "list", "data": data})
+    return reply.json_response({"object": "list", "data": data})
 
 
 @openai_errors
 async def retrieve_model(request: Request) -> Response:
     name = request.path_params["model"]
-    model = await inf.lookup_model(request.app.state, name)
-    return inf.json_response(_model_object(name, model.modified_at))
+    model = await sem.lookup_model(request.app.state, name)
+    return reply.json_response(_model_object(name, model.modified_at))
 
 
 class EmbeddingRequest(msgspec.Struct, kw_only=True):
@@ -210,7 +211,7 @@ async def _embed_inputs(request: Request, req: EmbeddingRequest) -> list[str]:
         if all(type(v) is int for v in value):
             value = [value]
         if all(isinstance(v, list) and all(type(t) is int for t in v) for v in value):
-            model = await inf.lookup_model(request.app.state, req.model)
+            model = await sem.lookup_model(request.app.state, req.model)
             return [await tokens.detokenize(request.app.state, model, v) for v in value]
     raise ParamError(
         "input must be a string, an array of strings, or token ids (an array of integers, or "
@@ -248,7 +249,7 @@ async def embeddings(request: Request) -> Response:
         for i, v in enumerate(result.vectors)
     ]
     used = int(result.prompt_tokens)
-    return inf.json_response({
+    return reply.json_response({
         "object": "list", "data": data, "model": req.model,
         "usage": {"prompt_tokens": used, "total_tokens": used},
     })  # fmt: skip

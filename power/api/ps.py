@@ -10,12 +10,12 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from power import __version__
+from power.api.response import json_response
 from power.api.schemas import PsModel
 from power.supervisor.service import Runners, RunnerStats
 
 __all__ = ["routes"]
 
-_encoder = msgspec.json.Encoder()
 _FOREVER = timedelta(days=365 * 292)
 
 
@@ -59,7 +59,7 @@ def ps_models(stats: list[RunnerStats]) -> list[PsModel]:
 async def ps(request: Request) -> Response:
     runners: Runners = request.app.state.runners
     models = ps_models(await runners.stats())
-    return Response(_encoder.encode({"models": models}), media_type="application/json")
+    return json_response({"models": models})
 
 
 async def root(request: Request) -> Response:
@@ -67,7 +67,7 @@ async def root(request: Request) -> Response:
 
 
 async def version(request: Request) -> Response:
-    return Response(_encoder.encode({"version": __version__}), media_type="application/json")
+    return json_response({"version": __version__})
 
 
 routes = [

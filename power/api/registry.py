@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from power.api.body import decode_body
+from power.api.response import json_response
 from power.api.streaming import NDJSONResponse, prime
 from power.errors import InvalidRequestError
 from power.registry import RegistryService, is_url, pull, push
@@ -77,7 +78,7 @@ async def _respond(
                 pass
         finally:
             await progress.aclose()
-        return Response(_encoder.encode({"status": "success"}), media_type="application/json")
+        return json_response({"status": "success"})
     first, rest = await prime(_lines(progress))
     return NDJSONResponse(first, rest)
 

@@ -18,7 +18,6 @@ from starlette.routing import Route
 from power.api import openai_convert as cv
 from power.api import responses_stream as rs
 from power.api.chat import chat_chunks
-from power.api.inference import json_response
 from power.api.openai_sse import (
     ParamError,
     decode,
@@ -26,6 +25,7 @@ from power.api.openai_sse import (
     openai_errors,
     sampling_options,
 )
+from power.api.response import json_response
 from power.api.schemas import ChatRequest
 from power.api.streaming import StreamResponse, prime
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.datastructures import State
 
-from power.api import inference as inf
+from power.api import pipeline
 from power.errors import InvalidRequestError, ProtocolError
 from power.store.model import LocalModel
 from power.supervisor.service import Runners, RunnerStats
@@ -26,7 +26,7 @@ async def _call(
     keep_alive: Any,
     check: Callable[[RunnerStats], None] | None = None,
 ) -> object:
-    prep = inf.prepare(state.settings, model, None, keep_alive)
+    prep = pipeline.prepare(state.settings, model, None, keep_alive)
     runners: Runners = state.runners
     if check is not None:
         check(await runners.load(model, prep.options.load, prep.keep_alive_s))

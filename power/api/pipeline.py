@@ -1,96 +1,40 @@
-"""What /api/generate and /api/chat share: body parsing, model lookup, options, the runner call,
-and turning runner events into Ollama's fields.
+"""The one generation pipeline: a prepared request goes to a runner, its tokens through the
+output parsers, and out as pieces and one final summary, whatever API asked.
+
+``/api/generate`` and ``/api/chat`` (and the OpenAI and Anthropic layers on top of them) turn
+``Piece`` and ``Finished`` into their own chunks; the token accounting lives here once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import msgspec
-from msgspec import UnsetType
-from starlette.datastructures import State
-from starlette.responses import Response
-
-from power.api.body import decode_body
 from power.api.schemas import Logprob, TopLogprob
 from power.duration import parse_keep_alive
-from power.errors import InvalidRequestError, ProtocolError
+from power.errors import ProtocolError
 from power.options import Resolved, resolve_options
-from power.parse import OutputParser, Parsed, ThinkingParser, ToolFormat, ToolParser, tool_format
+from power.parse import OutputParser, Parsed
 from power.supervisor.service import RequestTiming, Runners
-from power.template import thinking_tags
-from proto import MAX_FRAME, Done, Generate, Tokenize, Tokenized, Tokens
+from proto import Done, Generate, Tokenize, Tokenized, Tokens
 
 if TYPE_CHECKING:
     from power.config import Settings
-    from power.store import ModelStore
     from power.store.model import LocalModel
 
 __all__ = [
+    "Finished",
     "Outcome",
     "Piece",
     "Prepared",
     "count_tokens",
-    "created_at",
-    "decode_body",
-    "decode_images",
-    "image_payload",
-    "joined",
-    "json_response",
-    "lookup_model",
-    "output_parser",
-    "parse_stream",
+    "generate_message",
+    "generation",
+    "load_or_unload",
     "prepare",
-    "run",
 ]
-
-T = TypeVar("T")
-
-MAX_IMAGE_BYTES = MAX_FRAME - (1 << 20)  # all images of a request ride in one Generate frame
-
-_second: int = -1
-_second_text: str = ""
-
-
-def created_at() -> str:
-    """RFC 3339 with nanoseconds, UTC (the seconds part is formatted once per second)."""
-    global _second, _second_text
-    ns = time.time_ns()
-    sec, frac = divmod(ns, 1_000_000_000)
-    if sec != _second:
-        _second = sec
-        _second_text = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{_second_text}.{frac:09d}Z"
-
-
-def joined(parts: Iterable[list[T] | UnsetType]) -> list[T]:
-    """The lists that are set, concatenated (tool calls or logprobs of every chunk)."""
-    out: list[T] = []
-    for part in parts:
-        if part is not msgspec.UNSET:
-            out.extend(part)
-    return out
-
-
-async def lookup_model(state: State, name: str) -> LocalModel:
-    store: ModelStore = state.store
-    return await asyncio.to_thread(store.get, name)
-
-
-_json_encoder = msgspec.json.Encoder()
-
-
-def json_response(obj: object, status: int = 200) -> Response:
-    return Response(
-        _json_encoder.encode(obj), status_code=status, media_type="application/json; charset=utf-8"
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,32 +63,6 @@ def prepare(
         embedding=embedding,
     )
     return Prepared(model=model, options=resolved, keep_alive_s=keep_alive_s)
-
-
-def decode_images(images: Iterable[str], where: str) -> tuple[bytes, ...]:
-    """The bytes of base64 ``images`` (found at ``where``); a 400 that names a bad one.
-
-    Line breaks are ignored, as Go's decoder (Ollama's) ignores them; nothing else is.
-    """
-    out: list[bytes] = []
-    for i, data in enumerate(images):
-        try:
-            out.append(base64.b64decode(data.replace("\n", "").replace("\r", ""), validate=True))
-        except (binascii.Error, ValueError) as exc:
-            raise InvalidRequestError(f"invalid image data in {where}[{i}]: {exc}") from exc
-    return tuple(out)
-
-
-def image_payload(images: Iterable[bytes]) -> tuple[bytes, ...]:
-    """The images one request sends to the runner; a 400 when they cannot fit in its frame."""
-    out = tuple(images)
-    total = sum(map(len, out))
-    if total > MAX_IMAGE_BYTES:
-        raise InvalidRequestError(
-            f"the images of one request may take {MAX_IMAGE_BYTES >> 20} MiB at most, not"
-            f" {total / (1 << 20):.1f} MiB"
-        )
-    return out
 
 
 def generate_message(
@@ -264,91 +182,6 @@ def logprob_entries(events: list[Tokens], top: int) -> list[Logprob]:
     return out
 
 
-THINK_LEVELS = ("low", "medium", "high", "max")
-
-
-def check_common(
-    model: LocalModel, *, think: bool | str | None, top_logprobs: int, images: bool
-) -> bool | str | None:
-    """Checks shared by generate and chat that need the model; returns the effective ``think``.
-
-    A thinking-capable model thinks unless told not to (``think`` omitted means on).
-    """
-    if isinstance(think, str) and think not in THINK_LEVELS:
-        raise InvalidRequestError(
-            f"invalid think value: {think!r} (must be a boolean or one of low, medium, high, max)"
-        )
-    if not 0 <= top_logprobs <= 20:
-        raise InvalidRequestError("top_logprobs must be between 0 and 20")
-    thinks = "thinking" in model.capabilities
-    if think not in (None, False) and not thinks:
-        raise InvalidRequestError(f'"{model.name}" does not support thinking')
-    if images and "vision" not in model.capabilities:
-        raise InvalidRequestError(f'"{model.name}" does not support images')
-    return True if think is None and thinks else think
-
-
-def json_schema_for(fmt: Any) -> str:
-    """``format`` as the runner's ``json_schema``: "" (none), "json", or the schema's JSON text."""
-    if fmt is None or fmt == "":
-        return ""
-    if fmt == "json":
-        return "json"
-    if isinstance(fmt, dict):
-        return _json_encoder.encode(fmt).decode()
-    shown = _json_encoder.encode(fmt).decode()
-    raise InvalidRequestError(
-        f'invalid format: {shown}; expected "json" or a valid JSON Schema object'
-    )
-
-
-def add_bos_for(model: LocalModel, prompt: str) -> bool:
-    """Tokenize with the model's BOS unless the rendered prompt already starts with it."""
-    bos = model.gguf.bos_token
-    return not (bos and prompt.startswith(bos))
-
-
-def output_parser(
-    model: LocalModel,
-    prompt: str,
-    *,
-    think: bool | str | None,
-    tools: list[dict[str, Any]] | None,
-    template: str | None = None,
-    tagged_tools_only: bool = False,
-) -> OutputParser:
-    """The parsers this request's output goes through.
-
-    Thinking is split when ``think`` is on and the template's tags are known (a prompt that
-    already ends with the opening tag starts inside the block). Tool calls are parsed when the
-    request has ``tools``, in the format the template teaches; ``tagged_tools_only`` (generate)
-    parses only the tagged formats, never bare JSON, and accepts any tool name.
-    """
-    source = template or model.template
-    chat_template = model.gguf.chat_template if not source else None
-    thinking = None
-    tags = thinking_tags(source, chat_template) if think else None
-    if tags is not None:
-        primed = prompt.rstrip().endswith(tags[0])
-        thinking = ThinkingParser(tags[0], tags[1], primed=primed)
-    parser = None
-    fmt = tool_format(source or chat_template)
-    if tools:
-        parser = ToolParser(fmt, _tool_names(tools))
-    elif tagged_tools_only and "tools" in model.capabilities and fmt is not ToolFormat.JSON:
-        parser = ToolParser(fmt)
-    return OutputParser(thinking=thinking, tools=parser)
-
-
-def _tool_names(tools: list[dict[str, Any]]) -> list[str]:
-    names = []
-    for tool in tools:
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-            names.append(fn["name"])
-    return names
-
-
 @dataclass(slots=True)
 class Piece:
     """Parsed output ready to send, with the log-probabilities of the tokens behind it."""
@@ -377,6 +210,45 @@ async def parse_stream(
             yield Piece(parsed, pending)
     finally:
         await events.aclose()  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class Finished:
+    """The end of a generation: why it stopped, Ollama's counters and durations, the
+    log-probabilities of tokens whose text never showed, and the ``context`` token ids (None
+    when the runner sent no ``Done``)."""
+
+    done_reason: str
+    metrics: dict[str, Any]
+    logprobs: list[Logprob] = field(default_factory=list)
+    context: list[int] | None = None
+
+
+async def generation(
+    runners: Runners,
+    prep: Prepared,
+    build: Callable[[int], Generate],
+    parser: OutputParser,
+    *,
+    top_logprobs: int | None,
+    started: float,
+) -> AsyncIterator[Piece | Finished]:
+    """Run ``build`` on a runner: each parsed ``Piece`` with text, then one ``Finished``.
+    Errors before the first piece propagate, so the caller can still answer with a status."""
+    outcome = Outcome(started=started)
+    pieces = parse_stream(run(runners, prep, build, outcome), parser, top_logprobs)
+    leftover: list[Logprob] = []
+    try:
+        async for piece in pieces:
+            if piece.parsed:
+                yield piece
+            else:
+                leftover = piece.logprobs
+    finally:
+        await pieces.aclose()  # type: ignore[attr-defined]
+    # (an image's positions are negative placeholders, not tokens)
+    context = None if outcome.done is None else [t for t in outcome.done.context if t >= 0]
+    yield Finished(done_reason(outcome), outcome.metrics(), leftover, context)
 
 
 async def count_tokens(runners: Runners, prep: Prepared, text: str, *, add_special: bool) -> int:

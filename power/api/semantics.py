@@ -1,0 +1,155 @@
+"""What a generate or chat request means for its model: lookups, images, ``format``, BOS,
+``think``, and the parsers its output goes through. Checks raise before anything runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.datastructures import State
+
+from power.errors import InvalidRequestError
+from power.parse import OutputParser, ThinkingParser, ToolFormat, ToolParser, tool_format
+from power.template import thinking_tags
+from proto import MAX_FRAME
+
+if TYPE_CHECKING:
+    from power.store import ModelStore
+    from power.store.model import LocalModel
+
+__all__ = [
+    "MAX_IMAGE_BYTES",
+    "THINK_LEVELS",
+    "add_bos_for",
+    "check_common",
+    "decode_images",
+    "image_payload",
+    "json_schema_for",
+    "lookup_model",
+    "output_parser",
+]
+
+MAX_IMAGE_BYTES = MAX_FRAME - (1 << 20)  # all images of a request ride in one Generate frame
+
+_json_encoder = msgspec.json.Encoder()
+
+
+async def lookup_model(state: State, name: str) -> LocalModel:
+    store: ModelStore = state.store
+    return await asyncio.to_thread(store.get, name)
+
+
+def decode_images(images: Iterable[str], where: str) -> tuple[bytes, ...]:
+    """The bytes of base64 ``images`` (found at ``where``); a 400 that names a bad one.
+
+    Line breaks are ignored, as Go's decoder (Ollama's) ignores them; nothing else is.
+    """
+    out: list[bytes] = []
+    for i, data in enumerate(images):
+        try:
+            out.append(base64.b64decode(data.replace("\n", "").replace("\r", ""), validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidRequestError(f"invalid image data in {where}[{i}]: {exc}") from exc
+    return tuple(out)
+
+
+def image_payload(images: Iterable[bytes]) -> tuple[bytes, ...]:
+    """The images one request sends to the runner; a 400 when they cannot fit in its frame."""
+    out = tuple(images)
+    total = sum(map(len, out))
+    if total > MAX_IMAGE_BYTES:
+        raise InvalidRequestError(
+            f"the images of one request may take {MAX_IMAGE_BYTES >> 20} MiB at most, not"
+            f" {total / (1 << 20):.1f} MiB"
+        )
+    return out
+
+
+THINK_LEVELS = ("low", "medium", "high", "max")
+
+
+def check_common(
+    model: LocalModel, *, think: bool | str | None, top_logprobs: int, images: bool
+) -> bool | str | None:
+    """Checks shared by generate and chat that need the model; returns the effective ``think``.
+
+    A thinking-capable model thinks unless told not to (``think`` omitted means on).
+    """
+    if isinstance(think, str) and think not in THINK_LEVELS:
+        raise InvalidRequestError(
+            f"invalid think value: {think!r} (must be a boolean or one of low, medium, high, max)"
+        )
+    if not 0 <= top_logprobs <= 20:
+        raise InvalidRequestError("top_logprobs must be between 0 and 20")
+    thinks = "thinking" in model.capabilities
+    if think not in (None, False) and not thinks:
+        raise InvalidRequestError(f'"{model.name}" does not support thinking')
+    if images and "vision" not in model.capabilities:
+        raise InvalidRequestError(f'"{model.name}" does not support images')
+    return True if think is None and thinks else think
+
+
+def json_schema_for(fmt: Any) -> str:
+    """``format`` as the runner's ``json_schema``: "" (none), "json", or the schema's JSON text."""
+    if fmt is None or fmt == "":
+        return ""
+    if fmt == "json":
+        return "json"
+    if isinstance(fmt, dict):
+        return _json_encoder.encode(fmt).decode()
+    shown = _json_encoder.encode(fmt).decode()
+    raise InvalidRequestError(
+        f'invalid format: {shown}; expected "json" or a valid JSON Schema object'
+    )
+
+
+def add_bos_for(model: LocalModel, prompt: str) -> bool:
+    """Tokenize with the model's BOS unless the rendered prompt already starts with it."""
+    bos = model.gguf.bos_token
+    return not (bos and prompt.startswith(bos))
+
+
+def output_parser(
+    model: LocalModel,
+    prompt: str,
+    *,
+    think: bool | str | None,
+    tools: list[dict[str, Any]] | None,
+    template: str | None = None,
+    tagged_tools_only: bool = False,
+) -> OutputParser:
+    """The parsers this request's output goes through.
+
+    Thinking is split when ``think`` is on and the template's tags are known (a prompt that
+    already ends with the opening tag starts inside the block). Tool calls are parsed when the
+    request has ``tools``, in the format the template teaches; ``tagged_tools_only`` (generate)
+    parses only the tagged formats, never bare JSON, and accepts any tool name.
+    """
+    source = template or model.template
+    chat_template = model.gguf.chat_template if not source else None
+    thinking = None
+    tags = thinking_tags(source, chat_template) if think else None
+    if tags is not None:
+        primed = prompt.rstrip().endswith(tags[0])
+        thinking = ThinkingParser(tags[0], tags[1], primed=primed)
+    parser = None
+    fmt = tool_format(source or chat_template)
+    if tools:
+        parser = ToolParser(fmt, _tool_names(tools))
+    elif tagged_tools_only and "tools" in model.capabilities and fmt is not ToolFormat.JSON:
+        parser = ToolParser(fmt)
+    return OutputParser(thinking=thinking, tools=parser)
+
+
+def _tool_names(tools: list[dict[str, Any]]) -> list[str]:
+    names = []
+    for tool in tools:
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            names.append(fn["name"])
+    return names
