@@ -8,19 +8,18 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import click
 
 from power._cli_format import Progress, Spinner, render_show_info, timings
 from power.client import Client, ConnectError, ResponseError
+from power.location import client_home
 
 __all__ = [
     "Session",
     "WordWrapper",
     "chat",
-    "data_dir",
     "ensure_server",
     "interactive",
     "show_field",
@@ -61,19 +60,13 @@ HELP_SHOW = """Available Commands:
 """
 
 
-def data_dir(env: Mapping[str, str]) -> Path:
-    """``$A3S_POWER_HOME``, else ``~/.a3s/power``."""
-    home = env.get("A3S_POWER_HOME", "").strip()
-    return Path(home).expanduser() if home else Path.home() / ".a3s" / "power"
-
-
 def ensure_server(client: Client, env: Mapping[str, str]) -> None:
     """Start ``python -m power serve`` in the background unless a server already answers."""
     if client.heartbeat():
         return
     if not client.is_local:
         raise ConnectError(f"could not connect to a Power server at {client.base_url}")
-    log_path = data_dir(env) / "logs" / "server.log"
+    log_path = client_home(env) / "logs" / "server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:

@@ -37,7 +37,7 @@ from power._cli_format import (
     timings,
 )
 from power.cli import main
-from power.client import Client, ConnectError, ResponseError, client_base_url
+from power.client import Client, ConnectError, ResponseError
 
 Reply = tuple[int, Any]  # (status, JSON body | list of NDJSON objects | None)
 
@@ -118,36 +118,6 @@ def _closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
-
-
-# -- OLLAMA_HOST resolution ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "url"),
-    [
-        ("", "http://127.0.0.1:11434"),
-        ("example.com", "http://example.com:11434"),
-        ("example.com:8080", "http://example.com:8080"),
-        (":8080", "http://127.0.0.1:8080"),
-        ("0.0.0.0", "http://127.0.0.1:11434"),
-        ("0.0.0.0:9999", "http://127.0.0.1:9999"),
-        ("[::]:9999", "http://127.0.0.1:9999"),
-        ("[::1]:9999", "http://[::1]:9999"),
-        ("http://box", "http://box:80"),
-        ("https://box", "https://box:443"),
-        ("https://box:8443/prefix/", "https://box:8443/prefix"),
-        ('"localhost:1234"', "http://localhost:1234"),
-        ("localhost:notaport", "http://localhost:11434"),
-        ("ollama.com", "https://ollama.com:443"),
-    ],
-)
-def test_client_base_url(value: str, url: str) -> None:
-    assert client_base_url({"OLLAMA_HOST": value}) == url
-
-
-def test_client_base_url_unset() -> None:
-    assert client_base_url({}) == "http://127.0.0.1:11434"
 
 
 # -- pure formatting -------------------------------------------------------------------------

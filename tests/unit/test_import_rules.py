@@ -54,3 +54,10 @@ def test_gateway_boundaries(package: str, forbidden: set[str]) -> None:
     for module, names in imports_of(package).items():
         bad = {n for n in names if n in forbidden or top(n) in forbidden}
         assert not bad, f"{module} imports {bad}"
+
+
+def test_location_imports_only_the_standard_library() -> None:
+    """Host, port and data folder rules, shared by the server and the CLI: stdlib only."""
+    names = imports_of("power")["power/location.py"]
+    foreign = {n for n in names if top(n) not in STDLIB}
+    assert not foreign, f"power/location.py imports {foreign}"
