@@ -61,3 +61,10 @@ def test_location_imports_only_the_standard_library() -> None:
     names = imports_of("power")["power/location.py"]
     foreign = {n for n in names if top(n) not in STDLIB}
     assert not foreign, f"power/location.py imports {foreign}"
+
+
+def test_the_cli_client_imports_only_the_standard_library_and_location() -> None:
+    """`power ls` and friends start fast: no msgspec, no server modules behind the client."""
+    names = imports_of("power")["power/cli/client.py"]
+    foreign = {n for n in names if top(n) not in STDLIB and n != "power.location"}
+    assert not foreign, f"power/cli/client.py imports {foreign}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from power.client import Client
+from power.cli.client import Client
 from power.config import load_settings
 from power.location import client_home
 

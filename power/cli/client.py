@@ -1,8 +1,9 @@
 """A small synchronous client for the Ollama HTTP API, used by the `power` CLI.
 
-It is stdlib-only (``http.client``) so that commands like ``power ls`` start fast. Streaming
-endpoints are read as NDJSON, one object per line; a non-2xx answer or an in-stream
-``{"error": ...}`` line raises `ResponseError`, as the official clients do.
+It needs only the standard library (``http.client``) and `power.location`, which reads
+``OLLAMA_HOST``, so that commands like ``power ls`` start fast. Streaming endpoints are read as
+NDJSON, one object per line; a non-2xx answer or an in-stream ``{"error": ...}`` line raises
+`ResponseError`, as the official clients do.
 """
 
 from __future__ import annotations
