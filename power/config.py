@@ -13,7 +13,8 @@ is not a field, or a value of the wrong type, raises `ConfigError` naming the fi
 `OLLAMA_MODELS` included, plus `A3S_POWER_HOME`; all are declared in `ENV_VARS`. Values are
 parsed as Ollama does: trimmed of spaces and quotes; booleans by Go's `ParseBool`, any other
 non-empty value meaning true; an unparsable number logs a warning and leaves the setting as the
-lower layers had it.
+lower layers had it. `OLLAMA_HOST`, the default port and the data folder follow
+`power.location`, whose rules the CLI's client shares.
 
 **CLI**: `cli` maps field names (or `keep_alive` / `load_timeout`) to values; `None` means the
 flag was not given.
@@ -27,7 +28,6 @@ a `load_timeout_s` <= 0 becomes `math.inf`
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import logging
 import math
 import re
@@ -40,6 +40,16 @@ import msgspec
 
 from power.duration import MAX_SECONDS, parse_duration_env
 from power.errors import PowerError
+from power.location import (
+    DEFAULT_HOME,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    HOME_VAR,
+    HOST_VAR,
+    home_dir,
+    listen_address,
+    trim_env,
+)
 
 __all__ = [
     "ENV_VARS",
@@ -50,24 +60,17 @@ __all__ = [
     "default_origins",
     "env_help",
     "load_settings",
-    "parse_host",
     "settings_from_env",
 ]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOME = "~/.a3s/power"
-DEFAULT_PORT = 11434
 DEFAULT_MAX_LOADED_MODELS = 3
 DEFAULT_CONTEXT_LENGTH = 4096
 DEFAULT_MAX_BODY_SIZE = 100 * 2**20  # a runner frame (64 MiB) of images, base64, fits under it
 
 _NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 _NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
-
-
-def _default_home() -> str:
-    return str(Path(DEFAULT_HOME).expanduser())
 
 
 class ConfigError(PowerError):
@@ -77,9 +80,9 @@ class ConfigError(PowerError):
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Everything the gateway is configured with. Durations are float seconds (`inf` = forever)."""
 
-    host: str = "127.0.0.1"
+    host: str = DEFAULT_HOST
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = DEFAULT_PORT
-    home: str = msgspec.field(default_factory=_default_home)
+    home: str = msgspec.field(default_factory=lambda: str(home_dir()))
     models: str = ""  # empty: <home>/models; see models_dir
     keep_alive_s: float = 300.0
     max_loaded_models: _NonNegInt = DEFAULT_MAX_LOADED_MODELS
@@ -121,11 +124,6 @@ _DURATION_ALIASES = {"keep_alive": "keep_alive_s", "load_timeout": "load_timeout
 
 
 # -- environment ---------------------------------------------------------------------------
-
-
-def _trim(value: str) -> str:
-    """Ollama's `envconfig.Var`: trim spaces, then surrounding quotes."""
-    return value.strip().strip("\"'")
 
 
 _GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
@@ -170,61 +168,6 @@ def _env_path(text: str) -> str:
     return str(Path(text).expanduser())
 
 
-def _split_host_port(hostport: str) -> tuple[str, str]:
-    """Go's `net.SplitHostPort`; raises ValueError where Go returns an error."""
-    if hostport.startswith("["):
-        end = hostport.find("]")
-        if end < 0 or hostport[end + 1 : end + 2] != ":":
-            raise ValueError(f"missing port in address {hostport!r}")
-        host, port = hostport[1:end], hostport[end + 2 :]
-        if "[" in host or "]" in host:
-            raise ValueError(f"unexpected bracket in address {hostport!r}")
-    else:
-        host, sep, port = hostport.rpartition(":")
-        if not sep:
-            raise ValueError(f"missing port in address {hostport!r}")
-        if ":" in host:
-            raise ValueError(f"too many colons in address {hostport!r}")
-        if "[" in host or "]" in host:
-            raise ValueError(f"unexpected bracket in address {hostport!r}")
-    if "[" in port or "]" in port:
-        raise ValueError(f"unexpected bracket in address {hostport!r}")
-    return host, port
-
-
-def parse_host(text: str) -> tuple[str, int]:
-    """`OLLAMA_HOST` (Ollama's `envconfig.Host`) as the (host, port) to listen on.
-
-    Forms: `host`, `host:port`, `:port`, `scheme://host[:port][/path]`, `[v6]:port`. Without a
-    port: 11434, or 80 for `http://` and 443 for `https://`. An invalid port falls back to that
-    default with a warning. An empty host (`:port`) means every interface, as Go's listener
-    does, and is returned as `0.0.0.0`. The scheme and path matter only to clients.
-    """
-    text = _trim(text)
-    default_port = str(DEFAULT_PORT)
-    scheme, sep, hostport = text.partition("://")
-    if not sep:
-        hostport = "ollama.com:443" if text == "ollama.com" else text
-    elif scheme == "http":
-        default_port = "80"
-    elif scheme == "https":
-        default_port = "443"
-    hostport = hostport.partition("/")[0]
-    try:
-        host, port = _split_host_port(hostport)
-    except ValueError:
-        host, port = "127.0.0.1", default_port
-        try:
-            host = str(ipaddress.ip_address(hostport.strip("[]")))
-        except ValueError:
-            if hostport:
-                host = hostport
-    if not _INT.fullmatch(port) or not 0 <= int(port) <= 65535:
-        log.warning("invalid port %r in OLLAMA_HOST, using default %s", port, default_port)
-        port = default_port
-    return host or "0.0.0.0", int(port)
-
-
 def _env_choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
     """A variable with a fixed set of values: anything else stops the start, naming it."""
 
@@ -239,7 +182,7 @@ def _env_choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
 
 
 def _env_host(text: str) -> dict[str, object]:
-    host, port = parse_host(text)
+    host, port = listen_address(text)
     return {"host": host, "port": port}
 
 
@@ -257,8 +200,8 @@ def _var(name: str, key: str, convert: Callable[[str], object], help: str) -> En
 
 
 ENV_VARS: tuple[EnvVar, ...] = (
-    EnvVar("OLLAMA_HOST", ("host", "port"), _env_host, "IP address and port to listen on"
-           " (default 127.0.0.1:11434)"),
+    EnvVar(HOST_VAR, ("host", "port"), _env_host, "IP address and port to listen on"
+           f" (default {DEFAULT_HOST}:{DEFAULT_PORT})"),
     _var("OLLAMA_MODELS", "models", _env_path, "Path to the models directory"
          " (default <home>/models)"),
     _var("OLLAMA_KEEP_ALIVE", "keep_alive_s", parse_duration_env, "How long models stay loaded:"
@@ -284,7 +227,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
          " GPUs"),
     _var("OLLAMA_GPU_OVERHEAD", "gpu_overhead", _env_uint, "Reserve a portion of VRAM per GPU"
          " (bytes)"),
-    _var("A3S_POWER_HOME", "home", _env_path, f"A3S Power data directory (default {DEFAULT_HOME})"),
+    _var(HOME_VAR, "home", lambda text: str(home_dir(text)), "A3S Power data directory"
+         f" (default {DEFAULT_HOME})"),
     _var("A3S_POWER_RUNNER_ENGINE", "runner_engine", str, "Runner engine: llama (default), or"
          " fake:<mode> for tests"),
     _var("A3S_POWER_CPU_EXTRA_BUFFERS", "cpu_extra_buffers",
@@ -309,7 +253,7 @@ def settings_from_env(env: Mapping[str, str]) -> dict[str, object]:
         raw = env.get(var.name)
         if raw is None:
             continue
-        text = _trim(raw)
+        text = trim_env(raw)
         if not text:
             continue
         try:
@@ -398,8 +342,8 @@ def load_settings(
     from_env = settings_from_env(env)
     from_cli = _check_layer({k: v for k, v in cli.items() if v is not None}, "command line")
     if path is None:
-        home = from_cli.get("home") or from_env.get("home") or DEFAULT_HOME
-        path = Path(str(home)).expanduser() / "config.toml"
+        home = from_cli.get("home") or from_env.get("home") or ""
+        path = home_dir(str(home)) / "config.toml"
     from_toml = _check_layer(_read_toml(path), str(path))
     merged = {**from_toml, **from_env, **from_cli}
     return _normalise(_convert(merged, "settings"))

@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from power import _cli_run
-from power._cli_format import (
-    Progress,
+from power.cli import main
+from power.cli.chat import Session, WordWrapper
+from power.cli.client import Client, ConnectError, ResponseError
+from power.cli.format import (
     go_duration,
     human_bytes,
     human_duration,
@@ -31,13 +32,12 @@ from power._cli_format import (
     human_time,
     parse_time,
     processor,
-    render_bar,
-    render_show_info,
     render_table,
     timings,
 )
-from power.cli import main
-from power.client import Client, ConnectError, ResponseError, client_base_url
+from power.cli.progress import Progress, render_bar
+from power.cli.repl import interactive
+from power.cli.show import render_show_info
 
 Reply = tuple[int, Any]  # (status, JSON body | list of NDJSON objects | None)
 
@@ -118,36 +118,6 @@ def _closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
-
-
-# -- OLLAMA_HOST resolution ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "url"),
-    [
-        ("", "http://127.0.0.1:11434"),
-        ("example.com", "http://example.com:11434"),
-        ("example.com:8080", "http://example.com:8080"),
-        (":8080", "http://127.0.0.1:8080"),
-        ("0.0.0.0", "http://127.0.0.1:11434"),
-        ("0.0.0.0:9999", "http://127.0.0.1:9999"),
-        ("[::]:9999", "http://127.0.0.1:9999"),
-        ("[::1]:9999", "http://[::1]:9999"),
-        ("http://box", "http://box:80"),
-        ("https://box", "https://box:443"),
-        ("https://box:8443/prefix/", "https://box:8443/prefix"),
-        ('"localhost:1234"', "http://localhost:1234"),
-        ("localhost:notaport", "http://localhost:11434"),
-        ("ollama.com", "https://ollama.com:443"),
-    ],
-)
-def test_client_base_url(value: str, url: str) -> None:
-    assert client_base_url({"OLLAMA_HOST": value}) == url
-
-
-def test_client_base_url_unset() -> None:
-    assert client_base_url({}) == "http://127.0.0.1:11434"
 
 
 # -- pure formatting -------------------------------------------------------------------------
@@ -351,7 +321,7 @@ def test_render_show_info() -> None:
 
 
 def test_word_wrapper() -> None:
-    wrap = _cli_run.WordWrapper(12)
+    wrap = WordWrapper(12)
     out = wrap.feed("the quick brown fox jumps") + wrap.flush()
     assert out == "the quick \nbrown fox \njumps"
 
@@ -788,8 +758,8 @@ def test_interactive_session(fake: FakeOllama, capsys: pytest.CaptureFixture[str
         return next(lines)
 
     client = Client.from_env({"OLLAMA_HOST": fake.url})
-    session = _cli_run.Session(model="tiny")
-    _cli_run.interactive(client, session, read_line=read_line)
+    session = Session(model="tiny")
+    interactive(client, session, read_line=read_line)
     out = capsys.readouterr().out
     assert "Set parameter 'temperature' to '0.5'\n" in out
     assert "Set system message.\n" in out
@@ -822,8 +792,8 @@ def test_interactive_eof_and_server_error(
         except StopIteration:
             raise EOFError from None
 
-    session = _cli_run.Session(model="tiny")
-    _cli_run.interactive(Client.from_env({"OLLAMA_HOST": fake.url}), session, read_line=read_line)
+    session = Session(model="tiny")
+    interactive(Client.from_env({"OLLAMA_HOST": fake.url}), session, read_line=read_line)
     assert "Error: runner crashed\n" in capsys.readouterr().err
     assert session.messages == []
 

@@ -16,7 +16,6 @@ from power.config import (
     default_origins,
     env_help,
     load_settings,
-    parse_host,
 )
 from power.logging import TRACE, level_for, redact
 
@@ -192,59 +191,6 @@ def test_settings_is_frozen_and_strict() -> None:
 
 
 # -- environment parsing --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("", ("127.0.0.1", 11434)),
-        ("0.0.0.0", ("0.0.0.0", 11434)),
-        ("0.0.0.0:8080", ("0.0.0.0", 8080)),
-        (":8080", ("0.0.0.0", 8080)),
-        ("example.com", ("example.com", 11434)),
-        ("example.com:1234", ("example.com", 1234)),
-        ("http://example.com", ("example.com", 80)),
-        ("https://example.com", ("example.com", 443)),
-        ("http://example.com:8080/some/path", ("example.com", 8080)),
-        ("https://example.com/path", ("example.com", 443)),
-        ("[::1]:8080", ("::1", 8080)),
-        ("[::1]", ("::1", 11434)),
-        ("::1", ("::1", 11434)),
-        ("0:0:0:0:0:0:0:1", ("::1", 11434)),
-        ("http://[::1]:9000", ("::1", 9000)),
-        ('"127.0.0.1:9000"', ("127.0.0.1", 9000)),
-        ("  '127.0.0.1:9000'  ", ("127.0.0.1", 9000)),
-        ("ollama.com", ("ollama.com", 443)),
-        ("localhost:0", ("localhost", 0)),
-    ],
-)
-def test_ollama_host_forms(value: str, expected: tuple[str, int]) -> None:
-    assert parse_host(value) == expected
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("localhost:abc", ("localhost", 11434)),
-        ("localhost:99999", ("localhost", 11434)),
-        ("localhost:", ("localhost", 11434)),
-        ("https://localhost:-1", ("localhost", 443)),
-        ("http://localhost:x/", ("localhost", 80)),
-    ],
-)
-def test_ollama_host_invalid_port_uses_default(
-    caplog: pytest.LogCaptureFixture, value: str, expected: tuple[str, int]
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="power.config"):
-        assert parse_host(value) == expected
-    assert "invalid port" in caplog.text
-
-
-def test_ollama_host_env_sets_host_and_port(tmp_path: Path) -> None:
-    settings = load_settings(
-        path=tmp_path / "missing.toml", env={"OLLAMA_HOST": "0.0.0.0:11500"}, cli={}
-    )
-    assert (settings.host, settings.port) == ("0.0.0.0", 11500)
 
 
 TRUE = ["1", "t", "T", "TRUE", "true", "True", "yes", "on", "no", "2", "'false '"]

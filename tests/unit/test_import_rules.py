@@ -63,3 +63,17 @@ def test_the_api_sees_the_supervisor_only_through_its_service_interface() -> Non
         supervisor = {n for n in names if n.startswith("power.supervisor")}
         assert supervisor <= {"power.supervisor.service"}, f"{module} imports {supervisor}"
     assert "Supervisor" not in (ROOT / "power/app.py").read_text()
+
+
+def test_location_imports_only_the_standard_library() -> None:
+    """Host, port and data folder rules, shared by the server and the CLI: stdlib only."""
+    names = imports_of("power")["power/location.py"]
+    foreign = {n for n in names if top(n) not in STDLIB}
+    assert not foreign, f"power/location.py imports {foreign}"
+
+
+def test_the_cli_client_imports_only_the_standard_library_and_location() -> None:
+    """`power ls` and friends start fast: no msgspec, no server modules behind the client."""
+    names = imports_of("power")["power/cli/client.py"]
+    foreign = {n for n in names if top(n) not in STDLIB and n != "power.location"}
+    assert not foreign, f"power/cli/client.py imports {foreign}"

@@ -1,4 +1,4 @@
-"""`power create`: turn a Modelfile into a structured /api/create request.
+"""`power create`: turn a Modelfile into a structured /api/create request, and send it.
 
 Parsing and the command-to-field mapping belong to `power.store.modelfile`; this module only
 uploads the local files that FROM and ADAPTER name, as blobs, and swaps them for digests.
@@ -9,9 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from power.client import Client, ResponseError
+import click
 
-__all__ = ["create_request"]
+from power.cli.client import Client, ResponseError
+from power.cli.progress import show_progress
+
+__all__ = ["create", "create_request"]
 
 _DIGEST_PREFIX = "sha256:"
 
@@ -71,3 +74,28 @@ def create_request(client: Client, model: str, text: str, *, base: Path) -> dict
     if adapters:
         request["adapters"] = adapters
     return request
+
+
+@click.command()
+@click.argument("model")
+@click.option(
+    "-f",
+    "--file",
+    "file_",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Name of the Modelfile (default: Modelfile).",
+)
+@click.option("-q", "--quantize", default=None, help="Quantize the model (e.g. q4_K_M).")
+def create(model: str, file_: Path | None, quantize: str | None) -> None:
+    """Create a model from a Modelfile."""
+    path = file_ or Path("Modelfile")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"reading {path}: {exc.strerror or exc}") from exc
+    client = Client.from_env()
+    request = create_request(client, model, text, base=path.resolve().parent)
+    if quantize:
+        request["quantize"] = quantize
+    show_progress(client.stream("/api/create", request))

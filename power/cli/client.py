@@ -1,8 +1,9 @@
 """A small synchronous client for the Ollama HTTP API, used by the `power` CLI.
 
-It is stdlib-only (``http.client``) so that commands like ``power ls`` start fast. Streaming
-endpoints are read as NDJSON, one object per line; a non-2xx answer or an in-stream
-``{"error": ...}`` line raises `ResponseError`, as the official clients do.
+It needs only the standard library (``http.client``) and `power.location`, which reads
+``OLLAMA_HOST``, so that commands like ``power ls`` start fast. Streaming endpoints are read as
+NDJSON, one object per line; a non-2xx answer or an in-stream ``{"error": ...}`` line raises
+`ResponseError`, as the official clients do.
 """
 
 from __future__ import annotations
@@ -16,20 +17,18 @@ from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import Any
 
+from power.location import connect_url
+
 __all__ = [
-    "DEFAULT_PORT",
     "Client",
     "ConnectError",
     "ResponseError",
-    "client_base_url",
     "file_digest",
 ]
 
-DEFAULT_PORT = 11434
 CONNECT_TIMEOUT_S = 10.0
 HEARTBEAT_TIMEOUT_S = 2.0
 _CHUNK = 1 << 20
-_UNSPECIFIED_HOSTS = {"0.0.0.0", "::", ""}
 
 
 class ResponseError(Exception):
@@ -46,50 +45,6 @@ class ResponseError(Exception):
 
 class ConnectError(Exception):
     """No server answered at the configured address."""
-
-
-def client_base_url(env: Mapping[str, str]) -> str:
-    """Resolve ``OLLAMA_HOST`` the way Ollama's client does, for connecting.
-
-    Forms: ``host``, ``host:port``, ``:port``, ``[v6]:port``, ``scheme://host[:port][/path]``.
-    No scheme means http on port 11434; ``http://`` defaults to 80, ``https://`` to 443.
-    An unspecified listen address (``0.0.0.0``, ``::``) connects to ``127.0.0.1``.
-    """
-    raw = env.get("OLLAMA_HOST", "").strip().strip("\"'").strip()
-    default_port = DEFAULT_PORT
-    scheme, sep, hostport = raw.partition("://")
-    if not sep:
-        scheme, hostport = "http", raw
-        if raw == "ollama.com":
-            scheme, hostport = "https", "ollama.com:443"
-    elif scheme == "http":
-        default_port = 80
-    elif scheme == "https":
-        default_port = 443
-    hostport, _, path = hostport.partition("/")
-    host, port = _split_host_port(hostport, default_port)
-    if host in _UNSPECIFIED_HOSTS:
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    base = f"{scheme}://{host}:{port}"
-    return f"{base}/{path.rstrip('/')}" if path.strip("/") else base
-
-
-def _split_host_port(hostport: str, default_port: int) -> tuple[str, int]:
-    host, port_text = hostport, ""
-    if hostport.startswith("["):
-        inner, _, rest = hostport[1:].partition("]")
-        host, port_text = inner, rest.removeprefix(":")
-    elif hostport.count(":") == 1:
-        host, _, port_text = hostport.partition(":")
-    try:
-        port = int(port_text)
-    except ValueError:
-        port = default_port
-    if not 0 <= port <= 65535:
-        port = default_port
-    return host, port
 
 
 def file_digest(path: Path) -> str:
@@ -120,7 +75,8 @@ class Client:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Client:
-        return cls(client_base_url(os.environ if env is None else env))
+        """The server `$OLLAMA_HOST` names (see `power.location.connect_url`)."""
+        return cls(connect_url(os.environ if env is None else env))
 
     # -- plumbing ---------------------------------------------------------------------------
 

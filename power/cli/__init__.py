@@ -1,0 +1,80 @@
+"""The `power` command line: an Ollama-compatible CLI that talks to the server over HTTP only.
+
+Every command except `serve` is a client of the native API (`power.cli.client`). Server errors are
+printed as ``Error: <message>`` with exit status 1; misuse is a `click.UsageError` (exit 2).
+
+One module per command family: `serve`; `run` (with `chat`, one conversation, and `repl`, the
+``>>>`` loop); `models` (list, ps, show, stop, rm, cp, pull, push); `create`. Output helpers:
+`format`, `progress`, `show`. `OLLAMA_HOST` and the data folder are read by `power.location`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from power.cli import create, models, run, serve
+from power.cli.client import Client, ConnectError, ResponseError
+
+__all__ = ["main"]
+
+_ALIASES = {"ls": "list", "start": "serve", "delete": "rm"}
+
+
+class _CommandError(click.ClickException):
+    """A server or connection error: printed as ``Error: ...``, exit 1."""
+
+
+class _PowerGroup(click.Group):
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, _ALIASES.get(cmd_name, cmd_name))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ResponseError, ConnectError) as exc:
+            raise _CommandError(str(exc)) from exc
+
+
+def _client_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("a3s-power", "power"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return "0.0.0"
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    client_version = _client_version()
+    try:
+        server = Client.from_env().get("/api/version") or {}
+        click.echo(f"power version is {server.get('version', 'unknown')}")
+        click.echo(f"client version is {client_version}")
+    except (ConnectError, ResponseError):
+        click.echo("Warning: could not connect to a running Power server")
+        click.echo(f"Warning: client version is {client_version}")
+    ctx.exit(0)
+
+
+@click.group(cls=_PowerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-v",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show version information.",
+)
+def main() -> None:
+    """A3S Power: a drop-in replacement for Ollama."""
+
+
+for _command in (serve.serve, run.run, *models.COMMANDS, create.create):
+    main.add_command(_command)
