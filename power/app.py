@@ -13,13 +13,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from power.api import chat, create, generate, models, ps
+from power.api import blobs, chat, create, generate, models, ps
 from power.api import embed as embed_api
-from power.api import openai as openai_api
 from power.api import registry as registry_api
+from power.api.anthropic import messages as anthropic_messages
 from power.api.body import BodyLimitMiddleware
 from power.api.disconnect import CancelOnDisconnect
 from power.api.guard import GuardMiddleware
+from power.api.openai import chat as openai_chat
+from power.api.openai import completions as openai_completions
+from power.api.openai import embeddings as openai_embeddings
+from power.api.openai import models as openai_models
+from power.api.openai import responses as openai_responses
 from power.config import allowed_origins
 from power.errors import PowerError, reported
 from power.metrics import Metrics, MetricsMiddleware, metrics_endpoint
@@ -62,9 +67,15 @@ def create_app(settings: Settings, runners: Runners, store: ModelStore) -> Starl
         *chat.routes,
         *embed_api.routes,
         *models.routes,
+        *blobs.routes,
         *create.routes,
         *registry_api.routes,
-        *openai_api.routes,
+        *openai_chat.routes,
+        *openai_completions.routes,
+        *openai_models.routes,
+        *openai_embeddings.routes,
+        *openai_responses.routes,
+        *anthropic_messages.routes,
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     app = Starlette(

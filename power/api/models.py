@@ -1,4 +1,4 @@
-"""Handlers that only touch the model store: tags, show, copy, delete and blobs.
+"""Handlers that only touch the model store: tags, show, copy and delete.
 
 Each handler takes the store from ``request.app.state.store`` and runs blocking store work in a
 worker thread. Errors are raised as ``power.errors`` exceptions and rendered by the app's one
@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from power.api import blobs
 from power.api.body import json_object
 from power.api.response import json_response
 from power.errors import (
@@ -255,5 +254,4 @@ routes: list[Route] = [
     Route("/api/show", show_model, methods=["POST"]),
     Route("/api/copy", copy_model, methods=["POST"]),
     Route("/api/delete", delete_model, methods=["DELETE"]),
-    *blobs.routes,
 ]

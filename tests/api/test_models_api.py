@@ -5,60 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import struct
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
-from starlette.exceptions import StarletteDeprecationWarning
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
-from power.api.create import routes as create_routes
-from power.api.models import format_time, routes
-from power.errors import PowerError
+from power.api.models import format_time
+from power.config import Settings
 from power.registry import RegistryService
 from power.store.store import ModelStore
 from tests.e2e.conftest import free_port
-
-with warnings.catch_warnings():  # starlette prefers httpx2; plain httpx works the same here
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
-
-JINJA = "{% for m in messages %}{{ m.content }}{% endfor %}"
-TOKENS = ["<unk>", "<s>", "</s>", "a", "b", "c"]
-
-
-def tiny_gguf(path: Path) -> Path:
-    """A header-only GGUF with a 6-entry token list and two tensors."""
-
-    def s(text: str) -> bytes:
-        return struct.pack("<Q", len(text.encode())) + text.encode()
-
-    kv: list[bytes] = [
-        s("general.architecture") + struct.pack("<I", 8) + s("llama"),
-        s("general.name") + struct.pack("<I", 8) + s("tiny"),
-        s("general.file_type") + struct.pack("<II", 4, 2),
-        s("llama.context_length") + struct.pack("<II", 4, 4096),
-        s("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 6) + b"".join(map(s, TOKENS)),
-        s("tokenizer.ggml.scores") + struct.pack("<IIQ3f", 9, 6, 3, 0.0, 1.0, 2.0),
-        s("tokenizer.chat_template") + struct.pack("<I", 8) + s(JINJA),
-    ]
-    tensors = [
-        s(name) + struct.pack("<IQQIQ", 2, 8, 6, 2, 0) for name in ("token_embd.weight", "output")
-    ]
-    path.write_bytes(
-        b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv)) + b"".join(kv + tensors)
-    )
-    return path
-
-
-async def _power_error(request: Request, exc: Exception) -> Response:
-    status = exc.status if isinstance(exc, PowerError) else 500
-    return JSONResponse({"error": str(exc)}, status_code=status)
+from tests.support.app import TestClient, app_client
+from tests.support.gguf import JINJA, TOKENS, tiny_gguf
+from tests.support.runners import ScriptedRunners
 
 
 @pytest.fixture
@@ -68,14 +28,13 @@ def store(tmp_path: Path) -> ModelStore:
 
 @pytest.fixture
 def client(store: ModelStore, tmp_path: Path) -> Iterator[TestClient]:
-    app = Starlette(routes=[*routes, *create_routes], exception_handlers={PowerError: _power_error})
-    app.state.store = store
     # A create whose base is missing pulls it: here from a registry that refuses connections.
     dead = {"registry.ollama.ai": f"http://127.0.0.1:{free_port()}"}
-    app.state.registry = RegistryService(
+    registry = RegistryService(
         store, home=tmp_path / "home", env={}, hosts=dead, catalog={}, max_tries=1
     )
-    with TestClient(app) as c:
+    settings = Settings(home=str(tmp_path / "home"))
+    with app_client(settings, ScriptedRunners(), store, registry=registry) as c:
         yield c
 
 

@@ -28,9 +28,9 @@ from proto import (
     TokenLogprob,
     Tokens,
 )
-from tests.api.test_models_api import tiny_gguf
 from tests.model.synth import write_gguf
 from tests.support.app import TestClient, app_client
+from tests.support.gguf import tiny_gguf
 from tests.support.runners import ScriptedRunners
 
 QWEN = (

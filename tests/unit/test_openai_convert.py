@@ -11,16 +11,16 @@ from typing import Any
 import msgspec
 import pytest
 
-from power.api import anthropic_convert as acv
-from power.api import openai_convert as cv
-from power.api.anthropic import _Block, _collect, _events, _Result
-from power.api.openai_chat import ChatCompletionRequest, native_chat_request
-from power.api.openai_chat import _collect as chat_collect
-from power.api.openai_chat import _events as chat_events
-from power.api.openai_sse import ParamError, openai_error_body, sampling_options
-from power.api.responses import ResponsesRequest, input_messages, native_request
-from power.api.responses_stream import ResponseBuilder
-from power.api.responses_stream import events as response_events
+from power.api.anthropic import convert as acv
+from power.api.anthropic.messages import _Block, _collect, _events, _Result
+from power.api.openai import convert as cv
+from power.api.openai.chat import ChatCompletionRequest, native_chat_request
+from power.api.openai.chat import _collect as chat_collect
+from power.api.openai.chat import _events as chat_events
+from power.api.openai.responses import ResponsesRequest, input_messages, native_request
+from power.api.openai.responses_stream import ResponseBuilder
+from power.api.openai.responses_stream import events as response_events
+from power.api.openai.sse import ParamError, openai_error_body, sampling_options
 from power.api.schemas import ChatChunk, Logprob, Message
 from power.errors import InvalidRequestError, ModelNotFoundError, PowerError
 

@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from power.api import openai_convert as cv
 from power.api.chat import chat_chunks
-from power.api.openai_sse import (
+from power.api.openai import convert as cv
+from power.api.openai.sse import (
     DONE,
     ParamError,
     decode,

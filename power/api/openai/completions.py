@@ -1,10 +1,7 @@
-"""POST /v1/completions, GET /v1/models[/{model}] and POST /v1/embeddings."""
+"""POST /v1/completions (legacy completions) on top of the native ``generate_chunks``."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,10 +14,9 @@ from starlette.routing import Route
 from power.api import response as reply
 from power.api import semantics as sem
 from power.api import tokens
-from power.api.embed import embed_core
 from power.api.generate import generate_chunks
-from power.api.openai_chat import FINGERPRINT
-from power.api.openai_sse import (
+from power.api.openai.chat import FINGERPRINT
+from power.api.openai.sse import (
     DONE,
     ParamError,
     decode,
@@ -34,7 +30,6 @@ from power.api.openai_sse import (
 )
 from power.api.schemas import GenerateChunk, GenerateRequest, Logprob, prompt_tokens
 from power.api.streaming import StreamResponse, prime
-from power.store.names import ModelName
 
 __all__ = ["routes"]
 
@@ -171,93 +166,6 @@ async def completions(request: Request) -> Response:
     })  # fmt: skip
 
 
-def _model_object(name: str, created: float) -> dict[str, Any]:
-    owner = ModelName.parse(name).namespace or "library"
-    return {"id": name, "object": "model", "created": int(created), "owned_by": owner}
-
-
-@openai_errors
-async def list_models(request: Request) -> Response:
-    entries = await asyncio.to_thread(request.app.state.store.list)
-    data = [_model_object(e.name, e.modified_at) for e in entries]
-    return reply.json_response({"object": "list", "data": data})
-
-
-@openai_errors
-async def retrieve_model(request: Request) -> Response:
-    name = request.path_params["model"]
-    model = await sem.lookup_model(request.app.state, name)
-    return reply.json_response(_model_object(name, model.modified_at))
-
-
-class EmbeddingRequest(msgspec.Struct, kw_only=True):
-    model: str = ""
-    input: Any = None
-    encoding_format: str = "float"
-    dimensions: int | None = None
-    user: str | None = None
-    keep_alive: Any = None
-    options: dict[str, Any] | None = None
-    truncate: bool = True
-
-
-async def _embed_inputs(request: Request, req: EmbeddingRequest) -> list[str]:
-    value = req.input
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value:
-        if all(isinstance(v, str) for v in value):
-            return list(value)
-        if all(type(v) is int for v in value):
-            value = [value]
-        if all(isinstance(v, list) and all(type(t) is int for t in v) for v in value):
-            model = await sem.lookup_model(request.app.state, req.model)
-            return [await tokens.detokenize(request.app.state, model, v) for v in value]
-    raise ParamError(
-        "input must be a string, an array of strings, or token ids (an array of integers, or "
-        "an array of such arrays)",
-        param="input",
-    )
-
-
-def _encode(vector: list[float], fmt: str) -> list[float] | str:
-    if fmt == "float":
-        return vector
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-
-
-@openai_errors
-async def embeddings(request: Request) -> Response:
-    req = await decode(request, EmbeddingRequest)
-    if not req.model:
-        raise ParamError("model is required", param="model")
-    if req.encoding_format not in ("float", "base64"):
-        raise ParamError(
-            f"Invalid value for 'encoding_format' = {req.encoding_format}. "
-            "Supported values: ['float', 'base64'].",
-            param="encoding_format",
-        )
-    if req.dimensions is not None and req.dimensions <= 0:
-        raise ParamError("dimensions must be a positive integer", param="dimensions")
-    inputs = await _embed_inputs(request, req)
-    result = await embed_core(
-        request.app.state, req.model, inputs, truncate=req.truncate, dimensions=req.dimensions,
-        keep_alive=keep_alive(request, req.keep_alive), options=req.options,
-    )  # fmt: skip
-    data = [
-        {"object": "embedding", "embedding": _encode(list(v), req.encoding_format), "index": i}
-        for i, v in enumerate(result.vectors)
-    ]
-    used = int(result.prompt_tokens)
-    return reply.json_response({
-        "object": "list", "data": data, "model": req.model,
-        "usage": {"prompt_tokens": used, "total_tokens": used},
-    })  # fmt: skip
-
-
 routes = [
     Route("/v1/completions", completions, methods=["POST"]),
-    Route("/v1/models", list_models, methods=["GET"]),
-    Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
-    Route("/v1/embeddings", embeddings, methods=["POST"]),
 ]

@@ -20,13 +20,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from power.api import anthropic_convert as cv
 from power.api import response as reply
 from power.api import semantics as sem
 from power.api import tokens
+from power.api.anthropic import convert as cv
 from power.api.chat import chat_chunks
-from power.api.openai_convert import add_instruction, think_from_effort
-from power.api.openai_sse import decode, keep_alive, sampling_options, sse
+from power.api.openai.convert import add_instruction, think_from_effort
+from power.api.openai.sse import decode, keep_alive, sampling_options, sse
 from power.api.schemas import ChatChunk, ChatRequest, prompt_tokens
 from power.api.streaming import StreamResponse, prime
 from power.errors import InvalidRequestError, PowerError

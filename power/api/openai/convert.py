@@ -10,7 +10,7 @@ import binascii
 import json
 from typing import Any
 
-from power.api.openai_sse import ParamError
+from power.api.openai.sse import ParamError
 from power.api.schemas import Message
 
 __all__ = [

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from power.api.openai_sse import new_id, sse
+from power.api.openai.sse import new_id, sse
 from power.api.schemas import ChatChunk, prompt_tokens
 from power.errors import PowerError
 

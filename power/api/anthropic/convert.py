@@ -11,8 +11,8 @@ import binascii
 import secrets
 from typing import Any
 
-from power.api.openai_convert import apply_tool_choice
-from power.api.openai_sse import error_responses
+from power.api.openai.convert import apply_tool_choice
+from power.api.openai.sse import error_responses
 from power.api.schemas import Message
 from power.errors import InvalidRequestError, PowerError
 
