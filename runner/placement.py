@@ -8,8 +8,9 @@ how many layers it offloaded. While a load runs, ``NativeLog`` hands its INFO li
 ``Placement``. The runner's VRAM is the size of the buffers whose type is a GPU's own memory
 (``gpu_buffer_types``, from ggml's device API): ``CUDA0`` counts, ``CUDA_Host`` (pinned system
 memory) and ``CPU_Mapped`` do not. Memory a backend takes on its own (the CUDA context, cuBLAS'
-workspace, ggml's CUDA pool) is in no buffer; the gateway prefers the driver's per-process figure
-where there is one. The llama.cpp release is pinned (``runner.llama_compat``), and a model test
+workspace, ggml's CUDA pool) is in no buffer, and a projector logs only the total of its
+weights, so neither is counted; the gateway prefers the driver's per-process figure where there
+is one. The llama.cpp release is pinned (``runner.llama_compat``), and a model test
 checks that these lines are still seen.
 """
 
@@ -24,7 +25,7 @@ __all__ = ["Placement", "gpu_buffer_types"]
 
 _MIB = 1 << 20
 # "sched_reserve:        CPU compute buffer size =    98.25 MiB"
-_BUFFER = re.compile(r"\w+:\s+(\S+)\s+(\S.*?) buffer size =\s*([0-9.]+) MiB\s*")
+_BUFFER = re.compile(r"(\w+):\s+(\S+)\s+(\S.*?) buffer size =\s*([0-9.]+) MiB\s*")
 # "load_tensors: offloaded 31/31 layers to GPU"
 _OFFLOADED = re.compile(r"\w+: offloaded (\d+)/\d+ layers to GPU\s*")
 _DEVICE_TYPE_GPU = 1  # ggml_backend_dev_type: CPU, GPU (own memory), IGPU (host memory), ...
@@ -34,29 +35,29 @@ class Placement:
     """The buffers one load allocated, by buffer type and use, and the layers it offloaded."""
 
     def __init__(self) -> None:
-        self.buffers: dict[tuple[str, str], int] = {}  # (buffer type, use) -> bytes
+        # (who logged it, buffer type, use) -> bytes; e.g. ("sched_reserve", "CUDA0", "compute")
+        self.buffers: dict[tuple[str, str, str], int] = {}
         self.gpu_layers = 0
 
     def feed(self, line: str) -> None:
         """Take one line of llama.cpp's log (lines about anything else are ignored)."""
         if m := _BUFFER.fullmatch(line):
-            buffer_type, use, mib = m.groups()
+            source, buffer_type, use, mib = m.groups()
             size = round(float(mib) * _MIB)
-            key = (buffer_type, use)
-            # A compute buffer is reserved again when the graph changes: the last size holds.
+            key = (source, buffer_type, use)
+            # A compute buffer is reserved again when its graph changes: the last size holds
+            # (per source: the projector's compute buffers are the projector's own).
             self.buffers[key] = size if use == "compute" else self.buffers.get(key, 0) + size
         elif m := _OFFLOADED.fullmatch(line):
             self.gpu_layers = int(m[1])
 
     def bytes_on(self, buffer_types: Collection[str]) -> int:
         """Bytes of the buffers of these types."""
-        return sum(size for (kind, _), size in self.buffers.items() if kind in buffer_types)
+        return sum(size for (_, kind, _), size in self.buffers.items() if kind in buffer_types)
 
     def describe(self) -> str:
         """E.g. ``CPU_Mapped model 92.1 MiB, CPU KV 11.2 MiB``, for the runner's log."""
-        parts = [
-            f"{kind} {use} {size / _MIB:.1f} MiB" for (kind, use), size in self.buffers.items()
-        ]
+        parts = [f"{kind} {use} {n / _MIB:.1f} MiB" for (_, kind, use), n in self.buffers.items()]
         return ", ".join(parts) or "no buffers seen"
 
 

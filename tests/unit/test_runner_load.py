@@ -56,6 +56,7 @@ CUDA_LOAD_LOG = [
     "sched_reserve:  CUDA_Host compute buffer size =     5.01 MiB\n",
     "sched_reserve:      CUDA0 compute buffer size =   100.00 MiB\n",  # reserved again
     "llama_adapter_lora_init_impl:        CUDA0 LoRA buffer size =     2.50 MiB\n",
+    "reserve_compute_meta:      CUDA0 compute buffer size =    20.00 MiB\n",  # a projector's
 ]
 
 
@@ -64,7 +65,7 @@ def test_the_vram_placed_is_the_size_of_the_buffers_in_a_gpus_own_memory() -> No
     for line in CUDA_LOAD_LOG:
         placed.feed(line)
     assert placed.gpu_layers == 31
-    assert placed.bytes_on({"CUDA0"}) == round((812 + 11.25 + 100 + 2.5) * MIB)
+    assert placed.bytes_on({"CUDA0"}) == round((812 + 11.25 + 100 + 2.5 + 20) * MIB)
     assert placed.bytes_on({"CUDA_Host", "CPU_Mapped"}) == round((28.12 + 0.19 + 5.01) * MIB)
     assert placed.bytes_on(frozenset()) == 0  # no GPU: nothing is VRAM
     assert placed.describe().startswith("CPU_Mapped model 28.1 MiB, CUDA0 model 812.0 MiB")
