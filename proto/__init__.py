@@ -49,7 +49,7 @@ from proto.messages import (
     ToRunner,
 )
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: LoadParams.seed, Ready.n_ctx_train and Ready.load_s removed
 
 # Exit codes are protocol too.
 EXIT_OK = 0

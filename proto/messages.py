@@ -92,7 +92,6 @@ class LoadParams(msgspec.Struct, frozen=True, kw_only=True):
     use_mmap: bool = True
     use_mlock: bool = False
     cpu_mode: CpuMode = CpuMode.AUTO
-    seed: int = -1
     flash_attn: bool | None = None  # None = engine default
     kv_cache_type: str = "f16"
     lora_paths: tuple[str, ...] = ()
@@ -213,17 +212,17 @@ class Hello(Msg, frozen=True):
 
 
 class Progress(Msg, frozen=True):
-    fraction: float  # load progress; resets the gateway's stall deadline
+    """A load going on: a few a second at most; each resets the gateway's stall deadline."""
+
+    fraction: float  # of the model's weights read, 0.0 to 1.0
 
 
 class Ready(Msg, frozen=True):
     memory: Memory
     n_ctx: int  # per sequence
-    n_ctx_train: int
     n_vocab: int
     num_parallel: int = 1
-    load_s: float = 0.0
-    gpu_layers: int = 0
+    gpu_layers: int = 0  # layers llama.cpp offloaded to a GPU (0 without one, whatever was asked)
     cpu_mode: CpuMode = CpuMode.EXTRA  # the mode the model was loaded in (see LoadParams)
 
 

@@ -14,7 +14,7 @@ prompt as ``Media`` that the engine made (``media_prompt``) and evaluates on its
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +28,7 @@ __all__ = [
     "EngineError",
     "LoadInfo",
     "Media",
+    "OnProgress",
     "PromptTooLongError",
     "Sampled",
     "SeqSampler",
@@ -47,13 +48,18 @@ class PromptTooLongError(BadRequestError):
     """The prompt cannot fit the context and may not be truncated."""
 
 
+OnProgress = Callable[[float], bool]
+"""How a load reports: called on the inference thread with the fraction done, as often as the
+engine likes (the runner rate-limits what it sends). It returns False once the runner is
+stopping: the engine then abandons the load and raises ``EngineError``."""
+
+
 @dataclass(frozen=True, slots=True)
 class LoadInfo:
     n_ctx: int  # per sequence
-    n_ctx_train: int
     n_vocab: int
     num_parallel: int = 1
-    gpu_layers: int = 0
+    gpu_layers: int = 0  # layers actually offloaded to a GPU
     n_batch: int = 512  # tokens one decode takes at most
     cpu_mode: CpuMode = CpuMode.EXTRA  # the mode the model was loaded in
 
@@ -127,7 +133,11 @@ class Engine(Protocol):
         """What computes (name and version) and the CPU features it uses, for ``Hello``."""
         ...
 
-    def load(self, params: LoadParams) -> LoadInfo: ...
+    def load(self, params: LoadParams, progress: OnProgress) -> LoadInfo:
+        """Load the model, reporting ``progress`` often enough that a load that goes on never
+        looks stalled (the gateway kills one that is silent for ``load_timeout_s``);
+        ``EngineError`` when it cannot, or when ``progress`` said stop."""
+        ...
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]: ...
 
@@ -174,6 +184,9 @@ class Engine(Protocol):
         the runner's context) and may not be cut."""
         ...
 
-    def memory(self) -> Memory: ...
+    def memory(self) -> Memory:
+        """What the loaded model holds: the process's RSS, and the bytes the model and its
+        context placed on GPUs (0 with none)."""
+        ...
 
     def close(self) -> None: ...

@@ -2,7 +2,8 @@
 
 Modes: ``echo`` generates the prompt's words back, then an end token; ``count`` generates
 ``1 2 3 …`` until ``num_predict`` or the context fills. Options (query string):
-``delay`` seconds per token, ``load_delay`` seconds to load, ``fail_load=1`` (load fails),
+``delay`` seconds per token, ``load_delay`` seconds to load (silently, unless ``load_steps=N``:
+then in N equal steps, reporting progress after each), ``fail_load=1`` (load fails),
 ``crash_after=N`` (the process dies abruptly after N tokens, writing to stderr first),
 ``crash_before=1`` (dies before the first token of a request), ``hang=1`` (the process
 stops answering anything, as a wedged runner does), ``kernel_fault=1`` (its first decode dies
@@ -34,6 +35,7 @@ from runner.engine import (
     EngineError,
     LoadInfo,
     Media,
+    OnProgress,
     PromptTooLongError,
     Sampled,
     Span,
@@ -61,6 +63,7 @@ class FakeEngine:
         mode: str = "echo",
         delay: float = 0.0,
         load_delay: float = 0.0,
+        load_steps: float = 0,
         fail_load: float = 0,
         crash_after: float = -1,
         crash_before: float = 0,
@@ -74,6 +77,7 @@ class FakeEngine:
         self.mode = mode
         self.delay = delay
         self.load_delay = load_delay
+        self.load_steps = int(load_steps)
         self.fail_load = bool(fail_load)
         self.crash_after = int(crash_after)
         self.crash_before = bool(crash_before)
@@ -89,8 +93,13 @@ class FakeEngine:
         self._n_ctx = 0
         self._generated = 0
 
-    def load(self, params: LoadParams) -> LoadInfo:
-        if self.load_delay:
+    def load(self, params: LoadParams, progress: OnProgress) -> LoadInfo:
+        if self.load_steps > 0:
+            for step in range(1, self.load_steps + 1):
+                time.sleep(self.load_delay / self.load_steps)
+                if not progress(step / self.load_steps):
+                    raise EngineError("the load was abandoned: the runner is stopping")
+        elif self.load_delay:
             time.sleep(self.load_delay)
         if self.fail_load:
             sys.stderr.write("fake engine: cannot load model (fail_load)\n")
@@ -101,7 +110,6 @@ class FakeEngine:
         self._cpu_mode = params.cpu_mode
         return LoadInfo(
             n_ctx=self._n_ctx,
-            n_ctx_train=self.n_ctx_train,
             n_vocab=VOCAB_SIZE,
             num_parallel=params.num_parallel,
             n_batch=params.n_batch,

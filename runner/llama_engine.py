@@ -8,12 +8,15 @@ fills one ``llama_batch`` with every chunk of a step (per-token sequence ids) an
 borrow a free sequence, switch the context to embeddings for their own decodes only (a chunk of
 a text per scheduler step), and leave the sequence empty, so no reload is needed and no other
 sequence's cache is touched. A model with a projector (``LoadParams.projector_path``) takes
-images through ``runner.vision``.
+images through ``runner.vision``. A load reports progress through llama.cpp's progress callback
+(after every tensor it reads) and once more after each later step; what it placed on GPUs is
+read from llama.cpp's log (``runner.placement``).
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -25,19 +28,21 @@ import psutil
 from llama_cpp import _internals
 from llama_cpp import _logger as llama_logger
 
-from proto import CpuMode, Generate, LoadParams, Memory
-from runner.amx import deny_amx
+from proto import Generate, LoadParams, Memory
 from runner.engine import (
     BadRequestError,
     Chunk,
     EngineError,
     LoadInfo,
     Media,
+    OnProgress,
     PromptTooLongError,
     Span,
 )
 from runner.llama_compat import set_fields
+from runner.llama_params import context_params, enter_cpu_mode, model_params
 from runner.native_log import llama_log
+from runner.placement import gpu_buffer_types
 from runner.sampling import LlamaSampler
 
 if TYPE_CHECKING:
@@ -47,41 +52,9 @@ __all__ = ["LlamaEngine"]
 
 log = logging.getLogger(__name__)
 
-_KV_TYPES = {
-    "f32": 0,
-    "f16": llama_cpp.GGML_TYPE_F16,
-    "bf16": 30,
-    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
-    "q4_0": llama_cpp.GGML_TYPE_Q4_0,
-    "q4_1": 3,
-    "q5_0": 6,
-    "q5_1": 7,
-}
-_LOAD_MODES = {  # (use_mmap, use_mlock) -> llama_load_mode
-    (True, False): llama_cpp.LLAMA_LOAD_MODE_AUTO,  # mmap where the devices support it
-    (True, True): llama_cpp.LLAMA_LOAD_MODE_MMAP_MLOCK,
-    (False, True): llama_cpp.LLAMA_LOAD_MODE_MLOCK,
-    (False, False): llama_cpp.LLAMA_LOAD_MODE_NONE,
-}
 _EMBED_CHUNK = 64  # tokens per embedding decode: every one has an output row (and logits)
 
 Vector = np.ndarray[Any, Any]
-
-
-def load_mode(*, use_mmap: bool, use_mlock: bool) -> int:
-    """Ollama's ``use_mmap``/``use_mlock`` options as llama.cpp's ``load_mode``."""
-    return int(_LOAD_MODES[use_mmap, use_mlock])
-
-
-def _enter_cpu_mode(mode: CpuMode) -> CpuMode:
-    """Prepare the process for ``mode`` (before the model loads); the mode it can have."""
-    if mode != CpuMode.NO_AMX:
-        return mode
-    why = deny_amx()
-    if why:
-        log.warning("cannot keep AMX from this runner (%s): loading with plain buffers", why)
-        return CpuMode.PLAIN
-    return mode
 
 
 class LlamaEngine:
@@ -96,15 +69,28 @@ class LlamaEngine:
         self._n_ctx = 0
         self._n_vocab = 0
         self._embedding = False
-        self._tensor_split: Any = None
+        self._params_refs: list[object] = []  # what the model's params point at
         self._vision: Projector | None = None
+        self._vram = 0
 
     # ------------------------------------------------------------------ lifecycle
 
-    def load(self, params: LoadParams) -> LoadInfo:
+    def load(self, params: LoadParams, progress: OnProgress) -> LoadInfo:
         llama_cpp.llama_backend_init()
-        cpu_mode = _enter_cpu_mode(params.cpu_mode)
-        mparams = self._model_params(params, cpu_mode)
+        with self._log.placement() as placed:
+            info = self._load(params, progress)
+        self._vram = placed.bytes_on(gpu_buffer_types())
+        log.info(
+            "model placed: %s; on GPUs: %d layers, %.1f MiB",
+            placed.describe(),
+            placed.gpu_layers,
+            self._vram / (1 << 20),
+        )
+        return dataclasses.replace(info, gpu_layers=placed.gpu_layers)
+
+    def _load(self, params: LoadParams, progress: OnProgress) -> LoadInfo:
+        cpu_mode = enter_cpu_mode(params.cpu_mode)
+        mparams, self._params_refs = model_params(params, cpu_mode, progress)
         try:
             self._model = _internals.LlamaModel(
                 path_model=params.model_path, params=mparams, verbose=True
@@ -117,35 +103,16 @@ class LlamaEngine:
         n_par = max(1, params.num_parallel)
         n_batch = max(params.n_batch, n_par)
         threads = params.n_threads or (psutil.cpu_count(logical=False) or os.cpu_count() or 1)
-        kv_type = _KV_TYPES.get(params.kv_cache_type.lower())
-        if kv_type is None:
-            raise EngineError(f"unsupported KV cache type {params.kv_cache_type!r}")
-        cparams = llama_cpp.llama_context_default_params()
-        set_fields(
-            cparams,
-            n_ctx=n_ctx * n_par,
-            n_batch=n_batch,
-            n_ubatch=n_batch,
-            n_seq_max=n_par,
-            kv_unified=False,
-            n_threads=threads,
-            n_threads_batch=threads,
-            embeddings=params.embedding,
-            flash_attn_type=(
-                llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
-                if params.flash_attn is None
-                else int(params.flash_attn)
-            ),
-            type_k=kv_type,
-            type_v=kv_type,
-        )
+        cparams = context_params(params, n_ctx=n_ctx, n_par=n_par, n_batch=n_batch, threads=threads)
         try:
             self._owner = _internals.LlamaContext(model=self._model, params=cparams, verbose=True)
         except ValueError as exc:
             raise EngineError(f"{exc} (n_ctx={cparams.n_ctx})") from exc
         self._ctx = self._owner.ctx
+        _go_on(progress)
         self._apply_loras(params.lora_paths)
         if params.projector_path:
+            _go_on(progress)
             from runner.vision import Projector  # loads libmtmd: only for models with images
 
             self._vision = Projector(
@@ -163,30 +130,11 @@ class LlamaEngine:
         set_fields(self._batch, n_tokens=0)  # (checked once: `_decode` writes it every step)
         return LoadInfo(
             n_ctx=self._n_ctx,
-            n_ctx_train=n_ctx_train,
             n_vocab=self._n_vocab,
             num_parallel=n_par,
-            gpu_layers=params.n_gpu_layers,
             n_batch=n_batch,
             cpu_mode=cpu_mode,
         )
-
-    def _model_params(self, params: LoadParams, cpu_mode: CpuMode) -> Any:
-        mparams = llama_cpp.llama_model_default_params()
-        set_fields(
-            mparams,
-            n_gpu_layers=params.n_gpu_layers,
-            main_gpu=max(0, params.main_gpu),
-            split_mode=params.split_mode,
-            load_mode=load_mode(use_mmap=params.use_mmap, use_mlock=params.use_mlock),
-            use_extra_bufts=cpu_mode != CpuMode.PLAIN,
-        )
-        if params.tensor_split:
-            n = llama_cpp.llama_max_devices()
-            shares = list(params.tensor_split[:n]) + [0.0] * max(0, n - len(params.tensor_split))
-            self._tensor_split = (ctypes.c_float * n)(*shares)  # read by llama.cpp at load
-            set_fields(mparams, tensor_split=self._tensor_split)
-        return mparams
 
     def _apply_loras(self, paths: Sequence[str]) -> None:
         """Load every adapter, then set them all at once (a set replaces the previous one)."""
@@ -224,7 +172,7 @@ class LlamaEngine:
         return f"llama-cpp-python {llama_cpp.__version__}", " ".join(info.split())
 
     def memory(self) -> Memory:
-        return Memory(rss=psutil.Process().memory_info().rss, vram=0)
+        return Memory(rss=psutil.Process().memory_info().rss, vram=self._vram)
 
     # ------------------------------------------------------------------ vocabulary
 
@@ -349,6 +297,12 @@ class LlamaEngine:
             return total
         finally:
             llama_cpp.llama_set_embeddings(self._ctx, self._embedding)
+
+
+def _go_on(progress: OnProgress) -> None:
+    """Report a step of the load done; ``EngineError`` when the runner is stopping."""
+    if not progress(1.0):
+        raise EngineError("the load was abandoned: the runner is stopping")
 
 
 class _Embedding:

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import faulthandler
 import logging
 import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -91,7 +89,7 @@ async def serve(sock: socket.socket, make: Callable[[], Engine]) -> int:
     except (ValueError, OSError, UnsupportedEngineError) as exc:
         log.error("%s", exc)
         outbox.push(Failed(id=None, code=ErrorCode.LOAD, message=str(exc)))
-        await _close(out)
+        await outbox.aclose()
         return EXIT_BAD_ARGS
     name, system_info = engine.about()
     cpu = read_cpu()
@@ -118,7 +116,6 @@ async def serve(sock: socket.socket, make: Callable[[], Engine]) -> int:
             if not isinstance(first, Load):
                 outbox.push(Failed(id=None, code=ErrorCode.PROTOCOL, message="expected Load"))
                 return EXIT_BAD_ARGS
-            started = time.perf_counter()
             params = first.params
             if params.cpu_mode == CpuMode.AUTO:
                 params = msgspec.structs.replace(params, cpu_mode=auto)
@@ -132,10 +129,8 @@ async def serve(sock: socket.socket, make: Callable[[], Engine]) -> int:
                 Ready(
                     memory=engine.memory(),
                     n_ctx=info.n_ctx,
-                    n_ctx_train=info.n_ctx_train,
                     n_vocab=info.n_vocab,
                     num_parallel=info.num_parallel,
-                    load_s=time.perf_counter() - started,
                     gpu_layers=info.gpu_layers,
                     cpu_mode=info.cpu_mode,
                 )
@@ -149,15 +144,7 @@ async def serve(sock: socket.socket, make: Callable[[], Engine]) -> int:
     finally:
         worker.stop()
         await loop.run_in_executor(None, worker.join, 10.0)
-        outbox.flush()
-        await _close(out)
-
-
-async def _close(out: FrameWriter) -> None:
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        await out.drain()
-    out.close()
-    await out.wait_closed()
+        await outbox.aclose()  # (what the thread sends if it outlived the join is dropped)
 
 
 async def _serve_requests(frames: FrameReader[Any], outbox: Outbox, worker: Worker) -> None:

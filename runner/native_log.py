@@ -1,5 +1,5 @@
 """llama.cpp's log (and mtmd's): errors always on stderr, the rest as llama-cpp-python prints
-it, and the last error kept.
+it, the last error kept, and what a load allocated (``runner.placement``) read from it.
 
 llama.cpp reports why a call failed only in its log; ``take()`` after a failed call gives that
 line, so the error the gateway sees can say it (e.g. which LoRA tensor has the wrong shape).
@@ -9,25 +9,33 @@ verbose.)
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import llama_cpp
 from llama_cpp import _logger as llama_logger
 
+from runner.placement import Placement
+
 __all__ = ["NativeLog", "llama_log", "mtmd_log"]
 
-_ERROR, _CONT = 4, 5  # ggml_log_level
+_INFO, _ERROR, _CONT = 2, 4, 5  # ggml_log_level
 
 
 class NativeLog:
     def __init__(self) -> None:
         self._error: list[str] = []
         self._in_error = False
+        self._placement: Placement | None = None
         self.callback = llama_cpp.llama_log_callback(self._write)
 
     def _write(self, level: int, text: bytes, user_data: Any) -> None:
+        placement = self._placement
+        if level == _INFO and placement is not None:
+            placement.feed(text.decode("utf-8", errors="replace"))
         self._in_error = level == _ERROR or (level == _CONT and self._in_error)
         if not self._in_error:
             llama_logger.llama_log_callback(level, text, user_data)
@@ -44,6 +52,15 @@ class NativeLog:
         lines = [line.strip() for line in "".join(self._error).splitlines() if line.strip()]
         self._error = []
         return lines[-1] if lines else ""
+
+    @contextlib.contextmanager
+    def placement(self) -> Iterator[Placement]:
+        """What llama.cpp reports allocating while the block runs (on the thread that loads)."""
+        self._placement = placed = Placement()
+        try:
+            yield placed
+        finally:
+            self._placement = None
 
 
 _log = NativeLog()

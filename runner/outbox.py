@@ -5,12 +5,15 @@ merge into one frame, even when other requests' tokens come in between. Waking a
 loop costs more CPU than a token takes on a GPU (~1.5 ms), so after a flush, further ordinary
 tokens wait up to ``COALESCE_S`` to travel together: the first tokens of a request and every
 other message still go out at once. At most ``COALESCE_S`` is added to when a token is seen;
-the time to the first token never changes.
+the time to the first token never changes. Once ``aclose`` has sent what was queued and closed
+the stream, pushes are dropped (``closed``): a thread that outlives the runner's wind-down sends
+nothing into a closed transport.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -31,14 +34,18 @@ class Outbox:
         self._state = _IDLE
         self._last_flush = 0.0
         self._lock = threading.Lock()
-        self.closed = False
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def push_threadsafe(self, msg: Msg) -> None:
         self.push_many_threadsafe([msg])
 
     def push_many_threadsafe(self, msgs: list[Msg]) -> None:
         """From any thread: queue ``msgs`` in order (e.g. one batch step's events)."""
-        if not msgs:
+        if not msgs or self._closed:
             return
         urgent = any(not isinstance(m, Tokens) or m.first for m in msgs)
         with self._lock:
@@ -58,7 +65,7 @@ class Outbox:
     def push(self, msg: Msg) -> None:
         """From the loop's own thread: write at once."""
         self.flush()
-        if not self.closed:
+        if not self._closed:
             self._writer.write(msg)
 
     def flush(self) -> None:
@@ -67,8 +74,19 @@ class Outbox:
             self._state = _IDLE
             if msgs:
                 self._last_flush = time.monotonic()
-        if msgs and not self.closed:
+        if msgs and not self._closed:
             self._writer.write_many(_coalesce(msgs))
+
+    async def aclose(self) -> None:
+        """Send what is queued, then close the stream (the peer may be gone); idempotent."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._writer.drain()
+        self._writer.close()
+        await self._writer.wait_closed()
 
 
 def _coalesce(msgs: list[Msg]) -> list[object]:

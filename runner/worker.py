@@ -21,6 +21,7 @@ from proto import Detokenize, Done, Embed, Generate, LoadParams, Msg, Stats, Tok
 from runner.batch import Scheduler
 from runner.engine import Engine, LoadInfo
 from runner.outbox import Outbox
+from runner.progress import LoadProgress
 from runner.vocab import Vocab
 
 __all__ = ["Worker"]
@@ -78,7 +79,8 @@ class Worker:
         self._outbox.push_threadsafe(Done(id=req_id, reason="cancel", stats=Stats()))
 
     def stop(self) -> None:
-        """Cancel everything, let the current step finish, and end the thread."""
+        """Cancel everything, let the current step finish (a load is abandoned at its next
+        progress report), and end the thread."""
         self._stopping.set()
         self._loads.put(None)
         self._wake.set()
@@ -96,8 +98,9 @@ class Worker:
             job = self._loads.get()
             if job is not None:
                 params, fut = job
+                progress = LoadProgress(self._outbox.push_threadsafe, self._stopping)
                 try:
-                    info = self._engine.load(params)
+                    info = self._engine.load(params, progress)
                 except BaseException as exc:  # reported to the gateway, never raised here
                     fut.set_exception(exc)
                 else:

@@ -164,7 +164,7 @@ class RunnerProcess:
     async def _hello(self, timeout_s: float) -> None:
         exited = asyncio.ensure_future(self.proc.wait())
         try:
-            hello = await self._next(self.client.frames, exited, timeout_s)
+            hello = await self._next(self.client.frames, exited, timeout_s, "for a runner to start")
         finally:
             exited.cancel()
         if isinstance(hello, Failed):  # the runner cannot start its engine: never retried
@@ -183,23 +183,36 @@ class RunnerProcess:
         self.hello = hello
 
     async def _load(self, params: LoadParams, load_timeout_s: float) -> None:
+        """``Ready`` or an error. ``load_timeout_s`` is a stall deadline: it runs from the
+        ``Load`` or the last ``Progress``, so a large model that loads steadily is waited for."""
         frames = self.client.frames
         exited = asyncio.ensure_future(self.proc.wait())
         started = time.monotonic()
+        fraction = 0.0
         try:
             self.client.writer.write(Load(params=params))
-            while True:  # the stall deadline resets on each Progress
-                msg = await self._next(frames, exited, load_timeout_s)
+            while True:
+                waiting = f"for model {self.model} to load (at {fraction:.0%})"
+                msg = await self._next(frames, exited, load_timeout_s, waiting)
                 if isinstance(msg, Progress):
+                    fraction = msg.fraction
+                    log.debug(
+                        "runner load progress: model=%s pid=%d %.0f%%",
+                        self.model,
+                        self.pid,
+                        100 * fraction,
+                    )
                     continue
                 if isinstance(msg, Ready):
                     self.ready = msg
                     log.info(
-                        "runner ready: model=%s pid=%d load=%.2fs rss=%d",
+                        "runner ready: model=%s pid=%d load=%.2fs rss=%d vram=%d gpu_layers=%d",
                         self.model,
                         self.pid,
                         time.monotonic() - started,
                         msg.memory.rss,
+                        msg.memory.vram,
+                        msg.gpu_layers,
                     )
                     return
                 if isinstance(msg, Failed):
@@ -215,8 +228,14 @@ class RunnerProcess:
             exited.cancel()
 
     async def _next(
-        self, frames: FrameReader[Any], exited: asyncio.Future[int], timeout_s: float
+        self,
+        frames: FrameReader[Any],
+        exited: asyncio.Future[int],
+        timeout_s: float,
+        waiting: str,
     ) -> object:
+        """The next frame within ``timeout_s``; else ``RunnerTimeoutError`` ("timed out
+        waiting ``waiting``"), or the runner's exit as an error."""
         read = asyncio.ensure_future(frames.read())
         try:
             done, _ = await asyncio.wait(
@@ -234,7 +253,7 @@ class RunnerProcess:
             read.cancel()
         if not done:
             raise RunnerTimeoutError(
-                f"timed out after {timeout_s:.0f}s waiting for model {self.model} to load",
+                f"timed out waiting {waiting}: nothing from its runner for {timeout_s:g}s",
                 model=self.model,
                 pid=self.pid,
                 stderr_tail=list(self.stderr_tail),

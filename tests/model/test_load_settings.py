@@ -1,4 +1,5 @@
-"""Load settings reach llama.cpp: mmap/mlock as ``load_mode``, the CPU mode, the engine's facts.
+"""Load settings reach llama.cpp: mmap/mlock as ``load_mode``, the CPU mode, the engine's facts,
+and what a load reports: its progress, the layers and bytes it placed on GPUs.
 
 Each test starts the real runner with SmolLM2 and reads what the kernel says of the process.
 """
@@ -6,7 +7,9 @@ Each test starts the real runner with SmolLM2 and reads what the kernel says of 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import resource
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -116,3 +119,28 @@ async def test_hello_names_the_engine_and_the_cpu_features_it_uses(smollm2_gguf:
         assert proc.hello.engine == f"llama-cpp-python {installed_version()}"
         assert proc.hello.system_info.startswith("CPU :")
         assert "REPACK = 1" in proc.hello.system_info
+
+
+async def test_a_real_load_reports_progress_and_without_a_gpu_places_nothing_on_one(
+    smollm2_gguf: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="power.supervisor.process")
+    proc = await RunnerProcess.start(
+        LoadParams(model_path=str(smollm2_gguf), n_ctx=512, n_gpu_layers=-1),  # all it can
+        model="smollm2",
+        engine="llama",
+        load_timeout_s=60,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),  # no GPU, whatever the build
+    )
+    try:
+        progress = [r for r in caplog.records if "runner load progress" in r.getMessage()]
+        assert progress  # llama.cpp's progress callback, through the runner, at the gateway
+        assert proc.ready is not None
+        assert (proc.ready.gpu_layers, proc.ready.memory.vram) == (0, 0)
+        # The runner read its placement from llama.cpp's log: the lines are still there.
+        placed = [line for line in proc.stderr_lines if "model placed:" in line]
+        assert len(placed) == 1
+        assert re.search(r"CPU_Mapped model \d+\.\d MiB.* CPU KV \d+\.\d MiB", placed[0])
+        assert placed[0].endswith("; on GPUs: 0 layers, 0.0 MiB")
+    finally:
+        await proc.aclose(grace_s=5, term_grace_s=5)

@@ -14,7 +14,7 @@ from runner.llama_compat import (
     installed_version,
     set_fields,
 )
-from runner.llama_engine import load_mode
+from runner.llama_params import load_mode
 
 
 def test_a_field_the_struct_has_is_written() -> None:

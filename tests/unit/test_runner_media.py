@@ -133,7 +133,7 @@ def run(engine: MediaEngine, sched: Scheduler, req: Generate) -> Done:
 
 def test_the_scheduler_evaluates_an_image_after_the_text_before_it() -> None:
     engine = MediaEngine()
-    sched = Scheduler(engine, LoadInfo(n_ctx=64, n_ctx_train=64, n_vocab=8, n_batch=4), print)
+    sched = Scheduler(engine, LoadInfo(n_ctx=64, n_vocab=8, n_batch=4), print)
     req = Generate(id=1, prompt="a b [img-0] c d", images=(b"xyz",), num_predict=2,
                    sampling=Sampling(temperature=0))  # fmt: skip
     done = run(engine, sched, req)

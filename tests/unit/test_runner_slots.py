@@ -94,7 +94,7 @@ def test_each_step_decodes_its_sequences_in_ascending_id_order(tmp_path: Path) -
     model = tmp_path / "m.gguf"
     model.write_bytes(b"")
     engine = _RecordingEngine()
-    info = engine.load(LoadParams(model_path=str(model), num_parallel=4))
+    info = engine.load(LoadParams(model_path=str(model), num_parallel=4), lambda _: True)
     sched = Scheduler(engine, info, lambda msgs: None)
     for slot, used in zip(sched.slots, (4, 2, 3, 1), strict=True):
         slot.cached, slot.used = [7], used  # full slots: the least recently used goes first
