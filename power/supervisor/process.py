@@ -82,6 +82,7 @@ class RunnerProcess:
         self.pid = proc.pid
         self.hello: Hello | None = None
         self.ready: Ready | None = None
+        self.load_s = 0.0  # from Load to Ready, as the gateway saw it
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.trace: list[str] = []  # the Python stacks a fatal signal dumped (faulthandler)
         self._stderr_task: asyncio.Task[None] | None = None
@@ -205,11 +206,12 @@ class RunnerProcess:
                     continue
                 if isinstance(msg, Ready):
                     self.ready = msg
+                    self.load_s = time.monotonic() - started
                     log.info(
                         "runner ready: model=%s pid=%d load=%.2fs rss=%d vram=%d gpu_layers=%d",
                         self.model,
                         self.pid,
-                        time.monotonic() - started,
+                        self.load_s,
                         msg.memory.rss,
                         msg.memory.vram,
                         msg.gpu_layers,

@@ -203,7 +203,7 @@ class Supervisor:
             requests_in_flight=loaded.refcount,
             queued=loaded.queued,
             mean_wait_s=round(loaded.wait_total_s / loaded.waits, 6) if loaded.waits else 0.0,
-            load_s=ready.load_s if ready is not None else 0.0,
+            load_s=loaded.runner.load_s,
             cpu_mode=str(mode),
             cpu_mode_is_default=mode == default,
         )
