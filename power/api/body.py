@@ -89,7 +89,7 @@ class BodyLimitMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
             last = message["type"] == "http.response.body" and not message.get("more_body")
             if last and not ended and dropping is None:
-                dropping = asyncio.ensure_future(drop_the_rest())
+                dropping = asyncio.ensure_future(drop_the_rest())  # owned: finish() awaits it
             await send(message)
 
         async def finish() -> None:

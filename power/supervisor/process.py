@@ -140,6 +140,7 @@ class RunnerProcess:
         reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
         client = RunnerClient(FrameReader(reader, gateway_decoder()), FrameWriter(writer))
         self = cls(proc, client, model="")
+        # both owned by this RunnerProcess: cancelled and awaited in _finish()
         self._stderr_task = asyncio.create_task(self._pump_stderr(), name=f"stderr-{proc.pid}")
         try:
             await self._hello(timeout_s)
@@ -297,9 +298,8 @@ class RunnerProcess:
             )
 
     async def _drain_stderr(self, timeout_s: float = 2.0) -> None:
-        if self._stderr_task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._stderr_task), timeout_s)
+        if self._stderr_task is not None:  # (our own cancellation still propagates)
+            await asyncio.wait({self._stderr_task}, timeout=timeout_s)
 
     def crash_error(self, returncode: int | None) -> RunnerCrashedError:
         return RunnerCrashedError(
@@ -368,11 +368,10 @@ class RunnerProcess:
     async def _finish(self) -> None:
         self.client.close()
         await self._drain_stderr()
-        for task in (self._client_task, self._stderr_task):
+        for task in (self._client_task, self._stderr_task):  # owned here: cancelled and awaited
             if task is not None and not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await asyncio.wait({task})
         await self.client.wait_writer_closed()
 
     async def _reap_quietly(self) -> None:

@@ -8,7 +8,6 @@ spare is launched in the background shortly after.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -49,6 +48,7 @@ class SparePool:
         return runner
 
     def _launch(self) -> asyncio.Task[RunnerProcess]:
+        # owned by the pool as its spare: taken (awaited) by the next load, or by aclose()
         return asyncio.ensure_future(self._start())
 
     async def _start(self) -> RunnerProcess:
@@ -93,6 +93,6 @@ class SparePool:
             return
         if not task.done():
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            runner = await task
-            await runner.aclose(grace_s=1.0, term_grace_s=1.0)
+        await asyncio.wait({task})  # (our own cancellation still propagates)
+        if not task.cancelled() and task.exception() is None:
+            await task.result().aclose(grace_s=1.0, term_grace_s=1.0)
