@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from power.api import blobs, chat, create, generate, models, ps
 from power.api import embed as embed_api
@@ -28,6 +28,7 @@ from power.api.openai import responses as openai_responses
 from power.config import allowed_origins
 from power.errors import PowerError, reported
 from power.metrics import Metrics, MetricsMiddleware, metrics_endpoint
+from power.observe import ObserveMiddleware, Observer
 
 if TYPE_CHECKING:
     from power.config import Settings
@@ -59,7 +60,20 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         await registry.aclose()  # pulled blobs reach the disk before the server exits
 
 
-def create_app(settings: Settings, runners: Runners, store: ModelStore) -> Starlette:
+def route_map(routes: Sequence[BaseRoute]) -> Callable[[object], str]:
+    """The route template (``/api/blobs/{digest}``) a matched endpoint belongs to; "" if none."""
+    paths = {getattr(r, "endpoint", None): getattr(r, "path", "") for r in routes}
+    return lambda endpoint: paths.get(endpoint, "") if endpoint is not None else ""
+
+
+def create_app(
+    settings: Settings,
+    runners: Runners,
+    store: ModelStore,
+    *,
+    observers: Sequence[Observer] = (),
+) -> Starlette:
+    """The app over ``runners`` and ``store``; every finished request goes to ``observers``."""
     metrics = Metrics.create()
     routes = [
         *ps.routes,
@@ -83,6 +97,7 @@ def create_app(settings: Settings, runners: Runners, store: ModelStore) -> Starl
         exception_handlers={PowerError: _error, Exception: _error},
         lifespan=_lifespan,
         middleware=[
+            Middleware(ObserveMiddleware, observers=observers, route_of=route_map(routes)),
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(
                 GuardMiddleware,

@@ -55,6 +55,7 @@ __all__ = [
     "ENV_VARS",
     "ConfigError",
     "EnvVar",
+    "Price",
     "Settings",
     "allowed_origins",
     "default_origins",
@@ -75,6 +76,18 @@ _NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
 
 class ConfigError(PowerError):
     """Invalid configuration: message names the source (file, "command line") and the key."""
+
+
+class Price(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What a million tokens would cost at a cloud price (``[pricing."model:tag"]``)."""
+
+    input_per_million: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    output_per_million: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (
+            input_tokens * self.input_per_million + output_tokens * self.output_per_million
+        ) / 1e6
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -110,6 +123,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     cpu_extra_buffers: Literal["auto", "on", "off"] = "auto"
     # bytes a JSON request body may have (413 beyond, 0: no limit); blob uploads have none
     max_body_size: _NonNegInt = DEFAULT_MAX_BODY_SIZE
+    # per model ("name:tag"), and "default" for the rest; only for showing what it would cost
+    pricing: dict[str, Price] = msgspec.field(default_factory=dict)
+
+    def price_of(self, model: str) -> Price:
+        """The price of ``model`` ("name:tag"): its own, else the default, else nothing."""
+        return self.pricing.get(model) or self.pricing.get("default") or _FREE
 
     @property
     def models_dir(self) -> Path:
@@ -119,6 +138,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         return Path(self.home).expanduser() / "models"
 
 
+_FREE = Price()
 _FIELDS = frozenset(Settings.__struct_fields__)
 _DURATION_ALIASES = {"keep_alive": "keep_alive_s", "load_timeout": "load_timeout_s"}
 

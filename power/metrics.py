@@ -102,5 +102,5 @@ class MetricsMiddleware:
 
 async def metrics_endpoint(request: Request) -> Response:
     metrics: Metrics = request.app.state.metrics
-    metrics.loaded_models.set(len(request.app.state.supervisor.loaded()))
+    metrics.loaded_models.set(len(await request.app.state.runners.stats()))
     return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")

@@ -162,7 +162,7 @@ async def chat_chunks(
     )
     top = req.top_logprobs if req.logprobs else None
     async for item in pipeline.generation(
-        state.runners, prep, build, parser, top_logprobs=top, started=started
+        state.runners, prep, build, parser, kind="chat", top_logprobs=top, started=started
     ):
         if isinstance(item, pipeline.Finished):
             final = _chunk(

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from power import observe
 from power.api import body, pipeline
 from power.api import response as reply
 from power.api import semantics as sem
@@ -98,13 +99,23 @@ async def embed_core(
         ),
         timing=timing,
     )
-    async for batch in events:
-        for msg in batch:
-            if isinstance(msg, Embeddings):
-                vectors.extend(list(v) for v in msg.vectors)
-                tokens += msg.prompt_tokens
-            elif isinstance(msg, Done) and not tokens:
-                tokens = msg.stats.prompt_tokens
+    info = observe.current()
+    try:
+        async for batch in events:
+            for msg in batch:
+                if isinstance(msg, Embeddings):
+                    vectors.extend(list(v) for v in msg.vectors)
+                    tokens += msg.prompt_tokens
+                elif isinstance(msg, Done) and not tokens:
+                    tokens = msg.stats.prompt_tokens
+    except BaseException as exc:
+        if info is not None:
+            info.error = str(exc) or type(exc).__name__
+        raise
+    finally:
+        if info is not None:
+            info.kind, info.model, info.load_s = "embed", model.name, timing.load_s
+            info.prompt_tokens = tokens
     if len(vectors) != len(inputs):
         raise PowerError(f"the runner returned {len(vectors)} embeddings for {len(inputs)} inputs")
     if not all(math.isfinite(v) for vec in vectors for v in vec):

@@ -88,7 +88,7 @@ async def generate_chunks(
     )
     top = req.top_logprobs if req.logprobs else None
     async for item in pipeline.generation(
-        state.runners, prep, build, parser, top_logprobs=top, started=started
+        state.runners, prep, build, parser, kind="generate", top_logprobs=top, started=started
     ):
         if isinstance(item, pipeline.Finished):
             final = _chunk(req.model, "", done=True, done_reason=item.done_reason, **item.metrics)

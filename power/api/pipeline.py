@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from power import observe
 from power.api.schemas import Logprob, TopLogprob
 from power.duration import parse_keep_alive
 from power.errors import ProtocolError
@@ -109,6 +110,7 @@ class Outcome:
     done: Done | None = None
     load_s: float = 0.0
     started: float = 0.0
+    first_token_at: float | None = None  # perf_counter when the first token arrived
 
     def metrics(self) -> dict[str, Any]:
         total_ns = int((time.perf_counter() - self.started) * 1e9)
@@ -147,6 +149,8 @@ async def run(
                 elif isinstance(msg, Done):
                     outcome.done = msg
             if tokens:
+                if outcome.first_token_at is None:
+                    outcome.first_token_at = time.perf_counter()
                 yield "".join(t.text for t in tokens), tokens
     finally:
         await events.aclose()  # type: ignore[attr-defined]
@@ -230,12 +234,15 @@ async def generation(
     build: Callable[[int], Generate],
     parser: OutputParser,
     *,
+    kind: str,
     top_logprobs: int | None,
     started: float,
 ) -> AsyncIterator[Piece | Finished]:
     """Run ``build`` on a runner: each parsed ``Piece`` with text, then one ``Finished``.
-    Errors before the first piece propagate, so the caller can still answer with a status."""
+    Errors before the first piece propagate, so the caller can still answer with a status.
+    What it did (``kind``: "generate" or "chat") goes on the request's ``RequestInfo``."""
     outcome = Outcome(started=started)
+    info = observe.current()
     pieces = parse_stream(run(runners, prep, build, outcome), parser, top_logprobs)
     leftover: list[Logprob] = []
     try:
@@ -244,11 +251,29 @@ async def generation(
                 yield piece
             else:
                 leftover = piece.logprobs
+    except BaseException as exc:
+        if info is not None:
+            info.error = str(exc) or type(exc).__name__
+        raise
     finally:
         await pieces.aclose()  # type: ignore[attr-defined]
+        if info is not None:
+            note(info, kind, prep.model.name, outcome)
     # (an image's positions are negative placeholders, not tokens)
     context = None if outcome.done is None else [t for t in outcome.done.context if t >= 0]
     yield Finished(done_reason(outcome), outcome.metrics(), leftover, context)
+
+
+def note(info: observe.RequestInfo, kind: str, model: str, outcome: Outcome) -> None:
+    """What a generation did, on its request's record (for the access log, metrics, usage)."""
+    info.kind, info.model, info.load_s = kind, model, outcome.load_s
+    if outcome.first_token_at is not None:
+        info.ttft_s = outcome.first_token_at - outcome.started
+    if outcome.done is not None:
+        stats = outcome.done.stats
+        info.prompt_tokens = stats.prompt_tokens
+        info.cached_tokens = stats.prompt_cached
+        info.output_tokens = stats.eval_tokens
 
 
 async def count_tokens(runners: Runners, prep: Prepared, text: str, *, add_special: bool) -> int:
