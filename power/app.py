@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,8 @@ from power.api.openai import models as openai_models
 from power.api.openai import responses as openai_responses
 from power.config import allowed_origins
 from power.errors import PowerError, reported
-from power.metrics import Metrics, MetricsMiddleware, metrics_endpoint
+from power.logging import AccessLog
+from power.metrics import Metrics, metrics_endpoint
 from power.observe import ObserveMiddleware, Observer
 
 if TYPE_CHECKING:
@@ -71,10 +73,13 @@ def create_app(
     runners: Runners,
     store: ModelStore,
     *,
+    metrics: Metrics | None = None,
     observers: Sequence[Observer] = (),
 ) -> Starlette:
-    """The app over ``runners`` and ``store``; every finished request goes to ``observers``."""
-    metrics = Metrics.create()
+    """The app over ``runners`` and ``store``. Every finished request goes to the access log,
+    ``metrics`` (made here when not given: the daemon passes the one the supervisor reports
+    to) and ``observers``."""
+    metrics = metrics or Metrics(settings)
     routes = [
         *ps.routes,
         *generate.routes,
@@ -97,8 +102,11 @@ def create_app(
         exception_handlers={PowerError: _error, Exception: _error},
         lifespan=_lifespan,
         middleware=[
-            Middleware(ObserveMiddleware, observers=observers, route_of=route_map(routes)),
-            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(
+                ObserveMiddleware,
+                observers=[AccessLog(), metrics, *observers],
+                route_of=route_map(routes),
+            ),
             Middleware(
                 GuardMiddleware,
                 origins=allowed_origins(settings),
@@ -108,6 +116,7 @@ def create_app(
             Middleware(CancelOnDisconnect),
         ],
     )
+    app.state.started = time.monotonic()
     app.state.settings = settings
     app.state.runners = runners
     app.state.store = store

@@ -123,6 +123,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     cpu_extra_buffers: Literal["auto", "on", "off"] = "auto"
     # bytes a JSON request body may have (413 beyond, 0: no limit); blob uploads have none
     max_body_size: _NonNegInt = DEFAULT_MAX_BODY_SIZE
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per log line
     # per model ("name:tag"), and "default" for the rest; only for showing what it would cost
     pricing: dict[str, Price] = msgspec.field(default_factory=dict)
 
@@ -251,6 +252,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
          f" (default {DEFAULT_HOME})"),
     _var("A3S_POWER_RUNNER_ENGINE", "runner_engine", str, "Runner engine: llama (default), or"
          " fake:<mode> for tests"),
+    _var("A3S_POWER_LOG_FORMAT", "log_format",
+         _env_choice("A3S_POWER_LOG_FORMAT", ("text", "json")),
+         "Log lines as text (default) or json (one JSON object per line)"),
     _var("A3S_POWER_CPU_EXTRA_BUFFERS", "cpu_extra_buffers",
          _env_choice("A3S_POWER_CPU_EXTRA_BUFFERS", ("auto", "on", "off")),
          "llama.cpp's repacked CPU weight buffers: auto (default: on, except AMX kernels on CPUs"

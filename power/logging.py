@@ -5,19 +5,29 @@ Ollama's negative levels map to WARNING (-1) and ERROR (-2 and below). These app
 `power` loggers; other libraries' loggers stay at INFO unless debug >= 2 (then DEBUG).
 
 Runner stderr is re-logged line by line under `power.runner` (`RUNNER_LOGGER`), whose filter
-passes each line through `redact` first.
+passes each line through `redact` first. Each HTTP request ends with one access-log line under
+`power.access` (`AccessLog`). `log_format = "json"` writes every record as one JSON object per
+line (time, level, logger, message, and an access line's fields), for journald or Loki.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.config
 import re
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from power.observe import RequestInfo
 
 __all__ = [
+    "ACCESS_LOGGER",
     "RUNNER_LOGGER",
     "TRACE",
+    "AccessLog",
+    "JsonFormatter",
     "RedactFilter",
     "configure_logging",
     "level_for",
@@ -26,6 +36,7 @@ __all__ = [
 
 TRACE = 5
 RUNNER_LOGGER = "power.runner"
+ACCESS_LOGGER = "power.access"
 MASK = "***"
 
 _FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-5s %(name)s: %(message)s"
@@ -93,8 +104,56 @@ def level_for(debug: int) -> int:
     return logging.WARNING if debug == -1 else logging.ERROR
 
 
-def configure_logging(debug: int) -> None:
-    """Configure the root logger once, at startup: one stderr handler, one line format."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC), level, logger, message, and ``record.fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+class AccessLog:
+    """An ``Observer``: one INFO line per request under ``power.access``; never headers."""
+
+    def __init__(self) -> None:
+        self._log = logging.getLogger(ACCESS_LOGGER)
+
+    def request_done(self, info: RequestInfo) -> None:
+        if not self._log.isEnabledFor(logging.INFO):
+            return
+        route = info.route or info.path[:200]
+        fields: dict[str, Any] = {
+            "method": info.method,
+            "route": route,
+            "status": info.status,
+            "duration_s": round(info.duration_s, 4),
+            "client": info.client,
+        }
+        text = f"{info.method} {route} {info.status} {info.duration_s:.3f}s"
+        if info.inference:
+            fields.update(model=info.model, prompt_tokens=info.prompt_tokens,
+                          output_tokens=info.output_tokens)  # fmt: skip
+            text += (
+                f" model={info.model} prompt_tokens={info.prompt_tokens}"
+                f" output_tokens={info.output_tokens}"
+            )
+        if info.error:
+            fields["error"] = info.error
+            text += f" error={info.error!r}"
+        self._log.info("%s client=%s", text, info.client, extra={"fields": fields})
+
+
+def configure_logging(debug: int, *, fmt: str = "text") -> None:
+    """Configure the root logger once, at startup: one stderr handler, one line format
+    (``fmt`` "text", or "json": a JSON object per line)."""
     logging.addLevelName(TRACE, "TRACE")
     level = logging.getLevelName(level_for(debug))
     # Other libraries (httpcore, asyncio, uvicorn) stay at INFO unless debug >= 2.
@@ -103,11 +162,14 @@ def configure_logging(debug: int) -> None:
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"redact": {"()": RedactFilter}},
-        "formatters": {"default": {"format": _FORMAT, "datefmt": _DATE_FORMAT}},
+        "formatters": {
+            "text": {"format": _FORMAT, "datefmt": _DATE_FORMAT},
+            "json": {"()": JsonFormatter},
+        },
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
-                "formatter": "default",
+                "formatter": fmt,
                 "stream": "ext://sys.stderr",
             }
         },

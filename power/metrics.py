@@ -1,106 +1,160 @@
-"""Prometheus metrics, gateway only, on a registry owned by the app (never the global one).
+"""Prometheus metrics, gateway only, on a registry the daemon owns (never the global one).
 
-Runners report their counts and timings in ``Done.stats``, so no multiprocess mode is needed.
+``Metrics`` listens in three places: every finished request (an ``Observer``: HTTP series by
+route template, and for inference the model's duration, time to first token, tokens and
+cost), the supervisor's events (loads, exits, evictions, queue waits), and a scrape (gauges
+read from the supervisor's frozen stats and the GPUs, measured then). Runners report their
+counts and timings in ``Done.stats``, so no multiprocess mode is needed. Every series is in
+the README.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Metrics", "MetricsMiddleware", "metrics_endpoint"]
+from power.observe import RequestInfo
+from power.supervisor.memory import Gpu, probe_gpus
+from power.supervisor.service import STOP_REASONS, RunnerExit, Runners
+
+if TYPE_CHECKING:
+    from power.config import Settings
+
+__all__ = ["Metrics", "metrics_endpoint"]
+
+# 10 ms to 10 min
+_LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
-@dataclass
 class Metrics:
-    registry: CollectorRegistry
-    requests: Counter
-    request_seconds: Histogram
-    tokens: Counter
-    prompt_tokens: Counter
-    runner_exits: Counter
-    loaded_models: Gauge
-
-    @classmethod
-    def create(cls) -> Metrics:
-        reg = CollectorRegistry()
-        return cls(
+    def __init__(
+        self, settings: Settings, *, gpu_probe: Callable[[], tuple[Gpu, ...]] = probe_gpus
+    ) -> None:
+        self._settings = settings
+        self._gpu_probe = gpu_probe
+        self.registry = reg = CollectorRegistry()
+        self.http_requests = Counter(
+            "power_http_requests", "HTTP requests, by route template",
+            ["route", "method", "status"], registry=reg,
+        )  # fmt: skip
+        self.http_seconds = Histogram(
+            "power_http_request_duration_seconds", "HTTP request duration (a stream: to its end)",
+            ["route"], buckets=_LATENCY, registry=reg,
+        )  # fmt: skip
+        self.inference_seconds = Histogram(
+            "power_inference_duration_seconds", "Inference request duration, arrival to last token",
+            ["model"], buckets=_LATENCY, registry=reg,
+        )  # fmt: skip
+        self.ttft_seconds = Histogram(
+            "power_ttft_seconds", "Time to first token, from the request's arrival", ["model"],
+            buckets=_LATENCY, registry=reg,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "power_inference_tokens", "Tokens processed: type input (whole prompts) or output",
+            ["model", "type"], registry=reg,
+        )  # fmt: skip
+        self.cost = Gauge(
+            "power_cost_dollars", "What the tokens so far would cost at the configured prices"
+            " (only ever grows)", ["model"], registry=reg,
+        )  # fmt: skip
+        self.load_seconds = Histogram(
+            "power_model_load_duration_seconds", "Model load time (runner start to ready)",
+            ["model"], buckets=_LATENCY, registry=reg,
+        )  # fmt: skip
+        self.memory = Gauge(
+            "power_model_memory_bytes", "Memory a loaded model's runner holds, measured at scrape",
+            ["model", "kind"], registry=reg,
+        )  # fmt: skip
+        self.evictions = Counter(
+            "power_model_evictions", "Models unloaded, by reason: lru, memory, expired, request,"
+            " shutdown", ["model", "reason"], registry=reg,
+        )  # fmt: skip
+        self.exits = Counter(
+            "power_runner_exits", "Runner processes ended, by reason (an eviction reason, hung,"
+            " crash)", ["model", "reason"], registry=reg,
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            "power_queue_depth", "Requests waiting for a model load or a sequence", registry=reg
+        )
+        self.queue_wait = Histogram(
+            "power_queue_wait_seconds", "Time requests waited for admission", buckets=_LATENCY,
             registry=reg,
-            requests=Counter(
-                "power_http_requests", "HTTP requests", ["path", "method", "status"], registry=reg
-            ),
-            request_seconds=Histogram(
-                "power_http_request_seconds", "HTTP request duration", ["path"], registry=reg
-            ),
-            tokens=Counter("power_generated_tokens", "Tokens generated", ["model"], registry=reg),
-            prompt_tokens=Counter(
-                "power_prompt_tokens", "Prompt tokens processed", ["model"], registry=reg
-            ),
-            runner_exits=Counter(
-                "power_runner_exits", "Runner process exits", ["reason"], registry=reg
-            ),
-            loaded_models=Gauge("power_loaded_models", "Models loaded now", registry=reg),
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "power_requests_in_flight", "Requests using a model now", ["model"], registry=reg
         )
+        self.loaded_models = Gauge("power_loaded_models", "Models loaded now", registry=reg)
+        self.gpu_memory = Gauge(
+            "power_gpu_memory_bytes", "GPU memory, kind used or total (absent without a GPU)",
+            ["device", "kind"], registry=reg,
+        )  # fmt: skip
+        self.gpu_utilization = Gauge(
+            "power_gpu_utilization", "GPU compute utilization, 0 to 1 (absent without a GPU)",
+            ["device"], registry=reg,
+        )  # fmt: skip
 
+    # ------------------------------------------------------------------ Observer
 
-_KNOWN_PATHS = frozenset(
-    {
-        "/",
-        "/api/generate",
-        "/api/chat",
-        "/api/tags",
-        "/api/show",
-        "/api/ps",
-        "/api/copy",
-        "/api/delete",
-        "/api/create",
-        "/api/version",
-        "/api/pull",
-        "/api/push",
-        "/api/embed",
-        "/api/embeddings",
-        "/metrics",
-    }
-)
-
-
-class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+    def request_done(self, info: RequestInfo) -> None:
+        route = info.route or "unmatched"
+        self.http_requests.labels(route, info.method, str(info.status)).inc()
+        self.http_seconds.labels(route).observe(info.duration_s)
+        if not info.inference:
             return
-        path = scope["path"]
-        label = (
-            path
-            if path in _KNOWN_PATHS
-            else ("/api/blobs" if path.startswith("/api/blobs/") else "other")
-        )
-        started = time.perf_counter()
-        status = 500
+        model = info.model
+        self.inference_seconds.labels(model).observe(info.duration_s)
+        if info.ttft_s is not None:
+            self.ttft_seconds.labels(model).observe(info.ttft_s)
+        self.tokens.labels(model, "input").inc(info.prompt_tokens)
+        self.tokens.labels(model, "output").inc(info.output_tokens)
+        spent = self._settings.price_of(model).cost(info.prompt_tokens, info.output_tokens)
+        self.cost.labels(model).inc(spent)
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+    # ------------------------------------------------------------------ supervisor Events
 
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            self.metrics.requests.labels(label, scope["method"], str(status)).inc()
-            self.metrics.request_seconds.labels(label).observe(time.perf_counter() - started)
+    def runner_loaded(self, model: str, load_s: float) -> None:
+        self.load_seconds.labels(model).observe(load_s)
+
+    def runner_exited(self, event: RunnerExit) -> None:
+        self.exits.labels(event.model, event.reason).inc()
+        if event.reason in STOP_REASONS:
+            self.evictions.labels(event.model, event.reason).inc()
+
+    def request_admitted(self, waited_s: float) -> None:
+        self.queue_wait.observe(waited_s)
+
+    # ------------------------------------------------------------------ scrape
+
+    async def refresh(self, runners: Runners) -> None:
+        """Set the gauges from what the supervisor and the GPUs say now."""
+        stats = await runners.stats()
+        status = runners.status()
+        self.queue_depth.set(status.queue_depth)
+        self.loaded_models.set(status.loaded_models)
+        for gauge in (self.memory, self.in_flight):
+            gauge.clear()  # (unloaded models drop out)
+        for runner in stats:
+            for served in runner.models:
+                self.memory.labels(served.name, "ram").set(runner.rss)
+                self.memory.labels(served.name, "vram").set(runner.vram)
+                self.in_flight.labels(served.name).set(runner.requests_in_flight)
+        gpus = await asyncio.to_thread(self._gpu_probe)
+        self.gpu_memory.clear()
+        self.gpu_utilization.clear()
+        for gpu in gpus:
+            device = str(gpu.index)
+            self.gpu_memory.labels(device, "used").set(gpu.total - gpu.free)
+            self.gpu_memory.labels(device, "total").set(gpu.total)
+            if gpu.utilization is not None:
+                self.gpu_utilization.labels(device).set(gpu.utilization)
 
 
 async def metrics_endpoint(request: Request) -> Response:
     metrics: Metrics = request.app.state.metrics
-    metrics.loaded_models.set(len(await request.app.state.runners.stats()))
+    await metrics.refresh(request.app.state.runners)
     return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")

@@ -26,6 +26,7 @@ from power.app import create_app
 from power.config import Settings, load_settings
 from power.create.starter import import_if_starter
 from power.logging import configure_logging
+from power.metrics import Metrics
 from power.store import ModelStore
 from power.store.writeback import recover_unsynced
 from power.supervisor import Supervisor
@@ -45,7 +46,7 @@ class ListenError(Exception):
 
 def run_server(cli_overrides: dict[str, object]) -> int:
     settings = load_settings(path=None, env=os.environ, cli=cli_overrides)
-    configure_logging(settings.debug)
+    configure_logging(settings.debug, fmt=settings.log_format)
     return asyncio.run(serve(settings))
 
 
@@ -85,7 +86,9 @@ def install_signal_handlers(stop: asyncio.Event, force: asyncio.Event) -> None:
 
 
 async def _drain_on(stop: asyncio.Event, supervisor: Supervisor, grace_s: float) -> None:
-    """Hypercorn's shutdown trigger: on ``stop``, refuse new requests and arm the cut."""
+    """Hypercorn's shutdown trigger. On ``stop``: refuse new requests (``/health`` says
+    "draining", so a load balancer sends no more) while still listening, until what is in
+    flight has finished or the grace period cut it; then Hypercorn stops listening."""
     await stop.wait()
     waiting = supervisor.drain()
     log.info("stopping: new requests are refused; %d in flight get %gs to finish", waiting, grace_s)
@@ -94,7 +97,12 @@ async def _drain_on(stop: asyncio.Event, supervisor: Supervisor, grace_s: float)
         if cut_short := supervisor.cut():
             log.warning("%d request(s) still running after %gs were cut short", cut_short, grace_s)
 
-    asyncio.get_running_loop().call_later(grace_s, cut)
+    cutting = asyncio.get_running_loop().call_later(grace_s, cut)
+    try:
+        await supervisor.wait_idle()
+    finally:
+        if supervisor.idle():
+            cutting.cancel()  # (nothing left to cut)
 
 
 async def serve(settings: Settings) -> int:
@@ -108,8 +116,9 @@ async def serve(settings: Settings) -> int:
         await asyncio.to_thread(store.prune)
     else:
         log.warning("another A3S Power daemon uses %s: not pruning it", settings.models_dir)
-    async with Supervisor.open(settings, force=force) as supervisor:
-        app = create_app(settings, supervisor, store)
+    metrics = Metrics(settings)
+    async with Supervisor.open(settings, force=force, events=metrics) as supervisor:
+        app = create_app(settings, supervisor, store, metrics=metrics)
         trigger = functools.partial(_drain_on, stop, supervisor, settings.shutdown_grace_s)
         config = hypercorn_config(settings, sock)
         server = hypercorn_serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]

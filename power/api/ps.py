@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import msgspec
@@ -12,7 +13,7 @@ from starlette.routing import Route
 from power import __version__
 from power.api.response import json_response
 from power.api.schemas import PsModel
-from power.supervisor.service import Runners, RunnerStats
+from power.supervisor.service import RunnerExit, Runners, RunnerStats
 
 __all__ = ["routes"]
 
@@ -56,10 +57,38 @@ def ps_models(stats: list[RunnerStats]) -> list[PsModel]:
     return out
 
 
+def exits_shown(exits: tuple[RunnerExit, ...]) -> list[dict[str, object]]:
+    """The last runner exits, newest first: why a model's runner went (A3S Power's extra)."""
+    return [
+        {
+            "model": e.model,
+            "pid": e.pid,
+            "reason": e.reason,
+            "exit": e.how,
+            "at": datetime.fromtimestamp(e.at).astimezone().isoformat(),
+            "stderr_tail": list(e.stderr_tail),
+        }
+        for e in reversed(exits)
+    ]
+
+
 async def ps(request: Request) -> Response:
     runners: Runners = request.app.state.runners
     models = ps_models(await runners.stats())
-    return json_response({"models": models})
+    exits = exits_shown(runners.status().recent_exits)
+    return json_response({"models": models, "recent_exits": exits})
+
+
+async def health(request: Request) -> Response:
+    """For load balancers and service managers: 200 while serving, 503 while draining."""
+    status = request.app.state.runners.status()
+    body = {
+        "status": "draining" if status.draining else "ok",
+        "version": __version__,
+        "uptime_seconds": round(time.monotonic() - request.app.state.started, 3),
+        "loaded_models": status.loaded_models,
+    }
+    return json_response(body, 503 if status.draining else 200)
 
 
 async def root(request: Request) -> Response:
@@ -72,6 +101,7 @@ async def version(request: Request) -> Response:
 
 routes = [
     Route("/", root, methods=["GET", "HEAD"]),
+    Route("/health", health, methods=["GET", "HEAD"]),
     Route("/api/version", version, methods=["GET", "HEAD"]),
     Route("/api/ps", ps, methods=["GET"]),
 ]

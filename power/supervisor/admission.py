@@ -36,10 +36,17 @@ class Leases(Protocol):
 
 
 class Admission:
-    def __init__(self, settings: Settings, leases: Leases, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        leases: Leases,
+        clock: Callable[[], float],
+        on_admitted: Callable[[float], None],
+    ) -> None:
         self._settings = settings
         self._leases = leases
         self._clock = clock
+        self._on_admitted = on_admitted  # with the seconds a seated request waited
         self.waiting = 0  # requests waiting here: for a load or for a seat
         self.draining = False  # stopping: new requests are refused
         self.cut = asyncio.Event()  # the grace period is over: waiting requests end
@@ -102,8 +109,10 @@ class Admission:
                         loaded.queued -= 1
             done = True
             if seat:
+                waited = self._clock() - waited_from
                 loaded.waits += 1
-                loaded.wait_total_s += self._clock() - waited_from
+                loaded.wait_total_s += waited
+                self._on_admitted(waited)
             return loaded
         except TimeoutError:
             raise ServerBusyError(

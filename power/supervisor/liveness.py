@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from typing import TYPE_CHECKING, Protocol
 
 from power.errors import RunnerError, RunnerTimeoutError
 from power.supervisor.process import describe_exit
 from power.supervisor.record import LoadedRunner
+from power.supervisor.service import RunnerExit
 from proto import CpuMode
 
 if TYPE_CHECKING:
@@ -37,6 +39,8 @@ class Owner(Protocol):
 
     def notify(self) -> None: ...
 
+    def exited(self, event: RunnerExit) -> None: ...
+
 
 async def watch(owner: Owner, loaded: LoadedRunner) -> None:
     """Wait for the runner to exit, however it exits; fail its requests; reap it."""
@@ -47,6 +51,16 @@ async def watch(owner: Owner, loaded: LoadedRunner) -> None:
         loaded.timer.cancel()
     owner.forget(loaded)
     name = loaded.model.name
+    owner.exited(
+        RunnerExit(
+            model=name,
+            pid=runner.pid,
+            reason=loaded.reason if loaded.stopping else "crash",
+            how=describe_exit(rc),
+            at=time.time(),
+            stderr_tail=tuple(runner.stderr_lines[-10:]),
+        )
+    )
     if loaded.stopping:
         log.info(
             "runner unloaded: model=%s pid=%d reason=%s (%s)",

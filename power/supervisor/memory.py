@@ -41,6 +41,7 @@ __all__ = [
     "estimate",
     "gpu_layers_that_fit",
     "place",
+    "probe_gpus",
     "probe_machine",
     "visible_order",
 ]
@@ -58,6 +59,7 @@ class Gpu:
     total: int
     free: int
     library: str  # "cuda" or "metal"
+    utilization: float | None = None  # compute, 0..1, where the driver says (probe_gpus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,16 +260,24 @@ def _nvidia_vram_by_pid() -> dict[int, int] | None:
     return used
 
 
-def _nvidia() -> tuple[Gpu, ...]:
-    rows = _nvidia_smi("--query-gpu=index,name,memory.total,memory.free") or []
+def _nvidia(*, utilization: bool = False) -> tuple[Gpu, ...]:
+    fields = "index,name,memory.total,memory.free" + (",utilization.gpu" if utilization else "")
+    rows = _nvidia_smi(f"--query-gpu={fields}") or []
     gpus = []
+    mib = 2**20
     for parts in rows:
-        if len(parts) == 4:
-            mib = 2**20
+        if len(parts) >= 4:
+            busy = parts[4] if len(parts) > 4 else ""
             gpus.append(
-                Gpu(int(parts[0]), parts[1], int(parts[2]) * mib, int(parts[3]) * mib, "cuda")
-            )
+                Gpu(int(parts[0]), parts[1], int(parts[2]) * mib, int(parts[3]) * mib, "cuda",
+                    utilization=int(busy) / 100 if busy.isdigit() else None)
+            )  # fmt: skip
     return tuple(visible_order(gpus, os.environ.get("CUDA_VISIBLE_DEVICES")))
+
+
+def probe_gpus() -> tuple[Gpu, ...]:
+    """NVIDIA GPUs with their memory and utilization, for metrics; () without one (blocking)."""
+    return _nvidia(utilization=True)
 
 
 def visible_order(gpus: list[Gpu], visible: str | None) -> list[Gpu]:

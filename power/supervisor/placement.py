@@ -34,7 +34,9 @@ class Pool(Protocol):
 
     def live(self) -> list[LoadedRunner]: ...
 
-    async def evict(self, loaded: LoadedRunner) -> None: ...
+    async def evict(self, loaded: LoadedRunner, reason: str) -> None:
+        """Unload ``loaded`` to make room: ``reason`` "lru" (the count) or "memory"."""
+        ...
 
     async def wait_for_change(self) -> None:
         """Until some runner becomes idle, stops or exits."""
@@ -102,7 +104,7 @@ class Placer:
                         tensor_split=where.tensor_split,
                     )
                     return Placed(placed, where, need_ram)
-                await self._evict(live, victim.key)
+                await self._evict(live, victim.key, "memory")  # (VRAM)
                 continue
             if need_ram > room:  # would it fit even with every other runner gone?
                 alone = room + await asyncio.to_thread(_freeable, live)
@@ -115,12 +117,12 @@ class Placer:
                     )
             victim = policy.pick_victim(x.snapshot() for x in live if x.usable)
             if victim is not None:
-                await self._evict(live, victim.key)
+                await self._evict(live, victim.key, "memory" if need_ram > room else "lru")
                 continue
             await self._pool.wait_for_change()  # every runner is busy (or stopping)
 
-    async def _evict(self, live: list[LoadedRunner], key: str) -> None:
-        await self._pool.evict(next(x for x in live if x.key == key))
+    async def _evict(self, live: list[LoadedRunner], key: str, reason: str) -> None:
+        await self._pool.evict(next(x for x in live if x.key == key), reason)
 
     async def measure_vram(self, loaded: LoadedRunner, on_gpu: int) -> int:
         """The runner's VRAM: the driver's per-process figure where there is one (NVIDIA),

@@ -18,7 +18,20 @@ from proto import FromRunner, LoadParams, Msg
 if TYPE_CHECKING:
     from power.store.model import LocalModel
 
-__all__ = ["RequestTiming", "RunnerStats", "Runners", "ServedModel"]
+__all__ = [
+    "NO_EVENTS",
+    "Events",
+    "RequestTiming",
+    "RunnerExit",
+    "RunnerStats",
+    "Runners",
+    "RunnersStatus",
+    "ServedModel",
+]
+
+# Why a runner stopped: evictions (lru: the model count limit, memory: room for another model,
+# expired: keep_alive, request: an unload or a reload asked for, shutdown), or "hung" / "crash".
+STOP_REASONS = ("lru", "memory", "expired", "request", "shutdown")
 
 
 @dataclass(slots=True)
@@ -56,6 +69,51 @@ class RunnerStats(msgspec.Struct, frozen=True, kw_only=True):
     load_s: float
     cpu_mode: str  # proto.CpuMode it loaded in
     cpu_mode_is_default: bool  # the daemon's default mode for this CPU
+
+
+class RunnerExit(msgspec.Struct, frozen=True, kw_only=True):
+    """How a runner ended: why, how (``exit status 0``, ``killed by SIGSEGV``), and its last
+    stderr lines."""
+
+    model: str
+    pid: int
+    reason: str  # one of STOP_REASONS, "hung" or "crash"
+    how: str
+    at: float  # wall-clock seconds
+    stderr_tail: tuple[str, ...] = ()
+
+
+class RunnersStatus(msgspec.Struct, frozen=True, kw_only=True):
+    draining: bool  # stopping: new requests are refused
+    queue_depth: int  # requests waiting for a load or a seat
+    loaded_models: int
+    recent_exits: tuple[RunnerExit, ...]  # the last few, oldest first
+
+
+class Events(Protocol):
+    """What the supervisor reports as it happens (metrics listen)."""
+
+    def runner_loaded(self, model: str, load_s: float) -> None: ...
+
+    def runner_exited(self, event: RunnerExit) -> None: ...
+
+    def request_admitted(self, waited_s: float) -> None:
+        """A request got its seat after waiting ``waited_s`` in the queue."""
+        ...
+
+
+class _NoEvents:
+    def runner_loaded(self, model: str, load_s: float) -> None:
+        pass
+
+    def runner_exited(self, event: RunnerExit) -> None:
+        pass
+
+    def request_admitted(self, waited_s: float) -> None:
+        pass
+
+
+NO_EVENTS: Events = _NoEvents()  # for a supervisor nobody listens to
 
 
 class Runners(Protocol):
@@ -96,4 +154,8 @@ class Runners(Protocol):
 
     async def stats(self) -> list[RunnerStats]:
         """Every loaded runner, measured now."""
+        ...
+
+    def status(self) -> RunnersStatus:
+        """The supervisor as a whole, now (cheap: nothing is measured)."""
         ...

@@ -11,9 +11,9 @@ bumps a runner's refcount; at zero the keep_alive timer is armed. ``Supervisor``
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -26,8 +26,16 @@ from power.supervisor.admission import Admission
 from power.supervisor.memory import MemoryProbe, probe_machine
 from power.supervisor.placement import Placer
 from power.supervisor.record import LoadedRunner, RunnerFactory, runner_key
-from power.supervisor.service import RequestTiming, RunnerStats, ServedModel
+from power.supervisor.service import (
+    NO_EVENTS,
+    Events,
+    RequestTiming,
+    RunnerExit,
+    RunnersStatus,
+    RunnerStats,
+)
 from power.supervisor.spare import SparePool
+from power.supervisor.stats import runner_stats
 from proto import CpuMode, FromRunner, LoadParams, Msg
 
 if TYPE_CHECKING:
@@ -38,6 +46,8 @@ __all__ = ["Supervisor"]
 
 log = logging.getLogger(__name__)
 
+RECENT_EXITS = 10  # runner exits /api/ps shows
+
 
 class Supervisor:
     def __init__(
@@ -47,8 +57,11 @@ class Supervisor:
         spawn: RunnerFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
         memory_probe: MemoryProbe = probe_machine,
+        events: Events | None = None,
     ) -> None:
         self.settings = settings
+        self._events: Events = events or NO_EVENTS
+        self._exits: collections.deque[RunnerExit] = collections.deque(maxlen=RECENT_EXITS)
         # what runners are asked to load in, unless a model fell back (liveness)
         self.cpu_mode = policy.requested_cpu_mode(settings.cpu_extra_buffers)
         self.plain: set[str] = set()  # runner keys whose CPU kernels crashed: plain buffers
@@ -61,7 +74,7 @@ class Supervisor:
         self._load_lock = asyncio.Lock()
         self._changed = asyncio.Event()  # replaced by a fresh one at every change
         self._tg: asyncio.TaskGroup | None = None
-        self._admission = Admission(settings, self, clock)
+        self._admission = Admission(settings, self, clock, self._events.request_admitted)
         self._placer = Placer(settings, memory_probe, self)
 
     @classmethod
@@ -74,9 +87,10 @@ class Supervisor:
         force: asyncio.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
         memory_probe: MemoryProbe = probe_machine,
+        events: Events | None = None,
     ) -> AsyncIterator[Supervisor]:
         """The supervisor, owning its tasks (expiries, watchers, pingers) in one TaskGroup."""
-        self = cls(settings, spawn=spawn, clock=clock, memory_probe=memory_probe)
+        self = cls(settings, spawn=spawn, clock=clock, memory_probe=memory_probe, events=events)
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             if self._pool is not None:
@@ -165,7 +179,7 @@ class Supervisor:
             return False
         loaded.keep_alive_s = 0.0
         if loaded.refcount == 0:
-            await self._retire(loaded, "unloaded")
+            await self._retire(loaded, "request")
         return True
 
     async def stats(self) -> list[RunnerStats]:
@@ -174,47 +188,13 @@ class Supervisor:
         return [self._stats_of(x, r) for x, r in zip(runners, rss, strict=True)]
 
     def _stats_of(self, loaded: LoadedRunner, rss: int) -> RunnerStats:
-        ready, hello = loaded.runner.ready, loaded.runner.hello
-        n_ctx = ready.n_ctx if ready is not None else loaded.params.n_ctx
-        mode = ready.cpu_mode if ready is not None else loaded.params.cpu_mode
-        default = self.cpu_mode
-        if hello is not None:
-            default, _ = policy.default_cpu_mode(self.settings.cpu_extra_buffers, hello)
-        served = loaded.served or {loaded.model.name: (loaded.model, n_ctx)}
-        models = tuple(
-            ServedModel(
-                name=m.name,
-                digest=m.digest,
-                details=msgspec.to_builtins(m.details),
-                context_length=min(own, n_ctx),
-            )
-            for m, own in served.values()
+        return runner_stats(
+            loaded,
+            rss,
+            setting=self.settings.cpu_extra_buffers,
+            requested=self.cpu_mode,
+            since_expiry=self._clock(),
         )
-        return RunnerStats(
-            pid=loaded.runner.pid,
-            models=models,
-            n_ctx=n_ctx,
-            n_vocab=ready.n_vocab if ready is not None else 0,
-            num_parallel=ready.num_parallel if ready is not None else 1,
-            rss=rss,
-            vram=loaded.vram,
-            all_on_gpu=loaded.all_on_gpu,
-            expires_at=self._expires_at(loaded),
-            requests_in_flight=loaded.refcount,
-            queued=loaded.queued,
-            mean_wait_s=round(loaded.wait_total_s / loaded.waits, 6) if loaded.waits else 0.0,
-            load_s=loaded.runner.load_s,
-            cpu_mode=str(mode),
-            cpu_mode_is_default=mode == default,
-        )
-
-    def _expires_at(self, loaded: LoadedRunner) -> float | None:
-        """Wall-clock expiry; a busy runner's is estimated as now + keep_alive, as Ollama does."""
-        if loaded.expires_at is not None:
-            return time.time() + max(0.0, loaded.expires_at - self._clock())
-        if math.isinf(loaded.keep_alive_s):
-            return None
-        return time.time() + max(0.0, loaded.keep_alive_s)
 
     # ------------------------------------------------------------------ leases (admission)
 
@@ -276,13 +256,14 @@ class Supervisor:
     ) -> LoadedRunner:
         """Replace ``old`` (waiting for it to be idle), make room, load; the new runner."""
         if old is not None:
-            await self._retire(old, "reload", wait_idle=True)
+            await self._retire(old, "request", wait_idle=True)  # (reloaded with new options)
         placed = await self._placer.place(model, params)
         try:
             runner = await self._spawn(placed.params, model=model.name)
         except RunnerCrashedError as exc:  # (a load that failed cleanly is not retried)
             log.warning("runner died while loading %s; once more: %s", model.name, exc)
             runner = await self._spawn(placed.params, model=model.name)
+        self._events.runner_loaded(model.name, runner.load_s)
         now = self._clock()
         loaded = LoadedRunner(
             key=key,
@@ -329,8 +310,8 @@ class Supervisor:
     def live(self) -> list[LoadedRunner]:
         return self.loaded()
 
-    async def evict(self, loaded: LoadedRunner) -> None:
-        await self._retire(loaded, "evicted")
+    async def evict(self, loaded: LoadedRunner, reason: str) -> None:
+        await self._retire(loaded, reason)
 
     async def wait_for_change(self) -> None:
         await self._changed.wait()
@@ -344,6 +325,18 @@ class Supervisor:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def exited(self, event: RunnerExit) -> None:
+        self._exits.append(event)
+        self._events.runner_exited(event)
+
+    def status(self) -> RunnersStatus:
+        return RunnersStatus(
+            draining=self._admission.draining,
+            queue_depth=self._admission.waiting,
+            loaded_models=len(self.loaded()),
+            recent_exits=tuple(self._exits),
+        )
+
     def forget(self, loaded: LoadedRunner) -> None:
         if self._runners.get(loaded.key) is loaded:
             del self._runners[loaded.key]
@@ -354,6 +347,16 @@ class Supervisor:
         """Refuse new requests from now on; returns how many are in flight or waiting."""
         self._admission.draining = True
         return self._admission.waiting + sum(x.refcount - x.queued for x in self.loaded())
+
+    def idle(self) -> bool:
+        """Nothing in flight or waiting."""
+        return self._admission.waiting == 0 and all(x.refcount == 0 for x in self.loaded())
+
+    async def wait_idle(self) -> None:
+        """Until ``idle()`` (waking on every change, and at least every quarter second)."""
+        while not self.idle():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 0.25)
 
     def cut(self) -> int:
         """End every request still in flight or waiting with ``ShuttingDownError`` (each is

@@ -128,7 +128,11 @@ def test_stop_unloads_and_the_process_is_gone(fake_server: Server) -> None:
     r = httpx.post(f"{url}/api/generate", json={"model": "smollm2", "keep_alive": 0}, timeout=30)
     assert r.json()["done_reason"] == "unload"
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
-    assert httpx.get(f"{url}/api/ps").json() == {"models": []}
+    ps = httpx.get(f"{url}/api/ps").json()
+    assert ps["models"] == []
+    (gone,) = ps["recent_exits"]  # why it went, for a remote operator
+    assert (gone["model"], gone["pid"], gone["reason"]) == ("smollm2:latest", pid, "request")
+    assert gone["exit"] == "exit status 0"
 
 
 def test_a_client_that_disconnects_while_queued_leaves_the_queue(fake_server: Server) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from power.store.model import LocalModel
 from power.supervisor import LoadedRunner, RequestTiming, RunnerStats, ServedModel, Supervisor
+from power.supervisor.service import RunnersStatus
 from proto import (
     Detokenize,
     Detokenized,
@@ -42,6 +43,7 @@ class ScriptedRunners:
         self.n_vocab = 49152
         self.loads = 0
         self.unloads: list[str] = []
+        self.draining = False
 
     async def request(
         self,
@@ -90,6 +92,11 @@ class ScriptedRunners:
 
     async def stats(self) -> list[RunnerStats]:
         return []
+
+    def status(self) -> RunnersStatus:
+        return RunnersStatus(
+            draining=self.draining, queue_depth=0, loaded_models=0, recent_exits=()
+        )
 
     def generations(self) -> list[Generate]:
         return [m for m in self.sent if isinstance(m, Generate)]
