@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING
@@ -12,12 +11,14 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import Scope
 
 from power.api import blobs, chat, create, generate, models, ps
 from power.api import embed as embed_api
 from power.api import registry as registry_api
 from power.api.anthropic import messages as anthropic_messages
+from power.api.auth import AuthMiddleware
 from power.api.body import BodyLimitMiddleware
 from power.api.disconnect import CancelOnDisconnect
 from power.api.guard import GuardMiddleware
@@ -26,8 +27,9 @@ from power.api.openai import completions as openai_completions
 from power.api.openai import embeddings as openai_embeddings
 from power.api.openai import models as openai_models
 from power.api.openai import responses as openai_responses
-from power.config import allowed_origins
+from power.config import allowed_origins, parse_api_keys
 from power.errors import PowerError, reported
+from power.location import is_loopback
 from power.logging import AccessLog
 from power.metrics import Metrics, metrics_endpoint
 from power.observe import ObserveMiddleware, Observer
@@ -45,15 +47,6 @@ async def _error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": str(err)}, status_code=err.status, headers=err.headers)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
@@ -62,10 +55,24 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         await registry.aclose()  # pulled blobs reach the disk before the server exits
 
 
-def route_map(routes: Sequence[BaseRoute]) -> Callable[[object], str]:
-    """The route template (``/api/blobs/{digest}``) a matched endpoint belongs to; "" if none."""
+def route_map(routes: Sequence[BaseRoute]) -> Callable[[Scope], str]:
+    """The route template (``/api/blobs/{digest}``) a request belongs to, "" when none matches.
+
+    The endpoint Starlette's router put on the scope says it at once; a request answered before
+    routing (a 401, a 403 from the Host guard) is matched against the routes here."""
     paths = {getattr(r, "endpoint", None): getattr(r, "path", "") for r in routes}
-    return lambda endpoint: paths.get(endpoint, "") if endpoint is not None else ""
+
+    def route_of(scope: Scope) -> str:
+        endpoint = scope.get("endpoint")
+        if endpoint is not None:
+            return paths.get(endpoint, "")
+        for route in routes:
+            match, _ = route.matches(scope)
+            if match != Match.NONE:
+                return getattr(route, "path", "")
+        return ""
+
+    return route_of
 
 
 def create_app(
@@ -110,9 +117,10 @@ def create_app(
             Middleware(
                 GuardMiddleware,
                 origins=allowed_origins(settings),
-                check_host=_is_loopback(settings.host),
+                check_host=is_loopback(settings.host),
             ),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_size),
+            Middleware(AuthMiddleware, keys=parse_api_keys(settings.api_keys)),
             Middleware(CancelOnDisconnect),
         ],
     )

@@ -32,7 +32,8 @@ import logging
 import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -53,6 +54,7 @@ from power.location import (
 
 __all__ = [
     "ENV_VARS",
+    "ApiKey",
     "ConfigError",
     "EnvVar",
     "Price",
@@ -61,6 +63,7 @@ __all__ = [
     "default_origins",
     "env_help",
     "load_settings",
+    "parse_api_keys",
     "settings_from_env",
 ]
 
@@ -88,6 +91,28 @@ class Price(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
         return (
             input_tokens * self.input_per_million + output_tokens * self.output_per_million
         ) / 1e6
+
+
+_KEY = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces: it travels in a header
+READ_ONLY_SUFFIX = ":ro"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    secret: bytes
+    read_only: bool
+
+
+def parse_api_keys(entries: Iterable[str]) -> tuple[ApiKey, ...]:
+    """``["k1", "k2:ro"]`` -> keys. ValueError names a bad entry by its place, never its value."""
+    keys = []
+    for n, entry in enumerate(entries, 1):
+        read_only = entry.endswith(READ_ONLY_SUFFIX)
+        secret = entry.removesuffix(READ_ONLY_SUFFIX) if read_only else entry
+        if not _KEY.fullmatch(secret):
+            raise ValueError(f"entry {n} is empty or not printable ASCII without spaces")
+        keys.append(ApiKey(secret.encode(), read_only))
+    return tuple(keys)
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -126,6 +151,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per log line
     # per model ("name:tag"), and "default" for the rest; only for showing what it would cost
     pricing: dict[str, Price] = msgspec.field(default_factory=dict)
+    # API keys ("key", or "key:ro" for read-only); empty: no authentication, as Ollama
+    api_keys: list[str] = msgspec.field(default_factory=list)
 
     def price_of(self, model: str) -> Price:
         """The price of ``model`` ("name:tag"): its own, else the default, else nothing."""
@@ -202,6 +229,23 @@ def _env_choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def _env_api_keys(text: str) -> list[str]:
+    """``A3S_POWER_API_KEYS``: a comma list. A bad entry stops the start (ignoring it would
+    leave the API open)."""
+    keys = [key.strip() for key in text.split(",") if key.strip()]
+    _check_api_keys(keys, "environment variable A3S_POWER_API_KEYS")
+    return keys
+
+
+def _check_api_keys(keys: object, source: str) -> None:
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ConfigError(f"{source}: key 'api_keys': expected a list of strings")
+    try:
+        parse_api_keys(keys)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: key 'api_keys': {exc}") from None
+
+
 def _env_host(text: str) -> dict[str, object]:
     host, port = listen_address(text)
     return {"host": host, "port": port}
@@ -259,6 +303,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
          _env_choice("A3S_POWER_CPU_EXTRA_BUFFERS", ("auto", "on", "off")),
          "llama.cpp's repacked CPU weight buffers: auto (default: on, except AMX kernels on CPUs"
          " with AMX), on (AMX included), off"),
+    _var("A3S_POWER_API_KEYS", "api_keys", _env_api_keys, "Comma separated API keys; each may"
+         " end in :ro (read-only: no create, copy, delete, pull, push or blob upload). When set,"
+         " every endpoint but /, /health and /api/version needs one"),
     _var("A3S_POWER_MAX_BODY_SIZE", "max_body_size", _env_uint, "Largest JSON request body in"
          f" bytes, 413 beyond (default {DEFAULT_MAX_BODY_SIZE} = 100 MiB; 0 = no limit; blob"
          " uploads have none)"),
@@ -326,6 +373,8 @@ def _check_layer(layer: Mapping[str, object], source: str) -> dict[str, object]:
             close = difflib.get_close_matches(key, [*_FIELDS, *_DURATION_ALIASES], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+    if "api_keys" in values:
+        _check_api_keys(values["api_keys"], source)
     debug = values.get("debug")
     if isinstance(debug, bool):
         values["debug"] = int(debug)  # `debug = true` in TOML

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "ClientClosedError",
+    "ForbiddenError",
     "InsufficientMemoryError",
     "InvalidRequestError",
     "ModelNotFoundError",
@@ -45,6 +46,7 @@ __all__ = [
     "RunnerTimeoutError",
     "ServerBusyError",
     "ShuttingDownError",
+    "UnauthorizedError",
     "reported",
 ]
 
@@ -85,6 +87,22 @@ class RequestTooLargeError(InvalidRequestError):
     """A request body over the configured limit, or a request too large for a runner frame."""
 
     status = 413
+
+
+class UnauthorizedError(PowerError):
+    """No API key, or not one of the configured keys."""
+
+    status = 401
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class ForbiddenError(PowerError):
+    """A read-only API key on a route that changes models."""
+
+    status = 403
 
 
 class ModelNotFoundError(PowerError):

@@ -39,6 +39,7 @@ __all__ = [
     "client_home",
     "connect_url",
     "home_dir",
+    "is_loopback",
     "listen_address",
     "trim_env",
 ]
@@ -120,6 +121,16 @@ def _go_split_host_port(hostport: str) -> tuple[str, str]:
     if "[" in port or "]" in port:
         raise ValueError(f"unexpected bracket in address {hostport!r}")
     return host, port
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host is only reachable from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def listen_address(value: str) -> tuple[str, int]:

@@ -73,15 +73,15 @@ def current() -> RequestInfo | None:
 class ObserveMiddleware:
     """Starts each request's ``RequestInfo`` and hands the finished one to ``observers``.
 
-    ``route_of`` maps the matched endpoint (``scope["endpoint"]``, set by Starlette's router
-    on the shared scope) to its route template, so labels stay bounded.
+    ``route_of`` maps the request's scope to its route template (``/api/blobs/{digest}``, ""
+    when none matches), so labels stay bounded.
     """
 
     def __init__(
         self,
         app: ASGIApp,
         observers: Sequence[Observer],
-        route_of: Callable[[object], str],
+        route_of: Callable[[Scope], str],
     ) -> None:
         self.app = app
         self.observers = observers
@@ -115,7 +115,7 @@ class ObserveMiddleware:
         finally:
             _current.reset(token)
             info.duration_s = time.perf_counter() - info.started
-            info.route = self.route_of(scope.get("endpoint"))
+            info.route = self.route_of(scope)
             for observer in self.observers:
                 try:
                     observer.request_done(info)

@@ -25,6 +25,7 @@ from power.aio import Interrupted, until
 from power.app import create_app
 from power.config import Settings, load_settings
 from power.create.starter import import_if_starter
+from power.location import is_loopback
 from power.logging import configure_logging
 from power.metrics import Metrics
 from power.store import ModelStore
@@ -105,6 +106,17 @@ async def _drain_on(stop: asyncio.Event, supervisor: Supervisor, grace_s: float)
             cutting.cancel()  # (nothing left to cut)
 
 
+def open_bind_warning(settings: Settings) -> str | None:
+    """What to warn about a bind other machines can reach with no API keys; None if nothing."""
+    if settings.api_keys or is_loopback(settings.host):
+        return None
+    where = settings.host or "every interface"
+    return (
+        f"listening on {where} without API keys: anyone who can reach this port can run,"
+        " pull, push and delete models (set api_keys or A3S_POWER_API_KEYS)"
+    )
+
+
 async def serve(settings: Settings) -> int:
     sock = listen(settings)
     host, port = sock.getsockname()[:2]
@@ -123,6 +135,8 @@ async def serve(settings: Settings) -> int:
         config = hypercorn_config(settings, sock)
         server = hypercorn_serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
         log.info("A3S Power listening on %s:%d (models in %s)", host, port, settings.models_dir)
+        if warning := open_bind_warning(settings):
+            log.warning("%s", warning)
         try:
             await until(server, force)
         except Interrupted:

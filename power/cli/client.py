@@ -26,6 +26,7 @@ __all__ = [
     "file_digest",
 ]
 
+API_KEY_VAR = "A3S_POWER_API_KEY"  # sent as a Bearer token when set
 CONNECT_TIMEOUT_S = 10.0
 HEARTBEAT_TIMEOUT_S = 2.0
 _CHUNK = 1 << 20
@@ -59,7 +60,9 @@ def file_digest(path: Path) -> str:
 class Client:
     """One short-lived connection per request; safe to interrupt with Ctrl+C."""
 
-    def __init__(self, base_url: str, *, read_timeout_s: float | None = None) -> None:
+    def __init__(
+        self, base_url: str, *, read_timeout_s: float | None = None, api_key: str = ""
+    ) -> None:
         parts = urllib.parse.urlsplit(base_url)
         self.base_url = base_url
         self._https = parts.scheme == "https"
@@ -67,6 +70,7 @@ class Client:
         self._port = parts.port or (443 if self._https else 80)
         self._prefix = parts.path.rstrip("/")
         self._read_timeout_s = read_timeout_s
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     @property
     def is_local(self) -> bool:
@@ -75,8 +79,10 @@ class Client:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Client:
-        """The server `$OLLAMA_HOST` names (see `power.location.connect_url`)."""
-        return cls(connect_url(os.environ if env is None else env))
+        """The server `$OLLAMA_HOST` names (see `power.location.connect_url`), with the API key
+        in `$A3S_POWER_API_KEY` when set."""
+        env = os.environ if env is None else env
+        return cls(connect_url(env), api_key=env.get(API_KEY_VAR, "").strip())
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -95,7 +101,9 @@ class Client:
             conn.connect()
             if conn.sock is not None:
                 conn.sock.settimeout(self._read_timeout_s)
-            conn.request(method, self._prefix + path, body=body, headers=dict(headers or {}))
+            conn.request(
+                method, self._prefix + path, body=body, headers={**self._auth, **(headers or {})}
+            )
             response = conn.getresponse()
         except OSError as exc:
             conn.close()

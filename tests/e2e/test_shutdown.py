@@ -46,7 +46,7 @@ def _stream(url: str, body: dict[str, object], into: list[bytes]) -> None:
             into.append(line.encode())
 
 
-def test_sigterm_finishes_streams_refuses_new_requests_and_logs_no_traceback(
+def test_sigterm_finishes_streams_refuses_new_requests_with_503_and_logs_no_traceback(
     slow: Server,
 ) -> None:
     url = f"{slow.url}/api/generate"
@@ -57,8 +57,12 @@ def test_sigterm_finishes_streams_refuses_new_requests_and_logs_no_traceback(
     wait_until(lambda: len(got) >= 1)
     slow.proc.send_signal(signal.SIGTERM)
     wait_until(lambda: "stopping: new requests are refused" in slow.log_text())
-    with pytest.raises(httpx.ConnectError):  # no longer listening (idle connections closed)
-        httpx.post(url, json={"model": "smollm2", "prompt": "late"})
+    late = httpx.post(url, json={"model": "smollm2", "prompt": "late"})  # still listening
+    assert late.status_code == 503
+    assert late.json() == {"error": "server is shutting down"}
+    health = httpx.get(f"{slow.url}/health")  # a load balancer stops sending work here
+    assert health.status_code == 503
+    assert health.json()["status"] == "draining"
     reader.join(30)
     final = json.loads(got[-1])
     assert final["done"] is True

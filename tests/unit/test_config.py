@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -10,14 +11,17 @@ import tomlkit
 
 from power.config import (
     ENV_VARS,
+    ApiKey,
     ConfigError,
     Settings,
     allowed_origins,
     default_origins,
     env_help,
     load_settings,
+    parse_api_keys,
 )
 from power.logging import TRACE, level_for, redact
+from power.serve import open_bind_warning
 
 # -- precedence: defaults < config.toml < env < CLI -----------------------------------------
 
@@ -286,7 +290,7 @@ def test_env_table_covers_the_documented_variables() -> None:
         "OLLAMA_DEBUG", "OLLAMA_LOAD_TIMEOUT", "OLLAMA_NOPRUNE", "OLLAMA_FLASH_ATTENTION",
         "OLLAMA_KV_CACHE_TYPE", "OLLAMA_SCHED_SPREAD", "OLLAMA_GPU_OVERHEAD", "A3S_POWER_HOME",
         "A3S_POWER_RUNNER_ENGINE", "A3S_POWER_CPU_EXTRA_BUFFERS", "A3S_POWER_LOG_FORMAT",
-        "A3S_POWER_MAX_BODY_SIZE",
+        "A3S_POWER_MAX_BODY_SIZE", "A3S_POWER_API_KEYS",
     }  # fmt: skip
     assert all(help_text for _, help_text in env_help())
     for var in ENV_VARS:
@@ -339,3 +343,53 @@ def test_level_for(debug: int, level: int) -> None:
 )
 def test_redact(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+def test_api_keys_come_from_config_or_a_comma_list_and_mark_read_only(tmp_path: Path) -> None:
+    toml = tmp_path / "config.toml"
+    toml.write_text('api_keys = ["admin-key", "viewer-key:ro"]\n')
+    from_file = load_settings(path=toml, env={}, cli={})
+    assert parse_api_keys(from_file.api_keys) == (
+        ApiKey(b"admin-key", read_only=False),
+        ApiKey(b"viewer-key", read_only=True),
+    )
+    env = {"A3S_POWER_API_KEYS": " one , two:ro,,"}
+    from_env = load_settings(path=toml, env=env, cli={})
+    assert from_env.api_keys == ["one", "two:ro"]
+
+
+@pytest.mark.parametrize("entry", ["", ":ro", "has space", "caf\u00e9"])
+def test_a_bad_api_key_stops_the_start_without_echoing_it(tmp_path: Path, entry: str) -> None:
+    toml = tmp_path / "config.toml"
+    toml.write_text(f"api_keys = {json.dumps(['fine', entry])}\n")
+    with pytest.raises(ConfigError, match="key 'api_keys': entry 2 ") as raised:
+        load_settings(path=toml, env={}, cli={})
+    assert entry.strip() == "" or entry not in str(raised.value)
+    env = {"A3S_POWER_API_KEYS": f"fine,{entry}x y"}  # never silently ignored: that opens the API
+    with pytest.raises(ConfigError, match="A3S_POWER_API_KEYS: key 'api_keys': entry 2 "):
+        load_settings(path=tmp_path / "missing.toml", env=env, cli={})
+    toml.write_text('api_keys = "just-one"\n')
+    with pytest.raises(ConfigError, match="key 'api_keys': expected a list of strings"):
+        load_settings(path=toml, env={}, cli={})
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "warned"),
+    [
+        ("127.0.0.1", [], False),
+        ("::1", [], False),
+        ("localhost", [], False),
+        ("0.0.0.0", [], True),
+        ("", [], True),
+        ("192.168.1.20", [], True),
+        ("0.0.0.0", ["k"], False),
+    ],
+)
+def test_an_open_bind_without_keys_is_warned_about(
+    host: str, keys: list[str], warned: bool
+) -> None:
+    warning = open_bind_warning(Settings(host=host, api_keys=keys))
+    assert (warning is not None) == warned
+    if warning:
+        assert "without API keys" in warning
+        assert (host or "every interface") in warning

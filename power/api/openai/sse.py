@@ -59,6 +59,10 @@ class ParamError(InvalidRequestError):
 def _error_type(status: int) -> str:
     if status in (400, 413):
         return "invalid_request_error"
+    if status == 401:
+        return "invalid_request_error"
+    if status == 403:
+        return "permission_error"
     if status == 404:
         return "not_found_error"
     if status in (429, 503):
