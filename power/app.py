@@ -17,6 +17,7 @@ from starlette.types import Scope
 from power.api import blobs, chat, create, generate, models, ps
 from power.api import embed as embed_api
 from power.api import registry as registry_api
+from power.api import usage as usage_api
 from power.api.anthropic import messages as anthropic_messages
 from power.api.auth import AuthMiddleware
 from power.api.body import BodyLimitMiddleware
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from power.config import Settings
     from power.store import ModelStore
     from power.supervisor.service import Runners
+    from power.usage import UsageRecorder
 
 __all__ = ["create_app"]
 
@@ -82,11 +84,15 @@ def create_app(
     *,
     metrics: Metrics | None = None,
     observers: Sequence[Observer] = (),
+    usage: UsageRecorder | None = None,
 ) -> Starlette:
     """The app over ``runners`` and ``store``. Every finished request goes to the access log,
     ``metrics`` (made here when not given: the daemon passes the one the supervisor reports
-    to) and ``observers``."""
+    to), ``usage`` (which records inference requests and answers ``/v1/usage``; without it
+    that endpoint says usage is not recorded) and ``observers``."""
     metrics = metrics or Metrics(settings)
+    if usage is not None:
+        observers = [usage, *observers]
     routes = [
         *ps.routes,
         *generate.routes,
@@ -102,6 +108,7 @@ def create_app(
         *openai_embeddings.routes,
         *openai_responses.routes,
         *anthropic_messages.routes,
+        *usage_api.routes,
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     app = Starlette(
@@ -129,4 +136,5 @@ def create_app(
     app.state.runners = runners
     app.state.store = store
     app.state.metrics = metrics
+    app.state.usage = usage
     return app

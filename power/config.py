@@ -9,6 +9,10 @@ missing file is fine) takes the `Settings` field names as keys, flat, plus two f
 seconds, or an integer-seconds string, which set `keep_alive_s` and `load_timeout_s`. A key that
 is not a field, or a value of the wrong type, raises `ConfigError` naming the file and the key.
 
+`[pricing."name:tag"]` tables (`input_per_million`, `output_per_million`, dollars) price a
+model's tokens for `/metrics` and `/v1/usage`; `[pricing.default]` prices the rest. A key is a
+model name as requests spell it (`"smollm2"` means `smollm2:latest`), compared without case.
+
 **Environment**: the Ollama names are honoured (drop-in compatibility), `OLLAMA_HOST` and
 `OLLAMA_MODELS` included, plus `A3S_POWER_HOME`; all are declared in `ENV_VARS`. Values are
 parsed as Ollama does: trimmed of spaces and quotes; booleans by Go's `ParseBool`, any other
@@ -51,6 +55,7 @@ from power.location import (
     listen_address,
     trim_env,
 )
+from power.store.names import ModelName
 
 __all__ = [
     "ENV_VARS",
@@ -153,10 +158,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     pricing: dict[str, Price] = msgspec.field(default_factory=dict)
     # API keys ("key", or "key:ro" for read-only); empty: no authentication, as Ollama
     api_keys: list[str] = msgspec.field(default_factory=list)
+    # usage records (<home>/usage.db) of days more than this many days before today (UTC) are
+    # pruned, at start and daily; 0: kept forever
+    usage_retention_days: _NonNegInt = 365
 
     def price_of(self, model: str) -> Price:
-        """The price of ``model`` ("name:tag"): its own, else the default, else nothing."""
-        return self.pricing.get(model) or self.pricing.get("default") or _FREE
+        """The price of ``model`` ("name:tag"): its own, else the default, else nothing.
+        (Keys from config are ``price_key``s: what a layer's ``[pricing]`` becomes.)"""
+        return self.pricing.get(price_key(model)) or self.pricing.get(DEFAULT_PRICE) or _FREE
 
     @property
     def models_dir(self) -> Path:
@@ -167,6 +176,18 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 
 _FREE = Price()
+DEFAULT_PRICE = "default"
+
+
+def price_key(model: str) -> str:
+    """How ``[pricing]`` keys and model names meet: the full "name:tag" (a bare name means
+    ``:latest``), lower case; "default", and what is no model name, stay as they are."""
+    name = ModelName.parse(model)
+    if model == DEFAULT_PRICE or not name.is_valid():
+        return model
+    return name.display.lower()
+
+
 _FIELDS = frozenset(Settings.__struct_fields__)
 _DURATION_ALIASES = {"keep_alive": "keep_alive_s", "load_timeout": "load_timeout_s"}
 
@@ -306,6 +327,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     _var("A3S_POWER_API_KEYS", "api_keys", _env_api_keys, "Comma separated API keys; each may"
          " end in :ro (read-only: no create, copy, delete, pull, push or blob upload). When set,"
          " every endpoint but /, /health and /api/version needs one"),
+    _var("A3S_POWER_USAGE_RETENTION_DAYS", "usage_retention_days", _env_uint, "Days of usage"
+         " records kept in <home>/usage.db (default 365; 0 = forever)"),
     _var("A3S_POWER_MAX_BODY_SIZE", "max_body_size", _env_uint, "Largest JSON request body in"
          f" bytes, 413 beyond (default {DEFAULT_MAX_BODY_SIZE} = 100 MiB; 0 = no limit; blob"
          " uploads have none)"),
@@ -375,11 +398,26 @@ def _check_layer(layer: Mapping[str, object], source: str) -> dict[str, object]:
             raise ConfigError(f"{source}: unknown key {key!r}{hint}")
     if "api_keys" in values:
         _check_api_keys(values["api_keys"], source)
+    if isinstance(pricing := values.get("pricing"), Mapping):
+        values["pricing"] = _price_keys(pricing, source)
     debug = values.get("debug")
     if isinstance(debug, bool):
         values["debug"] = int(debug)  # `debug = true` in TOML
     _convert(values, source)
     return values
+
+
+def _price_keys(pricing: Mapping[object, object], source: str) -> dict[str, object]:
+    """``[pricing]`` keyed by ``price_key``: a bad or repeated model name is an error here."""
+    keyed: dict[str, object] = {}
+    for key, price in pricing.items():
+        normal = price_key(str(key))
+        if normal != DEFAULT_PRICE and not ModelName.parse(normal).is_valid():
+            raise ConfigError(f"{source}: key 'pricing': invalid model name {key!r}")
+        if normal in keyed:
+            raise ConfigError(f"{source}: key 'pricing': {normal!r} is priced twice")
+        keyed[normal] = price
+    return keyed
 
 
 def _convert(values: Mapping[str, object], source: str) -> Settings:

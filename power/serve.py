@@ -31,6 +31,7 @@ from power.metrics import Metrics
 from power.store import ModelStore
 from power.store.writeback import recover_unsynced
 from power.supervisor import Supervisor
+from power.usage import open_recorder, usage_path
 
 __all__ = ["ListenError", "hypercorn_config", "listen", "run_server", "serve"]
 
@@ -129,8 +130,13 @@ async def serve(settings: Settings) -> int:
     else:
         log.warning("another A3S Power daemon uses %s: not pruning it", settings.models_dir)
     metrics = Metrics(settings)
-    async with Supervisor.open(settings, force=force, events=metrics) as supervisor:
-        app = create_app(settings, supervisor, store, metrics=metrics)
+    # the recorder outlives the supervisor: requests cut short while it stops are recorded too
+    recording = open_recorder(
+        usage_path(settings.home), retention_days=settings.usage_retention_days
+    )
+    supervising = Supervisor.open(settings, force=force, events=metrics)
+    async with recording as usage, supervising as supervisor:
+        app = create_app(settings, supervisor, store, metrics=metrics, usage=usage)
         trigger = functools.partial(_drain_on, stop, supervisor, settings.shutdown_grace_s)
         config = hypercorn_config(settings, sock)
         server = hypercorn_serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ import click
 
 from power.cli import create, models, run, serve
 from power.cli.client import Client, ConnectError, ResponseError
+from power.cli.usage import usage
 
 __all__ = ["main"]
 
@@ -78,3 +79,4 @@ def main() -> None:
 
 for _command in (serve.serve, run.run, *models.COMMANDS, create.create):
     main.add_command(_command)
+main.add_command(usage)

@@ -214,7 +214,8 @@ def _raise_for_status(status: int, data: bytes, reason: str) -> None:
     except ValueError:
         decoded = None
     if isinstance(decoded, dict) and decoded.get("error"):
-        message = str(decoded["error"])
+        error = decoded["error"]  # under /v1: OpenAI's {"error": {"message": ...}}
+        message = str(error.get("message") or error) if isinstance(error, dict) else str(error)
     raise ResponseError(message or f"{status} {reason}".strip(), status)
 
 

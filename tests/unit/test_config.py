@@ -290,7 +290,7 @@ def test_env_table_covers_the_documented_variables() -> None:
         "OLLAMA_DEBUG", "OLLAMA_LOAD_TIMEOUT", "OLLAMA_NOPRUNE", "OLLAMA_FLASH_ATTENTION",
         "OLLAMA_KV_CACHE_TYPE", "OLLAMA_SCHED_SPREAD", "OLLAMA_GPU_OVERHEAD", "A3S_POWER_HOME",
         "A3S_POWER_RUNNER_ENGINE", "A3S_POWER_CPU_EXTRA_BUFFERS", "A3S_POWER_LOG_FORMAT",
-        "A3S_POWER_MAX_BODY_SIZE", "A3S_POWER_API_KEYS",
+        "A3S_POWER_MAX_BODY_SIZE", "A3S_POWER_API_KEYS", "A3S_POWER_USAGE_RETENTION_DAYS",
     }  # fmt: skip
     assert all(help_text for _, help_text in env_help())
     for var in ENV_VARS:
