@@ -12,7 +12,8 @@ flushes first, so it sees every request that ended before it. ``close`` writes w
 joins the thread; ``open_recorder`` owns a recorder for ``power serve``.
 
 A database that cannot be opened or written is logged at ERROR with its path (the daemon goes on
-serving models) and the records are dropped; queries then fail with the reason.
+serving models) and the records are dropped; queries answer what the file holds (nothing when
+there is no file) or fail with SQLite's reason.
 """
 
 from __future__ import annotations

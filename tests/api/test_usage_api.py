@@ -112,14 +112,11 @@ def test_embeddings_count_their_input_tokens(client: TestClient) -> None:
     assert client.post("/api/embed", json={"model": "other", "input": "a b c"}).status_code == 200
     resp = client.post("/v1/embeddings", json={"model": "other", "input": "d e"})
     assert resp.status_code == 200
+    assert client.post("/api/embeddings", json={"model": "other", "prompt": "f"}).status_code == 200
     [row] = usage(client)["data"]
-    assert (row["model"], row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (
-        "other:latest",
-        2,
-        5,
-        0,
-    )
-    assert row["cost"] == pytest.approx(0.5)  # the default price: 5 tokens at $100k/M
+    counts = (row["model"], row["requests"], row["prompt_tokens"], row["completion_tokens"])
+    assert counts == ("other:latest", 3, 6, 0)
+    assert row["cost"] == pytest.approx(0.6)  # the default price: 6 tokens at $100k/M
 
 
 def test_a_request_that_fails_midway_is_recorded(
