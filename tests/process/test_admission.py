@@ -33,8 +33,8 @@ async def test_queue_full_is_503_and_covers_requests_to_a_loaded_model(tmp_path:
     spawn = Spawner("fake:count?delay=0.02")
     m = model(tmp_path)
     async with Supervisor.open(settings(tmp_path, max_queue=2), spawn=spawn) as sup:
-        running = asyncio.ensure_future(
-            collect(sup.request(m, params(m), None, gen("go", num_predict=30)))
+        running = asyncio.ensure_future(  # 3 s: time enough to queue two more on a busy machine
+            collect(sup.request(m, params(m), None, gen("go", num_predict=150)))
         )
         await wait_for(lambda: bool(sup.loaded()) and sup.loaded()[0].refcount == 1)
         waiting = [
