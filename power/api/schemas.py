@@ -133,7 +133,7 @@ class GenerateChunk(msgspec.Struct, kw_only=True):
     load_duration: int | UnsetType = UNSET
     prompt_eval_count: int | UnsetType = UNSET
     prompt_eval_duration: int | UnsetType = UNSET
-    # A3S Power: prompt tokens reused from the KV cache (prompt_eval_count counts the rest)
+    # A3S Power: how many of prompt_eval_count were reused from the KV cache, not evaluated
     prompt_cache_count: int | UnsetType = UNSET
     eval_count: int | UnsetType = UNSET
     eval_duration: int | UnsetType = UNSET
@@ -151,7 +151,7 @@ class ChatChunk(msgspec.Struct, kw_only=True):
     load_duration: int | UnsetType = UNSET
     prompt_eval_count: int | UnsetType = UNSET
     prompt_eval_duration: int | UnsetType = UNSET
-    # A3S Power: prompt tokens reused from the KV cache (prompt_eval_count counts the rest)
+    # A3S Power: how many of prompt_eval_count were reused from the KV cache, not evaluated
     prompt_cache_count: int | UnsetType = UNSET
     eval_count: int | UnsetType = UNSET
     eval_duration: int | UnsetType = UNSET
@@ -182,5 +182,4 @@ def prompt_tokens(chunk: GenerateChunk | ChatChunk | None) -> tuple[int, int]:
     """(all prompt tokens, of which cached) from a final chunk, for the compatible APIs' usage."""
     if chunk is None:
         return 0, 0
-    cached = chunk.prompt_cache_count or 0
-    return (chunk.prompt_eval_count or 0) + cached, cached
+    return chunk.prompt_eval_count or 0, chunk.prompt_cache_count or 0
