@@ -14,6 +14,7 @@ from msgspec import UNSET, UnsetType
 __all__ = [
     "ChatChunk",
     "ChatRequest",
+    "DebugInfo",
     "EmbedRequest",
     "EmbedResponse",
     "EmbeddingsRequest",
@@ -58,6 +59,8 @@ class GenerateRequest(msgspec.Struct, kw_only=True):
     shift: bool = True
     logprobs: bool = False
     top_logprobs: int = 0
+    # Ollama's debug switch: answer with the rendered prompt (``_debug_info``), generate nothing
+    debug_render_only: bool = msgspec.field(default=False, name="_debug_render_only")
 
 
 class ChatRequest(msgspec.Struct, kw_only=True):
@@ -73,6 +76,7 @@ class ChatRequest(msgspec.Struct, kw_only=True):
     shift: bool = True
     logprobs: bool = False
     top_logprobs: int = 0
+    debug_render_only: bool = msgspec.field(default=False, name="_debug_render_only")
 
 
 class EmbedRequest(msgspec.Struct, kw_only=True):
@@ -112,6 +116,13 @@ class Logprob(msgspec.Struct, kw_only=True):
     top_logprobs: list[TopLogprob] | UnsetType = UNSET
 
 
+class DebugInfo(msgspec.Struct, kw_only=True):
+    """What ``_debug_render_only`` answers with: the prompt as rendered for the model."""
+
+    rendered_template: str
+    image_count: int | UnsetType = UNSET
+
+
 class _Metrics(msgspec.Struct, kw_only=True):
     total_duration: int | UnsetType = UNSET
     load_duration: int | UnsetType = UNSET
@@ -139,6 +150,7 @@ class GenerateChunk(msgspec.Struct, kw_only=True):
     eval_duration: int | UnsetType = UNSET
     tool_calls: list[dict[str, Any]] | UnsetType = UNSET
     logprobs: list[Logprob] | UnsetType = UNSET
+    debug_info: DebugInfo | UnsetType = msgspec.field(default=UNSET, name="_debug_info")
 
 
 class ChatChunk(msgspec.Struct, kw_only=True):
@@ -156,6 +168,7 @@ class ChatChunk(msgspec.Struct, kw_only=True):
     eval_count: int | UnsetType = UNSET
     eval_duration: int | UnsetType = UNSET
     logprobs: list[Logprob] | UnsetType = UNSET
+    debug_info: DebugInfo | UnsetType = msgspec.field(default=UNSET, name="_debug_info")
 
 
 class PsModel(msgspec.Struct, kw_only=True):

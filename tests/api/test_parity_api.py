@@ -18,6 +18,7 @@ from power.config import Settings
 from power.create.build import create_model
 from power.store.store import ModelStore
 from proto import Done, Msg, Stats, Tokens
+from tests.model.synth import write_gguf
 from tests.support.app import TestClient, app_client
 from tests.support.gguf import tiny_gguf
 from tests.support.runners import ScriptedRunners
@@ -189,3 +190,86 @@ def test_version_reports_the_ollama_api_version_and_power_s_own(client: TestClie
     assert resp.json() == {"version": OLLAMA_VERSION, "power_version": __version__}
     major, minor, _ = (int(x) for x in OLLAMA_VERSION.split("."))
     assert (major, minor) >= (0, 12)  # clients gate thinking, tools and more on >= 0.x
+
+
+# -- /api/tags and /api/show -----------------------------------------------------------------
+
+
+def test_tags_entries_carry_capabilities(client: TestClient) -> None:
+    rows = {m["name"]: m for m in client.get("/api/tags").json()["models"]}
+    assert rows["plain:latest"]["capabilities"] == ["completion"]
+    assert rows["tooly:latest"]["capabilities"] == ["completion", "tools"]
+    show = client.post("/api/show", json={"model": "tooly"}).json()
+    assert show["capabilities"] == rows["tooly:latest"]["capabilities"]
+
+
+def test_show_carries_renderer_parser_and_requires_that_create_stored(client: TestClient) -> None:
+    show = client.post("/api/show", json={"model": "rendered"}).json()
+    assert (show["renderer"], show["parser"], show["requires"]) == (
+        "qwen3-coder", "qwen3-coder", "0.12.0",
+    )  # fmt: skip
+    assert list(show).index("parser") < list(show).index("details")  # Ollama's field order
+    assert list(show)[-1] == "requires"
+    assert "\nRENDERER qwen3-coder\nPARSER qwen3-coder\n" in show["modelfile"]
+    plain = client.post("/api/show", json={"model": "plain"}).json()
+    assert not {"renderer", "parser", "requires"} & set(plain)
+    assert "RENDERER" not in plain["modelfile"]
+
+
+# -- _debug_render_only ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_debug_render_only_returns_the_rendered_prompt_and_runs_nothing(
+    client: TestClient, sup: ScriptedRunners, stream: bool
+) -> None:
+    body = {"model": "plain", "stream": stream, "_debug_render_only": True}
+    gen = client.post("/api/generate", json={**body, "prompt": "hi"})
+    assert gen.headers["content-type"] == "application/json; charset=utf-8"
+    got = gen.json()
+    assert got.pop("created_at")
+    assert got == {"model": "plain", "response": "", "done": False,
+                   "_debug_info": {"rendered_template": "<|user|>hi <|assistant|>"}}  # fmt: skip
+    chat = client.post("/api/chat", json={**body, "messages": USER}).json()
+    assert chat["message"] == {"role": "", "content": ""}
+    assert chat["done"] is False
+    assert chat["_debug_info"] == {"rendered_template": "<|user|>hi <|assistant|>"}
+    assert sup.generations() == []  # nothing reached a runner
+
+
+# -- the error wording clients match -----------------------------------------------------------
+
+
+def test_capability_errors_use_ollamas_wording(client: TestClient, tmp_path: Path) -> None:
+    def error(path: str, **body: Any) -> tuple[int, str]:
+        resp = client.post(path, json=body)
+        return resp.status_code, resp.json()["error"]
+
+    tool = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert error("/api/chat", model="plain", messages=USER, tools=tool) == (
+        400, "registry.ollama.ai/library/plain:latest does not support tools",
+    )  # fmt: skip
+    assert error("/api/chat", model="Plain", messages=USER, think=True) == (
+        400, '"Plain" does not support thinking',  # the name as requested
+    )  # fmt: skip
+    assert error("/api/generate", model="plain", prompt="x", think="high") == (
+        400, '"plain" does not support thinking',
+    )  # fmt: skip
+    assert error("/api/generate", model="plain", prompt="def f(", suffix="return 1") == (
+        400, "registry.ollama.ai/library/plain:latest does not support insert",
+    )  # fmt: skip
+    assert error("/api/generate", model="ghost", prompt="x") == (404, "model 'ghost' not found")
+    assert error("/api/chat", model="ghost", messages=USER) == (404, "model 'ghost' not found")
+
+
+def test_an_embedding_model_does_not_support_chat_or_generate(
+    client: TestClient, store: ModelStore, tmp_path: Path
+) -> None:
+    meta = {"general.architecture": "bert", "bert.pooling_type": 1}
+    blob = store.add_blob_from_file(write_gguf(tmp_path / "embed.gguf", meta, {}))
+    for _ in create_model(store, "embedder", {"from": blob}):
+        pass
+    chat = client.post("/api/chat", json={"model": "embedder", "messages": USER})
+    assert (chat.status_code, chat.json()) == (400, {"error": '"embedder" does not support chat'})
+    gen = client.post("/api/generate", json={"model": "embedder", "prompt": "x"})
+    assert gen.json() == {"error": '"embedder" does not support generate'}

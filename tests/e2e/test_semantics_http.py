@@ -112,7 +112,7 @@ def test_thinking_is_split_in_chat_and_generate(echo: Server) -> None:
     assert off.json()["response"] == "<think>pondering</think> the answer "
     refused = post(echo, "/api/generate", {"model": "echo-plain", "prompt": "x", "think": True})
     assert refused.status_code == 400
-    assert refused.json() == {"error": '"echo-plain:latest" does not support thinking'}
+    assert refused.json() == {"error": '"echo-plain" does not support thinking'}
 
 
 def _history() -> list[dict[str, str]]:

@@ -121,7 +121,7 @@ def test_bad_images_are_400s_and_the_runner_keeps_serving(vision: Server) -> Non
 
     resp = chat(vision, "Look", png(8, 8), model="smollm2")
     assert resp.status_code == 400
-    assert resp.json()["error"] == '"smollm2:latest" does not support images'
+    assert resp.json()["error"] == '"smollm2" does not support images'
 
     good = chat(vision, "Look", png(40, 30, seed=1))
     assert good.status_code == 200, good.text
