@@ -25,8 +25,10 @@ flag was not given.
 
 After merging: a negative `keep_alive_s` (or one past Go's longest duration, about 292 years) or
 a `load_timeout_s` <= 0 becomes `math.inf`
-(forever), `max_loaded_models` 0 becomes 3, `context_length` 0 becomes 4096 and
-`num_parallel` 0 becomes 1 (Ollama's "auto" on a CPU-sized machine).
+(forever), `max_loaded_models` 0 becomes 3 and `num_parallel` 0 becomes 1 (Ollama's "auto"
+on a CPU-sized machine). `context_length` 0 stays "auto": the daemon resolves it once at
+startup from the GPUs' total memory (`resolve_context_length`, Ollama's rule); unresolved, the
+CPU default (4096) applies (`Settings.default_num_ctx`).
 """
 
 from __future__ import annotations
@@ -65,17 +67,22 @@ __all__ = [
     "Price",
     "Settings",
     "allowed_origins",
+    "auto_context_length",
     "default_origins",
     "env_help",
     "load_settings",
     "parse_api_keys",
+    "resolve_context_length",
     "settings_from_env",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_LOADED_MODELS = 3
-DEFAULT_CONTEXT_LENGTH = 4096
+DEFAULT_CONTEXT_LENGTH = 4096  # Ollama's default num_ctx on a machine with < 23 GiB of VRAM
+_GIB = 2**30
+# Ollama's VRAM tiers (since 0.15.5): (total VRAM at least, default num_ctx), largest first
+_CONTEXT_TIERS = ((47 * _GIB, 262144), (23 * _GIB, 32768))
 DEFAULT_MAX_BODY_SIZE = 100 * 2**20  # a runner frame (64 MiB) of images, base64, fits under it
 
 _NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
@@ -132,7 +139,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     num_parallel: _NonNegInt = 1
     max_queue: _NonNegInt = 512
     origins: list[str] = msgspec.field(default_factory=list)
-    context_length: _NonNegInt = DEFAULT_CONTEXT_LENGTH
+    context_length: _NonNegInt = 0  # 0: auto (by VRAM, resolved at startup); see default_num_ctx
     debug: int = 0  # 0 INFO, 1 DEBUG, 2 TRACE (negative: WARNING/ERROR, as Ollama)
     load_timeout_s: float = 300.0
     noprune: bool = False
@@ -140,6 +147,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     kv_cache_type: str = "f16"
     sched_spread: bool = False
     gpu_overhead: _NonNegInt = 0  # bytes of VRAM reserved per GPU
+    num_gpu: int = -1  # layers to offload when neither request nor model says (-1: auto)
+    tmpdir: str = ""  # temporary files of uploads and quantization; "" = the blobs folder
     runner_stop_grace_s: _NonNegFloat = 5.0
     runner_term_grace_s: _NonNegFloat = 5.0
     ping_interval_s: _NonNegFloat = 10.0
@@ -161,6 +170,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # usage records (<home>/usage.db) of days more than this many days before today (UTC) are
     # pruned, at start and daily; 0: kept forever
     usage_retention_days: _NonNegInt = 365
+
+    @property
+    def default_num_ctx(self) -> int:
+        """``num_ctx`` where neither the request nor the model sets one: ``context_length``,
+        or, while that is still "auto" (not resolved against the GPUs), the CPU default."""
+        return self.context_length or DEFAULT_CONTEXT_LENGTH
 
     def price_of(self, model: str) -> Price:
         """The price of ``model`` ("name:tag"): its own, else the default, else nothing.
@@ -300,7 +315,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
          " (default 512)"),
     _var("OLLAMA_ORIGINS", "origins", _env_origins, "A comma separated list of allowed origins"),
     _var("OLLAMA_CONTEXT_LENGTH", "context_length", _env_uint, "Context length to use unless"
-         " otherwise specified (default 4096)"),
+         " otherwise specified (default 0 = by total VRAM: 4096, 32768 from 23 GiB, 262144 from"
+         " 47 GiB)"),
     _var("OLLAMA_DEBUG", "debug", _env_debug, "Show additional debug information (e.g. 1, 2)"),
     _var("OLLAMA_LOAD_TIMEOUT", "load_timeout_s", parse_duration_env, "How long to allow model"
          " loads to stall before giving up, <= 0 = forever (default 5m)"),
@@ -313,6 +329,11 @@ ENV_VARS: tuple[EnvVar, ...] = (
          " GPUs"),
     _var("OLLAMA_GPU_OVERHEAD", "gpu_overhead", _env_uint, "Reserve a portion of VRAM per GPU"
          " (bytes)"),
+    _var("OLLAMA_NUM_GPU", "num_gpu", int, "Layers to offload to the GPU unless the request or"
+         " model sets num_gpu (default -1 = as many as fit; 0 = CPU only; 999 = all)"),
+    _var("OLLAMA_TMPDIR", "tmpdir", _env_path, "Location for temporary files of uploads and"
+         " quantization (default: the models' blobs folder; must be on its filesystem, since"
+         " finished files are renamed into place)"),
     _var(HOME_VAR, "home", lambda text: str(home_dir(text)), "A3S Power data directory"
          f" (default {DEFAULT_HOME})"),
     _var("A3S_POWER_RUNNER_ENGINE", "runner_engine", str, "Runner engine: llama (default), or"
@@ -441,7 +462,6 @@ def _normalise(settings: Settings) -> Settings:
         else settings.keep_alive_s,
         load_timeout_s=math.inf if settings.load_timeout_s <= 0 else settings.load_timeout_s,
         max_loaded_models=settings.max_loaded_models or DEFAULT_MAX_LOADED_MODELS,
-        context_length=settings.context_length or DEFAULT_CONTEXT_LENGTH,
         num_parallel=settings.num_parallel or 1,
     )
 
@@ -458,6 +478,25 @@ def load_settings(
     from_toml = _check_layer(_read_toml(path), str(path))
     merged = {**from_toml, **from_env, **from_cli}
     return _normalise(_convert(merged, "settings"))
+
+
+# -- what the machine decides ---------------------------------------------------------------
+
+
+def auto_context_length(gpu_totals: Iterable[int], overhead: int) -> int:
+    """Ollama's default ``num_ctx`` when ``OLLAMA_CONTEXT_LENGTH`` is unset: by the total memory
+    of every GPU less ``overhead`` each (thresholds a little under 48 and 24 GiB, as Ollama's,
+    for what drivers keep back); no GPU, or a small one, gets the CPU default."""
+    vram = sum(max(0, total - overhead) for total in gpu_totals)
+    return next((ctx for least, ctx in _CONTEXT_TIERS if vram >= least), DEFAULT_CONTEXT_LENGTH)
+
+
+def resolve_context_length(settings: Settings, gpu_totals: Iterable[int]) -> Settings:
+    """``settings`` with an "auto" (0) ``context_length`` decided for these GPUs."""
+    if settings.context_length:
+        return settings
+    chosen = auto_context_length(gpu_totals, settings.gpu_overhead)
+    return msgspec.structs.replace(settings, context_length=chosen)
 
 
 # -- CORS ----------------------------------------------------------------------------------

@@ -200,12 +200,12 @@ def resolve_options(
             stop = _stop(value)
         elif name not in _OBSOLETE:
             log.warning("invalid option provided: %s", name)
-    num_ctx = load.get("num_ctx", settings.context_length)
+    num_ctx = load.get("num_ctx", settings.default_num_ctx)
     params = LoadParams(
         model_path=model_path,
         n_ctx=max(4, num_ctx),
         n_batch=max(1, load.get("num_batch", DEFAULT_NUM_BATCH)),
-        n_gpu_layers=load.get("num_gpu", -1),
+        n_gpu_layers=load.get("num_gpu", settings.num_gpu),
         main_gpu=load.get("main_gpu", -1),
         n_threads=_threads(load.get("num_thread", settings.runner_threads)),
         use_mmap=load.get("use_mmap", True),

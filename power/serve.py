@@ -17,13 +17,14 @@ import logging
 import os
 import signal
 import socket
+from pathlib import Path
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
 from power.aio import Interrupted, until
 from power.app import create_app
-from power.config import Settings, load_settings
+from power.config import Settings, load_settings, resolve_context_length
 from power.create.starter import import_if_starter
 from power.location import is_loopback
 from power.logging import configure_logging
@@ -31,6 +32,7 @@ from power.metrics import Metrics
 from power.store import ModelStore
 from power.store.writeback import recover_unsynced
 from power.supervisor import Supervisor
+from power.supervisor.memory import probe_machine
 from power.usage import open_recorder, usage_path
 
 __all__ = ["ListenError", "hypercorn_config", "listen", "run_server", "serve"]
@@ -123,7 +125,15 @@ async def serve(settings: Settings) -> int:
     host, port = sock.getsockname()[:2]
     stop, force = asyncio.Event(), asyncio.Event()
     install_signal_handlers(stop, force)
-    store = ModelStore(settings.models_dir, noprune=settings.noprune, on_missing=import_if_starter)
+    machine = await asyncio.to_thread(probe_machine)
+    settings = resolve_context_length(settings, (gpu.total for gpu in machine.gpus))
+    log.info("default context length %d", settings.context_length)
+    store = ModelStore(
+        settings.models_dir,
+        noprune=settings.noprune,
+        on_missing=import_if_starter,
+        tmp_dir=Path(settings.tmpdir) if settings.tmpdir else None,
+    )
     if await asyncio.to_thread(store.claim):
         await asyncio.to_thread(recover_unsynced, store.blobs_dir)  # before prune sweeps markers
         await asyncio.to_thread(store.prune)

@@ -10,7 +10,9 @@ stops answering anything, as a wedged runner does), ``kernel_fault=1`` (its firs
 of SIGSEGV, as a bad CPU kernel does, unless the model was loaded in CPU mode ``plain``;
 ``kernel_fault=2``: in every mode),
 ``n_ctx_train`` (default 2048), ``tokenize_delay`` seconds to tokenize a MiB of text (in
-proportion). ``delay`` also passes once per embedding decode (a text's ``EMBED_CHUNK`` tokens).
+proportion), ``byte_tokens=1`` (a token per UTF-8 byte, spaces included, as byte-level
+vocabularies split a character they lack: ``num_predict`` can then stop inside one).
+``delay`` also passes once per embedding decode (a text's ``EMBED_CHUNK`` tokens).
 The runner's scheduler batches it like the real engine (one ``decode`` per step, ``delay``
 once per step), so with ``num_parallel`` > 1 sequences interleave, and its slots' prefix cache
 makes ``prompt_cached`` behave the same way.
@@ -46,6 +48,7 @@ __all__ = ["FakeEngine", "parse_fake_spec"]
 EOS = 1
 VOCAB_SIZE = 1 << 20  # ids the vocabulary may have; words get the next free one as they appear
 EMBED_CHUNK = 64
+BYTE_BASE = VOCAB_SIZE - 256  # ids of the byte tokens (``byte_tokens=1``)
 
 
 def parse_fake_spec(spec: str) -> FakeEngine:
@@ -71,6 +74,7 @@ class FakeEngine:
         kernel_fault: float = 0,
         n_ctx_train: float = 2048,
         tokenize_delay: float = 0.0,
+        byte_tokens: float = 0,
     ) -> None:
         if mode not in ("echo", "count"):
             raise ValueError(f"unknown fake engine mode {mode!r}")
@@ -87,6 +91,7 @@ class FakeEngine:
         self._decoded = False
         self.n_ctx_train = int(n_ctx_train)
         self.tokenize_delay = tokenize_delay
+        self.byte_tokens = bool(byte_tokens)
         self._lock = threading.Lock()
         self._vocab: dict[str, int] = {"<s>": 0, "</s>": EOS}
         self._words: list[str] = ["<s>", "</s>"]
@@ -135,13 +140,18 @@ class FakeEngine:
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
         if self.tokenize_delay:
             time.sleep(self.tokenize_delay * len(text) / (1 << 20))
-        ids = [self._id(w) for w in text.split()]
+        if self.byte_tokens:
+            ids = [BYTE_BASE + b for b in text.encode()]
+        else:
+            ids = [self._id(w) for w in text.split()]
         return [0, *ids] if add_special else ids
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return "".join(self.piece(t).decode() for t in tokens)
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
 
     def piece(self, token: int) -> bytes:
+        if token >= BYTE_BASE:
+            return bytes([token - BYTE_BASE])
         return b"" if token in (0, EOS) else (self._words[token] + " ").encode()
 
     def is_eog(self, token: int) -> bool:

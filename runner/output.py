@@ -3,7 +3,9 @@
 Token pieces are bytes and a multi-byte character may span tokens, so bytes go through an
 incremental decoder. Text that could be the start of a stop string is held back until it is
 known not to be; when a stop string appears, the text before it is released and the rest
-(the stop string included) is dropped.
+(the stop string included) is dropped. A generation that ends inside a character (at
+``num_predict`` or the context's end) drops that character's bytes, rather than showing them as
+U+FFFD; invalid bytes inside the text still are.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ class TextAssembler:
         return text[: len(text) - keep]
 
     def flush(self) -> str:
-        """Release what is held at the end of generation (no stop string completed)."""
+        """Release what is held at the end of generation (no stop string completed); the
+        bytes of a character cut short are dropped."""
         if self.stopped:
             return ""
-        text = self._held + self._decoder.decode(b"", final=True)
-        self._held = ""
+        self._decoder.reset()  # it holds only the start of a possible character
+        text, self._held = self._held, ""
         return text
 
     def _find_stop(self, text: str) -> int:

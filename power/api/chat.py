@@ -122,10 +122,13 @@ async def chat_chunks(
     model = await sem.lookup_model(state, req.model)
     has_images = any(m.images for m in req.messages if m.images is not msgspec.UNSET)
     think = sem.check_common(
-        model, think=req.think, top_logprobs=req.top_logprobs, images=has_images
+        model,
+        requested=req.model,
+        think=req.think,
+        top_logprobs=req.top_logprobs,
+        images=has_images,
+        tools=bool(req.tools),
     )
-    if req.tools and "tools" not in model.capabilities:
-        raise InvalidRequestError(f"{model.name} does not support tools")
     prep = pipeline.prepare(state.settings, model, req.options, req.keep_alive)
     if not req.messages:
         reason = await pipeline.load_or_unload(state.runners, prep)
@@ -149,6 +152,10 @@ async def chat_chunks(
         if id(m) in survived
         for data in of_message
     )
+    if req.debug_render_only:
+        info = reply.debug_info(text, images)
+        yield _chunk(req.model, Message(role="", content=""), done=False, debug_info=info)
+        return
     parser = sem.output_parser(model, text, think=think, tools=req.tools)
     build = pipeline.generate_message(
         prep,
@@ -215,7 +222,7 @@ async def chat(request: Request) -> Response:
     started = time.perf_counter()
     req = await body.decode_body(request, ChatRequest)
     chunks = chat_chunks(request.app.state, req, started=started)
-    if req.stream:
+    if req.stream and not req.debug_render_only:  # the rendered prompt is one JSON object
         first, rest = await prime(ndjson_lines(chunks))
         return NDJSONResponse(first, rest)
     collected = [c async for c in chunks]

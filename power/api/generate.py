@@ -46,7 +46,13 @@ async def generate_chunks(
     model = await sem.lookup_model(state, req.model)
     _check_context(model, req.context)
     think = sem.check_common(
-        model, think=req.think, top_logprobs=req.top_logprobs, images=bool(req.images)
+        model,
+        requested=req.model,
+        think=req.think,
+        top_logprobs=req.top_logprobs,
+        images=bool(req.images),
+        endpoint="generate",
+        suffix=bool(req.suffix),
     )
     images = sem.image_payload(sem.decode_images(req.images or (), "images"))
     prep = pipeline.prepare(state.settings, model, req.options, req.keep_alive)
@@ -67,6 +73,9 @@ async def generate_chunks(
             images=req.images,
             think=think,
         )
+    if req.debug_render_only:
+        yield _chunk(req.model, "", done=False, debug_info=reply.debug_info(text, images))
+        return
     parser = sem.output_parser(
         model,
         text,
@@ -154,7 +163,7 @@ async def generate(request: Request) -> Response:
     started = time.perf_counter()
     req = await body.decode_body(request, GenerateRequest)
     chunks = generate_chunks(request.app.state, req, started=started)
-    if req.stream:
+    if req.stream and not req.debug_render_only:  # the rendered prompt is one JSON object
         first, rest = await prime(ndjson_lines(chunks))
         return NDJSONResponse(first, rest)
     return reply.json_response(merge_generate([c async for c in chunks]))

@@ -23,6 +23,7 @@ from power.api.response import json_response
 from power.errors import (
     InvalidRequestError,
     ModelNotFoundError,
+    PowerError,
 )
 from power.store.gguf import GGUFInfo, read_gguf
 from power.store.model import LocalModel
@@ -87,10 +88,13 @@ def _store(request: Request) -> ModelStore:
 # -- GET /api/tags ---------------------------------------------------------------------------
 
 
-async def list_models(request: Request) -> Response:
-    entries = await asyncio.to_thread(_store(request).list)
-    models = [
-        {
+def _tags(store: ModelStore) -> list[dict[str, Any]]:
+    """The /api/tags rows, each with the model's ``capabilities`` (what its GGUF header and
+    template say, as /api/show has them; headers are cached by digest). A model whose layers
+    cannot be read is listed without them."""
+    models = []
+    for e in store.list():
+        row: dict[str, Any] = {
             "name": e.name,
             "model": e.name,
             "modified_at": format_time(e.modified_at),
@@ -98,9 +102,16 @@ async def list_models(request: Request) -> Response:
             "digest": e.digest,
             "details": e.details,
         }
-        for e in entries
-    ]
-    return json_response({"models": models})
+        try:
+            row["capabilities"] = store.get(e.name).capabilities
+        except (OSError, ValueError, PowerError) as exc:
+            log.warning("model %s: no capabilities listed: %s", e.name, exc)
+        models.append(row)
+    return models
+
+
+async def list_models(request: Request) -> Response:
+    return json_response({"models": await asyncio.to_thread(_tags, _store(request))})
 
 
 # -- POST /api/show --------------------------------------------------------------------------
@@ -153,6 +164,10 @@ def _modelfile(m: LocalModel, system: str | None, params: dict[str, Any]) -> str
         lines.append(f"TEMPLATE {_quote(m.template)}")
     if system:
         lines.append(f"SYSTEM {_quote(system)}")
+    if m.renderer:
+        lines.append(f"RENDERER {m.renderer}")
+    if m.parser:
+        lines.append(f"PARSER {m.parser}")
     for key in sorted(params):
         values = params[key] if isinstance(params[key], list) else [params[key]]
         lines += [f"PARAMETER {key} {_quote(_plain(v))}" for v in values]
@@ -192,6 +207,10 @@ def _show(
         resp["template"] = template
     if system:
         resp["system"] = system
+    if m.renderer:
+        resp["renderer"] = m.renderer
+    if m.parser:
+        resp["parser"] = m.parser
     resp["details"] = m.details
     if m.messages:
         resp["messages"] = m.messages
@@ -204,6 +223,8 @@ def _show(
         resp["tensors"] = m.gguf.tensors
     resp["capabilities"] = m.capabilities
     resp["modified_at"] = format_time(m.modified_at)
+    if m.requires:
+        resp["requires"] = m.requires
     return resp
 
 

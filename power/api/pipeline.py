@@ -119,9 +119,10 @@ class Outcome:
             out["load_duration"] = int(self.load_s * 1e9)
         if self.done is not None:
             s = self.done.stats
-            evaluated = s.prompt_tokens - s.prompt_cached  # a reused KV prefix costs nothing
-            if evaluated:
-                out["prompt_eval_count"] = evaluated
+            # The whole prompt, as Ollama counts it; the duration is the evaluated part's
+            # alone (a reused KV prefix costs nothing), and the reused count is our extra.
+            if s.prompt_tokens:
+                out["prompt_eval_count"] = s.prompt_tokens
             if s.prompt_cached:
                 out["prompt_cache_count"] = s.prompt_cached
             if s.prompt_eval_s:

@@ -15,7 +15,12 @@ from power.api.response import json_response
 from power.api.schemas import PsModel
 from power.supervisor.service import RunnerExit, Runners, RunnerStats
 
-__all__ = ["routes"]
+__all__ = ["OLLAMA_VERSION", "routes"]
+
+# The Ollama release whose HTTP API this release implements: the Ollama source snapshot the
+# wire behaviour is matched against. Clients gate features on this number (``/api/version``),
+# so raise it only together with the behaviour of the release it names.
+OLLAMA_VERSION = "0.33.0"
 
 _FOREVER = timedelta(days=365 * 292)
 
@@ -96,7 +101,8 @@ async def root(request: Request) -> Response:
 
 
 async def version(request: Request) -> Response:
-    return json_response({"version": __version__})
+    """Ollama's version (what clients compare), and A3S Power's own in an extra field."""
+    return json_response({"version": OLLAMA_VERSION, "power_version": __version__})
 
 
 routes = [

@@ -1,4 +1,4 @@
-"""Response helpers every API surface shares: JSON bodies and Ollama's timestamps."""
+"""Response helpers every API surface shares: JSON bodies, Ollama's timestamps and debug info."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import msgspec
 from msgspec import UnsetType
 from starlette.responses import Response
 
-__all__ = ["created_at", "joined", "json_response"]
+from power.api.schemas import DebugInfo
+
+__all__ = ["created_at", "debug_info", "joined", "json_response"]
 
 T = TypeVar("T")
 
@@ -46,3 +48,8 @@ def json_response(obj: object, status: int = 200) -> Response:
     return Response(
         _encoder.encode(obj), status_code=status, media_type="application/json; charset=utf-8"
     )
+
+
+def debug_info(prompt: str, images: tuple[bytes, ...]) -> DebugInfo:
+    """``_debug_render_only``'s answer: the prompt the model would have been given."""
+    return DebugInfo(rendered_template=prompt, image_count=len(images) or msgspec.UNSET)

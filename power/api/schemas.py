@@ -14,6 +14,7 @@ from msgspec import UNSET, UnsetType
 __all__ = [
     "ChatChunk",
     "ChatRequest",
+    "DebugInfo",
     "EmbedRequest",
     "EmbedResponse",
     "EmbeddingsRequest",
@@ -58,6 +59,8 @@ class GenerateRequest(msgspec.Struct, kw_only=True):
     shift: bool = True
     logprobs: bool = False
     top_logprobs: int = 0
+    # Ollama's debug switch: answer with the rendered prompt (``_debug_info``), generate nothing
+    debug_render_only: bool = msgspec.field(default=False, name="_debug_render_only")
 
 
 class ChatRequest(msgspec.Struct, kw_only=True):
@@ -73,6 +76,7 @@ class ChatRequest(msgspec.Struct, kw_only=True):
     shift: bool = True
     logprobs: bool = False
     top_logprobs: int = 0
+    debug_render_only: bool = msgspec.field(default=False, name="_debug_render_only")
 
 
 class EmbedRequest(msgspec.Struct, kw_only=True):
@@ -112,6 +116,13 @@ class Logprob(msgspec.Struct, kw_only=True):
     top_logprobs: list[TopLogprob] | UnsetType = UNSET
 
 
+class DebugInfo(msgspec.Struct, kw_only=True):
+    """What ``_debug_render_only`` answers with: the prompt as rendered for the model."""
+
+    rendered_template: str
+    image_count: int | UnsetType = UNSET
+
+
 class _Metrics(msgspec.Struct, kw_only=True):
     total_duration: int | UnsetType = UNSET
     load_duration: int | UnsetType = UNSET
@@ -133,12 +144,13 @@ class GenerateChunk(msgspec.Struct, kw_only=True):
     load_duration: int | UnsetType = UNSET
     prompt_eval_count: int | UnsetType = UNSET
     prompt_eval_duration: int | UnsetType = UNSET
-    # A3S Power: prompt tokens reused from the KV cache (prompt_eval_count counts the rest)
+    # A3S Power: how many of prompt_eval_count were reused from the KV cache, not evaluated
     prompt_cache_count: int | UnsetType = UNSET
     eval_count: int | UnsetType = UNSET
     eval_duration: int | UnsetType = UNSET
     tool_calls: list[dict[str, Any]] | UnsetType = UNSET
     logprobs: list[Logprob] | UnsetType = UNSET
+    debug_info: DebugInfo | UnsetType = msgspec.field(default=UNSET, name="_debug_info")
 
 
 class ChatChunk(msgspec.Struct, kw_only=True):
@@ -151,11 +163,12 @@ class ChatChunk(msgspec.Struct, kw_only=True):
     load_duration: int | UnsetType = UNSET
     prompt_eval_count: int | UnsetType = UNSET
     prompt_eval_duration: int | UnsetType = UNSET
-    # A3S Power: prompt tokens reused from the KV cache (prompt_eval_count counts the rest)
+    # A3S Power: how many of prompt_eval_count were reused from the KV cache, not evaluated
     prompt_cache_count: int | UnsetType = UNSET
     eval_count: int | UnsetType = UNSET
     eval_duration: int | UnsetType = UNSET
     logprobs: list[Logprob] | UnsetType = UNSET
+    debug_info: DebugInfo | UnsetType = msgspec.field(default=UNSET, name="_debug_info")
 
 
 class PsModel(msgspec.Struct, kw_only=True):
@@ -182,5 +195,4 @@ def prompt_tokens(chunk: GenerateChunk | ChatChunk | None) -> tuple[int, int]:
     """(all prompt tokens, of which cached) from a final chunk, for the compatible APIs' usage."""
     if chunk is None:
         return 0, 0
-    cached = chunk.prompt_cache_count or 0
-    return (chunk.prompt_eval_count or 0) + cached, cached
+    return chunk.prompt_eval_count or 0, chunk.prompt_cache_count or 0

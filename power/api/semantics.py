@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from starlette.datastructures import State
 
 from power.errors import InvalidRequestError
 from power.parse import OutputParser, ThinkingParser, ToolFormat, ToolParser, tool_format
+from power.store.names import ModelName
 from power.template import thinking_tags
 from proto import MAX_FRAME
 
@@ -74,11 +76,22 @@ THINK_LEVELS = ("low", "medium", "high", "max")
 
 
 def check_common(
-    model: LocalModel, *, think: bool | str | None, top_logprobs: int, images: bool
+    model: LocalModel,
+    *,
+    requested: str,
+    think: bool | str | None,
+    top_logprobs: int,
+    images: bool,
+    endpoint: str = "chat",
+    tools: bool = False,
+    suffix: bool = False,
 ) -> bool | str | None:
     """Checks shared by generate and chat that need the model; returns the effective ``think``.
 
-    A thinking-capable model thinks unless told not to (``think`` omitted means on).
+    A thinking-capable model thinks unless told not to (``think`` omitted means on). The
+    capability errors are worded as Ollama's, which clients match: the name as ``requested``
+    and quoted for thinking and the ``endpoint`` ("chat" or "generate") a model without
+    ``completion`` cannot serve; the full name, unquoted, for tools and ``suffix`` (insert).
     """
     if isinstance(think, str) and think not in THINK_LEVELS:
         raise InvalidRequestError(
@@ -86,12 +99,25 @@ def check_common(
         )
     if not 0 <= top_logprobs <= 20:
         raise InvalidRequestError("top_logprobs must be between 0 and 20")
-    thinks = "thinking" in model.capabilities
+    caps = model.capabilities
+    thinks = "thinking" in caps
     if think not in (None, False) and not thinks:
-        raise InvalidRequestError(f'"{model.name}" does not support thinking')
-    if images and "vision" not in model.capabilities:
-        raise InvalidRequestError(f'"{model.name}" does not support images')
+        raise InvalidRequestError(f"{_go_quote(requested)} does not support thinking")
+    if "completion" not in caps:
+        raise InvalidRequestError(f"{_go_quote(requested)} does not support {endpoint}")
+    full = ModelName.parse(model.name).full
+    if tools and "tools" not in caps:
+        raise InvalidRequestError(f"{full} does not support tools")
+    if suffix and "insert" not in caps:
+        raise InvalidRequestError(f"{full} does not support insert")
+    if images and "vision" not in caps:
+        raise InvalidRequestError(f"{_go_quote(requested)} does not support images")
     return True if think is None and thinks else think
+
+
+def _go_quote(text: str) -> str:
+    """Go's ``%q`` (strconv.Quote) for a model name: double quotes, printable text kept."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def json_schema_for(fmt: Any) -> str:

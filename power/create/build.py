@@ -164,7 +164,7 @@ class _Builder:
                 f"quantization is only supported for F16, BF16 and F32 models, not {kind}"
             )
         status = f"quantizing {kind} model to {qtype}"
-        tmp = self.store.blobs_dir / f".tmp-quantize-{layer.digest[7:19]}-{id(self):x}"
+        tmp = self.store.tmp_dir / f".tmp-quantize-{layer.digest[7:19]}-{id(self):x}"
         try:
             yield {"status": status, "digest": "0000000000000000000", "total": layer.size}
             for done, total in quantize(src, tmp, qtype):

@@ -64,6 +64,10 @@ class LocalModel(msgspec.Struct, frozen=True, kw_only=True):
     modified_at: float = 0.0
     gguf: GGUFInfo
     capabilities: list[str] = []
+    # what ``create`` stored in the config blob; shown by /api/show ("" when unset)
+    renderer: str = ""
+    parser: str = ""
+    requires: str = ""
 
 
 class ModelEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -176,7 +180,14 @@ def load_model(store: ModelStore, name: ModelName, raw: bytes, mtime: float) -> 
         modified_at=mtime,
         gguf=gguf,
         capabilities=model_capabilities(gguf, template=template, projector=projector, extra=extra),
+        renderer=_text(config.renderer),
+        parser=_text(config.parser),
+        requires=_text(config.requires),
     )
+
+
+def _text(value: str | msgspec.UnsetType) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _total_size(manifest: mf.Manifest) -> int:

@@ -73,7 +73,7 @@ class BlobWriter:
     def __init__(self, store: ModelStore, expected: str | None = None) -> None:
         self._store = store
         self._expected = store.normalize_digest(expected) if expected is not None else None
-        fd, tmp = tempfile.mkstemp(dir=store.blobs_dir, prefix=".tmp-", suffix="-partial")
+        fd, tmp = tempfile.mkstemp(dir=store.tmp_dir, prefix=".tmp-", suffix="-partial")
         self._tmp = Path(tmp)
         self._file = os.fdopen(fd, "wb")
         self._hash = hashlib.sha256()
@@ -135,6 +135,7 @@ class ModelStore:
         *,
         noprune: bool = False,
         on_missing: Callable[[ModelStore, ModelName], bool] | None = None,
+        tmp_dir: Path | None = None,
     ) -> None:
         self.root = Path(root)
         self.noprune = noprune
@@ -145,8 +146,32 @@ class ModelStore:
         self.blobs_dir = self.root / "blobs"
         self.manifests_dir.mkdir(parents=True, exist_ok=True)
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        # where uploads and the quantizer write until their blob is complete (OLLAMA_TMPDIR)
+        self.tmp_dir = self._usable_tmp_dir(tmp_dir)
         self._lock = threading.RLock()
         self._claim: int | None = None
+
+    def _usable_tmp_dir(self, wanted: Path | None) -> Path:
+        """``wanted`` if it is on the blobs' filesystem, else the blobs folder: a finished
+        temporary file becomes its blob by an atomic rename, which cannot cross filesystems
+        (a copy would be neither atomic nor free). Pulls keep Ollama's resumable
+        ``blobs/sha256-…-partial`` files wherever this is."""
+        if wanted is None:
+            return self.blobs_dir
+        try:
+            wanted.mkdir(parents=True, exist_ok=True)
+            same = os.stat(wanted).st_dev == os.stat(self.blobs_dir).st_dev
+        except OSError as exc:
+            log.warning("temporary folder %s unusable (%s): using %s", wanted, exc, self.blobs_dir)
+            return self.blobs_dir
+        if not same:
+            log.warning(
+                "temporary folder %s is on another filesystem than %s, where finished files are"
+                " renamed to: using %s",
+                wanted, self.blobs_dir, self.blobs_dir,
+            )  # fmt: skip
+            return self.blobs_dir
+        return wanted
 
     def claim(self) -> bool:
         """Hold the store for this daemon's life; True when no other daemon holds it."""
@@ -378,6 +403,9 @@ class ModelStore:
                 if folder.is_dir():
                     self._remove_empty_dirs(folder)
             referenced = self._referenced_digests()
+            if self.tmp_dir != self.blobs_dir:  # maybe shared: only files long abandoned
+                for path in self.tmp_dir.glob(".tmp-*"):
+                    _unlink(path, cutoff)
             for path in self.blobs_dir.iterdir():
                 if path.name.startswith(".tmp-"):
                     _unlink(path)

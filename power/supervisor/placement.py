@@ -110,7 +110,7 @@ class Placer:
                 alone = room + await asyncio.to_thread(_freeable, live)
                 if not live or need_ram > alone:  # then evict nothing for it
                     memory.blame_options(metadata, params, file_size=file_size, need=need_ram,
-                                         room=alone, default_ctx=s.context_length)  # fmt: skip
+                                         room=alone, default_ctx=s.default_num_ctx)  # fmt: skip
                     raise InsufficientMemoryError(
                         f"model requires more system memory ({_gib(need_ram)}) than is"
                         f" available ({_gib(max(0, alone))})"

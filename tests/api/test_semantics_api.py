@@ -120,8 +120,8 @@ def lines(resp: Any) -> list[dict[str, Any]]:
         ),
         ({"format": 42}, 'invalid format: 42; expected "json" or a valid JSON Schema object'),
         ({"think": "extreme"}, "invalid think value: 'extreme'"),
-        ({"think": True}, '"plain:latest" does not support thinking'),
-        ({"think": "high"}, '"plain:latest" does not support thinking'),
+        ({"think": True}, '"plain" does not support thinking'),
+        ({"think": "high"}, '"plain" does not support thinking'),
         ({"top_logprobs": 21}, "top_logprobs must be between 0 and 20"),
     ],
 )
@@ -144,7 +144,9 @@ def test_tools_need_the_tools_capability(client: TestClient) -> None:
     body = {"model": "plain", "messages": [{"role": "user", "content": "x"}], "tools": TOOLS}
     resp = client.post("/api/chat", json=body)
     assert resp.status_code == 400
-    assert resp.json() == {"error": "plain:latest does not support tools"}
+    assert resp.json() == {
+        "error": "registry.ollama.ai/library/plain:latest does not support tools"
+    }
 
 
 @pytest.mark.parametrize(
@@ -401,7 +403,7 @@ def test_history_truncation_counts_images_and_renumbers_the_kept_ones(
         (
             "/api/generate",
             {"model": "plain", "prompt": "x", "images": [b64(b"x")]},
-            '"plain:latest" does not support images',
+            '"plain" does not support images',
         ),
     ],
 )

@@ -112,7 +112,7 @@ def test_thinking_is_split_in_chat_and_generate(echo: Server) -> None:
     assert off.json()["response"] == "<think>pondering</think> the answer "
     refused = post(echo, "/api/generate", {"model": "echo-plain", "prompt": "x", "think": True})
     assert refused.status_code == 400
-    assert refused.json() == {"error": '"echo-plain:latest" does not support thinking'}
+    assert refused.json() == {"error": '"echo-plain" does not support thinking'}
 
 
 def _history() -> list[dict[str, str]]:
@@ -172,3 +172,32 @@ def test_embeddings_and_chat_share_one_runner(echo: Server) -> None:
     legacy = post(echo, "/api/embeddings", {"model": "echo-plain", "prompt": "x y"}).json()
     assert len(legacy["embedding"]) == 3
     assert [m["pid"] for m in httpx.get(f"{echo.url}/api/ps").json()["models"]] == [pid]
+
+
+@pytest.fixture
+def byte_echo(server_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    """The echo engine with a token per UTF-8 byte, so a reply can stop inside a character."""
+    env = dict(server_env, A3S_POWER_RUNNER_ENGINE="fake:echo?byte_tokens=1")
+    with power_server(env, tmp_path / "server.log") as srv:
+        body = {"model": "echo-plain", "from": "smollm2", "template": PLAIN_TEMPLATE}
+        resp = httpx.post(f"{srv.url}/api/create", json={**body, "stream": False}, timeout=30)
+        assert resp.status_code == 200, resp.text
+        yield srv
+
+
+@pytest.mark.parametrize("path", ["/api/generate", "/api/chat"])
+def test_a_reply_cut_inside_a_character_drops_its_bytes(byte_echo: Server, path: str) -> None:
+    # "é☃" is C3 A9 E2 98 83: the fourth token stops inside the snowman
+    body: dict[str, Any] = {"model": "echo-plain", "options": {"num_predict": 4}}
+    if path == "/api/generate":
+        body.update(prompt="é☃", raw=True)
+    else:
+        body.update(messages=[{"role": "user", "content": "é☃"}])
+
+    def text(chunk: dict[str, Any]) -> str:
+        return str(chunk["response"] if "response" in chunk else chunk["message"]["content"])
+
+    whole = post(byte_echo, path, {**body, "stream": False}).json()
+    assert (text(whole), whole["done_reason"], whole["eval_count"]) == ("é", "length", 4)
+    streamed = stream(byte_echo, path, {**body, "stream": True})
+    assert "".join(map(text, streamed)) == "é"

@@ -301,3 +301,31 @@ def test_penalty_options_reach_the_sampler(server: Server) -> None:
     assert answer(repeat_penalty=1.8, repeat_last_n=64) != plain
     assert answer(frequency_penalty=1.5) != plain
     assert answer(presence_penalty=1.5) != plain
+
+
+def test_the_same_request_twice_reports_the_same_prompt_eval_count(server: Server) -> None:
+    ask = [{"role": "user", "content": "Name three colours of the rainbow."}]
+    body = {"model": "smollm2", "stream": False, "options": {**GREEDY, "num_predict": 4},
+            "messages": ask}  # fmt: skip
+    first = post(server, "/api/chat", body).json()
+    again = post(server, "/api/chat", body).json()
+    assert first["prompt_eval_count"] > 10
+    assert again["prompt_eval_count"] == first["prompt_eval_count"]  # the whole prompt, twice
+    assert again["prompt_cache_count"] == again["prompt_eval_count"] - 1  # all but one reused
+    usage = post(server, "/v1/chat/completions", {**body, "max_tokens": 4}).json()["usage"]
+    assert usage["prompt_tokens"] == first["prompt_eval_count"]
+    assert usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_reply_cut_inside_a_character_does_not_end_in_a_replacement_character(
+    server: Server, stream: bool
+) -> None:
+    # SmolLM2 writes a snowman (E2 98 83) as three byte tokens, and repeats a run of them
+    body = {"model": "smollm2", "prompt": "☃" * 10, "raw": True, "stream": stream,
+            "options": {**GREEDY, "num_predict": 4}}  # fmt: skip
+    resp = post(server, "/api/generate", body)
+    assert resp.status_code == 200, resp.text
+    chunks = [json.loads(line) for line in resp.text.splitlines()]
+    assert "".join(c["response"] for c in chunks) == "☃"  # the second one's first byte dropped
+    assert chunks[-1]["eval_count"] == 4

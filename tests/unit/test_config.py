@@ -15,10 +15,12 @@ from power.config import (
     ConfigError,
     Settings,
     allowed_origins,
+    auto_context_length,
     default_origins,
     env_help,
     load_settings,
     parse_api_keys,
+    resolve_context_length,
 )
 from power.logging import TRACE, level_for, redact
 from power.serve import open_bind_warning
@@ -48,7 +50,7 @@ PRECEDENCE = [
     ("origins", {"origins": ["http://a"]}, {"OLLAMA_ORIGINS": "http://b, http://c"},
      {"origins": ("http://d",)}, ([], ["http://a"], ["http://b", "http://c"], ["http://d"])),
     ("context_length", {"context_length": 8192}, {"OLLAMA_CONTEXT_LENGTH": "16384"},
-     {"context_length": 2048}, (4096, 8192, 16384, 2048)),
+     {"context_length": 2048}, (0, 8192, 16384, 2048)),
     ("debug", {"debug": True}, {"OLLAMA_DEBUG": "2"}, {"debug": 0}, (0, 1, 2, 0)),
     ("load_timeout_s", {"load_timeout": 60}, {"OLLAMA_LOAD_TIMEOUT": "2m"},
      {"load_timeout": "0"}, (300.0, 60.0, 120.0, math.inf)),
@@ -127,7 +129,7 @@ def test_models_dir(models: str, home: str, expected: Path) -> None:
     ("toml", "field", "expected"),
     [
         ({"max_loaded_models": 0}, "max_loaded_models", 3),
-        ({"context_length": 0}, "context_length", 4096),
+        ({"context_length": 0}, "context_length", 0),  # auto, decided by the GPUs
         ({"num_parallel": 0}, "num_parallel", 1),
         ({"keep_alive_s": -1}, "keep_alive_s", math.inf),
         ({"keep_alive": "-1m"}, "keep_alive_s", math.inf),
@@ -254,7 +256,11 @@ def test_debug_env(tmp_path: Path, value: str, expected: int) -> None:
         ("OLLAMA_LOAD_TIMEOUT", "0", "load_timeout_s", math.inf),
         ("OLLAMA_LOAD_TIMEOUT", "90", "load_timeout_s", 90.0),
         ("OLLAMA_MAX_LOADED_MODELS", "0", "max_loaded_models", 3),
-        ("OLLAMA_CONTEXT_LENGTH", "0", "context_length", 4096),
+        ("OLLAMA_CONTEXT_LENGTH", "0", "context_length", 0),
+        ("OLLAMA_NUM_GPU", "999", "num_gpu", 999),
+        ("OLLAMA_NUM_GPU", "0", "num_gpu", 0),
+        ("OLLAMA_NUM_GPU", "many", "num_gpu", -1),
+        ("OLLAMA_TMPDIR", "~/scratch", "tmpdir", str(Path("~/scratch").expanduser())),
         ("OLLAMA_MODELS", "~/models", "models", str(Path("~/models").expanduser())),
         ("OLLAMA_ORIGINS", "a, b,,c ", "origins", ["a", "b", "c"]),
     ],
@@ -288,7 +294,8 @@ def test_env_table_covers_the_documented_variables() -> None:
         "OLLAMA_HOST", "OLLAMA_MODELS", "OLLAMA_KEEP_ALIVE", "OLLAMA_MAX_LOADED_MODELS",
         "OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_QUEUE", "OLLAMA_ORIGINS", "OLLAMA_CONTEXT_LENGTH",
         "OLLAMA_DEBUG", "OLLAMA_LOAD_TIMEOUT", "OLLAMA_NOPRUNE", "OLLAMA_FLASH_ATTENTION",
-        "OLLAMA_KV_CACHE_TYPE", "OLLAMA_SCHED_SPREAD", "OLLAMA_GPU_OVERHEAD", "A3S_POWER_HOME",
+        "OLLAMA_KV_CACHE_TYPE", "OLLAMA_SCHED_SPREAD", "OLLAMA_GPU_OVERHEAD", "OLLAMA_NUM_GPU",
+        "OLLAMA_TMPDIR", "A3S_POWER_HOME",
         "A3S_POWER_RUNNER_ENGINE", "A3S_POWER_CPU_EXTRA_BUFFERS", "A3S_POWER_LOG_FORMAT",
         "A3S_POWER_MAX_BODY_SIZE", "A3S_POWER_API_KEYS", "A3S_POWER_USAGE_RETENTION_DAYS",
     }  # fmt: skip
@@ -393,3 +400,33 @@ def test_an_open_bind_without_keys_is_warned_about(
     if warning:
         assert "without API keys" in warning
         assert (host or "every interface") in warning
+
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize(
+    ("gpus", "overhead", "expected"),
+    [
+        ((), 0, 4096),  # CPU only: Ollama's CPU default
+        ((16 * GIB,), 0, 4096),
+        ((24 * GIB,), 0, 32768),
+        ((24 * GIB,), 2 * GIB, 4096),  # the overhead is kept back from every GPU
+        ((24 * GIB, 24 * GIB), 0, 262144),  # all GPUs together
+        ((80 * GIB,), 0, 262144),
+    ],
+)
+def test_the_default_context_length_follows_ollamas_vram_tiers(
+    gpus: tuple[int, ...], overhead: int, expected: int
+) -> None:
+    assert auto_context_length(gpus, overhead) == expected
+
+
+def test_only_an_unset_context_length_is_decided_by_the_gpus(tmp_path: Path) -> None:
+    auto = load_settings(path=tmp_path / "missing.toml", env={}, cli={})
+    assert auto.default_num_ctx == 4096  # not yet resolved: the CPU default
+    assert resolve_context_length(auto, [48 * GIB]).default_num_ctx == 262144
+    assert resolve_context_length(auto, []).default_num_ctx == 4096
+    env = {"OLLAMA_CONTEXT_LENGTH": "8192"}
+    fixed = load_settings(path=tmp_path / "missing.toml", env=env, cli={})
+    assert resolve_context_length(fixed, [48 * GIB]).default_num_ctx == 8192

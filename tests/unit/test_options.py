@@ -62,3 +62,31 @@ def test_numbers_in_range_reach_the_runner_messages() -> None:
     # every value fits the wire format (msgpack refuses integers past 64 bits)
     msgspec.msgpack.encode(Load(params=r.load))
     msgspec.msgpack.encode(Generate(id=1, sampling=r.sampling, num_predict=r.num_predict))
+
+
+@pytest.mark.parametrize(
+    ("default", "model", "asked", "expected"),
+    [
+        (-1, {}, None, -1),  # auto: as many layers as fit
+        (999, {}, None, 999),  # OLLAMA_NUM_GPU
+        (0, {}, None, 0),
+        (999, {"num_gpu": 10}, None, 10),  # the model's PARAMETER wins over the env
+        (999, {"num_gpu": 10}, {"num_gpu": 0}, 0),  # and the request over both
+    ],
+)
+def test_ollama_num_gpu_is_the_default_layer_count(
+    default: int, model: dict[str, Any], asked: dict[str, Any] | None, expected: int
+) -> None:
+    resolved = resolve_options(
+        Settings(num_gpu=default), model_path="m.gguf", model_params=model, request=asked
+    )
+    assert resolved.load.n_gpu_layers == expected
+
+
+@pytest.mark.parametrize(("context_length", "expected"), [(0, 4096), (32768, 32768)])
+def test_num_ctx_defaults_to_the_resolved_context_length(
+    context_length: int, expected: int
+) -> None:
+    settings = Settings(context_length=context_length)
+    resolved = resolve_options(settings, model_path="m.gguf", model_params={}, request=None)
+    assert resolved.load.n_ctx == expected

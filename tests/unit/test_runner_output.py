@@ -25,6 +25,19 @@ def test_multibyte_characters_split_across_tokens_come_out_whole() -> None:
     assert asm.feed(snow[1:]) == "☃"
 
 
+@pytest.mark.parametrize("stop", [[], ["</s>"]])
+def test_a_generation_cut_inside_a_character_drops_its_bytes(stop: list[str]) -> None:
+    snow = "☃".encode()
+    asm = TextAssembler(stop)
+    streamed = [asm.feed(b"ok "), asm.feed(snow), asm.feed(snow[:2])]
+    assert "".join(streamed) + asm.flush() == "ok ☃"  # not "ok ☃\ufffd"
+
+
+def test_invalid_bytes_inside_the_text_are_still_replaced() -> None:
+    asm = TextAssembler([])
+    assert asm.feed(b"a\xffb") + asm.flush() == "a\ufffdb"
+
+
 @pytest.mark.parametrize(
     ("pieces", "stop", "expected", "stopped"),
     [

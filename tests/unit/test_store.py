@@ -473,3 +473,26 @@ def test_starter_missing_wheel(daemon_store: ModelStore, monkeypatch: pytest.Mon
         store.get("smollm2")
     with pytest.raises(ModelNotFoundError, match=r"^model 'smollm2:1\.7b' not found$"):
         store.get("smollm2:1.7b")
+
+
+def test_uploads_are_written_in_the_temporary_folder_and_renamed_into_place(
+    tmp_path: Path,
+) -> None:
+    scratch = tmp_path / "scratch"
+    store = ModelStore(tmp_path / "models", tmp_dir=scratch)
+    assert store.tmp_dir == scratch
+    with store.open_blob_writer() as writer:
+        writer.write(b"hello")
+        (partial,) = scratch.iterdir()  # OLLAMA_TMPDIR really holds the bytes in flight
+        assert partial.name.startswith(".tmp-")
+        digest = writer.commit()
+    assert list(scratch.iterdir()) == []
+    assert store.blob_path(digest).read_bytes() == b"hello"
+
+
+def test_a_temporary_folder_on_another_filesystem_is_not_used(tmp_path: Path) -> None:
+    other = Path("/dev/shm")
+    if not other.is_dir() or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a filesystem of its own")
+    store = ModelStore(tmp_path / "models", tmp_dir=other)
+    assert store.tmp_dir == store.blobs_dir  # a rename could not cross into the store

@@ -86,7 +86,9 @@ async def _native(state: State, req: MessagesRequest, keep: Any, *, count: bool)
 async def _input_tokens(state: State, native: ChatRequest) -> int:
     model = await sem.lookup_model(state, native.model)
     images = any(m.images for m in native.messages)
-    think = sem.check_common(model, think=native.think, top_logprobs=0, images=images)
+    think = sem.check_common(
+        model, requested=native.model, think=native.think, top_logprobs=0, images=images
+    )
     messages = [msgspec.to_builtins(m) for m in native.messages]
     text = render_chat(model, messages, tools=native.tools, think=think)
     ids = await tokens.tokenize(state, model, text, add_special=sem.add_bos_for(model, text))

@@ -32,7 +32,7 @@ from power.api.openai.sse import (
     stop_list,
 )
 from power.api.response import json_response
-from power.api.schemas import ChatChunk, ChatRequest, Logprob, prompt_tokens
+from power.api.schemas import ChatChunk, ChatRequest, GenerateChunk, Logprob, prompt_tokens
 from power.api.streaming import StreamResponse, prime
 
 __all__ = ["ChatCompletionRequest", "native_chat_request", "routes"]
@@ -119,11 +119,17 @@ def openai_logprobs(entries: list[Logprob]) -> list[dict[str, Any]]:
     return out
 
 
-def usage_of(chunk: ChatChunk | None) -> dict[str, int]:
-    prompt, _ = prompt_tokens(chunk)
+def usage_of(chunk: ChatChunk | GenerateChunk | None) -> dict[str, Any]:
+    """OpenAI's ``usage`` from a final native chunk (chat and legacy completions alike):
+    ``prompt_tokens`` is the whole prompt, and ``prompt_tokens_details.cached_tokens`` (present
+    when some was reused from the KV cache) the part of it that was not evaluated again."""
+    prompt, cached = prompt_tokens(chunk)
     completion = (chunk.eval_count or 0) if chunk is not None else 0
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}  # fmt: skip
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion}  # fmt: skip
+    if cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
 
 
 @dataclass

@@ -15,7 +15,7 @@ from power.api import response as reply
 from power.api import semantics as sem
 from power.api import tokens
 from power.api.generate import generate_chunks
-from power.api.openai.chat import FINGERPRINT
+from power.api.openai.chat import FINGERPRINT, usage_of
 from power.api.openai.sse import (
     DONE,
     ParamError,
@@ -28,7 +28,7 @@ from power.api.openai.sse import (
     sse_error,
     stop_list,
 )
-from power.api.schemas import GenerateChunk, GenerateRequest, Logprob, prompt_tokens
+from power.api.schemas import GenerateChunk, GenerateRequest, Logprob
 from power.api.streaming import StreamResponse, prime
 
 __all__ = ["routes"]
@@ -87,12 +87,6 @@ def _logprobs(entries: list[Logprob], offset: int) -> dict[str, Any]:
     }
 
 
-def _usage(final: GenerateChunk | None) -> dict[str, int]:
-    prompt, _ = prompt_tokens(final)
-    done = (final.eval_count or 0) if final is not None else 0
-    return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
-
-
 def _reason(final: GenerateChunk | None) -> str:
     return "length" if final is not None and final.done_reason == "length" else "stop"
 
@@ -121,7 +115,7 @@ async def _events(
     choice = {"text": "", "index": 0, "logprobs": None, "finish_reason": _reason(final)}
     yield sse({**head, "choices": [choice]})
     if include_usage:
-        yield sse({**head, "choices": [], "usage": _usage(final)})
+        yield sse({**head, "choices": [], "usage": usage_of(final)})
 
 
 @openai_errors
@@ -162,7 +156,7 @@ async def completions(request: Request) -> Response:
     return reply.json_response({
         "id": new_id("cmpl-"), "object": "text_completion", "created": int(time.time()),
         "model": req.model, "system_fingerprint": FINGERPRINT, "choices": [choice],
-        "usage": _usage(final),
+        "usage": usage_of(final),
     })  # fmt: skip
 
 

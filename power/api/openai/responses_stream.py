@@ -4,7 +4,9 @@
 ``message``, ``function_call``) and returns, per chunk, the events a streaming client sees:
 ``response.output_item.added``, text / reasoning / argument deltas and their ``.done``
 events, ``response.output_item.done``; ``events`` wraps them between ``response.created`` /
-``response.in_progress`` and ``response.completed`` (or ``response.failed``).
+``response.in_progress`` and the terminal event: ``response.completed``, ``response.incomplete``
+when the output was cut at ``max_output_tokens`` (OpenAI's sequence; its body is the
+non-streamed body, status "incomplete" with ``incomplete_details``), or ``response.failed``.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class ResponseBuilder:
         if item is None:
             return []
         where = {"item_id": item["id"], "output_index": self.output.index(item)}
-        item["status"] = "completed"
+        item["status"] = "incomplete" if self._cut() else "completed"
         if item["type"] == "reasoning":
             part = item["summary"][0]
             out = [
@@ -147,6 +149,10 @@ class ResponseBuilder:
             self.final = chunk
         return out
 
+    def _cut(self) -> bool:
+        """Whether generation stopped at ``max_output_tokens`` (the runner's "length")."""
+        return self.final is not None and self.final.done_reason == "length"
+
     def finish(self) -> dict[str, Any]:
         self._close()
         return self._result()
@@ -158,7 +164,7 @@ class ResponseBuilder:
         usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
                  "output_tokens": done, "output_tokens_details": {"reasoning_tokens": 0},
                  "total_tokens": prompt + done}  # fmt: skip
-        if final is not None and final.done_reason == "length":
+        if self._cut():
             return self.snapshot("incomplete", usage=usage,
                                  incomplete_details={"reason": "max_output_tokens"})  # fmt: skip
         return self.snapshot("completed", usage=usage, completed_at=int(time.time()))
@@ -187,6 +193,6 @@ async def events(chunks: AsyncIterator[ChatChunk], b: ResponseBuilder) -> AsyncI
         await chunks.aclose()  # type: ignore[attr-defined]
     for event in b._close():
         yield _sse(event)
-    # Always ``response.completed`` (its status may say incomplete): the SDK's stream helper
-    # waits for that event and nothing else.
-    yield _sse(b._event("response.completed", response=b._result()))
+    result = b._result()
+    kind = "response.incomplete" if result["status"] == "incomplete" else "response.completed"
+    yield _sse(b._event(kind, response=result))
