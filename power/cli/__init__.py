@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from power.cli import create, models, run, serve
+from power.cli import create, models, run, serve, service
 from power.cli.client import Client, ConnectError, ResponseError
 
 __all__ = ["main"]
@@ -78,3 +78,4 @@ def main() -> None:
 
 for _command in (serve.serve, run.run, *models.COMMANDS, create.create):
     main.add_command(_command)
+main.add_command(service.service)

@@ -75,6 +75,7 @@ class RegistryClient:
             timeout=timeout,
             headers={"User-Agent": USER_AGENT},
             auto_decompress=False,
+            trust_env=True,  # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, and ~/.netrc
         )
 
     async def __aenter__(self) -> RegistryClient:
