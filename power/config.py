@@ -6,8 +6,11 @@ the environment or the file.
 **config.toml** (default `<home>/config.toml`, home = `$A3S_POWER_HOME` or `~/.a3s/power`; a
 missing file is fine) takes the `Settings` field names as keys, flat, plus two friendlier keys:
 `keep_alive` and `load_timeout`, each a Go duration string (`"5m"`, `"1h30m"`), a number of
-seconds, or an integer-seconds string, which set `keep_alive_s` and `load_timeout_s`. A key that
-is not a field, or a value of the wrong type, raises `ConfigError` naming the file and the key.
+seconds, or an integer-seconds string, which set `keep_alive_s` and `load_timeout_s`. The keys
+of the product description's own config.toml are aliases (`_ALIASES`): `data_dir` (`home`),
+`num_thread` (`runner_threads`) and a `[gpu]` table with `gpu_layers` and `main_gpu`; setting
+both an alias and its field is an error. A key that is not a field, or a value of the wrong
+type, raises `ConfigError` naming the file and the key as written there.
 
 `[pricing."name:tag"]` tables (`input_per_million`, `output_per_million`, dollars) price a
 model's tokens for `/metrics` and `/v1/usage`; `[pricing.default]` prices the rest. A key is a
@@ -84,6 +87,8 @@ _GIB = 2**30
 # Ollama's VRAM tiers (since 0.15.5): (total VRAM at least, default num_ctx), largest first
 _CONTEXT_TIERS = ((47 * _GIB, 262144), (23 * _GIB, 32768))
 DEFAULT_MAX_BODY_SIZE = 100 * 2**20  # a runner frame (64 MiB) of images, base64, fits under it
+DEFAULT_LOG_MAX_BYTES = 10 * 2**20
+DEFAULT_LOG_BACKUPS = 5
 
 _NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 _NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
@@ -147,7 +152,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     kv_cache_type: str = "f16"
     sched_spread: bool = False
     gpu_overhead: _NonNegInt = 0  # bytes of VRAM reserved per GPU
-    num_gpu: int = -1  # layers to offload when neither request nor model says (-1: auto)
+    # layers to offload when neither request nor model says: -1 as many as fit, 0 CPU only
+    num_gpu: Annotated[int, msgspec.Meta(ge=-1)] = -1
     tmpdir: str = ""  # temporary files of uploads and quantization; "" = the blobs folder
     runner_stop_grace_s: _NonNegFloat = 5.0
     runner_term_grace_s: _NonNegFloat = 5.0
@@ -155,6 +161,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     ping_timeout_s: _NonNegFloat = 10.0
     shutdown_grace_s: _NonNegFloat = 10.0
     runner_threads: _NonNegInt = 0  # 0: auto
+    # load defaults a request's options (main_gpu, use_mlock) override
+    main_gpu: Annotated[int, msgspec.Meta(ge=-1)] = -1  # a position among GPUs; -1: any
+    use_mlock: bool = False  # lock the weights in RAM (no swapping)
     runner_engine: str = "llama"  # "llama", or "fake:<mode>?<options>" for tests
     queue_timeout_s: float = 600.0  # longest a request waits for a load or a seat
     runner_spare: bool = True  # keep one runner launched, so a cold load skips process start
@@ -163,6 +172,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # bytes a JSON request body may have (413 beyond, 0: no limit); blob uploads have none
     max_body_size: _NonNegInt = DEFAULT_MAX_BODY_SIZE
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per log line
+    log_file: str = ""  # empty: stderr; else this file (and fds 1, 2), rotated by size
+    log_max_bytes: Annotated[int, msgspec.Meta(ge=4096)] = DEFAULT_LOG_MAX_BYTES
+    log_backups: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_LOG_BACKUPS  # rotated files kept
     # per model ("name:tag"), and "default" for the rest; only for showing what it would cost
     pricing: dict[str, Price] = msgspec.field(default_factory=dict)
     # API keys ("key", or "key:ro" for read-only); empty: no authentication, as Ollama
@@ -205,6 +217,16 @@ def price_key(model: str) -> str:
 
 _FIELDS = frozenset(Settings.__struct_fields__)
 _DURATION_ALIASES = {"keep_alive": "keep_alive_s", "load_timeout": "load_timeout_s"}
+# Other spellings of fields: the product description's config.toml keys. A dotted alias is a
+# key of a TOML table (``[gpu]`` ``gpu_layers``); `_TABLES` lists those tables.
+_ALIASES = {
+    **_DURATION_ALIASES,
+    "data_dir": "home",
+    "num_thread": "runner_threads",
+    "gpu.gpu_layers": "num_gpu",
+    "gpu.main_gpu": "main_gpu",
+}
+_TABLES = frozenset({"gpu"})
 
 
 # -- environment ---------------------------------------------------------------------------
@@ -341,6 +363,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
     _var("A3S_POWER_LOG_FORMAT", "log_format",
          _env_choice("A3S_POWER_LOG_FORMAT", ("text", "json")),
          "Log lines as text (default) or json (one JSON object per line)"),
+    _var("A3S_POWER_LOG_FILE", "log_file", _env_path, "Write the log to this file instead of"
+         " stderr, rotated by size (power run's background daemon: <home>/logs/server.log)"),
+    _var("A3S_POWER_LOG_MAX_BYTES", "log_max_bytes", _env_uint, "Size at which the log file"
+         f" rotates (default {DEFAULT_LOG_MAX_BYTES} = 10 MiB)"),
+    _var("A3S_POWER_LOG_BACKUPS", "log_backups", _env_uint, "Rotated log files kept"
+         f" (server.log.1 ...; default {DEFAULT_LOG_BACKUPS})"),
     _var("A3S_POWER_CPU_EXTRA_BUFFERS", "cpu_extra_buffers",
          _env_choice("A3S_POWER_CPU_EXTRA_BUFFERS", ("auto", "on", "off")),
          "llama.cpp's repacked CPU weight buffers: auto (default: on, except AMX kernels on CPUs"
@@ -404,17 +432,35 @@ def _duration_seconds(value: object, source: str, key: str) -> float:
     raise ConfigError(f"{source}: key {key!r}: expected a duration string or seconds")
 
 
+def _flatten(layer: Mapping[str, object], source: str) -> dict[str, object]:
+    """The layer with each of `_TABLES` spread into dotted keys (``gpu.main_gpu``)."""
+    flat: dict[str, object] = {}
+    for key, value in layer.items():
+        if key not in _TABLES:
+            flat[key] = str(value) if isinstance(value, Path) else value
+        elif isinstance(value, Mapping):
+            flat.update({f"{key}.{sub}": v for sub, v in value.items()})
+        else:
+            raise ConfigError(f"{source}: key {key!r}: expected a table ([{key}])")
+    return flat
+
+
 def _check_layer(layer: Mapping[str, object], source: str) -> dict[str, object]:
-    """Validate one layer on its own, so errors name where the bad key came from."""
-    values = {key: str(v) if isinstance(v, Path) else v for key, v in layer.items()}
-    for alias, field in _DURATION_ALIASES.items():
+    """Validate one layer on its own, so errors name where the bad key came from (and as it
+    was spelled there: an alias, a ``[gpu]`` key)."""
+    values = _flatten(layer, source)
+    spelled: dict[str, str] = {}
+    for alias, field in _ALIASES.items():
         if alias in values:
             if field in values:
                 raise ConfigError(f"{source}: set either {alias!r} or {field!r}, not both")
-            values[field] = _duration_seconds(values.pop(alias), source, alias)
+            value = values.pop(alias)
+            if alias in _DURATION_ALIASES:
+                value = _duration_seconds(value, source, alias)
+            values[field], spelled[field] = value, alias
     for key in values:
         if key not in _FIELDS:
-            close = difflib.get_close_matches(key, [*_FIELDS, *_DURATION_ALIASES], n=1)
+            close = difflib.get_close_matches(key, [*_FIELDS, *_ALIASES], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{source}: unknown key {key!r}{hint}")
     if "api_keys" in values:
@@ -424,7 +470,7 @@ def _check_layer(layer: Mapping[str, object], source: str) -> dict[str, object]:
     debug = values.get("debug")
     if isinstance(debug, bool):
         values["debug"] = int(debug)  # `debug = true` in TOML
-    _convert(values, source)
+    _convert(values, source, spelled)
     return values
 
 
@@ -441,7 +487,9 @@ def _price_keys(pricing: Mapping[object, object], source: str) -> dict[str, obje
     return keyed
 
 
-def _convert(values: Mapping[str, object], source: str) -> Settings:
+def _convert(
+    values: Mapping[str, object], source: str, spelled: Mapping[str, str] | None = None
+) -> Settings:
     try:
         return msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -450,7 +498,8 @@ def _convert(values: Mapping[str, object], source: str) -> Settings:
         if match is None:
             raise ConfigError(f"{source}: {message}") from None
         detail = message[: match.start()]
-        raise ConfigError(f"{source}: key {match.group(1)!r}: {detail}") from None
+        key = (spelled or {}).get(match.group(1), match.group(1))
+        raise ConfigError(f"{source}: key {key!r}: {detail}") from None
 
 
 def _normalise(settings: Settings) -> Settings:

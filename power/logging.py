@@ -8,6 +8,9 @@ Runner stderr is re-logged line by line under `power.runner` (`RUNNER_LOGGER`), 
 passes each line through `redact` first. Each HTTP request ends with one access-log line under
 `power.access` (`AccessLog`). `log_format = "json"` writes every record as one JSON object per
 line (time, level, logger, message, and an access line's fields), for journald or Loki.
+
+Logs go to stderr (a terminal, journald), or with `log_file` (the daemon `power run` starts
+in the background) to a file rotated by size (`RotatingLog`) that also receives fds 1 and 2.
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import logging.handlers
+import os
 import re
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +36,7 @@ __all__ = [
     "AccessLog",
     "JsonFormatter",
     "RedactFilter",
+    "RotatingLog",
     "configure_logging",
     "level_for",
     "redact",
@@ -151,9 +159,34 @@ class AccessLog:
         self._log.info("%s client=%s", text, info.client, extra={"fields": fields})
 
 
-def configure_logging(debug: int, *, fmt: str = "text") -> None:
-    """Configure the root logger once, at startup: one stderr handler, one line format
-    (``fmt`` "text", or "json": a JSON object per line)."""
+class RotatingLog(logging.handlers.RotatingFileHandler):
+    """A size-rotated log file that also takes over ``fds`` (stdout and stderr in the daemon).
+
+    Whatever bypasses logging (a traceback at exit, a C library's message) then lands in the
+    current file and rotates with it, instead of growing the file it was started with.
+    """
+
+    def __init__(
+        self, filename: str, *, max_bytes: int, backups: int, fds: tuple[int, ...] = ()
+    ) -> None:
+        self._fds = fds
+        super().__init__(filename, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+
+    def _open(self) -> Any:
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        stream = super()._open()
+        for fd in self._fds:
+            os.dup2(stream.fileno(), fd)
+        return stream
+
+
+def configure_logging(
+    debug: int, *, fmt: str = "text", file: str = "", max_bytes: int = 0, backups: int = 0
+) -> None:
+    """Configure the root logger once, at startup: one handler, one line format (``fmt``
+    "text", or "json": a JSON object per line). The handler writes to stderr, or with ``file``
+    to that file, rotated at ``max_bytes`` keeping ``backups`` old ones (``server.log.1`` ...),
+    and stdout and stderr are pointed at it."""
     logging.addLevelName(TRACE, "TRACE")
     level = logging.getLevelName(level_for(debug))
     # Other libraries (httpcore, asyncio, uvicorn) stay at INFO unless debug >= 2.
@@ -167,7 +200,7 @@ def configure_logging(debug: int, *, fmt: str = "text") -> None:
             "json": {"()": JsonFormatter},
         },
         "handlers": {
-            "stderr": {
+            "out": {
                 "class": "logging.StreamHandler",
                 "formatter": fmt,
                 "stream": "ext://sys.stderr",
@@ -177,6 +210,17 @@ def configure_logging(debug: int, *, fmt: str = "text") -> None:
             "power": {"level": level},
             RUNNER_LOGGER: {"level": level, "filters": ["redact"]},
         },
-        "root": {"level": logging.getLevelName(root_level), "handlers": ["stderr"]},
+        "root": {"level": logging.getLevelName(root_level), "handlers": ["out"]},
     }
+    if file:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        config["handlers"]["out"] = {
+            "()": RotatingLog,
+            "formatter": fmt,
+            "filename": file,
+            "max_bytes": max_bytes,
+            "backups": backups,
+            "fds": (sys.stdout.fileno(), sys.stderr.fileno()),
+        }
     logging.config.dictConfig(config)

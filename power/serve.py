@@ -7,6 +7,9 @@ SIGTERM or Ctrl+C: stop accepting and refuse new requests (503, each API in its 
 requests in flight get ``shutdown_grace_s`` to finish, then whatever still runs is cut, a stream
 with an in-band error line, a waiting request with a 503; then every runner is stopped in
 parallel and the exit status is 0. A second Ctrl+C skips the grace steps.
+
+Once listening, the daemon records its pid under the data folder (`power.daemon`), so
+``power service stop`` can send that SIGTERM; a clean exit removes the record.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from pathlib import Path
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
+from power import daemon
 from power.aio import Interrupted, until
 from power.app import create_app
-from power.config import Settings, load_settings, resolve_context_length
+from power.config import ConfigError, Settings, load_settings, resolve_context_length
 from power.create.starter import import_if_starter
 from power.location import is_loopback
 from power.logging import configure_logging
@@ -35,13 +39,15 @@ from power.supervisor import Supervisor
 from power.supervisor.memory import probe_machine
 from power.usage import open_recorder, usage_path
 
-__all__ = ["ListenError", "hypercorn_config", "listen", "run_server", "serve"]
+__all__ = ["ListenError", "hypercorn_config", "listen", "run_server", "serve", "stop_timeout_s"]
 
 log = logging.getLogger(__name__)
 
 # Hypercorn's own deadline comes this long after ours, so that what our cut ends (an error line
 # per stream) is written before Hypercorn would close connections mid-body.
 _CUT_MARGIN_S = 5.0
+_KILL_WAIT_S = 5.0  # after a runner's SIGKILL, until it is reaped
+_STOP_MARGIN_S = 10.0
 
 
 class ListenError(Exception):
@@ -50,7 +56,13 @@ class ListenError(Exception):
 
 def run_server(cli_overrides: dict[str, object]) -> int:
     settings = load_settings(path=None, env=os.environ, cli=cli_overrides)
-    configure_logging(settings.debug, fmt=settings.log_format)
+    configure_logging(
+        settings.debug,
+        fmt=settings.log_format,
+        file=settings.log_file,
+        max_bytes=settings.log_max_bytes,
+        backups=settings.log_backups,
+    )
     return asyncio.run(serve(settings))
 
 
@@ -120,8 +132,50 @@ def open_bind_warning(settings: Settings) -> str | None:
     )
 
 
+def stop_timeout_s(settings: Settings) -> float:
+    """The longest a SIGTERM'd ``serve`` takes to exit, plus a margin: the drain grace, the cut,
+    then the runner stop ladder (Shutdown, SIGTERM, SIGKILL). A service manager waits this long
+    before it kills (systemd's ``TimeoutStopSec``), and so does ``power service stop``."""
+    ladder_s = settings.runner_stop_grace_s + settings.runner_term_grace_s + _KILL_WAIT_S
+    return settings.shutdown_grace_s + _CUT_MARGIN_S + ladder_s + _STOP_MARGIN_S
+
+
+def _make_folders(settings: Settings) -> None:
+    """The data folder and the model store, made up front: one that cannot be (a ``data_dir``
+    under ``/proc``, a read-only disk) is a setting to fix, said in one line, not a traceback."""
+    for folder in (Path(settings.home), settings.models_dir):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            raise ConfigError(
+                f"cannot create the data folder {folder} (data_dir, A3S_POWER_HOME or"
+                f" OLLAMA_MODELS): {why}"
+            ) from None
+
+
 async def serve(settings: Settings) -> int:
     sock = listen(settings)
+    try:
+        await asyncio.to_thread(_make_folders, settings)
+    except BaseException:
+        sock.close()
+        raise
+    home = Path(settings.home)
+    try:
+        other = await asyncio.to_thread(daemon.record, home)
+    except OSError as exc:
+        log.warning("cannot record this daemon's pid in %s: %s", home, exc)
+    else:
+        if other is not None:
+            log.warning("another daemon (pid %d) is recorded in %s", other.pid, home)
+    try:
+        return await _serve(settings, sock)
+    finally:
+        await asyncio.to_thread(daemon.forget, home)
+
+
+async def _serve(settings: Settings, sock: socket.socket) -> int:
     host, port = sock.getsockname()[:2]
     stop, force = asyncio.Event(), asyncio.Event()
     install_signal_handlers(stop, force)

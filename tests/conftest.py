@@ -66,6 +66,11 @@ def smollm2_gguf() -> Path:
 @pytest.fixture
 def clean_env(tmp_path: Path) -> dict[str, str]:
     """An environment for child servers: a private home and store, nothing from the caller."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "A3S_POWER_"))}
+    proxies = {"http_proxy", "https_proxy", "no_proxy", "all_proxy"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OLLAMA_", "A3S_POWER_")) and k.lower() not in proxies
+    }
     env["A3S_POWER_HOME"] = str(tmp_path / "home")
     return env

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from power.cli import create, models, run, serve
+from power.cli import create, models, run, serve, service
 from power.cli.client import Client, ConnectError, ResponseError
 from power.cli.usage import usage
 
@@ -80,3 +80,4 @@ def main() -> None:
 for _command in (serve.serve, run.run, *models.COMMANDS, create.create):
     main.add_command(_command)
 main.add_command(usage)
+main.add_command(service.service)

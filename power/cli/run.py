@@ -25,7 +25,12 @@ _THINK_LEVELS = {"low", "medium", "high", "max"}
 
 
 def ensure_server(client: Client, env: Mapping[str, str]) -> None:
-    """Start ``python -m power serve`` in the background unless a server already answers."""
+    """Start ``python -m power serve`` in the background unless a server already answers.
+
+    It logs to ``<home>/logs/server.log``, rotated (``A3S_POWER_LOG_FILE``); what it prints
+    before its logging is set up (a bad config.toml) goes to the same file. It records its pid
+    under the data folder itself (`power.daemon`); ``power service stop`` stops it.
+    """
     if client.heartbeat():
         return
     if not client.is_local:
@@ -38,7 +43,7 @@ def ensure_server(client: Client, env: Mapping[str, str]) -> None:
         pid = os.posix_spawn(
             sys.executable,
             [sys.executable, "-m", "power", "serve"],
-            dict(env),
+            {**env, "A3S_POWER_LOG_FILE": str(log_path)},  # rotated from then on
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, log_fd, 1),

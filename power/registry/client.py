@@ -19,6 +19,7 @@ import aiohttp
 
 from power.errors import RegistryError
 from power.registry.auth import Credentials, parse_challenge
+from power.registry.proxy import proxy_for
 from power.store.names import ModelName
 
 __all__ = ["USER_AGENT", "Body", "RegistryClient", "base_url", "map_errors"]
@@ -118,8 +119,9 @@ class RegistryClient:
             data = body() if callable(body) else body
             with map_errors(f"{method} {url}"):
                 resp = await self._session.request(
-                    method, url, headers=hdrs, data=data, allow_redirects=allow_redirects
-                )
+                    method, url, headers=hdrs, data=data, allow_redirects=allow_redirects,
+                    proxy=proxy_for(url),
+                )  # fmt: skip
             if resp.status != 401:
                 return resp
             challenge = resp.headers.get("WWW-Authenticate", "")
@@ -148,7 +150,9 @@ class RegistryClient:
             hdrs["Authorization"] = self.credentials.basic_header()
         token_url = f"{challenge.realm}?{urlencode(query)}"
         with map_errors(f"GET {challenge.realm}"):
-            async with self._session.get(token_url, headers=hdrs) as resp:
+            async with self._session.get(
+                token_url, headers=hdrs, proxy=proxy_for(token_url)
+            ) as resp:
                 if resp.status >= 400:
                     log.info("token request to %s failed: %d", challenge.realm, resp.status)
                     return False

@@ -267,7 +267,9 @@ async def _pull_url(
     status = f"pulling {key[:12]}"
 
     async def job(t: Transfer) -> str:
-        async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
+        async with aiohttp.ClientSession(
+            headers={"User-Agent": USER_AGENT},
+        ) as session:
             src = UrlSource(session, url)
             await src.resolve()
             t.total = src.total

@@ -23,6 +23,7 @@ import aiohttp
 from power.errors import ModelNotFoundError, RegistryError
 from power.registry.client import RegistryClient, error_text, map_errors
 from power.registry.parts import MAX_PARTS, PART_MAX
+from power.registry.proxy import proxy_for
 from power.registry.service import RegistryService
 from power.store import manifest as mf
 from power.store.names import ModelName, parse_name
@@ -167,8 +168,9 @@ async def _patch(
             target = client.resolve(resp.headers["Location"], location)
             with map_errors(f"PUT {target}"):
                 async with client.session.put(
-                    target, data=body(), headers={"Content-Length": headers["Content-Length"]}
-                ) as put:
+                    target, data=body(), headers={"Content-Length": headers["Content-Length"]},
+                    proxy=proxy_for(target),
+                ) as put:  # fmt: skip
                     if put.status >= 300:
                         raise RegistryError(f"push: upload part: {await error_text(put)}")
             return location

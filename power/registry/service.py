@@ -21,6 +21,7 @@ from power.registry.catalog import load_catalog
 from power.registry.client import RegistryClient, error_text, map_errors
 from power.registry.download import MAX_TRIES, Downloads
 from power.registry.parts import PART_MIN
+from power.registry.proxy import proxy_for
 from power.store.names import ModelName
 from power.store.store import ModelStore
 
@@ -99,7 +100,9 @@ class RegistryBlob:
         headers = {"Range": f"bytes={start}-{end}"}
         if self._direct:
             with map_errors(f"GET {urlsplit(self._direct).netloc}"):
-                return await self.client.session.get(self._direct, headers=headers)
+                return await self.client.session.get(
+                    self._direct, headers=headers, proxy=proxy_for(self._direct)
+                )
         return await self.client.send("GET", self.url, headers=headers)
 
 
@@ -113,7 +116,9 @@ class UrlSource:
 
     async def resolve(self) -> None:
         with map_errors(f"HEAD {self.url}"):
-            async with self.session.head(self.url, allow_redirects=True) as resp:
+            async with self.session.head(
+                self.url, allow_redirects=True, proxy=proxy_for(self.url)
+            ) as resp:
                 if resp.status >= 400:
                     if resp.status == 404:
                         raise RegistryError(f"pull {self.url}: file does not exist")
@@ -126,4 +131,6 @@ class UrlSource:
 
     async def get_range(self, start: int, end: int) -> aiohttp.ClientResponse:
         with map_errors(f"GET {self.url}"):
-            return await self.session.get(self.url, headers={"Range": f"bytes={start}-{end}"})
+            return await self.session.get(
+                self.url, headers={"Range": f"bytes={start}-{end}"}, proxy=proxy_for(self.url)
+            )

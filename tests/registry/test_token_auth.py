@@ -57,6 +57,26 @@ async def test_pull_with_a_bearer_token(
     assert asked["nonce"]
 
 
+async def test_a_netrc_entry_for_the_registry_does_not_break_token_auth(
+    token_registry: Registry, tiny_gguf: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Proxies come from the environment, but ~/.netrc is not read (aiohttp's trust_env would
+    read it and then refuse the registry's own Authorization header)."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine {token_registry.host.split(':')[0]} login me password other\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    publish_tiny(token_registry, tiny_gguf)
+    tokens = issuer(token_registry)
+    tokens.users = {USER: PASSWORD}
+    tokens.allowed = {"library/tiny": {"pull"}}
+    svc = service(tmp_path, token_registry, password=PASSWORD)
+    async with serve_tokens(tokens):
+        events = await collect(pull(svc, f"{token_registry.host}/library/tiny", insecure=True))
+    await svc.aclose()
+    assert events[-1] == {"status": "success"}
+    assert svc.store.read_blob(sha256(tiny_gguf)) == tiny_gguf
+
+
 async def test_push_with_a_bearer_token_and_a_mount(
     token_registry: Registry, tiny_gguf: bytes, tmp_path: Path
 ) -> None:

@@ -154,7 +154,7 @@ def test_toml_values_are_normalised(
         ("kep_alive = '5m'", "config.toml: unknown key 'kep_alive' (did you mean 'keep_alive'?)"),
         ("prot = 1", "config.toml: unknown key 'prot' (did you mean 'port'?)"),
         ("zzz = 1", "config.toml: unknown key 'zzz'"),
-        ("[gpu]\nlayers = 1", "config.toml: unknown key 'gpu'"),
+        ("[gpu]\nlayers = 1", "config.toml: unknown key 'gpu.layers'"),
         ("port = 'abc'", "config.toml: key 'port': Expected `int`, got `str`"),
         ("port = 70000", "config.toml: key 'port': Expected `int` <= 65535"),
         ("max_queue = -1", "config.toml: key 'max_queue': Expected `int` >= 0"),
@@ -298,6 +298,8 @@ def test_env_table_covers_the_documented_variables() -> None:
         "OLLAMA_TMPDIR", "A3S_POWER_HOME",
         "A3S_POWER_RUNNER_ENGINE", "A3S_POWER_CPU_EXTRA_BUFFERS", "A3S_POWER_LOG_FORMAT",
         "A3S_POWER_MAX_BODY_SIZE", "A3S_POWER_API_KEYS", "A3S_POWER_USAGE_RETENTION_DAYS",
+        "A3S_POWER_LOG_FILE", "A3S_POWER_LOG_MAX_BYTES",
+        "A3S_POWER_LOG_BACKUPS",
     }  # fmt: skip
     assert all(help_text for _, help_text in env_help())
     for var in ENV_VARS:
