@@ -24,4 +24,3 @@ def test_by_scheme_and_not_for_no_proxy_hosts(monkeypatch: pytest.MonkeyPatch) -
     assert proxy_for("http://localhost:5000/v2/") is None
     assert proxy_for("https://hub.internal/v2/") is None
     assert proxy_for("http://10.0.0.5:5000/v2/") is None
-
