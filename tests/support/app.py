@@ -14,6 +14,7 @@ from power.config import Settings
 from power.create.build import create_model
 from power.store.store import ModelStore
 from power.supervisor.service import Runners
+from power.usage import UsageRecorder
 from tests.support.gguf import tiny_gguf
 from tests.support.synth import write_gguf
 
@@ -40,11 +41,16 @@ PLAIN = "{{ range .Messages }}<|{{ .Role }}|>{{ .Content }} {{ end }}<|assistant
 
 @contextlib.contextmanager
 def app_client(
-    settings: Settings, runners: Runners, store: ModelStore, **state: Any
+    settings: Settings,
+    runners: Runners,
+    store: ModelStore,
+    *,
+    usage: UsageRecorder | None = None,
+    **state: Any,
 ) -> Iterator[TestClient]:
-    """A client of ``create_app(settings, runners, store)`` with its lifespan running;
-    ``state`` goes on ``app.state`` first (e.g. a ``registry``)."""
-    app = create_app(settings, runners, store)
+    """A client of ``create_app(settings, runners, store, usage=usage)`` with its lifespan
+    running; ``state`` goes on ``app.state`` first (e.g. a ``registry``)."""
+    app = create_app(settings, runners, store, usage=usage)
     for key, value in state.items():
         setattr(app.state, key, value)
     with TestClient(app, base_url="http://127.0.0.1") as client:
