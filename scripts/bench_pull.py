@@ -40,8 +40,8 @@ import aiohttp
 from power.create.starter import starter_gguf_path
 from power.registry import RegistryService, pull
 from power.store.store import ModelStore
-from tests.registry.conftest import MODEL_TYPE, run_registry, sha256
-from tests.registry.proxy import proxy
+from tests.support.proxy import proxy
+from tests.support.registry import MODEL_TYPE, run_registry, sha256
 
 log = logging.getLogger("bench_pull")
 

@@ -15,9 +15,9 @@ from power.api.models import format_time
 from power.config import Settings
 from power.registry import RegistryService
 from power.store.store import ModelStore
-from tests.e2e.conftest import free_port
 from tests.support.app import TestClient, app_client
 from tests.support.gguf import JINJA, TOKENS, tiny_gguf
+from tests.support.net import free_port
 from tests.support.runners import ScriptedRunners
 
 

@@ -17,32 +17,13 @@ from typing import Any
 import pytest
 
 from power.config import Settings
-from power.create.build import create_model
-from power.store.store import ModelStore
 from proto import (
-    Done,
     Embed,
-    Msg,
-    Stats,
     Tokenize,
-    TokenLogprob,
-    Tokens,
 )
-from tests.model.synth import write_gguf
-from tests.support.app import TestClient, app_client
-from tests.support.gguf import tiny_gguf
-from tests.support.runners import ScriptedRunners
+from tests.support.app import TestClient, app_client, scripted_store
+from tests.support.runners import ScriptedRunners, done, each, tokens
 
-QWEN = (
-    "{{- if .Tools }}<tools>{{ range .Tools }}{{ json .Function }}{{ end }}</tools>{{ end }}"
-    "{{- range .Messages }}<|{{ .Role }}|>"
-    "{{- if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}"
-    "{{- .Content }}"
-    '{{- range .ToolCalls }}<tool_call>{"name": "{{ .Function.Name }}", '
-    '"arguments": {{ json .Function.Arguments }}}</tool_call>{{ end }}'
-    "{{ end }}<|assistant|>"
-)
-PLAIN = "{{ range .Messages }}<|{{ .Role }}|>{{ .Content }} {{ end }}<|assistant|>"
 TOOLS = [
     {
         "type": "function",
@@ -59,29 +40,6 @@ TOOLS = [
 ]
 
 
-def tokens(*texts: str, logprobs: bool = False) -> list[Msg]:
-    return [
-        Tokens(
-            id=1,
-            text=t,
-            ids=(i,),
-            logprobs=(TokenLogprob(token=t, logprob=-float(i), utf8=t.encode()),)
-            if logprobs
-            else (),
-        )
-        for i, t in enumerate(texts, 1)
-    ]
-
-
-def each(*texts: str, logprobs: bool = False) -> list[list[Msg]]:
-    """One runner batch per text."""
-    return [[t] for t in tokens(*texts, logprobs=logprobs)]
-
-
-def done(**stats: Any) -> Done:
-    return Done(id=1, reason="stop", stats=Stats(**stats))
-
-
 @pytest.fixture
 def sup() -> ScriptedRunners:
     return ScriptedRunners()
@@ -89,16 +47,7 @@ def sup() -> ScriptedRunners:
 
 @pytest.fixture
 def client(tmp_path: Path, sup: ScriptedRunners) -> Iterator[TestClient]:
-    store = ModelStore(tmp_path / "models")
-    gguf = store.add_blob_from_file(tiny_gguf(tmp_path / "tiny.gguf"))
-    for name, template in (("qwen", QWEN), ("plain", PLAIN)):
-        for _ in create_model(store, name, {"from": gguf, "template": template}):
-            pass
-    clip = {"general.architecture": "clip", "general.type": "mmproj"}
-    projector = store.add_blob_from_file(write_gguf(tmp_path / "mmproj.gguf", clip, {}))
-    for _ in create_model(store, "vis", {"from": "plain", "files": {"mmproj.gguf": projector}}):
-        pass
-    with app_client(Settings(home=str(tmp_path)), sup, store) as c:
+    with app_client(Settings(home=str(tmp_path)), sup, scripted_store(tmp_path)) as c:
         yield c
 
 

@@ -4,46 +4,32 @@ are recorded (streamed or not, failed ones too), summed per day and model, price
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from power.app import create_app
 from power.config import Price, Settings
 from power.create.build import create_model
 from power.errors import PowerError
 from power.store.store import ModelStore
 from power.usage import UsageRecorder, usage_path
-from proto import Done, FromRunner, Stats, Tokens
-from tests.support.app import TestClient
+from proto import Done, Stats, Tokens
+from tests.support.app import PLAIN, TestClient, app_client
 from tests.support.gguf import tiny_gguf
 from tests.support.runners import ScriptedRunners
 
-PLAIN = "{{ range .Messages }}<|{{ .Role }}|>{{ .Content }} {{ end }}<|assistant|>"
 PRICES = {
     "plain:latest": Price(input_per_million=1_000_000, output_per_million=2_000_000),
     "default": Price(input_per_million=100_000),
 }
 
 
-class FailingRunners(ScriptedRunners):
-    """Fails a generation after its first batch when ``fail`` is set (a runner crash mid-way)."""
-
-    fail = False
-
-    async def request(self, *args: Any, **kwargs: Any) -> AsyncIterator[list[FromRunner]]:
-        async for batch in super().request(*args, **kwargs):
-            yield batch
-            if self.fail:
-                raise PowerError("the runner crashed")
-
-
 @pytest.fixture
-def sup() -> FailingRunners:
-    runners = FailingRunners()
+def sup() -> ScriptedRunners:
+    runners = ScriptedRunners()
     done = Done(id=1, reason="stop", stats=Stats(prompt_tokens=7, eval_tokens=3))
     runners.script = [[Tokens(id=1, text="hi", ids=(1,))], [done]]
     runners.vectors = [[1.0, 0.0]]
@@ -61,12 +47,11 @@ def store(tmp_path: Path) -> ModelStore:
 
 
 @pytest.fixture
-def client(tmp_path: Path, sup: FailingRunners, store: ModelStore) -> Iterator[TestClient]:
+def client(tmp_path: Path, sup: ScriptedRunners, store: ModelStore) -> Iterator[TestClient]:
     settings = Settings(home=str(tmp_path), pricing=PRICES)
     recorder = UsageRecorder.start(usage_path(settings.home), retention_days=0)
     try:
-        app = create_app(settings, sup, store, usage=recorder)
-        with TestClient(app, base_url="http://127.0.0.1") as c:
+        with app_client(settings, sup, store, usage=recorder) as c:
             yield c
     finally:
         recorder.close()
@@ -120,9 +105,9 @@ def test_embeddings_count_their_input_tokens(client: TestClient) -> None:
 
 
 def test_a_request_that_fails_midway_is_recorded(
-    client: TestClient, sup: FailingRunners, tmp_path: Path
+    client: TestClient, sup: ScriptedRunners, tmp_path: Path
 ) -> None:
-    sup.fail = True
+    sup.script = [sup.script[0], PowerError("the runner crashed")]  # a crash after "hi"
     client.post("/api/generate", json={"model": "plain", "prompt": "x"})  # cut after "hi"
     resp = client.post("/api/generate", json={"model": "plain", "prompt": "x", "stream": False})
     assert resp.status_code == 500
@@ -180,10 +165,9 @@ def test_bad_parameters_are_400_naming_them(
 
 
 def test_without_a_recorder_usage_is_an_error_not_an_empty_report(
-    tmp_path: Path, sup: FailingRunners, store: ModelStore
+    tmp_path: Path, sup: ScriptedRunners, store: ModelStore
 ) -> None:
-    app = create_app(Settings(home=str(tmp_path)), sup, store)
-    with TestClient(app, base_url="http://127.0.0.1") as c:
+    with app_client(Settings(home=str(tmp_path)), sup, store) as c:
         resp = c.get("/v1/usage")
     assert resp.status_code == 500
     assert resp.json()["error"]["message"] == "usage is not recorded by this server"

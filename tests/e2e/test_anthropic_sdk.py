@@ -14,7 +14,7 @@ import httpx
 import pytest
 from anthropic.types import MessageParam
 
-from tests.e2e.conftest import Server, power_server
+from tests.support.server import Server, power_server
 
 GREEDY = {"options": {"temperature": 0, "seed": 7}}
 QUESTION: list[MessageParam] = [{"role": "user", "content": "What is the capital of France?"}]

@@ -14,7 +14,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import Server, power_server
+from tests.support.server import Server, power_server
 
 ADMIN = "admin-7c1d9e0f2b"
 VIEWER = "viewer-55e3a8b4d1"

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Server
-from tests.model.synth import write_gguf
+from tests.support.server import Server
+from tests.support.synth import write_gguf
 
 
 def power_create(

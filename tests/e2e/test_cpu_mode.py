@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import Server, power_server
+from tests.support.server import Server, power_server
 
 FALLBACK = "died of SIGSEGV in its first decode"
 

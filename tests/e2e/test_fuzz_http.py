@@ -29,7 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from power.store.names import ModelName
-from tests.e2e.conftest import MODEL, Server
+from tests.support.limited import ENDPOINTS, MODEL
+from tests.support.server import Server
 
 pytestmark = pytest.mark.slow
 
@@ -37,38 +38,6 @@ log = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 1200
 BUDGET_S = 30.0  # examples past this are skipped: the run stays well inside CI's limits
-
-ENDPOINTS: dict[str, tuple[str, dict[str, Any]]] = {
-    # path: (method, a valid body that the mutations start from)
-    "/api/generate": ("POST", {"model": MODEL, "prompt": "hi there", "stream": False}),
-    "/api/chat": (
-        "POST",
-        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": False},
-    ),
-    "/api/embed": ("POST", {"model": MODEL, "input": ["a", "b"]}),
-    "/api/embeddings": ("POST", {"model": MODEL, "prompt": "a"}),
-    "/api/show": ("POST", {"model": MODEL}),
-    "/api/copy": ("POST", {"source": MODEL, "destination": "scratch"}),
-    "/api/delete": ("DELETE", {"model": "scratch"}),
-    "/api/create": ("POST", {"model": "scratch", "from": MODEL, "stream": False}),
-    "/api/pull": ("POST", {"model": "not a valid name", "stream": False}),
-    "/api/push": ("POST", {"model": "not a valid name", "stream": False}),
-    "/v1/chat/completions": (
-        "POST",
-        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
-    ),
-    "/v1/completions": ("POST", {"model": MODEL, "prompt": "hi"}),
-    "/v1/embeddings": ("POST", {"model": MODEL, "input": "hi"}),
-    "/v1/responses": ("POST", {"model": MODEL, "input": "hi"}),
-    "/v1/messages": (
-        "POST",
-        {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
-    ),
-    "/v1/messages/count_tokens": (
-        "POST",
-        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
-    ),
-}
 
 # Every field any of these endpoints reads, so that a mutation hits a real field most times.
 FIELDS = [

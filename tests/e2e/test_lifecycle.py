@@ -13,8 +13,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import wait_until
-from tests.e2e.conftest import Server, power_server
+from tests.support.server import Server, power_server
+from tests.support.wait import wait_until
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import BODY_LIMIT, MODEL, Server
-from tests.e2e.test_fuzz_http import ENDPOINTS
+from tests.support.limited import BODY_LIMIT, ENDPOINTS, MODEL
+from tests.support.server import Server
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 

@@ -10,7 +10,7 @@ import ollama
 import psutil
 import pytest
 
-from tests.e2e.conftest import Server
+from tests.support.server import Server
 
 pytestmark = pytest.mark.model
 

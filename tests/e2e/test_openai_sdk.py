@@ -17,8 +17,8 @@ import pydantic
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.conftest import wait_until
-from tests.e2e.conftest import Server, power_server
+from tests.support.server import Server, power_server
+from tests.support.wait import wait_until
 
 GREEDY = {"temperature": 0, "seed": 7}  # for raw bodies
 QUESTION: list[ChatCompletionMessageParam] = [

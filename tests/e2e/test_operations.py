@@ -18,8 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from power import __version__
-from tests.conftest import wait_until
-from tests.e2e.conftest import Server, power_server
+from tests.support.server import Server, power_server
+from tests.support.wait import wait_until
 
 MODEL = "smollm2:latest"
 PRICE_IN, PRICE_OUT = 3.0, 15.0  # dollars per million tokens

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Server, power_server
+from tests.support.server import Server, power_server
 
 TOOLS_TEMPLATE = (
     "{{ if .Tools }}{{ range .Tools }}[{{ .Function.Name }}]{{ end }} {{ end }}"

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Server, power_server
+from tests.support.server import Server, power_server
 
 WORDS_600 = " ".join(f"w{i}" for i in range(600))
 

@@ -19,8 +19,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import wait_until
-from tests.e2e.conftest import Server, power_server
+from tests.support.server import Server, power_server
+from tests.support.wait import wait_until
 
 
 def _home(env: dict[str, str], **config: float) -> dict[str, str]:

@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.conftest import Server, power_server
+from tests.support.server import Server, power_server
 
 MODEL = "smollm2:latest"
 PRICE_IN, PRICE_OUT = 2.5, 10.0  # dollars per million tokens

@@ -1,16 +1,16 @@
-"""A real ``power serve`` with its own model store for each model test; POST and upload helpers."""
+"""Fixtures: a real ``power serve`` with its own model store for each model test, and SmolLM2
+as a model stub for tests that drive the real Supervisor directly."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.e2e.conftest import Server, power_server
+from power.store.model import LocalModel
+from tests.support.server import Server, power_server
+from tests.support.spawn import stub_model
 
 
 @pytest.fixture
@@ -20,13 +20,6 @@ def server(clean_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
         yield srv
 
 
-def post(server: Server, path: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{server.url}{path}", json=body, timeout=110)
-
-
-def upload(server: Server, path: Path) -> str:
-    """Upload a local file as a blob (as clients do before a create); returns its digest."""
-    digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-    resp = httpx.post(f"{server.url}/api/blobs/{digest}", content=path.read_bytes(), timeout=60)
-    assert resp.status_code in (200, 201), resp.text
-    return digest
+@pytest.fixture
+def model(smollm2_gguf: Path) -> LocalModel:
+    return stub_model(smollm2_gguf, "smollm2:latest")

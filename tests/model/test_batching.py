@@ -7,18 +7,16 @@ import json
 import math
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from power.config import Settings
 from power.errors import InvalidRequestError
-from power.supervisor import RunnerProcess, Supervisor
-from proto import Cancel, Done, Embed, Embeddings, Generate, LoadParams, Sampling, Tokens
-from tests.process.test_runner_control import drain
-from tests.process.test_supervisor import collect
+from power.store.model import LocalModel
+from power.supervisor import Supervisor
+from proto import Cancel, Done, Embed, Embeddings, LoadParams, Tokens
 from tests.support.runners import leased
+from tests.support.spawn import collect, drain, gen, llama_settings, llama_spawner
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
@@ -33,7 +31,6 @@ QUESTIONS = (
     "Write a haiku about the sea.",
     "How many legs does a spider have?",
 )
-GREEDY = Sampling(temperature=0.0, seed=42)
 PERSON = {
     "type": "object",
     "properties": {
@@ -44,37 +41,13 @@ PERSON = {
 }
 
 
-class Spawner:
-    def __init__(self) -> None:
-        self.runners: list[RunnerProcess] = []
-
-    async def __call__(self, params: LoadParams, *, model: str) -> RunnerProcess:
-        runner = await RunnerProcess.start(params, model=model, engine="llama", load_timeout_s=60)
-        self.runners.append(runner)
-        return runner
-
-
-@pytest.fixture
-def model(smollm2_gguf: Path) -> Any:
-    return SimpleNamespace(name="smollm2:latest", model_path=str(smollm2_gguf), adapters=())
-
-
-def cfg(tmp_path: Path) -> Settings:
-    return Settings(home=str(tmp_path), runner_stop_grace_s=5, runner_term_grace_s=5)
-
-
-def params(model: Any, **kw: Any) -> LoadParams:
+def params(model: LocalModel, **kw: Any) -> LoadParams:
     kw.setdefault("n_ctx", 1024)
     return LoadParams(model_path=model.model_path, n_threads=2, num_parallel=4, **kw)
 
 
 def chat(q: str, system: str = SYSTEM) -> str:
     return CHAT.format(system=system, q=q)
-
-
-def gen(prompt: str, **kw: Any) -> Callable[[int], Generate]:
-    kw.setdefault("sampling", GREEDY)
-    return lambda i: Generate(id=i, prompt=prompt, **kw)
 
 
 async def first_tokens(events: AsyncIterator[list[Any]]) -> list[Any]:
@@ -96,10 +69,10 @@ async def rest(head: list[Any], events: AsyncIterator[list[Any]]) -> str:
     return (await collect(chained()))[0]
 
 
-async def test_concurrent_streams_match_sequential_ones(tmp_path: Path, model: Any) -> None:
-    spawn = Spawner()
+async def test_concurrent_streams_match_sequential_ones(tmp_path: Path, model: LocalModel) -> None:
+    spawn = llama_spawner()
     p = params(model)
-    async with Supervisor.open(cfg(tmp_path), spawn=spawn) as sup:
+    async with Supervisor.open(llama_settings(tmp_path), spawn=spawn) as sup:
         alone = [
             await collect(sup.request(model, p, None, gen(chat(q), num_predict=24)))
             for q in QUESTIONS
@@ -117,10 +90,10 @@ async def test_concurrent_streams_match_sequential_ones(tmp_path: Path, model: A
 
 
 async def test_cancel_and_join_mid_batch_leave_the_others_intact(
-    tmp_path: Path, model: Any
+    tmp_path: Path, model: LocalModel
 ) -> None:
     p = params(model)
-    async with Supervisor.open(cfg(tmp_path), spawn=Spawner()) as sup:
+    async with Supervisor.open(llama_settings(tmp_path), spawn=llama_spawner()) as sup:
         alone = [
             (await collect(sup.request(model, p, None, gen(chat(q), num_predict=32))))[0]
             for q in QUESTIONS[:3]
@@ -139,10 +112,10 @@ async def test_cancel_and_join_mid_batch_leave_the_others_intact(
         assert [results[0], results[1], results[2][0]] == alone
 
 
-async def test_a_shared_system_prompt_is_evaluated_once(tmp_path: Path, model: Any) -> None:
+async def test_a_shared_system_prompt_is_evaluated_once(tmp_path: Path, model: LocalModel) -> None:
     system = SYSTEM + " " + " ".join(f"Rule {i}: answer briefly and politely." for i in range(40))
     p = params(model)
-    async with Supervisor.open(cfg(tmp_path), spawn=Spawner()) as sup:
+    async with Supervisor.open(llama_settings(tmp_path), spawn=llama_spawner()) as sup:
         _, first = await collect(
             sup.request(model, p, None, gen(chat(QUESTIONS[0], system), num_predict=4))
         )
@@ -162,10 +135,10 @@ async def test_a_shared_system_prompt_is_evaluated_once(tmp_path: Path, model: A
         assert third.stats.prompt_tokens - third.stats.prompt_cached < 30
 
 
-async def test_json_schema_constrains_the_output(tmp_path: Path, model: Any) -> None:
+async def test_json_schema_constrains_the_output(tmp_path: Path, model: LocalModel) -> None:
     p = params(model)
     prompt = chat("Describe a person as JSON with a name and an age.")
-    async with Supervisor.open(cfg(tmp_path), spawn=Spawner()) as sup:
+    async with Supervisor.open(llama_settings(tmp_path), spawn=llama_spawner()) as sup:
         text, done = await collect(
             sup.request(
                 model, p, None, gen(prompt, num_predict=200, json_schema=json.dumps(PERSON))
@@ -183,8 +156,10 @@ async def test_json_schema_constrains_the_output(tmp_path: Path, model: Any) -> 
             await collect(sup.request(model, p, None, gen(prompt, json_schema='{"properties": 5}')))
 
 
-async def test_embeddings_between_generations_reuse_the_runner(tmp_path: Path, model: Any) -> None:
-    spawn = Spawner()
+async def test_embeddings_between_generations_reuse_the_runner(
+    tmp_path: Path, model: LocalModel
+) -> None:
+    spawn = llama_spawner()
     p = params(model, n_ctx=256)
     prompt = chat(QUESTIONS[0])
 
@@ -198,7 +173,7 @@ async def test_embeddings_between_generations_reuse_the_runner(tmp_path: Path, m
         assert got is not None
         return got
 
-    async with Supervisor.open(cfg(tmp_path), spawn=spawn) as sup:
+    async with Supervisor.open(llama_settings(tmp_path), spawn=spawn) as sup:
         before, _ = await collect(sup.request(model, p, None, gen(prompt, num_predict=16)))
         out = await vectors(embed("The cat sat on the mat.", "Paris is in France."))
         assert len(out.vectors) == 2
@@ -220,7 +195,7 @@ async def test_embeddings_between_generations_reuse_the_runner(tmp_path: Path, m
 
 
 async def test_an_embed_batch_shares_the_runner_with_a_chat_and_stops_when_cancelled(
-    tmp_path: Path, model: Any
+    tmp_path: Path, model: LocalModel
 ) -> None:
     p = params(model, n_ctx=256)
     inputs = tuple(f"Sentence number {i} is about the sea." for i in range(400))
@@ -229,7 +204,7 @@ async def test_an_embed_batch_shares_the_runner_with_a_chat_and_stops_when_cance
     def embed(n: int) -> Callable[[int], Embed]:
         return lambda i: Embed(id=i, inputs=inputs[:n])
 
-    async with Supervisor.open(cfg(tmp_path), spawn=Spawner()) as sup:
+    async with Supervisor.open(llama_settings(tmp_path), spawn=llama_spawner()) as sup:
         lone_answer, _ = await collect(sup.request(model, p, None, gen(prompt, num_predict=8)))
         lone = [v async for b in sup.request(model, p, None, embed(3)) for v in vectors(b)]
         async with leased(sup, model, p) as loaded:

@@ -11,8 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Server
-from tests.model.conftest import post
+from tests.support.server import Server, post
 
 pytestmark = pytest.mark.model
 

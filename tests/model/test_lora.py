@@ -1,6 +1,6 @@
 """LoRA adapters end to end: `power create` with ADAPTER, then generation on the real runner.
 
-The adapters are written here (``tests.model.synth``) for SmolLM2's own tensor shapes: one with
+The adapters are written here (``tests.support.synth``) for SmolLM2's own tensor shapes: one with
 random A and B changes the model's greedy answer; one whose B matrices are zero adds nothing,
 so the answer must stay the base model's exactly.
 """
@@ -16,9 +16,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import Server
-from tests.model.conftest import post, upload
-from tests.model.synth import write_gguf, write_lora
+from tests.support.server import Server, post, upload
+from tests.support.synth import write_gguf, write_lora
 
 pytestmark = pytest.mark.model
 

@@ -7,15 +7,15 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from power.config import Settings
 from power.errors import InvalidRequestError, RunnerCrashedError
-from power.supervisor import RunnerProcess, Supervisor
-from proto import Detokenize, Detokenized, Done, Generate, LoadParams, Sampling, Tokens
+from power.store.model import LocalModel
+from power.supervisor import Supervisor
+from proto import Detokenize, Detokenized, LoadParams
+from tests.support.spawn import Spawner, collect_tokens, gen, llama_settings, llama_spawner
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
@@ -23,35 +23,6 @@ CHAT = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
     "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
 )
-GREEDY = Sampling(temperature=0.0, seed=42)
-
-
-class Spawner:
-    def __init__(self) -> None:
-        self.runners: list[RunnerProcess] = []
-
-    async def __call__(self, params: LoadParams, *, model: str) -> RunnerProcess:
-        runner = await RunnerProcess.start(params, model=model, engine="llama", load_timeout_s=60)
-        self.runners.append(runner)
-        return runner
-
-
-def gen(prompt: str, **kw: Any) -> Callable[[int], Generate]:
-    kw.setdefault("sampling", GREEDY)
-    return lambda i: Generate(id=i, prompt=prompt, **kw)
-
-
-async def collect(events: AsyncIterator[list[Any]]) -> tuple[str, Done, list[Tokens]]:
-    text, done, tokens = [], None, []
-    async for batch in events:
-        for msg in batch:
-            if isinstance(msg, Tokens):
-                text.append(msg.text)
-                tokens.append(msg)
-            elif isinstance(msg, Done):
-                done = msg
-    assert done is not None
-    return "".join(text), done, tokens
 
 
 async def kill_on_first_batch(events: AsyncIterator[list[Any]], spawn: Spawner) -> None:
@@ -59,24 +30,17 @@ async def kill_on_first_batch(events: AsyncIterator[list[Any]], spawn: Spawner) 
         os.kill(spawn.runners[0].pid, signal.SIGKILL)
 
 
-@pytest.fixture
-def model(smollm2_gguf: Path) -> Any:
-    return SimpleNamespace(name="smollm2:latest", model_path=str(smollm2_gguf), adapters=())
-
-
-def cfg(tmp_path: Path) -> Settings:
-    return Settings(home=str(tmp_path), runner_stop_grace_s=5, runner_term_grace_s=5)
-
-
-async def test_greedy_output_is_reproducible_and_limits_hold(tmp_path: Path, model: Any) -> None:
-    spawn = Spawner()
+async def test_greedy_output_is_reproducible_and_limits_hold(
+    tmp_path: Path, model: LocalModel
+) -> None:
+    spawn = llama_spawner()
     params = LoadParams(model_path=model.model_path, n_ctx=2048, n_threads=2)
     prompt = CHAT.format(q="Describe Paris, the capital of France, in detail.")
-    async with Supervisor.open(cfg(tmp_path), spawn=spawn) as sup:
-        first, done1, _ = await collect(
+    async with Supervisor.open(llama_settings(tmp_path), spawn=spawn) as sup:
+        first, done1, _ = await collect_tokens(
             sup.request(model, params, None, gen(prompt, num_predict=24))
         )
-        again, done2, _ = await collect(
+        again, done2, _ = await collect_tokens(
             sup.request(model, params, None, gen(prompt, num_predict=24))
         )
         assert first == again
@@ -91,29 +55,35 @@ async def test_greedy_output_is_reproducible_and_limits_hold(tmp_path: Path, mod
         assert ready.n_ctx == 2048
 
 
-async def test_stop_strings_are_trimmed_and_eos_ends_with_stop(tmp_path: Path, model: Any) -> None:
+async def test_stop_strings_are_trimmed_and_eos_ends_with_stop(
+    tmp_path: Path, model: LocalModel
+) -> None:
     params = LoadParams(model_path=model.model_path, n_ctx=1024, n_threads=2)
     prompt = CHAT.format(q="Count from 1 to 10, separated by commas.")
-    async with Supervisor.open(cfg(tmp_path), spawn=Spawner()) as sup:
-        full, _, _ = await collect(sup.request(model, params, None, gen(prompt, num_predict=40)))
+    async with Supervisor.open(llama_settings(tmp_path), spawn=llama_spawner()) as sup:
+        full, _, _ = await collect_tokens(
+            sup.request(model, params, None, gen(prompt, num_predict=40))
+        )
         assert "4" in full
-        cut, done, _ = await collect(
+        cut, done, _ = await collect_tokens(
             sup.request(model, params, None, gen(prompt, num_predict=40, stop=("4",)))
         )
         assert done.reason == "stop"
         assert "4" not in cut
         assert full.startswith(cut)
-        _short, done, _ = await collect(
+        _short, done, _ = await collect_tokens(
             sup.request(model, params, None, gen(CHAT.format(q="Say hi."), num_predict=200))
         )
         assert done.reason == "stop"
         assert done.stats.eval_tokens < 200
 
 
-async def test_logprobs_and_token_ids_come_with_the_tokens(tmp_path: Path, model: Any) -> None:
+async def test_logprobs_and_token_ids_come_with_the_tokens(
+    tmp_path: Path, model: LocalModel
+) -> None:
     params = LoadParams(model_path=model.model_path, n_ctx=1024, n_threads=2)
-    async with Supervisor.open(cfg(tmp_path), spawn=Spawner()) as sup:
-        _, done, tokens = await collect(
+    async with Supervisor.open(llama_settings(tmp_path), spawn=llama_spawner()) as sup:
+        _, done, tokens = await collect_tokens(
             sup.request(model, params, None, gen(CHAT.format(q="Hi"), num_predict=5, logprobs=3))
         )
         ids = [i for t in tokens for i in t.ids]
@@ -125,18 +95,18 @@ async def test_logprobs_and_token_ids_come_with_the_tokens(tmp_path: Path, model
             assert lp.top[0].logprob >= lp.logprob  # greedy picks the best
 
 
-async def test_cancel_then_kill_9_mid_stream(tmp_path: Path, model: Any) -> None:
-    spawn = Spawner()
+async def test_cancel_then_kill_9_mid_stream(tmp_path: Path, model: LocalModel) -> None:
+    spawn = llama_spawner()
     params = LoadParams(model_path=model.model_path, n_ctx=1024, n_threads=2)
     prompt = CHAT.format(q="Write a long story about a dragon.")
-    async with Supervisor.open(cfg(tmp_path), spawn=spawn) as sup:
+    async with Supervisor.open(llama_settings(tmp_path), spawn=spawn) as sup:
         events = sup.request(model, params, None, gen(prompt, num_predict=500))
         async for _batch in events:
             break
         await events.aclose()  # type: ignore[attr-defined]
         # served at once after the cancel: the runner stopped generating within a token
         _, done, _ = await asyncio.wait_for(
-            collect(sup.request(model, params, None, gen(prompt, num_predict=3))), 30
+            collect_tokens(sup.request(model, params, None, gen(prompt, num_predict=3))), 30
         )
         assert done.stats.eval_tokens == 3
         events = sup.request(model, params, None, gen(prompt, num_predict=500))
@@ -150,15 +120,15 @@ def detokenize(tokens: tuple[int, ...]) -> Callable[[int], Detokenize]:
 
 
 async def test_token_ids_outside_the_vocabulary_are_bad_requests_naming_the_id(
-    tmp_path: Path, model: Any
+    tmp_path: Path, model: LocalModel
 ) -> None:
-    spawn = Spawner()
+    spawn = llama_spawner()
     params = LoadParams(model_path=model.model_path, n_ctx=1024, n_threads=2)
-    async with Supervisor.open(cfg(tmp_path), spawn=spawn) as sup:
+    async with Supervisor.open(llama_settings(tmp_path), spawn=spawn) as sup:
         for bad in (49152, 99999, -1):  # SmolLM2's vocabulary is ids 0..49151
             context = (1, 2, bad, 3)
             with pytest.raises(InvalidRequestError, match=rf"token id {bad} .*0 to 49151"):
-                await collect(sup.request(model, params, None, gen("Hi", tokens=context)))
+                await collect_tokens(sup.request(model, params, None, gen("Hi", tokens=context)))
             with pytest.raises(InvalidRequestError, match=rf"token id {bad} "):
                 await sup.call(model, params, None, detokenize(context))
         ok = await sup.call(
@@ -166,7 +136,7 @@ async def test_token_ids_outside_the_vocabulary_are_bad_requests_naming_the_id(
         )
         assert isinstance(ok, Detokenized)
         assert ok.text
-        _, done, _ = await collect(
+        _, done, _ = await collect_tokens(
             sup.request(model, params, None, gen("Hi", tokens=(1, 2, 3), num_predict=2))
         )
         assert done.stats.eval_tokens == 2

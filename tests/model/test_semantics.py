@@ -12,8 +12,7 @@ import httpx
 import pytest
 
 from proto import MAX_TOKENIZE_BYTES
-from tests.e2e.conftest import Server
-from tests.model.conftest import post
+from tests.support.server import Server, post
 
 pytestmark = pytest.mark.model
 

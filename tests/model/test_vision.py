@@ -1,6 +1,6 @@
 """Images end to end: SmolLM2 with a synthetic LLaVA projector, through llama.cpp's mtmd.
 
-The projector (``tests.model.synth``) is random but of a real shape: llama.cpp loads it, encodes
+The projector (``tests.support.synth``) is random but of a real shape: llama.cpp loads it, encodes
 images with it and decodes the embeddings into SmolLM2's KV cache. Each image is 4 positions.
 """
 
@@ -10,18 +10,15 @@ import asyncio
 import base64
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from power.supervisor import Supervisor
 from proto import Generate, LoadParams, Sampling
-from tests.e2e.conftest import Server
-from tests.model.conftest import post, upload
-from tests.model.synth import png, write_projector
-from tests.model.test_batching import Spawner, cfg
-from tests.process.test_supervisor import collect
+from tests.support.server import Server, post, upload
+from tests.support.spawn import collect, llama_settings, llama_spawner, stub_model
+from tests.support.synth import png, write_projector
 
 pytestmark = pytest.mark.model
 
@@ -176,7 +173,7 @@ async def test_images_in_concurrent_sequences_match_lone_runs(
     """Four sequences in one batch, each with its own image evaluated between the batch's
     decodes, answer as each does alone."""
     projector = write_projector(tmp_path / "mmproj.gguf")
-    model: Any = SimpleNamespace(name="smol-vision", model_path=str(smollm2_gguf), adapters=())
+    model = stub_model(smollm2_gguf, "smol-vision")
     p = LoadParams(model_path=str(smollm2_gguf), projector_path=str(projector), n_ctx=1024,
                    n_threads=2, num_parallel=4)  # fmt: skip
 
@@ -186,7 +183,7 @@ async def test_images_in_concurrent_sequences_match_lone_runs(
         return lambda i: Generate(id=i, prompt=prompt, images=images, num_predict=12,
                                   sampling=Sampling(temperature=0.0, seed=42))  # fmt: skip
 
-    async with Supervisor.open(cfg(tmp_path), spawn=Spawner()) as sup:
+    async with Supervisor.open(llama_settings(tmp_path), spawn=llama_spawner()) as sup:
         alone = [await collect(sup.request(model, p, None, ask(seed))) for seed in range(4)]
         together = await asyncio.gather(
             *(collect(sup.request(model, p, None, ask(seed))) for seed in range(4))

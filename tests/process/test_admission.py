@@ -6,23 +6,24 @@ import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from power.api.ps import ps_models
 from power.errors import InsufficientMemoryError, ServerBusyError, ShuttingDownError
+from power.store.model import LocalModel
 from power.supervisor import Supervisor
 from power.supervisor.memory import Gpu, MachineMemory, estimate
 from proto import LoadParams
-from tests.process.test_supervisor import Spawner, collect, gen, model, params, settings, wait_for
+from tests.support.spawn import Spawner, collect, gen, model, params, settings
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.anyio
 
 HEADROOM = 256 * 2**20
 
 
-def need_of(m: Any) -> int:
+def need_of(m: LocalModel) -> int:
     p = params(m)
     return estimate(
         {}, file_size=os.path.getsize(m.model_path), n_ctx=p.n_ctx, num_parallel=1, n_batch=512
@@ -143,7 +144,6 @@ async def test_an_idle_runner_holding_vram_is_evicted_so_the_next_model_fits_the
 ) -> None:
     spawn = Spawner("fake:echo")
     a, b = model(tmp_path, "a"), model(tmp_path, "b")
-    b.digest, b.details = "0" * 64, {}  # what /api/ps shows of it
     mib = 2**20
     ref: list[Supervisor] = []
 
@@ -155,7 +155,7 @@ async def test_an_idle_runner_holding_vram_is_evicted_so_the_next_model_fits_the
     async with Supervisor.open(settings(tmp_path), spawn=spawn, memory_probe=probe) as sup:
         ref.append(sup)
 
-        def auto(m: Any) -> LoadParams:
+        def auto(m: LocalModel) -> LoadParams:
             return LoadParams(model_path=m.model_path, n_ctx=512, n_gpu_layers=-1)
 
         await collect(sup.request(a, auto(a), None, gen("x")))

@@ -11,7 +11,7 @@ import pytest
 
 from power.errors import RunnerTimeoutError
 from power.supervisor import RunnerProcess
-from tests.process.test_supervisor import model, params
+from tests.support.spawn import model, params
 
 pytestmark = pytest.mark.anyio
 

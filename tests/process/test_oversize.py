@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from power.api.ps import ps_models
 from power.errors import PowerError
+from power.store.model import LocalModel
 from power.supervisor import Supervisor
 from power.supervisor.memory import MachineMemory
 from proto import MAX_FRAME, LoadParams
-from tests.process.test_supervisor import Spawner, collect, gen, model, params, settings
+from tests.support.spawn import Spawner, collect, gen, model, params, settings
 
 pytestmark = pytest.mark.anyio
 
@@ -32,10 +32,8 @@ METADATA = {
 }
 
 
-def llama(tmp_path: Path, **extra: Any) -> Any:
-    m = model(tmp_path)
-    m.gguf = SimpleNamespace(metadata={**METADATA, **extra})
-    return m
+def llama(tmp_path: Path, **extra: Any) -> LocalModel:
+    return model(tmp_path, metadata={**METADATA, **extra})
 
 
 def probe() -> MachineMemory:
@@ -97,7 +95,6 @@ async def test_a_prompt_too_large_for_a_frame_is_413_and_the_runner_lives_on(
 
 async def test_ps_shows_any_keep_alive_as_at_most_forever(tmp_path: Path) -> None:
     m = model(tmp_path)
-    m.digest, m.details = "0" * 64, {}  # what /api/ps shows of it
     async with Supervisor.open(settings(tmp_path), spawn=Spawner("fake:echo")) as sup:
         await collect(sup.request(m, params(m), 1e308, gen("x")))
         (entry,) = ps_models(await sup.stats())

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from power.errors import InvalidRequestError, RunnerCrashedError
+from power.store.model import LocalModel
 from power.supervisor import RequestStream, Supervisor
 from proto import (
     MAX_TOKENIZE_BYTES,
@@ -26,24 +27,13 @@ from proto import (
     Tokenized,
     Tokens,
 )
-from tests.process.test_supervisor import Spawner, collect, gen, model, params, settings
 from tests.support.runners import leased
+from tests.support.spawn import Spawner, collect, drain, gen, model, params, settings
 
 pytestmark = pytest.mark.anyio
 
 
-async def drain(stream: RequestStream) -> list[FromRunner]:
-    """Every reply of ``stream`` up to its terminal one (a failure raises)."""
-    out: list[FromRunner] = []
-    while not stream.finished:
-        try:
-            out.extend(await stream.next_batch())
-        except StopAsyncIteration:
-            break
-    return out
-
-
-async def count(sup: Supervisor, m: Any, text: str) -> int:
+async def count(sup: Supervisor, m: LocalModel, text: str) -> int:
     """Tokens in ``text`` for model ``m`` (one Tokenize call)."""
     reply = await sup.call(m, params(m), None, lambda i: Tokenize(id=i, text=text))
     assert isinstance(reply, Tokenized)
@@ -123,7 +113,7 @@ async def test_an_embed_batch_interleaves_with_generation(tmp_path: Path) -> Non
 
 
 async def drain_request(
-    sup: Supervisor, m: Any, p: LoadParams, build: Callable[[int], Msg]
+    sup: Supervisor, m: LocalModel, p: LoadParams, build: Callable[[int], Msg]
 ) -> list[Any]:
     out: list[Any] = []
     async for batch in sup.request(m, p, None, build):

@@ -5,100 +5,31 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import psutil
 import pytest
 
-from power.config import Settings
 from power.errors import (
     InvalidRequestError,
     RunnerCrashedError,
     RunnerLoadError,
     RunnerTimeoutError,
 )
-from power.supervisor import RunnerProcess, Supervisor
-from proto import Done, Generate, LoadParams, Sampling, Tokens
+from power.supervisor import Supervisor
+from power.supervisor.memory import MachineMemory
+from proto import Done, Generate, LoadParams, Tokens
+from tests.support.spawn import Spawner, alive, collect, gen, model, params, settings
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.anyio
-
-
-class Spawner:
-    """A RunnerFactory that picks the fake engine spec per spawn and counts spawns."""
-
-    def __init__(self, *specs: str) -> None:
-        self.specs = list(specs)
-        self.count = 0
-        self.pids: list[int] = []
-
-    async def __call__(self, params: LoadParams, *, model: str) -> RunnerProcess:
-        spec = self.specs[min(self.count, len(self.specs) - 1)]
-        self.count += 1
-        runner = await RunnerProcess.start(params, model=model, engine=spec, load_timeout_s=20)
-        self.pids.append(runner.pid)
-        return runner
-
-
-def settings(tmp_path: Path, **kw: Any) -> Settings:
-    base: dict[str, Any] = {
-        "home": str(tmp_path),
-        "runner_stop_grace_s": 2.0,
-        "runner_term_grace_s": 2.0,
-        "ping_interval_s": 5.0,
-        "ping_timeout_s": 5.0,
-    }
-    base.update(kw)
-    return Settings(**base)
-
-
-def model(tmp_path: Path, name: str = "m") -> Any:
-    path = tmp_path / f"{name}.gguf"
-    path.write_bytes(b"GGUF")
-    return SimpleNamespace(name=f"{name}:latest", model_path=str(path), adapters=())
-
-
-def params(m: Any) -> LoadParams:
-    return LoadParams(model_path=m.model_path, n_ctx=512)
-
-
-def gen(prompt: str, **kw: Any) -> Callable[[int], Generate]:
-    return lambda i: Generate(id=i, prompt=prompt, sampling=Sampling(temperature=0), **kw)
-
-
-async def collect(events: AsyncIterator[list[Any]]) -> tuple[str, Done]:
-    text, done = [], None
-    async for batch in events:
-        for msg in batch:
-            if isinstance(msg, Tokens):
-                text.append(msg.text)
-            elif isinstance(msg, Done):
-                done = msg
-    assert done is not None
-    return "".join(text), done
 
 
 async def kill_on_first_token(events: AsyncIterator[list[Any]], spawn: Spawner) -> None:
     async for batch in events:
         if any(isinstance(x, Tokens) for x in batch):
             os.kill(spawn.pids[0], signal.SIGKILL)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-async def wait_for(pred: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_stream_and_prefix_cache(tmp_path: Path) -> None:
@@ -219,14 +150,22 @@ async def test_keep_alive_zero_unloads_right_after_the_request(tmp_path: Path) -
 async def test_eviction_at_max_loaded_models_never_takes_a_busy_runner(tmp_path: Path) -> None:
     spawn = Spawner("fake:count?delay=0.01")
     a, b = model(tmp_path, "a"), model(tmp_path, "b")
-    async with Supervisor.open(settings(tmp_path, max_loaded_models=1), spawn=spawn) as sup:
+    probes: list[MachineMemory] = []  # one per placement attempt
+
+    def probe() -> MachineMemory:
+        probes.append(MachineMemory(available_ram=64 * 2**30))
+        return probes[-1]
+
+    cfg = settings(tmp_path, max_loaded_models=1)
+    async with Supervisor.open(cfg, spawn=spawn, memory_probe=probe) as sup:
         busy = sup.request(a, params(a), None, gen("go", num_predict=40))
         first = await anext(busy)  # a is now generating
         assert first
         load_b = asyncio.ensure_future(
             collect(sup.request(b, params(b), None, gen("x", num_predict=1)))
         )
-        await asyncio.sleep(0.1)
+        # b waits in admission and has looked for room (the first probe placed a)
+        await wait_for(lambda: sup.status().queue_depth == 1 and len(probes) >= 2)
         assert not load_b.done()
         assert spawn.count == 1
         rest = await collect(busy)

@@ -1,190 +1,19 @@
-"""A real CNCF distribution registry (Debian's ``docker-registry``) on a free loopback port.
-
-``registry`` is anonymous; ``auth_registry`` wants basic credentials (htpasswd);
-``token_registry`` wants Bearer tokens from a realm (``tests/registry/tokens.py``) that the
-test serves. Models are published in Ollama's manifest format through the registry's own OCI
-upload API.
+"""Fixtures: a real ``docker-registry`` (``tests.support.registry``) anonymous, with basic
+credentials or with Bearer tokens; a tiny model to publish; a power server on fake runners.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.e2e.conftest import Server, free_port, power_server
-from tests.registry.synth import write_llama_gguf
-from tests.registry.tokens import TokenIssuer
-
-REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
-CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
-MODEL_TYPE = "application/vnd.ollama.image.model"
-USER, PASSWORD = "alice", "s3cret-pw"
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@dataclass
-class Registry:
-    proc: subprocess.Popen[bytes]
-    port: int
-    root: Path
-    log: Path
-    auth: tuple[str, str] | None = None
-    tokens: TokenIssuer | None = None
-    published: dict[str, bytes] = field(default_factory=dict)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    def client(self, repo: str = "") -> httpx.Client:
-        headers = {}
-        if self.tokens is not None:
-            headers["Authorization"] = f"Bearer {self.tokens.full_access(repo)}"
-        return httpx.Client(base_url=self.url, auth=self.auth, headers=headers, timeout=60)
-
-    def push_blob(self, repo: str, data: bytes) -> str:
-        digest = sha256(data)
-        with self.client(repo) as c:
-            if c.head(f"/v2/{repo}/blobs/{digest}").status_code == 200:
-                return digest
-            start = c.post(f"/v2/{repo}/blobs/uploads/")
-            assert start.status_code == 202, start.text
-            loc = start.headers["Location"]
-            sep = "&" if "?" in loc else "?"
-            done = c.put(f"{loc}{sep}digest={digest}", content=data)
-            assert done.status_code == 201, done.text
-        return digest
-
-    def publish(
-        self,
-        repo: str,
-        tag: str,
-        layers: list[tuple[str, bytes]],
-        config: dict[str, object] | None = None,
-    ) -> bytes:
-        """Upload blobs and an Ollama-style manifest; returns the manifest bytes."""
-        entries = []
-        for media_type, data in layers:
-            entries.append(
-                {"mediaType": media_type, "digest": self.push_blob(repo, data), "size": len(data)}
-            )
-        cfg = json.dumps(
-            config
-            or {
-                "model_format": "gguf",
-                "model_family": "llama",
-                "model_families": ["llama"],
-                "model_type": "1M",
-                "file_type": "F16",
-                "architecture": "amd64",
-                "os": "linux",
-            },
-            separators=(",", ":"),
-        ).encode()
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_TYPE,
-            "config": {
-                "mediaType": CONFIG_TYPE,
-                "digest": self.push_blob(repo, cfg),
-                "size": len(cfg),
-            },
-            "layers": entries,
-        }
-        raw = json.dumps(manifest, separators=(",", ":")).encode()
-        with self.client(repo) as c:
-            r = c.put(
-                f"/v2/{repo}/manifests/{tag}", content=raw, headers={"Content-Type": MANIFEST_TYPE}
-            )
-            assert r.status_code == 201, r.text
-        self.published[f"{repo}:{tag}"] = raw
-        return raw
-
-    def blob_file(self, digest: str) -> Path:
-        hexd = digest.split(":", 1)[1]
-        return self.root / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/v2/", timeout=1).status_code in (200, 401)
-    except httpx.HTTPError:
-        return False
-
-
-@contextlib.contextmanager
-def run_registry(
-    tmp: Path, *, auth: bool = False, tokens: TokenIssuer | None = None
-) -> Iterator[Registry]:
-    if not Path(REGISTRY_BIN).exists():
-        pytest.fail("docker-registry is missing: apt-get install -y docker-registry apache2-utils")
-    tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    root = tmp / "storage"
-    lines = [
-        "version: 0.1",
-        "log:",
-        "  level: warn",
-        "  accesslog:",
-        "    disabled: true",
-        "storage:",
-        "  filesystem:",
-        f"    rootdirectory: {root}",
-        "  delete:",
-        "    enabled: true",
-        "http:",
-        f"  addr: 127.0.0.1:{port}",
-    ]
-    if auth:
-        htpasswd = subprocess.run(
-            ["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True, check=True, text=True
-        ).stdout
-        (tmp / "htpasswd").write_text(htpasswd)
-        lines += ["auth:", "  htpasswd:", "    realm: test", f"    path: {tmp / 'htpasswd'}"]
-    if tokens is not None:
-        lines += tokens.registry_config()
-    (tmp / "config.yml").write_text("\n".join(lines) + "\n")
-    log = tmp / "registry.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [REGISTRY_BIN, "serve", str(tmp / "config.yml")],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    reg = Registry(proc, port, root, log, auth=(USER, PASSWORD) if auth else None, tokens=tokens)
-    try:
-        deadline = time.monotonic() + 20
-        while not _ready(reg.url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"registry did not start:\n{log.read_text()}")
-            time.sleep(0.05)
-        yield reg
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+from tests.support.net import free_port
+from tests.support.registry import Registry, run_registry
+from tests.support.server import Server, power_server
+from tests.support.synth import write_llama_gguf
+from tests.support.token_realm import TokenIssuer
 
 
 @pytest.fixture
@@ -213,18 +42,6 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return write_llama_gguf(
         tmp_path_factory.mktemp("synth") / "tiny.gguf", dtype="f16"
     ).read_bytes()
-
-
-def publish_tiny(
-    reg: Registry, data: bytes, repo: str = "library/tiny", tag: str = "latest"
-) -> bytes:
-    layers = [
-        (MODEL_TYPE, data),
-        ("application/vnd.ollama.image.template", b"{{ .Prompt }}"),
-        ("application/vnd.ollama.image.params", b'{"temperature":0.5}\n'),
-        ("application/vnd.ollama.image.license", b"MIT-ish test license"),
-    ]
-    return reg.publish(repo, tag, layers)
 
 
 @pytest.fixture

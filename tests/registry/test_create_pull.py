@@ -25,7 +25,7 @@ from power.api.models import routes as model_routes
 from power.errors import PowerError
 from power.registry import RegistryService
 from power.store.store import ModelStore
-from tests.registry.conftest import Registry, publish_tiny, sha256
+from tests.support.registry import Registry, publish_tiny, sha256
 
 with warnings.catch_warnings():  # starlette prefers httpx2; plain httpx works the same here
     warnings.simplefilter("ignore", StarletteDeprecationWarning)

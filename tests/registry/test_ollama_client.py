@@ -9,9 +9,9 @@ from pathlib import Path
 import ollama
 import pytest
 
-from tests.e2e.conftest import Server, power_server
-from tests.registry.conftest import MODEL_TYPE, Registry, publish_tiny
-from tests.registry.synth import write_llama_gguf
+from tests.support.registry import MODEL_TYPE, Registry, publish_tiny
+from tests.support.server import Server, power_server
+from tests.support.synth import write_llama_gguf
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,20 +13,20 @@ from power.errors import RegistryError
 from power.registry import RegistryService, pull
 from power.registry.parts import DiskError, pwritev
 from power.store.store import ModelStore
-from tests.registry.conftest import PASSWORD, USER, Registry, publish_tiny, sha256
-from tests.registry.proxy import proxy
+from tests.support.net import free_port
+from tests.support.proxy import proxy
+from tests.support.registry import (
+    PASSWORD,
+    USER,
+    Registry,
+    collect_progress,
+    make_service,
+    publish_tiny,
+    sha256,
+)
+from tests.support.synth import write_llama_gguf
 
 pytestmark = pytest.mark.anyio
-
-
-def make_service(tmp_path: Path, **kw: Any) -> RegistryService:
-    store = ModelStore(tmp_path / "models")
-    kw.setdefault("catalog", {})
-    return RegistryService(store, home=tmp_path / "home", env={}, **kw)
-
-
-async def collect(progress: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [p async for p in progress]
 
 
 def store_files(store: ModelStore) -> list[str]:
@@ -40,7 +38,7 @@ async def test_pull_progress_manifest_and_blobs(
 ) -> None:
     raw = publish_tiny(registry, tiny_gguf)
     svc = make_service(tmp_path)
-    events = await collect(pull(svc, f"{registry.host}/library/tiny", insecure=True))
+    events = await collect_progress(pull(svc, f"{registry.host}/library/tiny", insecure=True))
 
     statuses = [e["status"] for e in events]
     assert statuses[0] == "pulling manifest"
@@ -61,7 +59,7 @@ async def test_pull_progress_manifest_and_blobs(
     assert svc.store.read_blob(wanted[0]) == tiny_gguf
     assert not list(svc.store.blobs_dir.glob("*partial*"))
 
-    again = await collect(pull(svc, f"{registry.host}/library/tiny", insecure=True))
+    again = await collect_progress(pull(svc, f"{registry.host}/library/tiny", insecure=True))
     layers = [e for e in again if "digest" in e]
     assert len(layers) == len(wanted)  # one line each: already present
     assert all(e["completed"] == e["total"] for e in layers)
@@ -70,7 +68,7 @@ async def test_pull_progress_manifest_and_blobs(
 async def test_parallel_parts(registry: Registry, tiny_gguf: bytes, tmp_path: Path) -> None:
     publish_tiny(registry, tiny_gguf)
     svc = make_service(tmp_path, part_min=100_000)  # ~16 parts
-    await collect(pull(svc, f"{registry.host}/library/tiny", insecure=True))
+    await collect_progress(pull(svc, f"{registry.host}/library/tiny", insecure=True))
     assert svc.store.read_blob(sha256(tiny_gguf)) == tiny_gguf
 
 
@@ -78,25 +76,23 @@ async def test_unknown_model_leaves_store_alone(registry: Registry, tmp_path: Pa
     svc = make_service(tmp_path)
     before = store_files(svc.store)
     with pytest.raises(RegistryError, match=r"^pull model manifest: file does not exist$"):
-        await collect(pull(svc, f"{registry.host}/library/nope", insecure=True))
+        await collect_progress(pull(svc, f"{registry.host}/library/nope", insecure=True))
     assert store_files(svc.store) == before
 
 
 async def test_registry_down(tmp_path: Path) -> None:
-    from tests.e2e.conftest import free_port
-
     svc = make_service(tmp_path)
     with pytest.raises(RegistryError, match="pull model manifest: "):
-        await collect(pull(svc, f"127.0.0.1:{free_port()}/library/tiny", insecure=True))
+        await collect_progress(pull(svc, f"127.0.0.1:{free_port()}/library/tiny", insecure=True))
     assert store_files(svc.store) == []
 
 
 async def test_https_is_the_default(registry: Registry, tmp_path: Path) -> None:
     svc = make_service(tmp_path)
     with pytest.raises(RegistryError, match="pull model manifest"):  # TLS to a plain-http port
-        await collect(pull(svc, f"{registry.host}/library/tiny", insecure=False))
+        await collect_progress(pull(svc, f"{registry.host}/library/tiny", insecure=False))
     with pytest.raises(RegistryError, match="insecure protocol http"):
-        await collect(pull(svc, f"http://{registry.host}/library/tiny", insecure=False))
+        await collect_progress(pull(svc, f"http://{registry.host}/library/tiny", insecure=False))
 
 
 async def test_digest_mismatch(registry: Registry, tiny_gguf: bytes, tmp_path: Path) -> None:
@@ -107,7 +103,7 @@ async def test_digest_mismatch(registry: Registry, tiny_gguf: bytes, tmp_path: P
     blob.write_bytes(bytes(tampered))
     svc = make_service(tmp_path, max_tries=1)
     with pytest.raises(RegistryError, match="digest mismatch, file must be downloaded again"):
-        await collect(pull(svc, f"{registry.host}/library/tiny", insecure=True))
+        await collect_progress(pull(svc, f"{registry.host}/library/tiny", insecure=True))
     assert not svc.store.has_blob(sha256(tiny_gguf))
     assert not list(svc.store.blobs_dir.glob("*partial*"))
     assert not list(svc.store.manifests_dir.rglob("latest"))
@@ -121,7 +117,8 @@ async def test_concurrent_pulls_share_one_download(
         svc = make_service(tmp_path)
         name = f"{p.host}/library/tiny"
         a, b = await asyncio.gather(
-            collect(pull(svc, name, insecure=True)), collect(pull(svc, name, insecure=True))
+            collect_progress(pull(svc, name, insecure=True)),
+            collect_progress(pull(svc, name, insecure=True)),
         )
     assert a[-1] == b[-1] == {"status": "success"}
     assert len(tiny_gguf) <= p.downstream < 1.5 * len(tiny_gguf)
@@ -145,7 +142,7 @@ async def test_resume_after_interrupted_pull(
         assert on_disk > len(tiny_gguf) // 2
         before = p.downstream
         p.rate = 0
-        await collect(pull(svc, f"{p.host}/library/tiny", insecure=True))
+        await collect_progress(pull(svc, f"{p.host}/library/tiny", insecure=True))
         again = p.downstream - before
     assert svc.store.read_blob(digest) == tiny_gguf
     # Only what was missing. Slack: the proxy may still push one 16 KiB chunk per connection
@@ -160,7 +157,7 @@ async def test_basic_auth_from_docker_config(
     publish_tiny(auth_registry, tiny_gguf)
     svc = make_service(tmp_path)
     with pytest.raises(RegistryError, match="unauthorized: access denied"):
-        await collect(pull(svc, f"{auth_registry.host}/library/tiny", insecure=True))
+        await collect_progress(pull(svc, f"{auth_registry.host}/library/tiny", insecure=True))
     docker = tmp_path / "docker"
     docker.mkdir()
     import base64
@@ -172,7 +169,7 @@ async def test_basic_auth_from_docker_config(
     svc = RegistryService(
         svc.store, home=tmp_path / "home", env={"DOCKER_CONFIG": str(docker)}, catalog={}
     )
-    events = await collect(pull(svc, f"{auth_registry.host}/library/tiny", insecure=True))
+    events = await collect_progress(pull(svc, f"{auth_registry.host}/library/tiny", insecure=True))
     assert events[-1] == {"status": "success"}
 
 
@@ -198,15 +195,13 @@ def test_disk_full_is_not_retried() -> None:
 async def test_repull_of_a_changed_model_removes_unused_layers(
     registry: Registry, tiny_gguf: bytes, tmp_path: Path
 ) -> None:
-    from tests.registry.synth import write_llama_gguf
-
     publish_tiny(registry, tiny_gguf)
     svc = make_service(tmp_path)
     name = f"{registry.host}/library/tiny"
-    await collect(pull(svc, name, insecure=True))
+    await collect_progress(pull(svc, name, insecure=True))
     newer = write_llama_gguf(tmp_path / "v2.gguf", dtype="f16", seed=9).read_bytes()
     publish_tiny(registry, newer)
-    events = await collect(pull(svc, name, insecure=True))
+    events = await collect_progress(pull(svc, name, insecure=True))
     statuses = [e["status"] for e in events]
     assert statuses[-3:] == ["writing manifest", "removing unused layers", "success"]
     assert not svc.store.has_blob(sha256(tiny_gguf))
@@ -238,7 +233,7 @@ async def test_resume_from_saved_parts_hashes_what_is_on_disk(
     size = -(-len(tiny_gguf) // 4)
     leave_ollama_partial(svc, tiny_gguf, [size, size // 3, 0, 1000])
     with proxy(registry.port) as p:
-        events = await collect(pull(svc, f"{p.host}/library/tiny", insecure=True))
+        events = await collect_progress(pull(svc, f"{p.host}/library/tiny", insecure=True))
         fetched = p.downstream
     await svc.aclose()
     assert events[-1] == {"status": "success"}
@@ -262,11 +257,11 @@ async def test_a_corrupted_saved_byte_fails_verification_and_leaves_nothing(
         f.write(bytes([tiny_gguf[offset] ^ 0x01]))
     name = f"{registry.host}/library/tiny"
     with pytest.raises(RegistryError, match="digest mismatch, file must be downloaded again"):
-        await collect(pull(svc, name, insecure=True))
+        await collect_progress(pull(svc, name, insecure=True))
     assert not svc.store.has_blob(sha256(tiny_gguf))
     assert not list(svc.store.blobs_dir.glob(f"sha256-{sha256(tiny_gguf)[7:]}*"))
     assert not list(svc.store.manifests_dir.rglob("latest"))
-    events = await collect(pull(svc, name, insecure=True))  # a fresh start then succeeds
+    events = await collect_progress(pull(svc, name, insecure=True))  # a fresh start then succeeds
     assert events[-1] == {"status": "success"}
     assert svc.store.read_blob(sha256(tiny_gguf)) == tiny_gguf
     await svc.aclose()
@@ -277,7 +272,7 @@ async def test_a_pulled_blob_is_fsynced_after_the_pull(
 ) -> None:
     publish_tiny(registry, tiny_gguf)
     svc = make_service(tmp_path)
-    await collect(pull(svc, f"{registry.host}/library/tiny", insecure=True))
+    await collect_progress(pull(svc, f"{registry.host}/library/tiny", insecure=True))
     await svc.aclose()  # what the app's shutdown awaits
     assert not list(svc.store.blobs_dir.glob("*-unsynced"))
     assert svc.store.read_blob(sha256(tiny_gguf)) == tiny_gguf

@@ -11,17 +11,9 @@ from power.create.build import create_model
 from power.errors import ModelNotFoundError
 from power.registry import RegistryService, pull, push
 from power.store.store import ModelStore
-from tests.registry.conftest import Registry, sha256
-from tests.registry.test_pull import collect, make_service
+from tests.support.registry import Registry, collect_progress, local_model, make_service, sha256
 
 pytestmark = pytest.mark.anyio
-
-
-def local_model(store: ModelStore, gguf: bytes, name: str) -> bytes:
-    digest = store.add_blob_bytes(gguf)
-    req = {"files": {"tiny.gguf": digest}, "system": "be brief", "parameters": {"top_k": 7}}
-    list(create_model(store, name, req))
-    return store.read_manifest_bytes(name)
 
 
 async def test_push_then_pull_round_trips(
@@ -30,7 +22,7 @@ async def test_push_then_pull_round_trips(
     svc = make_service(tmp_path / "a", part_min=300_000)  # several PATCH parts
     name = f"{registry.host}/alice/tiny:v1"
     raw = local_model(svc.store, tiny_gguf, name)
-    events = await collect(push(svc, name, insecure=True))
+    events = await collect_progress(push(svc, name, insecure=True))
     statuses = [e["status"] for e in events]
     assert statuses[0] == "retrieving manifest"
     assert statuses[-2:] == ["pushing manifest", "success"]
@@ -43,11 +35,11 @@ async def test_push_then_pull_round_trips(
     assert all(e["completed"] == e["total"] for e in last.values())
     assert registry.blob_file(sha256(tiny_gguf)).read_bytes() == tiny_gguf
 
-    again = await collect(push(svc, name, insecure=True))  # everything already there
+    again = await collect_progress(push(svc, name, insecure=True))  # everything already there
     assert all(e["completed"] == e["total"] for e in again if "digest" in e)
 
     other = make_service(tmp_path / "b")
-    await collect(pull(other, name, insecure=True))
+    await collect_progress(pull(other, name, insecure=True))
     assert other.store.read_manifest_bytes(name) == raw
     for layer in layers:
         assert other.store.read_blob(layer["digest"]) == svc.store.read_blob(layer["digest"])
@@ -59,10 +51,10 @@ async def test_push_mounts_blobs_from_another_repository(
     svc = make_service(tmp_path)
     first = f"{registry.host}/alice/base:latest"
     local_model(svc.store, tiny_gguf, first)
-    await collect(push(svc, first, insecure=True))
+    await collect_progress(push(svc, first, insecure=True))
     derived = f"{registry.host}/bob/derived:latest"
     list(create_model(svc.store, derived, {"from": first, "system": "other"}))
-    events = await collect(push(svc, derived, insecure=True))
+    events = await collect_progress(push(svc, derived, insecure=True))
     (model,) = [e for e in events if e.get("digest") == sha256(tiny_gguf)]  # one line: mounted
     assert model["completed"] == model["total"]
     assert events[-1] == {"status": "success"}
@@ -89,5 +81,5 @@ async def test_push_with_basic_auth(
     svc = RegistryService(store, home=home, env={}, catalog={})
     name = f"{auth_registry.host}/alice/tiny:latest"
     local_model(store, tiny_gguf, name)
-    events = await collect(push(svc, name, insecure=True))
+    events = await collect_progress(push(svc, name, insecure=True))
     assert events[-1] == {"status": "success"}

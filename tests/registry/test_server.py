@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import wait_until
-from tests.e2e.conftest import Server, power_server
-from tests.registry.conftest import MANIFEST_TYPE, Registry, publish_tiny, sha256
-from tests.registry.proxy import proxy
-from tests.registry.synth import write_llama_gguf
+from tests.support.proxy import proxy
+from tests.support.registry import MANIFEST_TYPE, Registry, publish_tiny, sha256
+from tests.support.server import Server, power_server
+from tests.support.synth import write_llama_gguf
+from tests.support.wait import wait_until
 
 
 def lines(server: Server, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -13,9 +13,15 @@ from aiohttp import web
 
 from power.errors import RegistryError
 from power.registry import pull
-from tests.e2e.conftest import free_port
-from tests.registry.conftest import CONFIG_TYPE, MANIFEST_TYPE, MODEL_TYPE, sha256
-from tests.registry.test_pull import collect, make_service
+from tests.support.net import free_port
+from tests.support.registry import (
+    CONFIG_TYPE,
+    MANIFEST_TYPE,
+    MODEL_TYPE,
+    collect_progress,
+    make_service,
+    sha256,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -124,7 +130,7 @@ async def standin(tiny_gguf: bytes) -> AsyncIterator[StandIn]:
 
 async def test_bearer_token_and_redirect_to_storage(standin: StandIn, tmp_path: Path) -> None:
     svc = make_service(tmp_path)
-    events = await collect(pull(svc, f"127.0.0.1:{standin.port}/ns/m:q8", insecure=True))
+    events = await collect_progress(pull(svc, f"127.0.0.1:{standin.port}/ns/m:q8", insecure=True))
     assert events[-1] == {"status": "success"}
     assert standin.token_queries[0]["service"] == "standin"
     assert standin.token_queries[0]["scope"] == "repository:ns/m:pull"
@@ -135,7 +141,7 @@ async def test_bearer_token_and_redirect_to_storage(standin: StandIn, tmp_path: 
 
 async def test_hugging_face_name(standin: StandIn, tmp_path: Path) -> None:
     svc = make_service(tmp_path, hosts={"hf.co": standin.url})
-    events = await collect(pull(svc, "hf.co/bartowski/Tiny-GGUF:Q8_0", insecure=False))
+    events = await collect_progress(pull(svc, "hf.co/bartowski/Tiny-GGUF:Q8_0", insecure=False))
     assert events[-1] == {"status": "success"}
     assert [n.full for n in svc.store.names()] == ["hf.co/bartowski/Tiny-GGUF:Q8_0"]
 
@@ -144,12 +150,12 @@ async def test_url_pull_resumes(standin: StandIn, tmp_path: Path) -> None:
     svc = make_service(tmp_path, max_tries=1)
     url = f"{standin.url}/files/tiny.gguf"
     with pytest.raises(RegistryError, match="insecure protocol http"):
-        await collect(pull(svc, url, insecure=False))
+        await collect_progress(pull(svc, url, insecure=False))
     standin.drop_after = 600_000
     with pytest.raises(RegistryError):
-        await collect(pull(svc, url, insecure=True))
+        await collect_progress(pull(svc, url, insecure=True))
     assert list(svc.store.blobs_dir.glob("url-*-partial*"))
-    events = await collect(pull(svc, url, insecure=True))
+    events = await collect_progress(pull(svc, url, insecure=True))
     assert events[-1] == {"status": "success"}
     resumed = standin.ranges[-1]
     assert resumed.startswith("bytes=")
@@ -169,13 +175,13 @@ async def test_catalog_fallback_in_order(standin: StandIn, tmp_path: Path) -> No
     }
     hosts = {"registry.ollama.ai": f"http://127.0.0.1:{free_port()}", "hf.co": standin.url}
     svc = make_service(tmp_path, hosts=hosts, catalog=catalog)
-    events = await collect(pull(svc, "tiny", insecure=True))
+    events = await collect_progress(pull(svc, "tiny", insecure=True))
     assert events[-1] == {"status": "success"}
     assert standin.ranges  # the URL source served it
     assert [n.display for n in svc.store.names()] == ["tiny:latest"]
 
     with pytest.raises(RegistryError, match=r"^pull model manifest: "):
-        await collect(pull(svc, "not-in-catalog", insecure=True))
+        await collect_progress(pull(svc, "not-in-catalog", insecure=True))
 
 
 async def test_catalog_all_sources_fail(standin: StandIn, tmp_path: Path) -> None:
@@ -183,7 +189,7 @@ async def test_catalog_all_sources_fail(standin: StandIn, tmp_path: Path) -> Non
     catalog = {"tiny:latest": ["hf.co/nobody/missing:Q4_K_M"]}
     svc = make_service(tmp_path, hosts=hosts, catalog=catalog)
     with pytest.raises(RegistryError, match=r"hf\.co/nobody/missing:Q4_K_M: pull model manifest"):
-        await collect(pull(svc, "tiny", insecure=True))
+        await collect_progress(pull(svc, "tiny", insecure=True))
     assert list(svc.store.names()) == []
 
 

@@ -13,10 +13,16 @@ from power.create.build import create_model
 from power.errors import RegistryError
 from power.registry import RegistryService, pull, push
 from power.store.store import ModelStore
-from tests.registry.conftest import PASSWORD, USER, Registry, publish_tiny, sha256
-from tests.registry.test_pull import collect
-from tests.registry.test_push import local_model
-from tests.registry.tokens import SERVICE, TokenIssuer, serve_tokens
+from tests.support.registry import (
+    PASSWORD,
+    USER,
+    Registry,
+    collect_progress,
+    local_model,
+    publish_tiny,
+    sha256,
+)
+from tests.support.token_realm import SERVICE, TokenIssuer, serve_tokens
 
 pytestmark = pytest.mark.anyio
 
@@ -45,7 +51,9 @@ async def test_pull_with_a_bearer_token(
     tokens.allowed = {"library/tiny": {"pull"}}
     svc = service(tmp_path, token_registry, password=PASSWORD)
     async with serve_tokens(tokens):
-        events = await collect(pull(svc, f"{token_registry.host}/library/tiny", insecure=True))
+        events = await collect_progress(
+            pull(svc, f"{token_registry.host}/library/tiny", insecure=True)
+        )
     await svc.aclose()
     assert events[-1] == {"status": "success"}
     assert svc.store.read_blob(sha256(tiny_gguf)) == tiny_gguf
@@ -89,9 +97,9 @@ async def test_push_with_a_bearer_token_and_a_mount(
     derived = f"{token_registry.host}/alice/derived:latest"
     list(create_model(svc.store, derived, {"from": base, "system": "other"}))
     async with serve_tokens(tokens):
-        events = await collect(push(svc, base, insecure=True))
+        events = await collect_progress(push(svc, base, insecure=True))
         assert events[-1] == {"status": "success"}
-        events = await collect(push(svc, derived, insecure=True))
+        events = await collect_progress(push(svc, derived, insecure=True))
         assert events[-1] == {"status": "success"}
         (model,) = [e for e in events if e.get("digest") == sha256(tiny_gguf)]  # mounted
         assert model["completed"] == model["total"]
@@ -99,7 +107,7 @@ async def test_push_with_a_bearer_token_and_a_mount(
         scopes = {(name, frozenset(actions.split(","))) for name, _, actions in asked}
         assert ("repository:alice/derived", frozenset({"pull", "push"})) in scopes  # any order
         other = service(tmp_path / "b", token_registry, password=PASSWORD)
-        await collect(pull(other, derived, insecure=True))
+        await collect_progress(pull(other, derived, insecure=True))
     assert other.store.read_manifest_bytes(derived) == svc.store.read_manifest_bytes(derived)
     assert token_registry.blob_file(sha256(tiny_gguf)).read_bytes() == tiny_gguf
 
@@ -115,7 +123,7 @@ async def test_the_realm_refuses_unknown_users(
     svc = service(tmp_path, token_registry, password=password)
     async with serve_tokens(tokens):
         with pytest.raises(RegistryError, match=r"unauthorized: access denied"):
-            await collect(pull(svc, f"{token_registry.host}/library/tiny", insecure=True))
+            await collect_progress(pull(svc, f"{token_registry.host}/library/tiny", insecure=True))
     assert len(tokens.requests) == 1  # asked once, refused, not retried
     assert not svc.store.has_blob(sha256(tiny_gguf))
 
@@ -129,9 +137,9 @@ async def test_a_token_without_the_scope_is_refused_by_the_registry(
     svc = service(tmp_path, token_registry, password=None)
     name = f"{token_registry.host}/library/tiny"
     async with serve_tokens(tokens):
-        await collect(pull(svc, name, insecure=True))  # fine: pull is granted
+        await collect_progress(pull(svc, name, insecure=True))  # fine: pull is granted
         with pytest.raises(RegistryError, match=r"unauthorized: access denied"):
-            await collect(push(svc, name, insecure=True))  # the token says pull only
+            await collect_progress(push(svc, name, insecure=True))  # the token says pull only
         with pytest.raises(RegistryError, match=r"unauthorized: access denied"):
-            await collect(pull(svc, f"{token_registry.host}/library/other", insecure=True))
+            await collect_progress(pull(svc, f"{token_registry.host}/library/other", insecure=True))
     await svc.aclose()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Literal
 
+from power.errors import PowerError
 from power.store.model import LocalModel
 from power.supervisor import LoadedRunner, RequestTiming, RunnerStats, ServedModel, Supervisor
 from power.supervisor.service import RunnersStatus
@@ -26,17 +27,45 @@ from proto import (
     Stats,
     Tokenize,
     Tokenized,
+    TokenLogprob,
+    Tokens,
 )
 
-__all__ = ["ScriptedRunners", "leased"]
+__all__ = ["ScriptedRunners", "done", "each", "leased", "tokens"]
+
+
+def tokens(*texts: str, logprobs: bool = False) -> list[Msg]:
+    """One ``Tokens`` event per text (ids 1, 2, …; with ``logprobs``, logprob -id)."""
+    return [
+        Tokens(
+            id=1,
+            text=t,
+            ids=(i,),
+            logprobs=(TokenLogprob(token=t, logprob=-float(i), utf8=t.encode()),)
+            if logprobs
+            else (),
+        )
+        for i, t in enumerate(texts, 1)
+    ]
+
+
+def each(*texts: str, logprobs: bool = False) -> list[list[Msg]]:
+    """A script of one runner batch per text."""
+    return [[t] for t in tokens(*texts, logprobs=logprobs)]
+
+
+def done(reason: Literal["stop", "length", "cancel"] = "stop", **stats: Any) -> Done:
+    """The end of a generation, with ``Stats`` fields from ``stats``."""
+    return Done(id=1, reason=reason, stats=Stats(**stats))
 
 
 class ScriptedRunners:
-    """Replays ``script`` (batches of runner events) for each generation; embeds return
-    ``vectors``; Tokenize counts words (plus one for ``add_special``)."""
+    """Replays ``script`` (batches of runner events; an error in it is raised there, as the
+    supervisor raises a runner's failure) for each generation; embeds return ``vectors``;
+    Tokenize counts words (plus one for ``add_special``)."""
 
     def __init__(self) -> None:
-        self.script: list[list[Msg]] = [[Done(id=1, reason="stop", stats=Stats())]]
+        self.script: list[list[Msg] | PowerError] = [[Done(id=1, reason="stop", stats=Stats())]]
         self.vectors: list[list[float]] = []
         self.sent: list[Msg] = []
         self.n_ctx = 4096
@@ -62,6 +91,8 @@ class ScriptedRunners:
             yield [Done(id=1, reason="stop", stats=Stats(prompt_tokens=n))]
             return
         for batch in self.script:
+            if isinstance(batch, PowerError):  # the runner failed here: the supervisor raises
+                raise batch
             yield batch  # type: ignore[misc]
 
     async def call(
@@ -125,7 +156,7 @@ class ScriptedRunners:
 
 @contextlib.asynccontextmanager
 async def leased(
-    sup: Supervisor, model: Any, params: LoadParams, keep_alive_s: float | None = None
+    sup: Supervisor, model: LocalModel, params: LoadParams, keep_alive_s: float | None = None
 ) -> AsyncIterator[LoadedRunner]:
     """Hold a runner (no sequence) to drive its client by hand, as process tests do."""
     loaded = await sup.acquire(model, params, keep_alive_s)

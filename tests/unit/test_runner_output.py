@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runner.output import TextAssembler
+from tests.support.wait import wait_for
 
 
 def _run(pieces: list[bytes], stop: list[str]) -> tuple[str, bool]:
@@ -77,7 +78,7 @@ def test_fast_tokens_travel_together_but_first_tokens_and_done_do_not_wait() -> 
     import threading
 
     from proto import Done, Stats, Tokens
-    from runner.outbox import COALESCE_S, Outbox
+    from runner.outbox import Outbox
 
     async def scenario() -> list[list[object]]:
         frames = _Frames()
@@ -92,7 +93,7 @@ def test_fast_tokens_travel_together_but_first_tokens_and_done_do_not_wait() -> 
         thread = threading.Thread(target=produce)
         thread.start()
         thread.join()
-        await asyncio.sleep(COALESCE_S * 3)
+        await wait_for(lambda: any(isinstance(m, Done) for w in frames.writes for m in w))
         return frames.writes
 
     writes = asyncio.run(scenario())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -18,40 +17,15 @@ from power.errors import InvalidRequestError, ModelNotFoundError
 from power.store import manifest as mf
 from power.store.modelfile import ModelfileError
 from power.store.store import ModelStore
+from tests.support import gguf as support_gguf
+from tests.support.gguf import JINJA
 
-JINJA = "{% for m in messages %}{{ m.content }}{% endfor %}"
+# what the store's own tests add to the shared tiny GGUF: a Q8_0 file with BOS/EOS tokens
+TINY = {"tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2}
 
 
 def tiny_gguf(path: Path, *, arch: str = "llama", extra: dict[str, Any] | None = None) -> Path:
-    """A header-only GGUF: string/uint32 keys, a token list and two tensors."""
-
-    def s(text: str) -> bytes:
-        return struct.pack("<Q", len(text.encode())) + text.encode()
-
-    kv: dict[str, Any] = {
-        "general.architecture": arch,
-        "general.name": "tiny",
-        "general.file_type": 7,
-        f"{arch}.context_length": 4096,
-        "tokenizer.ggml.tokens": ["<unk>", "<s>", "</s>", "a", "b", "c"],
-        "tokenizer.ggml.bos_token_id": 1,
-        "tokenizer.ggml.eos_token_id": 2,
-        "tokenizer.chat_template": JINJA,
-        **(extra or {}),
-    }
-    out = [b"GGUF", struct.pack("<IQQ", 3, 2, len(kv))]
-    for key, value in kv.items():
-        if isinstance(value, str):
-            out += [s(key), struct.pack("<I", 8), s(value)]
-        elif isinstance(value, int):
-            out += [s(key), struct.pack("<II", 4, value)]
-        else:
-            out += [s(key), struct.pack("<IIQ", 9, 8, len(value)), *(s(v) for v in value)]
-    for name, shape in (("token_embd.weight", (8, 6)), ("output.weight", (8, 6))):
-        out += [s(name), struct.pack("<I", len(shape)), *(struct.pack("<Q", d) for d in shape)]
-        out += [struct.pack("<IQ", 8, 0)]
-    path.write_bytes(b"".join(out))
-    return path
+    return support_gguf.tiny_gguf(path, arch=arch, quant="Q8_0", extra={**TINY, **(extra or {})})
 
 
 @pytest.fixture

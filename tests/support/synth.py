@@ -1,5 +1,10 @@
-"""Small GGUF files made here for the real model: a LoRA adapter and a vision projector for
-SmolLM2, plus tiny PNG images. Weights are seeded random numbers: nothing is downloaded.
+"""Synthetic GGUF files and images, made here: nothing is downloaded. Weights are seeded random
+numbers.
+
+``write_llama_gguf`` is a tiny llama-architecture model with real F32/F16 weights: big enough to
+split into several download parts, small enough to be fast, and a valid input for llama.cpp's
+quantizer (which wants an F16/BF16/F32 source). ``write_lora`` and ``write_projector`` are a
+LoRA adapter and a vision projector for SmolLM2; ``png`` makes tiny images.
 
 The projector is a CLIP-style ViT with a LLaVA ``mlp`` projector of a real shape (the tensor
 names, keys and layouts llama.cpp's ``mtmd`` loads), kept small: 32 px images in 16 px patches,
@@ -18,7 +23,7 @@ import numpy as np
 
 from power.store.gguf import read_gguf
 
-__all__ = ["png", "write_gguf", "write_lora", "write_projector"]
+__all__ = ["png", "write_gguf", "write_llama_gguf", "write_lora", "write_projector"]
 
 _ALIGN = 32
 _U32, _I32, _F32, _BOOL, _STR, _ARR = 4, 5, 6, 7, 8, 9
@@ -70,6 +75,66 @@ def write_gguf(path: Path, metadata: Mapping[str, Any], tensors: Mapping[str, An
     head += b"\0" * ((-len(head)) % _ALIGN)
     path.write_bytes(head + b"".join(blobs))
     return path
+
+
+def write_llama_gguf(
+    path: Path,
+    *,
+    dtype: str = "f32",
+    n_embd: int = 256,
+    n_layer: int = 2,
+    n_ff: int = 512,
+    n_vocab: int = 512,
+    seed: int = 0,
+    name: str = "synth",
+) -> Path:
+    """A llama model at ``path`` (F32 or F16 weights, F32 norms); ``seed`` changes the weights
+    (and so the digest)."""
+    weights = {"f32": np.float32, "f16": np.float16}[dtype]
+    metadata: dict[str, Any] = {
+        "general.architecture": "llama",
+        "general.name": name,
+        "general.file_type": {"f32": 0, "f16": 1}[dtype],
+        "llama.context_length": 512,
+        "llama.embedding_length": n_embd,
+        "llama.block_count": n_layer,
+        "llama.feed_forward_length": n_ff,
+        "llama.attention.head_count": 4,
+        "llama.attention.head_count_kv": 4,
+        "llama.rope.dimension_count": n_embd // 4,
+        "llama.attention.layer_norm_rms_epsilon": 1e-5,
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.tokens": ["<unk>", "<s>", "</s>", *[f"t{i}" for i in range(n_vocab - 3)]],
+        "tokenizer.ggml.scores": [0.0] * n_vocab,
+        "tokenizer.ggml.token_type": [2, 3, 3] + [1] * (n_vocab - 3),
+        "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.eos_token_id": 2,
+    }
+    shapes: list[tuple[str, tuple[int, ...]]] = [  # ggml's ne order: fastest-varying first
+        ("token_embd.weight", (n_embd, n_vocab)),
+        ("output_norm.weight", (n_embd,)),
+        ("output.weight", (n_embd, n_vocab)),
+    ]
+    for i in range(n_layer):
+        shapes += [
+            (f"blk.{i}.attn_norm.weight", (n_embd,)),
+            (f"blk.{i}.attn_q.weight", (n_embd, n_embd)),
+            (f"blk.{i}.attn_k.weight", (n_embd, n_embd)),
+            (f"blk.{i}.attn_v.weight", (n_embd, n_embd)),
+            (f"blk.{i}.attn_output.weight", (n_embd, n_embd)),
+            (f"blk.{i}.ffn_norm.weight", (n_embd,)),
+            (f"blk.{i}.ffn_gate.weight", (n_embd, n_ff)),
+            (f"blk.{i}.ffn_up.weight", (n_embd, n_ff)),
+            (f"blk.{i}.ffn_down.weight", (n_ff, n_embd)),
+        ]
+    rng = np.random.default_rng(seed)
+    tensors: dict[str, Any] = {}
+    for tname, shape in shapes:
+        if len(shape) == 1:  # norms stay F32
+            tensors[tname] = np.ones(shape[::-1]).astype(np.float32)
+        else:
+            tensors[tname] = (rng.standard_normal(shape[::-1]) * 0.02).astype(weights)
+    return write_gguf(path, metadata, tensors)
 
 
 def write_lora(

@@ -10,7 +10,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from tests.e2e.conftest import free_port
+from tests.support.net import free_port
 
 
 class Proxy:
