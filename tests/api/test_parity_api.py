@@ -16,14 +16,14 @@ from power import __version__
 from power.api.ps import OLLAMA_VERSION
 from power.config import Settings
 from power.create.build import create_model
+from power.errors import PowerError
 from power.store.store import ModelStore
 from proto import Done, Msg, Stats, Tokens
-from tests.model.synth import write_gguf
-from tests.support.app import TestClient, app_client
+from tests.support.app import PLAIN, TestClient, app_client
 from tests.support.gguf import tiny_gguf
 from tests.support.runners import ScriptedRunners
+from tests.support.synth import write_gguf
 
-PLAIN = "{{ range .Messages }}<|{{ .Role }}|>{{ .Content }} {{ end }}<|assistant|>"
 TOOLS_TEMPLATE = (
     "{{- if .Tools }}<tools>{{ range .Tools }}{{ json .Function }}{{ end }}</tools>{{ end }}"
     "{{- range .Messages }}<|{{ .Role }}|>{{ .Content }}{{ end }}<|assistant|>"
@@ -35,8 +35,10 @@ CACHED = Stats(prompt_tokens=32, prompt_cached=31, prompt_eval_s=0.002, eval_tok
 
 def _script(
     *texts: str, reason: Literal["stop", "length"] = "stop", stats: Stats = CACHED
-) -> list[list[Msg]]:
-    out: list[list[Msg]] = [[Tokens(id=1, text=t, ids=(i,))] for i, t in enumerate(texts, 1)]
+) -> list[list[Msg] | PowerError]:
+    out: list[list[Msg] | PowerError] = [
+        [Tokens(id=1, text=t, ids=(i,))] for i, t in enumerate(texts, 1)
+    ]
     return [*out, [Done(id=1, reason=reason, stats=stats)]]
 
 

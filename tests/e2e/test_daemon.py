@@ -19,8 +19,9 @@ import psutil
 import pytest
 
 from power import daemon
-from tests.conftest import wait_until
-from tests.e2e.conftest import free_port, power_server
+from tests.support.net import free_port
+from tests.support.server import power_server
+from tests.support.wait import wait_until
 
 PROMPT = " ".join(f"w{i}" for i in range(40))  # 40 tokens at 50 ms each: a 2 s stream
 

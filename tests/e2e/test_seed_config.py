@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from power import daemon
-from tests.e2e.conftest import free_port, power_server
-from tests.unit.test_seed_config import SEED_CONFIG
+from tests.support.net import free_port
+from tests.support.seed import SEED_CONFIG
+from tests.support.server import power_server
 
 
 def _status_kib(pid: int, key: str) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_unit import verify
+from tests.support.systemd import verify
 
 FAKE_SYSTEMCTL = """#!/bin/sh
 echo "$*" >> {log}

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.conftest import free_port, power_server
-from tests.registry.conftest import Registry, publish_tiny
-from tests.registry.proxy import proxy
+from tests.support.net import free_port
+from tests.support.proxy import proxy
+from tests.support.registry import Registry, publish_tiny
+from tests.support.server import power_server
 
 
 def pull(url: str, name: str) -> list[dict[str, object]]:

@@ -79,7 +79,9 @@ async def test_a_netrc_entry_for_the_registry_does_not_break_token_auth(
     tokens.allowed = {"library/tiny": {"pull"}}
     svc = service(tmp_path, token_registry, password=PASSWORD)
     async with serve_tokens(tokens):
-        events = await collect(pull(svc, f"{token_registry.host}/library/tiny", insecure=True))
+        events = await collect_progress(
+            pull(svc, f"{token_registry.host}/library/tiny", insecure=True)
+        )
     await svc.aclose()
     assert events[-1] == {"status": "success"}
     assert svc.store.read_blob(sha256(tiny_gguf)) == tiny_gguf

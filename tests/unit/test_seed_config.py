@@ -13,17 +13,7 @@ import pytest
 
 from power.config import ConfigError, Settings, load_settings
 from power.options import resolve_options
-
-SEED_CONFIG = """\
-host = "127.0.0.1"
-port = 11434
-max_loaded_models = 1
-keep_alive = "5m" # auto-unload idle models ("0"=immediate, "-1"=never, "5m", "1h")
-
-[gpu]
-gpu_layers = -1 # offload all layers to GPU (-1=all, 0=CPU only)
-main_gpu = 0 # primary GPU index
-"""
+from tests.support.seed import SEED_CONFIG
 
 
 def load(tmp_path: Path, text: str) -> Settings:

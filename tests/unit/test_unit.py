@@ -7,8 +7,6 @@ the plist, and both run this installation's ``power serve`` with this environmen
 from __future__ import annotations
 
 import plistlib
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,23 +24,12 @@ from power.unit import (
     systemd_unit,
     unit_path,
 )
-
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
+from tests.support.systemd import verify
 
 
 def service(env: dict[str, str] | None = None) -> Service:
     environ = {"A3S_POWER_HOME": "/srv/power", **(env or {})}
     return Service(program(), service_env(environ), stop_timeout_s(Settings()), Path("/srv/power"))
-
-
-def verify(unit: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    if not Path(SYSTEMD_ANALYZE).exists():
-        pytest.fail("systemd-analyze is missing: apt-get install -y systemd")
-    path = tmp_path / UNIT_NAME
-    path.write_text(unit)
-    return subprocess.run(
-        [SYSTEMD_ANALYZE, "verify", str(path)], capture_output=True, text=True, timeout=60
-    )
 
 
 @pytest.mark.parametrize("scope", ["user", "system"])
