@@ -3,10 +3,10 @@
 Every command except `serve` is a client of the native API (`power.cli.client`). Server errors are
 printed as ``Error: <message>`` with exit status 1; misuse is a `click.UsageError` (exit 2).
 
-One module per command family: `serve`; `run` (with `chat`, one conversation, and `repl`, the
-``>>>`` loop); `models` (list, ps, show, stop, rm, cp, pull, push); `create`. Output helpers:
-`format`, `progress`, `show`; `help` prints any command's help. `OLLAMA_HOST` and the data
-folder are read by `power.location`.
+One module per command family: `serve`; `run` (with `chat`, one conversation; `repl`, the
+``>>>`` loop, its `slash` commands and `history`; `images` in prompts; `display` of replies);
+`models` (list, ps, show, stop, rm, cp, pull, push); `create`; `help`. Output helpers:
+`format`, `progress`, `show`. `OLLAMA_HOST` and the data folder are read by `power.location`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ The flags and input rules are Ollama's (``RunHandler``):
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -164,19 +165,13 @@ def _replay(session: Session) -> None:
         elif msg.get("role") == "assistant":
             printer = ReplyPrinter(
                 lambda text: click.echo(text, nl=False),
-                columns=_columns() if session.word_wrap else None,
+                columns=shutil.get_terminal_size().columns if session.word_wrap else None,
                 color=False,
                 hide_thinking=True,
             )
             printer.content(str(msg.get("content", "")))
             printer.finish()
             click.echo("\n")
-
-
-def _columns() -> int:
-    import shutil
-
-    return shutil.get_terminal_size().columns
 
 
 @click.command(cls=_RunCommand)
