@@ -3,8 +3,8 @@
 Keys go in with ``send-keys`` and the screen comes back with ``capture-pane`` (the scrollback
 too), so the REPL sees a TTY exactly as a user's shell gives it one: readline, Ctrl+C as
 SIGINT from the terminal, Ctrl+D as end of input. Each `Terminal` runs its own tmux server
-(``-L`` with a unique name, no user config) and kills it on close, which hangs up the command.
-Waits poll the screen until a deadline; nothing is timed.
+(its socket in a temporary folder, no user config) and kills it on close, which hangs up the
+command. Waits poll the screen until a deadline; nothing is timed.
 
 The command runs under ``sh``, which writes its exit status to a file: tmux 3.3 does not always
 reap a pane's process promptly (it can sit as a zombie with the pane still "alive"), so the
@@ -14,7 +14,6 @@ reaches the whole foreground group) so that only the command decides what Ctrl+C
 
 from __future__ import annotations
 
-import itertools
 import os
 import shlex
 import shutil
@@ -33,14 +32,13 @@ __all__ = ["PROMPT", "Terminal", "terminal"]
 PROMPT = ">>>"
 WAIT_S = 60.0  # the deadline of one wait; SmolLM2 on a busy CI runner answers in seconds
 _POLL_S = 0.1
-_ids = itertools.count()
 
 
 class Terminal:
-    def __init__(self, name: str, env: Mapping[str, str], status: Path) -> None:
-        self._base = ["tmux", "-L", name, "-f", os.devnull]
+    def __init__(self, folder: Path, env: Mapping[str, str]) -> None:
+        self._base = ["tmux", "-S", str(folder / "tmux.sock"), "-f", os.devnull]
         self._env = dict(env)
-        self._status = status
+        self._status = folder / "status"
         self._pids: list[int] = []  # the tmux server and the pane's shell, waited for by `close`
 
     def _tmux(self, *args: str) -> str:
@@ -177,7 +175,7 @@ def terminal(env: Mapping[str, str], command: Sequence[str]) -> Iterator[Termina
     if shutil.which("tmux") is None:
         pytest.fail("tmux is missing: apt-get install tmux")
     with tempfile.TemporaryDirectory(prefix="power-term-") as tmp:
-        term = Terminal(f"power-test-{os.getpid()}-{next(_ids)}", env, Path(tmp) / "status")
+        term = Terminal(Path(tmp), env)
         try:
             term.start(command)
             yield term
