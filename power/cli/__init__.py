@@ -3,8 +3,9 @@
 Every command except `serve` is a client of the native API (`power.cli.client`). Server errors are
 printed as ``Error: <message>`` with exit status 1; misuse is a `click.UsageError` (exit 2).
 
-One module per command family: `serve`; `run` (with `chat`, one conversation, and `repl`, the
-``>>>`` loop); `models` (list, ps, show, stop, rm, cp, pull, push); `create`. Output helpers:
+One module per command family: `serve`; `run` (with `chat`, one conversation; `repl`, the
+``>>>`` loop, its `slash` commands and `history`; `images` in prompts; `display` of replies);
+`models` (list, ps, show, stop, rm, cp, pull, push); `create`; `help`. Output helpers:
 `format`, `progress`, `show`. `OLLAMA_HOST` and the data folder are read by `power.location`.
 """
 
@@ -14,8 +15,10 @@ from typing import Any
 
 import click
 
+from power import __version__
 from power.cli import create, models, run, serve, service
 from power.cli.client import Client, ConnectError, ResponseError
+from power.cli.help import help_command
 from power.cli.usage import usage
 
 __all__ = ["main"]
@@ -38,28 +41,24 @@ class _PowerGroup(click.Group):
             raise _CommandError(str(exc)) from exc
 
 
-def _client_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    for dist in ("a3s-power", "power"):
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            continue
-    return "0.0.0"
-
-
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """Ollama's ``versionHandler``: the server's version, then the client's when they differ.
+
+    The server reports Power's own version as ``power_version`` (its ``version`` is the Ollama
+    API version it speaks); a server without that field reports Power's as ``version``.
+    """
     if not value or ctx.resilient_parsing:
         return
-    client_version = _client_version()
+    server_version = ""
     try:
-        server = Client.from_env().get("/api/version") or {}
-        click.echo(f"power version is {server.get('version', 'unknown')}")
-        click.echo(f"client version is {client_version}")
+        answer = Client.from_env().get("/api/version") or {}
+        server_version = str(answer.get("power_version") or answer.get("version") or "")
     except (ConnectError, ResponseError):
         click.echo("Warning: could not connect to a running Power server")
-        click.echo(f"Warning: client version is {client_version}")
+    if server_version:
+        click.echo(f"power version is {server_version}")
+    if server_version != __version__:
+        click.echo(f"Warning: client version is {__version__}")
     ctx.exit(0)
 
 
@@ -81,3 +80,4 @@ for _command in (serve.serve, run.run, *models.COMMANDS, create.create):
     main.add_command(_command)
 main.add_command(usage)
 main.add_command(service.service)
+main.add_command(help_command)

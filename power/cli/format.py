@@ -7,12 +7,15 @@ against ``ollama ls`` / ``ollama ps`` keep working.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 __all__ = [
     "go_duration",
+    "go_float32_json",
     "human_bytes",
     "human_duration",
     "human_number",
@@ -170,3 +173,32 @@ def timings(stats: Mapping[str, Any]) -> str:
             lines.append(f"{label + ' duration:':<22}{go_duration(duration)}")
             lines.append(f"{label + ' rate:':<22}{count / (duration / 1e9):.2f} tokens/s")
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _f32(value: float) -> bytes:
+    return struct.pack("<f", value)
+
+
+def _go_float32(value: float) -> str:
+    """One float32 as Go's encoding/json writes it: the shortest digits that read back as the
+    same float32, fixed-point unless tiny or huge (``1e-7``, never ``1e-07``)."""
+    bits = _f32(value)
+    short = f"{value:.9g}"
+    for precision in range(1, 10):
+        candidate = f"{value:.{precision}g}"
+        if _f32(float(candidate)) == bits:
+            short = candidate
+            break
+    magnitude = abs(float(short))
+    if magnitude != 0 and (magnitude < 1e-6 or magnitude >= 1e21):
+        digits = len(Decimal(short).normalize().as_tuple().digits)
+        text = f"{float(short):.{digits - 1}e}"
+        if text[-3:-1] == "-0":  # Go's cleanup of a one-digit negative exponent
+            text = text[:-2] + text[-1]
+        return text
+    return format(Decimal(short), "f")
+
+
+def go_float32_json(values: Sequence[float]) -> str:
+    """A ``[]float32`` as Go's ``json.Marshal`` prints it (``ollama run`` on an embedding model)."""
+    return "[" + ",".join(_go_float32(float(v)) for v in values) + "]"

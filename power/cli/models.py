@@ -19,9 +19,11 @@ __all__ = ["COMMANDS"]
 @click.command("list")
 @click.argument("prefix", required=False)
 def list_(prefix: str | None) -> None:
-    """List models (alias: ls)."""
+    """List models (alias: ls), the most recently modified first."""
     now = datetime.now(UTC)
     models = (Client.from_env().get("/api/tags") or {}).get("models") or []
+    oldest = datetime.min.replace(tzinfo=UTC)
+    models = sorted(models, key=lambda m: parse_time(m.get("modified_at")) or oldest, reverse=True)
     rows = [
         [
             str(m.get("name", "")),

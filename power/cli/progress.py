@@ -155,21 +155,33 @@ class Progress:
 
 
 class Spinner:
-    """A background spinner on a terminal stream, e.g. while a model loads."""
+    """A background spinner on a terminal stream, e.g. while a model loads.
+
+    Use it as a context manager, or `start` it and `stop` it when the first output arrives;
+    `stop` is idempotent and clears the spinner's line only if it was started.
+    """
 
     def __init__(self, write: Callable[[str], None], message: str = "") -> None:
         self._write, self._message = write, message
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, name="power-spinner", daemon=True)
 
-    def __enter__(self) -> Spinner:
+    def start(self) -> None:
         self._thread.start()
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def stop(self) -> None:
+        if not self._thread.is_alive() or self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join()
         self._write("\r\x1b[K")
+
+    def __enter__(self) -> Spinner:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def _spin(self) -> None:
         frame = 0

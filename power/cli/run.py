@@ -1,9 +1,19 @@
-"""`power run`: make sure a server answers, load the model, then chat once or interactively."""
+"""`power run`: make sure a server answers and has the model, then answer once or open the REPL.
+
+The flags and input rules are Ollama's (``RunHandler``):
+
+- ``--think`` and ``--truncate`` take a value only as ``--think=low``; a bare ``--think`` is the
+  flag, so ``power run m --think "why?"`` asks "why?" with thinking on.
+- Standard input that is not a terminal is read and put before the prompt's words
+  (``power run m "summarise:" < notes.txt``); then, or with a prompt, or when stdout is not a
+  terminal, it answers once and exits.
+- An embedding model prints the prompt's vector as Go's JSON (``--truncate``, ``--dimensions``).
+"""
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -11,17 +21,23 @@ from typing import Any
 
 import click
 
-from power.cli.chat import Session, chat
+from power.cli.chat import Session, adopt_model, chat, load_model
 from power.cli.client import Client, ConnectError, ResponseError
-from power.cli.progress import Spinner, show_progress
+from power.cli.display import ReplyPrinter
+from power.cli.format import go_float32_json
+from power.cli.history import History
+from power.cli.images import ImageError, extract_images
+from power.cli.progress import show_progress
 from power.cli.repl import interactive
 from power.location import client_home
 
-__all__ = ["ensure_server", "load_model", "run"]
+__all__ = ["ensure_server", "run"]
 
 SERVER_START_TIMEOUT_S = 30.0
 _POLL_S = 0.1
 _THINK_LEVELS = {"low", "medium", "high", "max"}
+# pflag's NoOptDefVal: these take a value only after "=", a bare flag means the default shown.
+_OPTIONAL_VALUE = {"--think": "--think=true", "--truncate": "--truncate=true"}
 
 
 def ensure_server(client: Client, env: Mapping[str, str]) -> None:
@@ -63,25 +79,22 @@ def ensure_server(client: Client, env: Mapping[str, str]) -> None:
     raise ConnectError(f"could not start the Power server; see {log_path}")
 
 
-def load_model(client: Client, session: Session) -> None:
-    """Ollama's preload: an empty-prompt /api/generate, with a spinner on a terminal."""
-    body: dict[str, Any] = {"model": session.model, "prompt": "", "stream": False}
-    if session.keep_alive is not None:
-        body["keep_alive"] = session.keep_alive
-    if not sys.stderr.isatty():
-        client.post("/api/generate", body)
-        return
-    with Spinner(lambda text: click.echo(text, nl=False, err=True)):
-        client.post("/api/generate", body)
+class _RunCommand(click.Command):
+    """Rewrites a bare ``--think``/``--truncate`` to ``=true`` before click parses."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            args = [_OPTIONAL_VALUE.get(a, a) for a in args[:cut]] + args[cut:]
+        else:
+            args = [_OPTIONAL_VALUE.get(a, a) for a in args]
+        return super().parse_args(ctx, args)
 
 
-def _keep_alive(value: str | None) -> str | float | None:
+def _keep_alive(value: str | None) -> str | None:
+    """Go's ``time.ParseDuration``, as Ollama checks ``--keepalive``; sent as written."""
     if value is None:
         return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
     from power.duration import parse_go_duration
     from power.errors import PowerError
 
@@ -95,17 +108,16 @@ def _keep_alive(value: str | None) -> str | float | None:
 def _think(value: str | None) -> bool | str | None:
     if value is None:
         return None
-    low = value.lower()
-    if low in {"true", "false"}:
-        return low == "true"
-    if low in _THINK_LEVELS:
-        return low
+    if value in {"true", "false"}:
+        return value == "true"
+    if value in _THINK_LEVELS:
+        return value
     raise click.BadParameter(
-        f"{value!r}; use --think, --think=false or --think=low|medium|high", param_hint="--think"
+        f"{value!r} (must be true, false, high, medium, low, or max)", param_hint="--think"
     )
 
 
-def _ensure_model(client: Client, model: str, insecure: bool) -> dict[str, Any]:
+def _show_or_pull(client: Client, model: str, insecure: bool) -> dict[str, Any]:
     try:
         return dict(client.post("/api/show", {"model": model}) or {})
     except ResponseError as exc:
@@ -115,26 +127,105 @@ def _ensure_model(client: Client, model: str, insecure: bool) -> dict[str, Any]:
     return dict(client.post("/api/show", {"model": model}) or {})
 
 
-@click.command()
+def _embed(client: Client, session: Session, text: str, truncate: bool | None, dims: int) -> None:
+    if not text:
+        raise click.UsageError(
+            f'embedding models require input text. Usage: power run {session.model} "your text"'
+        )
+    body: dict[str, Any] = {"model": session.model, "input": text}
+    if session.keep_alive is not None:
+        body["keep_alive"] = session.keep_alive
+    if truncate is not None:
+        body["truncate"] = truncate
+    if dims > 0:
+        body["dimensions"] = dims
+    vectors = (client.post("/api/embed", body) or {}).get("embeddings") or []
+    if not vectors:
+        raise ResponseError("no embeddings returned")
+    click.echo(go_float32_json(vectors[0]))
+
+
+def _answer_once(client: Client, session: Session, text: str) -> None:
+    message: dict[str, Any] = {"role": "user", "content": text}
+    if session.vision:
+        try:
+            prompt = extract_images(text)
+        except ImageError as exc:
+            raise click.ClickException(str(exc)) from exc
+        for path in prompt.paths:
+            click.echo(f"Added image '{path}'", err=True)
+        message["content"] = prompt.text
+        if prompt.images:
+            message["images"] = prompt.images
+    session.messages.append(message)
+    if chat(client, session) is None:
+        sys.exit(130)
+
+
+def _replay(session: Session) -> None:
+    """Print a saved model's conversation before its first prompt, as Ollama does."""
+    for msg in session.loaded_messages:
+        if msg.get("role") == "user":
+            click.echo(f">>> {msg.get('content', '')}")
+        elif msg.get("role") == "assistant":
+            printer = ReplyPrinter(
+                lambda text: click.echo(text, nl=False),
+                columns=shutil.get_terminal_size().columns if session.word_wrap else None,
+                color=False,
+                hide_thinking=True,
+            )
+            printer.content(str(msg.get("content", "")))
+            printer.finish()
+            click.echo("\n")
+
+
+@click.command(cls=_RunCommand)
 @click.argument("model")
 @click.argument("prompt", nargs=-1)
-@click.option("--keepalive", default=None, help="How long to keep the model loaded (e.g. 5m).")
-@click.option("--verbose", is_flag=True, help="Show timings for the response.")
-@click.option("--format", "format_", type=click.Choice(["json"]), default=None)
-@click.option("--nowordwrap", is_flag=True, help="Don't wrap words to the next line.")
-@click.option("--think", is_flag=False, flag_value="true", default=None, help="Enable thinking.")
-@click.option("--hidethinking", is_flag=True, help="Hide thinking output.")
-@click.option("--insecure", is_flag=True, help="Use an insecure registry when pulling.")
+@click.option("--keepalive", default=None, help="Duration to keep a model loaded (e.g. 5m).")
+@click.option("--verbose", is_flag=True, help="Show timings for response.")
+@click.option("--insecure", is_flag=True, help="Use an insecure registry.")
+@click.option("--nowordwrap", is_flag=True, help="Don't wrap words to the next line automatically.")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["json"]),
+    default=None,
+    help="Response format (e.g. json).",
+)
+@click.option(
+    "--think",
+    metavar="[=true|false|high|medium|low]",
+    default=None,
+    help="Enable thinking mode: true/false or high/medium/low for supported models.",
+)
+@click.option("--hidethinking", is_flag=True, help="Hide thinking output (if provided).")
+@click.option(
+    "--truncate",
+    metavar="[=true|false]",
+    type=click.BOOL,
+    default=None,
+    help="For embedding models: truncate inputs exceeding context length "
+    "(default: true). Set --truncate=false to error instead.",
+)
+@click.option(
+    "--dimensions",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Truncate output embeddings to specified dimension (embedding models only).",
+)
 def run(
     model: str,
     prompt: Sequence[str],
     keepalive: str | None,
     verbose: bool,
-    format_: str | None,
+    insecure: bool,
     nowordwrap: bool,
+    format_: str | None,
     think: str | None,
     hidethinking: bool,
-    insecure: bool,
+    truncate: bool | None,
+    dimensions: int,
 ) -> None:
     """Run a model, once with PROMPT or interactively without one."""
     session = Session(
@@ -142,33 +233,29 @@ def run(
         format=format_,
         keep_alive=_keep_alive(keepalive),
         think=_think(think),
+        think_set=think is not None,
         hide_thinking=hidethinking,
         verbose=verbose,
+        word_wrap=not nowordwrap and sys.stdout.isatty(),
     )
-    text = " ".join(prompt)
-    stdin = sys.stdin
-    piped = not stdin.isatty()
-    if piped:
-        data = stdin.read()
-        if data:
-            text = f"{data} {text}" if text else data
-    session.word_wrap = not nowordwrap and not piped and sys.stdout.isatty()
+    words = list(prompt)
+    is_interactive = not words and sys.stdout.isatty()
+    if not sys.stdin.isatty():
+        if data := sys.stdin.read():
+            words.insert(0, data)
+        is_interactive = False
+    text = " ".join(words)
     client = Client.from_env()
     ensure_server(client, os.environ)
-    info = _ensure_model(client, model, insecure)
+    info = _show_or_pull(client, model, insecure)
+    adopt_model(session, model, info)
     if "embedding" in (info.get("capabilities") or []):
-        if not text.strip():
-            raise click.UsageError("embedding models require input text")
-        resp = client.post("/api/embed", {"model": model, "input": text})
-        for vector in resp.get("embeddings") or []:
-            click.echo(json.dumps(vector))
-        return
-    load_model(client, session)
-    if not text.strip():
-        if not piped:
-            import readline  # noqa: F401  (line editing for input())
-        interactive(client, session)
-        return
-    session.messages.append({"role": "user", "content": text})
-    if chat(client, session) is None:
-        sys.exit(130)
+        _embed(client, session, text, truncate, dimensions)
+    elif is_interactive:
+        load_model(client, session)
+        _replay(session)
+        interactive(client, session, History(os.environ))
+    elif text:
+        _answer_once(client, session, text)
+    else:
+        load_model(client, session)  # nothing to ask: load it, as Ollama's empty generate does

@@ -1,20 +1,17 @@
 """The `power` CLI: parsing, help and output, against a tiny canned Ollama HTTP server.
 
-The fake server runs in a thread of the test process (never inside `CliRunner`, which only
-swaps the standard streams); each test registers the JSON it should answer with.
+The fake server (`tests.support.fake_ollama`) runs in a thread of the test process; each test
+registers the JSON it should answer with.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import socket
 import sys
-import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from power.cli import main
-from power.cli.chat import Session, WordWrapper
+from power.cli.chat import Session
 from power.cli.client import Client, ConnectError, ResponseError
+from power.cli.display import WordWrapper
 from power.cli.format import (
     go_duration,
     human_bytes,
@@ -38,74 +36,13 @@ from power.cli.format import (
 from power.cli.progress import Progress, render_bar
 from power.cli.repl import interactive
 from power.cli.show import render_show_info
-
-Reply = tuple[int, Any]  # (status, JSON body | list of NDJSON objects | None)
-
-
-class FakeOllama:
-    """Canned answers keyed by (method, path); records every request it gets."""
-
-    def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], Reply | Callable[[Any], Reply]] = {
-            ("HEAD", "/"): (200, None),
-            ("GET", "/api/version"): (200, {"version": "9.9.9"}),
-        }
-        self.requests: list[tuple[str, str, Any]] = []
-        self.url = ""
-
-    def on(self, method: str, path: str, reply: Reply | Callable[[Any], Reply]) -> None:
-        self.routes[(method, path)] = reply
-
-    def bodies(self, method: str, path: str) -> list[Any]:
-        return [body for m, p, body in self.requests if (m, p) == (method, path)]
-
-
-def _handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                body: Any = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw
-            fake.requests.append((self.command, self.path, body))
-            reply = fake.routes.get((self.command, self.path), (404, {"error": "not found"}))
-            status, payload = reply(body) if callable(reply) else reply
-            if isinstance(payload, list):
-                data = b"".join(json.dumps(item).encode() + b"\n" for item in payload)
-                kind = "application/x-ndjson"
-            else:
-                data = b"" if payload is None else json.dumps(payload).encode()
-                kind = "application/json"
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
-
-        do_GET = do_POST = do_DELETE = do_HEAD = _serve
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
+from tests.support.fake_ollama import FakeOllama, ScriptedLines, serve_fake
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeOllama]:
-    state = FakeOllama()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with serve_fake() as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture
@@ -665,11 +602,9 @@ def test_run_one_shot(runner: CliRunner, fake: FakeOllama) -> None:
         main, ["run", "tiny", "why", "blue?", "--keepalive", "10m", "--verbose", "--think=low"]
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout == "Rayleigh scattering.\n"
+    assert result.stdout == "Rayleigh scattering.\n\n"
     assert "eval count:           37 token(s)\n" in result.stderr
-    assert fake.bodies("POST", "/api/generate") == [
-        {"model": "tiny", "prompt": "", "stream": False, "keep_alive": "10m"}
-    ]
+    assert fake.bodies("POST", "/api/generate") == []  # one answer: no separate load (Ollama)
     assert fake.bodies("POST", "/api/chat") == [
         {"model": "tiny", "messages": [{"role": "user", "content": "why blue?"}],
          "keep_alive": "10m", "think": "low", "stream": True}
@@ -691,9 +626,9 @@ def test_run_thinking_output(runner: CliRunner, fake: FakeOllama) -> None:
               *_chat_stream("Hi")]  # fmt: skip
     fake.on("POST", "/api/chat", (200, stream))
     result = runner.invoke(main, ["run", "tiny", "hello"])
-    assert result.stdout == "Thinking...\nhmm\n...done thinking.\n\nHi\n"
+    assert result.stdout == "Thinking...\nhmm\n...done thinking.\n\nHi\n\n"
     result = runner.invoke(main, ["run", "tiny", "hello", "--hidethinking"])
-    assert result.stdout == "Hi\n"
+    assert result.stdout == "Hi\n\n"
 
 
 def test_run_pulls_missing_model(runner: CliRunner, fake: FakeOllama) -> None:
@@ -704,7 +639,7 @@ def test_run_pulls_missing_model(runner: CliRunner, fake: FakeOllama) -> None:
     result = runner.invoke(main, ["run", "tiny", "hi"])
     assert result.exit_code == 0, result.output
     assert result.stderr == "pulling manifest\nsuccess\n"
-    assert result.stdout == "Rayleigh scattering.\n"
+    assert result.stdout == "Rayleigh scattering.\n\n"
 
 
 def test_run_embedding_model(runner: CliRunner, fake: FakeOllama) -> None:
@@ -712,7 +647,7 @@ def test_run_embedding_model(runner: CliRunner, fake: FakeOllama) -> None:
     fake.on("POST", "/api/embed", (200, {"embeddings": [[0.5, -0.25]]}))
     result = runner.invoke(main, ["run", "embedder", "hello"])
     assert result.exit_code == 0, result.output
-    assert result.stdout == "[0.5, -0.25]\n"
+    assert result.stdout == "[0.5,-0.25]\n"
 
 
 @pytest.mark.parametrize(
@@ -751,15 +686,11 @@ def test_interactive_session(fake: FakeOllama, capsys: pytest.CaptureFixture[str
         ["/set parameter temperature 0.5", "/set system Be brief.", "hello", '"""two', 'lines"""',
          "/show license", "/nonsense", "/clear", "again", "/bye", "never read"]
     )  # fmt: skip
-    prompts: list[str] = []
-
-    def read_line(prompt: str) -> str:
-        prompts.append(prompt)
-        return next(lines)
-
+    reader = ScriptedLines(lines)
     client = Client.from_env({"OLLAMA_HOST": fake.url})
     session = Session(model="tiny")
-    interactive(client, session, read_line=read_line)
+    interactive(client, session, reader)
+    prompts = reader.prompts
     out = capsys.readouterr().out
     assert "Set parameter 'temperature' to '0.5'\n" in out
     assert "Set system message.\n" in out
@@ -784,16 +715,8 @@ def test_interactive_eof_and_server_error(
     fake: FakeOllama, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake.on("POST", "/api/chat", (500, {"error": "runner crashed"}))
-    lines = iter(["hi"])
-
-    def read_line(prompt: str) -> str:
-        try:
-            return next(lines)
-        except StopIteration:
-            raise EOFError from None
-
     session = Session(model="tiny")
-    interactive(Client.from_env({"OLLAMA_HOST": fake.url}), session, read_line=read_line)
+    interactive(Client.from_env({"OLLAMA_HOST": fake.url}), session, ScriptedLines(["hi"]))
     assert "Error: runner crashed\n" in capsys.readouterr().err
     assert session.messages == []
 
