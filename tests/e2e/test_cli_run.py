@@ -75,7 +75,7 @@ def test_think_is_a_flag_unless_given_a_value(env: dict[str, str]) -> None:
     # "why?" stays the prompt: the server refuses to think, it is not a bad --think value
     flag = power(env, "run", "brief", "--think", "why?")
     assert flag.returncode == 1
-    assert flag.stderr == 'Error: "brief:latest" does not support thinking\n'
+    assert flag.stderr == 'Error: "brief" does not support thinking\n'
     off = power(env, "run", "brief", "--think=false", "--hidethinking", "why?")
     assert off.returncode == 0, off.stderr
     bad = power(env, "run", "brief", "--think=maybe", "why?")
