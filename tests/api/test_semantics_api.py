@@ -10,18 +10,15 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from power.config import Settings
 from proto import (
     Embed,
     Tokenize,
 )
-from tests.support.app import TestClient, app_client, scripted_store
+from tests.support.app import TestClient
 from tests.support.runners import ScriptedRunners, done, each, tokens
 
 TOOLS = [
@@ -38,17 +35,6 @@ TOOLS = [
         },
     }
 ]
-
-
-@pytest.fixture
-def sup() -> ScriptedRunners:
-    return ScriptedRunners()
-
-
-@pytest.fixture
-def client(tmp_path: Path, sup: ScriptedRunners) -> Iterator[TestClient]:
-    with app_client(Settings(home=str(tmp_path)), sup, scripted_store(tmp_path)) as c:
-        yield c
 
 
 def lines(resp: Any) -> list[dict[str, Any]]:

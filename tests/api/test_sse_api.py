@@ -10,32 +10,16 @@ when every event is well formed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from power.config import Settings
 from power.errors import RunnerCrashedError
-from tests.support.app import TestClient, app_client, scripted_store
+from tests.support.app import TestClient
 from tests.support.runners import ScriptedRunners, done, each
 
 USER = [{"role": "user", "content": "hi"}]
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}}
 CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
 CRASH = RunnerCrashedError("runner crashed")
-
-
-@pytest.fixture
-def sup() -> ScriptedRunners:
-    return ScriptedRunners()
-
-
-@pytest.fixture
-def client(tmp_path: Path, sup: ScriptedRunners) -> Iterator[TestClient]:
-    with app_client(Settings(home=str(tmp_path)), sup, scripted_store(tmp_path)) as c:
-        yield c
 
 
 def frames(client: TestClient, path: str, body: dict[str, Any]) -> list[tuple[str | None, Any]]:

@@ -10,7 +10,6 @@ import hashlib
 import socket
 import sys
 import types
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,18 +35,7 @@ from power.cli.format import (
 from power.cli.progress import Progress, render_bar
 from power.cli.repl import interactive
 from power.cli.show import render_show_info
-from tests.support.fake_ollama import FakeOllama, ScriptedLines, serve_fake
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOllama]:
-    with serve_fake() as state:
-        yield state
-
-
-@pytest.fixture
-def runner(fake: FakeOllama, tmp_path: Path) -> CliRunner:
-    return CliRunner(env={"OLLAMA_HOST": fake.url, "A3S_POWER_HOME": str(tmp_path)})
+from tests.support.fake_ollama import FakeOllama, ScriptedLines
 
 
 def _closed_port() -> int:

@@ -9,7 +9,6 @@ The same forms run through the real console script against `power serve` in
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,20 +24,9 @@ from power.cli.format import go_float32_json
 from power.cli.history import History
 from power.cli.images import ImageError, extract_images, starts_with_image
 from power.cli.repl import interactive
-from tests.support.fake_ollama import FakeOllama, ScriptedLines, serve_fake
+from tests.support.fake_ollama import FakeOllama, ScriptedLines
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOllama]:
-    with serve_fake() as state:
-        yield state
-
-
-@pytest.fixture
-def runner(fake: FakeOllama, tmp_path: Path) -> CliRunner:
-    return CliRunner(env={"OLLAMA_HOST": fake.url, "A3S_POWER_HOME": str(tmp_path)})
 
 
 def _stream(*tokens: str, thinking: str = "") -> list[dict[str, Any]]:
