@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from power.store.store import ModelStore
-from tests.support.fleet import Proxy, run_haproxy
+from tests.support.fleet import FLEET_MODELS, Proxy, run_haproxy
 from tests.support.registry import local_model
 from tests.support.server import power_server
 from tests.support.synth import write_llama_gguf
@@ -19,16 +19,15 @@ from tests.support.synth import write_llama_gguf
 DAEMONS = 3
 # a token every 50 ms: a stream of 60 tokens is still running while a test acts on its daemon
 ENGINE = "fake:count?delay=0.05"
-MODELS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")
 
 
 @pytest.fixture(scope="session")
 def fleet_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One store with ``MODELS`` (weights do not matter to the fake engine)."""
+    """One store with ``FLEET_MODELS`` (weights do not matter to the fake engine)."""
     root = tmp_path_factory.mktemp("fleet-models")
     gguf = write_llama_gguf(root / "tiny.gguf", dtype="f16").read_bytes()
     store = ModelStore(root / "models")
-    for name in MODELS:
+    for name in FLEET_MODELS:
         local_model(store, gguf, name)
     return root / "models"
 

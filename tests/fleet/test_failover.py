@@ -8,8 +8,7 @@ import signal
 
 import httpx
 
-from tests.fleet.test_routing import generate, placement
-from tests.support.fleet import Proxy, served_by
+from tests.support.fleet import FLEET_MODELS, Proxy, generate, placement, served_by
 from tests.support.server import Server
 from tests.support.wait import wait_until
 
@@ -36,7 +35,7 @@ def answered_elsewhere(proxy: Proxy, model: str, gone: Server) -> Server:
 
 
 def test_a_killed_daemon_s_models_move_and_the_others_stay(fleet: Proxy) -> None:
-    before = placement(fleet)
+    before = placement(fleet, FLEET_MODELS)
     victim = before["alpha"]
     victim.proc.kill()  # kill -9: no draining, no goodbye
     victim.proc.wait()
@@ -44,7 +43,7 @@ def test_a_killed_daemon_s_models_move_and_the_others_stay(fleet: Proxy) -> None
     # from now on alpha stays on its heir, and the models of the living daemons did not move
     for _ in range(3):
         assert served_by(fleet, generate(fleet, "alpha")) is heir
-    after = placement(fleet)
+    after = placement(fleet, FLEET_MODELS)
     for model, server in before.items():
         if server is not victim:
             assert after[model] is server
@@ -53,7 +52,7 @@ def test_a_killed_daemon_s_models_move_and_the_others_stay(fleet: Proxy) -> None
 
 
 def test_sigterm_lets_a_stream_finish_while_new_requests_go_elsewhere(fleet: Proxy) -> None:
-    owner = placement(fleet)["alpha"]
+    owner = placement(fleet, FLEET_MODELS)["alpha"]
     body = {"model": "alpha", "prompt": "hi", "options": {"num_predict": STREAM_TOKENS}}
     with httpx.stream("POST", f"{fleet.url}/api/generate", json=body, timeout=60) as stream:
         assert served_by(fleet, stream) is owner

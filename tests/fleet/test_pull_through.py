@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from power.create.starter import STARTER_PARAMETERS
-from tests.support.fleet import Proxy, run_haproxy, served_by
+from tests.support.fleet import Proxy, generate, run_haproxy, served_by
 from tests.support.registry import MODEL_TYPE, Registry, publish_tiny, run_registry
 from tests.support.server import Server, power_server
 from tests.support.synth import write_llama_gguf
@@ -59,11 +59,6 @@ def requests_for(registry: Registry, path: str) -> list[tuple[int, int]]:
     """(status, bytes sent) of each GET of ``path`` in the registry's access log."""
     pattern = re.compile(rf'"GET {re.escape(path)} HTTP/[\d.]+" (\d+) (\d+)')
     return [(int(s), int(n)) for s, n in pattern.findall(registry.log.read_text())]
-
-
-def generate(proxy: Proxy, model: str) -> httpx.Response:
-    body = {"model": model, "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
-    return httpx.post(f"{proxy.url}/api/generate", json=body, timeout=60)
 
 
 def test_a_model_only_in_the_registry_is_pulled_once_on_first_use(

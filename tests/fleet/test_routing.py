@@ -1,42 +1,25 @@
-"""Routing by model through HAProxy: a model stays on one daemon, models spread, requests
-without a model go to any daemon, and a daemon killed outright hands its models on."""
+"""Routing by model through HAProxy: a model stays on one daemon whatever the spelling or the
+API, models spread over the daemons, and requests without a model go to any daemon."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
-from tests.fleet.conftest import DAEMONS, MODELS
-from tests.support.fleet import SERVER_HEADER, Proxy, served_by
-from tests.support.server import Server
+from tests.support.fleet import (
+    FLEET_MODELS,
+    SERVER_HEADER,
+    Proxy,
+    generate,
+    loaded,
+    placement,
+    served_by,
+)
 from tests.support.wait import wait_until
 
 
-def generate(proxy: Proxy, model: str, **extra: Any) -> httpx.Response:
-    body = {"model": model, "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
-    return httpx.post(f"{proxy.url}/api/generate", json={**body, **extra}, timeout=60)
-
-
-def placement(proxy: Proxy) -> dict[str, Server]:
-    """Where each of ``MODELS`` is answered."""
-    out = {}
-    for model in MODELS:
-        resp = generate(proxy, model)
-        assert resp.status_code == 200, resp.text
-        out[model] = served_by(proxy, resp)
-    return out
-
-
-def loaded(server: Server) -> set[str]:
-    resp = httpx.get(f"{server.url}/api/ps", timeout=10)
-    assert resp.status_code == 200
-    return {m["name"] for m in resp.json()["models"]}
-
-
 def test_each_model_stays_on_one_daemon_and_models_spread(fleet: Proxy) -> None:
-    where = placement(fleet)
-    assert len(set(map(id, where.values()))) == DAEMONS  # every daemon got a model
+    where = placement(fleet, FLEET_MODELS)
+    assert len(set(map(id, where.values()))) == len(fleet.names)  # every daemon got a model
     for model, server in where.items():
         # every spelling of the name, and every API, reaches the same daemon
         for spelling in (model, f"{model}:latest", model.upper(), f"{model.title()}:Latest"):
@@ -65,6 +48,6 @@ def test_requests_without_a_model_reach_every_daemon(fleet: Proxy) -> None:
         resp = httpx.get(f"{fleet.url}/api/tags", timeout=10)
         assert resp.status_code == 200
         seen.add(resp.headers[SERVER_HEADER])
-        return len(seen) == DAEMONS
+        return len(seen) == len(fleet.names)
 
     wait_until(more, timeout_s=30)

@@ -13,9 +13,10 @@ import contextlib
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,12 +25,25 @@ from tests.support.net import free_port
 from tests.support.server import Server
 from tests.support.wait import wait_until
 
-__all__ = ["HAPROXY_BIN", "TEMPLATE", "Proxy", "render_config", "run_haproxy", "served_by"]
+__all__ = [
+    "FLEET_MODELS",
+    "HAPROXY_BIN",
+    "SERVER_HEADER",
+    "TEMPLATE",
+    "Proxy",
+    "generate",
+    "loaded",
+    "placement",
+    "render_config",
+    "run_haproxy",
+    "served_by",
+]
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "haproxy.cfg"
 HAPROXY_BIN = shutil.which("haproxy") or "/usr/sbin/haproxy"
 START_TIMEOUT_S = 20.0
 SERVER_HEADER = "X-Power-Server"
+FLEET_MODELS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")  # tests/fleet's store
 
 _SERVER = re.compile(r"^(\s*server\s+power(\d+)\s+)(\S+)(.*)$")
 _BIND = re.compile(r"^(\s*bind\s+)\S+(.*)$")
@@ -68,6 +82,29 @@ class Proxy:
 def served_by(proxy: Proxy, resp: httpx.Response) -> Server:
     """The daemon that answered ``resp`` through ``proxy``."""
     return proxy.names[resp.headers[SERVER_HEADER]]
+
+
+def generate(proxy: Proxy, model: str, **extra: Any) -> httpx.Response:
+    """A short non-streamed ``/api/generate`` of ``model`` through ``proxy``."""
+    body = {"model": model, "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
+    return httpx.post(f"{proxy.url}/api/generate", json={**body, **extra}, timeout=60)
+
+
+def placement(proxy: Proxy, models: Iterable[str]) -> dict[str, Server]:
+    """The daemon that answers each of ``models`` through ``proxy``."""
+    out = {}
+    for model in models:
+        resp = generate(proxy, model)
+        assert resp.status_code == 200, resp.text
+        out[model] = served_by(proxy, resp)
+    return out
+
+
+def loaded(server: Server) -> set[str]:
+    """The models ``server`` has loaded (its ``/api/ps``)."""
+    resp = httpx.get(f"{server.url}/api/ps", timeout=10)
+    assert resp.status_code == 200
+    return {m["name"] for m in resp.json()["models"]}
 
 
 def _answers(url: str) -> bool:
