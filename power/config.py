@@ -60,7 +60,7 @@ from power.location import (
     listen_address,
     trim_env,
 )
-from power.store.names import ModelName
+from power.store.names import DEFAULT_NAMESPACE, ModelName
 
 __all__ = [
     "ENV_VARS",
@@ -75,6 +75,7 @@ __all__ = [
     "env_help",
     "load_settings",
     "parse_api_keys",
+    "parse_model_source",
     "resolve_context_length",
     "settings_from_env",
 ]
@@ -182,6 +183,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # usage records (<home>/usage.db) of days more than this many days before today (UTC) are
     # pruned, at start and daily; 0: kept forever
     usage_retention_days: _NonNegInt = 365
+    # a fleet's shared registry, "host[:port][/namespace]": a model the store lacks is pulled
+    # from there on first use (power.registry.through); empty: a 404, as Ollama
+    model_source: str = ""
+    model_source_insecure: bool = False  # reach the model source over plain http
 
     @property
     def default_num_ctx(self) -> int:
@@ -195,11 +200,26 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         return self.pricing.get(price_key(model)) or self.pricing.get(DEFAULT_PRICE) or _FREE
 
     @property
+    def model_source_parts(self) -> tuple[str, str] | None:
+        """``model_source`` as (host, namespace), or None when none is set."""
+        return parse_model_source(self.model_source) if self.model_source else None
+
+    @property
     def models_dir(self) -> Path:
         """The model store: `models` if set, else `<home>/models`."""
         if self.models:
             return Path(self.models).expanduser()
         return Path(self.home).expanduser() / "models"
+
+
+def parse_model_source(text: str) -> tuple[str, str]:
+    """``"host[:port][/namespace]"`` -> (host, namespace), ``library`` by default; ValueError
+    when that is not a registry host and namespace a model name could have."""
+    host, _, namespace = text.strip().partition("/")
+    namespace = namespace or DEFAULT_NAMESPACE
+    if not ModelName(host=host, namespace=namespace, model="m", tag="t").is_valid():
+        raise ValueError(f"{text!r} is not host[:port][/namespace]")
+    return host, namespace
 
 
 _FREE = Price()
@@ -295,6 +315,22 @@ def _env_api_keys(text: str) -> list[str]:
     return keys
 
 
+def _env_model_source(text: str) -> str:
+    """``A3S_POWER_MODEL_SOURCE``: a bad value stops the start (the fleet would 404 instead)."""
+    _check_model_source(text, "environment variable A3S_POWER_MODEL_SOURCE")
+    return text
+
+
+def _check_model_source(value: object, source: str) -> None:
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: key 'model_source': expected a string")
+    if value:
+        try:
+            parse_model_source(value)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: key 'model_source': {exc}") from None
+
+
 def _check_api_keys(keys: object, source: str) -> None:
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise ConfigError(f"{source}: key 'api_keys': expected a list of strings")
@@ -381,6 +417,11 @@ ENV_VARS: tuple[EnvVar, ...] = (
     _var("A3S_POWER_MAX_BODY_SIZE", "max_body_size", _env_uint, "Largest JSON request body in"
          f" bytes, 413 beyond (default {DEFAULT_MAX_BODY_SIZE} = 100 MiB; 0 = no limit; blob"
          " uploads have none)"),
+    _var("A3S_POWER_MODEL_SOURCE", "model_source", _env_model_source, "A fleet's shared"
+         " registry, host[:port][/namespace]: a model this daemon lacks is pulled from there on"
+         " first use instead of a 404"),
+    _var("A3S_POWER_MODEL_SOURCE_INSECURE", "model_source_insecure", _env_bool, "Reach the"
+         " model source over plain http"),
 )  # fmt: skip
 
 
@@ -465,6 +506,8 @@ def _check_layer(layer: Mapping[str, object], source: str) -> dict[str, object]:
             raise ConfigError(f"{source}: unknown key {key!r}{hint}")
     if "api_keys" in values:
         _check_api_keys(values["api_keys"], source)
+    if "model_source" in values:
+        _check_model_source(values["model_source"], source)
     if isinstance(pricing := values.get("pricing"), Mapping):
         values["pricing"] = _price_keys(pricing, source)
     debug = values.get("debug")

@@ -33,7 +33,10 @@ from power.create.starter import import_if_starter
 from power.location import is_loopback
 from power.logging import configure_logging
 from power.metrics import Metrics
+from power.registry import RegistryService
+from power.registry.through import PullThrough
 from power.store import ModelStore
+from power.store.names import ModelName
 from power.store.writeback import recover_unsynced
 from power.supervisor import Supervisor
 from power.supervisor.memory import probe_machine
@@ -177,15 +180,21 @@ async def serve(settings: Settings) -> int:
 
 async def _serve(settings: Settings, sock: socket.socket) -> int:
     host, port = sock.getsockname()[:2]
+    home, loop = Path(settings.home), asyncio.get_running_loop()
     stop, force = asyncio.Event(), asyncio.Event()
     install_signal_handlers(stop, force)
     machine = await asyncio.to_thread(probe_machine)
     settings = resolve_context_length(settings, (gpu.total for gpu in machine.gpus))
     log.info("default context length %d", settings.context_length)
+    through: list[PullThrough] = []  # the fleet's pull-through, made once the store is
+
+    def on_missing(store: ModelStore, name: ModelName) -> bool:
+        return import_if_starter(store, name) or any(pull(store, name) for pull in through)
+
     store = ModelStore(
         settings.models_dir,
         noprune=settings.noprune,
-        on_missing=import_if_starter,
+        on_missing=on_missing,
         tmp_dir=Path(settings.tmpdir) if settings.tmpdir else None,
     )
     if await asyncio.to_thread(store.claim):
@@ -201,6 +210,13 @@ async def _serve(settings: Settings, sock: socket.socket) -> int:
     supervising = Supervisor.open(settings, force=force, events=metrics)
     async with recording as usage, supervising as supervisor:
         app = create_app(settings, supervisor, store, metrics=metrics, usage=usage)
+        if source := settings.model_source_parts:
+            # one registry service for /api/pull and pull-through: transfers are shared, and
+            # the app's lifespan waits for the fsyncs of what either pulled
+            svc = app.state.registry = RegistryService(store, home=home, env=dict(os.environ))
+            insecure = settings.model_source_insecure
+            through.append(PullThrough(svc, *source, insecure=insecure, loop=loop))
+            log.info("models this daemon lacks are pulled from %s", settings.model_source)
         trigger = functools.partial(_drain_on, stop, supervisor, settings.shutdown_grace_s)
         config = hypercorn_config(settings, sock)
         server = hypercorn_serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
@@ -211,6 +227,8 @@ async def _serve(settings: Settings, sock: socket.socket) -> int:
             await until(server, force)
         except Interrupted:
             supervisor.cut()  # a second Ctrl+C: no grace
+        for pulling in through:
+            await pulling.aclose()
         log.info("stopping %d runner(s)", len(supervisor.loaded()))
     store.release()
     log.info("stopped")

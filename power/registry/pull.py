@@ -30,7 +30,7 @@ from power.registry.service import RegistryBlob, RegistryService, UrlSource
 from power.store import manifest as mf
 from power.store.names import ModelName, parse_name
 
-__all__ = ["is_url", "pull", "url_model_name"]
+__all__ = ["ManifestNotFoundError", "is_url", "pull", "pull_as", "url_model_name"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ LAYERS_AHEAD = 4  # blobs downloading at once: the one being reported and the ne
 PREFETCH_MAX = 16 << 20  # ...when they are this small (templates, params, configs)
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class ManifestNotFoundError(RegistryError):
+    """The registry has no such model (its manifest answered 404)."""
 
 
 def is_url(model: str) -> bool:
@@ -100,6 +104,23 @@ async def _pull(
             yield p
 
 
+async def pull_as(
+    svc: RegistryService, source: ModelName, target: ModelName, *, insecure: bool
+) -> AsyncGenerator[Progress, None]:
+    """Pull ``source`` and store it as ``target`` (a fleet's pull-through): the same verified
+    blobs and shared transfers as :func:`pull`, without the catalog's fallbacks."""
+    try:
+        yield {"status": "pulling manifest"}
+        raw, manifest = await _fetch_manifest(svc, source, insecure)
+        async with contextlib.aclosing(
+            _pull_manifest(svc, target, source, raw, manifest, insecure=insecure)
+        ) as steps:
+            async for p in steps:
+                yield p
+    finally:
+        svc.downloads.sync_committed()
+
+
 async def _pull_fallback(
     svc: RegistryService,
     target: ModelName,
@@ -145,7 +166,7 @@ async def _fetch_manifest(
             raise RegistryError(f"pull model manifest: {exc}") from exc
         async with resp:
             if resp.status == 404:
-                raise RegistryError("pull model manifest: file does not exist")
+                raise ManifestNotFoundError("pull model manifest: file does not exist")
             if resp.status >= 400:
                 raise RegistryError(f"pull model manifest: {await error_text(resp)}")
             with map_errors("pull model manifest"):

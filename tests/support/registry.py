@@ -152,8 +152,10 @@ def _ready(url: str) -> bool:
 
 @contextlib.contextmanager
 def run_registry(
-    tmp: Path, *, auth: bool = False, tokens: TokenIssuer | None = None
+    tmp: Path, *, auth: bool = False, tokens: TokenIssuer | None = None, accesslog: bool = False
 ) -> Iterator[Registry]:
+    """The registry, once it answers; with ``accesslog`` its log has a line per request
+    (combined log format: the path, status and bytes sent)."""
     if not Path(REGISTRY_BIN).exists():
         pytest.fail("docker-registry is missing: apt-get install -y docker-registry apache2-utils")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -164,7 +166,7 @@ def run_registry(
         "log:",
         "  level: warn",
         "  accesslog:",
-        "    disabled: true",
+        f"    disabled: {'false' if accesslog else 'true'}",
         "storage:",
         "  filesystem:",
         f"    rootdirectory: {root}",

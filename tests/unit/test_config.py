@@ -299,7 +299,7 @@ def test_env_table_covers_the_documented_variables() -> None:
         "A3S_POWER_RUNNER_ENGINE", "A3S_POWER_CPU_EXTRA_BUFFERS", "A3S_POWER_LOG_FORMAT",
         "A3S_POWER_MAX_BODY_SIZE", "A3S_POWER_API_KEYS", "A3S_POWER_USAGE_RETENTION_DAYS",
         "A3S_POWER_LOG_FILE", "A3S_POWER_LOG_MAX_BYTES",
-        "A3S_POWER_LOG_BACKUPS",
+        "A3S_POWER_LOG_BACKUPS", "A3S_POWER_MODEL_SOURCE", "A3S_POWER_MODEL_SOURCE_INSECURE",
     }  # fmt: skip
     assert all(help_text for _, help_text in env_help())
     for var in ENV_VARS:
@@ -432,3 +432,29 @@ def test_only_an_unset_context_length_is_decided_by_the_gpus(tmp_path: Path) -> 
     env = {"OLLAMA_CONTEXT_LENGTH": "8192"}
     fixed = load_settings(path=tmp_path / "missing.toml", env=env, cli={})
     assert resolve_context_length(fixed, [48 * GIB]).default_num_ctx == 8192
+
+
+def test_model_source_is_a_registry_host_and_namespace(tmp_path: Path) -> None:
+    env = {
+        "A3S_POWER_MODEL_SOURCE": "registry.lan:5000/team",
+        "A3S_POWER_MODEL_SOURCE_INSECURE": "1",
+    }
+    settings = load_settings(path=tmp_path / "missing.toml", env=env, cli={})
+    assert settings.model_source_parts == ("registry.lan:5000", "team")
+    assert settings.model_source_insecure is True
+    toml = tmp_path / "config.toml"
+    toml.write_text('model_source = "registry.lan"\n')
+    assert load_settings(path=toml, env={}, cli={}).model_source_parts == (
+        "registry.lan",
+        "library",
+    )
+    assert load_settings(path=tmp_path / "missing.toml", env={}, cli={}).model_source_parts is None
+
+
+def test_a_bad_model_source_stops_the_start_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="A3S_POWER_MODEL_SOURCE: key 'model_source'"):
+        load_settings(path=tmp_path / "x.toml", env={"A3S_POWER_MODEL_SOURCE": "a/b/c"}, cli={})
+    toml = tmp_path / "config.toml"
+    toml.write_text('model_source = "-bad host"\n')
+    with pytest.raises(ConfigError, match="key 'model_source'"):
+        load_settings(path=toml, env={}, cli={})
