@@ -28,15 +28,15 @@ from power.api.openai import completions as openai_completions
 from power.api.openai import embeddings as openai_embeddings
 from power.api.openai import models as openai_models
 from power.api.openai import responses as openai_responses
-from power.config import allowed_origins, parse_api_keys
 from power.errors import PowerError, reported
 from power.location import is_loopback
 from power.logging import AccessLog
 from power.metrics import Metrics, metrics_endpoint
 from power.observe import ObserveMiddleware, Observer
+from power.settings import allowed_origins, parse_api_keys
 
 if TYPE_CHECKING:
-    from power.config import Settings
+    from power.settings import Settings
     from power.store import ModelStore
     from power.supervisor.service import Runners
     from power.usage import UsageRecorder

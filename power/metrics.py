@@ -23,7 +23,7 @@ from power.supervisor.memory import Gpu, probe_gpus
 from power.supervisor.service import STOP_REASONS, RunnerExit, Runners
 
 if TYPE_CHECKING:
-    from power.config import Settings
+    from power.settings import Settings
 
 __all__ = ["Metrics", "metrics_endpoint"]
 

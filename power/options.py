@@ -23,7 +23,7 @@ from power.errors import InvalidRequestError
 from proto import LoadParams, Sampling
 
 if TYPE_CHECKING:
-    from power.config import Settings
+    from power.settings import Settings
 
 __all__ = ["DEFAULT_NUM_BATCH", "Resolved", "check_options", "resolve_options"]
 

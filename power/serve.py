@@ -28,13 +28,14 @@ from hypercorn.config import Config
 from power import daemon
 from power.aio import Interrupted, until
 from power.app import create_app
-from power.config import ConfigError, Settings, load_settings, resolve_context_length
+from power.config import load_settings
 from power.create.starter import import_if_starter
 from power.location import is_loopback
 from power.logging import configure_logging
 from power.metrics import Metrics
 from power.registry import RegistryService
 from power.registry.through import PullThrough
+from power.settings import ConfigError, Settings, resolve_context_length
 from power.store import ModelStore
 from power.store.names import ModelName
 from power.store.writeback import recover_unsynced

@@ -18,8 +18,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from power.api.anthropic.convert import anthropic_error_body
 from power.api.openai.sse import openai_error_body
-from power.config import ApiKey
 from power.errors import ForbiddenError, PowerError, UnauthorizedError
+from power.settings import ApiKey
 
 __all__ = ["EXEMPT_PATHS", "AuthMiddleware"]
 

@@ -22,7 +22,7 @@ from power.supervisor.service import RequestTiming, Runners
 from proto import Done, Generate, Tokenize, Tokenized, Tokens
 
 if TYPE_CHECKING:
-    from power.config import Settings
+    from power.settings import Settings
     from power.store.model import LocalModel
 
 __all__ = [

@@ -34,8 +34,8 @@ class _ServeCommand(click.Command):
 @click.option("--debug", is_flag=True, default=None, help="Log at DEBUG level.")
 def serve(**flags: Any) -> None:
     """Start the server (alias: start)."""
-    from power.config import ConfigError
     from power.serve import ListenError, run_server
+    from power.settings import ConfigError
 
     overrides: dict[str, object] = {k: v for k, v in flags.items() if v not in (None, ())}
     if "origins" in overrides:

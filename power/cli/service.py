@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 if TYPE_CHECKING:
-    from power.config import Settings
+    from power.settings import Settings
     from power.unit import ManagerName, Scope
 
 __all__ = ["service"]
@@ -36,7 +36,8 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _settings() -> Settings:
-    from power.config import ConfigError, load_settings
+    from power.config import load_settings
+    from power.settings import ConfigError
 
     try:
         return load_settings(path=None, env=os.environ, cli={})

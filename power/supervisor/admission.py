@@ -19,7 +19,7 @@ from power.supervisor.record import LoadedRunner
 from proto import LoadParams
 
 if TYPE_CHECKING:
-    from power.config import Settings
+    from power.settings import Settings
     from power.store.model import LocalModel
 
 __all__ = ["Admission", "Leases"]

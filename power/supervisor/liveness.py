@@ -20,7 +20,7 @@ from power.supervisor.service import RunnerExit
 from proto import CpuMode
 
 if TYPE_CHECKING:
-    from power.config import Settings
+    from power.settings import Settings
 
 __all__ = ["Owner", "ping", "watch"]
 

@@ -16,7 +16,7 @@ from power.supervisor.process import RunnerProcess
 from proto import LoadParams
 
 if TYPE_CHECKING:
-    from power.config import Settings
+    from power.settings import Settings
 
 __all__ = ["REFILL_DELAY_S", "SparePool"]
 

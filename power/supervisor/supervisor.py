@@ -39,7 +39,7 @@ from power.supervisor.stats import runner_stats
 from proto import CpuMode, FromRunner, LoadParams, Msg
 
 if TYPE_CHECKING:
-    from power.config import Settings
+    from power.settings import Settings
     from power.store.model import LocalModel
 
 __all__ = ["Supervisor"]

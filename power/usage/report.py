@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from power.config import Price
+from power.settings import Price
 from power.usage.db import Usage
 
 __all__ = ["COST_DIGITS", "report"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from power.config import Settings
+from power.settings import Settings
 from tests.support.app import TestClient, app_client, scripted_store
 from tests.support.runners import ScriptedRunners
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from power.api.models import format_time
-from power.config import Settings
 from power.registry import RegistryService
+from power.settings import Settings
 from power.store.store import ModelStore
 from tests.support.app import TestClient, app_client
 from tests.support.gguf import JINJA, TOKENS, tiny_gguf

@@ -14,9 +14,9 @@ import pytest
 
 from power import __version__
 from power.api.ps import OLLAMA_VERSION
-from power.config import Settings
 from power.create.build import create_model
 from power.errors import PowerError
+from power.settings import Settings
 from power.store.store import ModelStore
 from proto import Done, Msg, Stats, Tokens
 from tests.support.app import PLAIN, TestClient, app_client

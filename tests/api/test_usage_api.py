@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from power.config import Price, Settings
 from power.create.build import create_model
 from power.errors import PowerError
+from power.settings import Price, Settings
 from power.store.store import ModelStore
 from power.usage import UsageRecorder, usage_path
 from proto import Done, Stats, Tokens

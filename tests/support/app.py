@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from power.app import create_app
-from power.config import Settings
 from power.create.build import create_model
+from power.settings import Settings
 from power.store.store import ModelStore
 from power.supervisor.service import Runners
 from power.usage import UsageRecorder

@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-from power.config import Settings
+from power.settings import Settings
 from power.store.gguf import GGUFInfo
 from power.store.model import LocalModel
 from power.supervisor import RequestStream, RunnerProcess

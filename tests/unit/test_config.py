@@ -9,21 +9,19 @@ import msgspec
 import pytest
 import tomlkit
 
-from power.config import (
-    ENV_VARS,
+from power.config import ENV_VARS, env_help, load_settings
+from power.logging import TRACE, level_for, redact
+from power.serve import open_bind_warning
+from power.settings import (
     ApiKey,
     ConfigError,
     Settings,
     allowed_origins,
     auto_context_length,
     default_origins,
-    env_help,
-    load_settings,
     parse_api_keys,
     resolve_context_length,
 )
-from power.logging import TRACE, level_for, redact
-from power.serve import open_bind_warning
 
 # -- precedence: defaults < config.toml < env < CLI -----------------------------------------
 

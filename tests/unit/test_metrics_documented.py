@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from power.config import Settings
 from power.metrics import Metrics
+from power.settings import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

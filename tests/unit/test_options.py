@@ -8,9 +8,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from power.config import Settings
 from power.errors import InvalidRequestError
 from power.options import Resolved, resolve_options
+from power.settings import Settings
 from proto import Generate, Load
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from power.config import ConfigError, Settings, load_settings
+from power.config import load_settings
 from power.options import resolve_options
+from power.settings import ConfigError, Settings
 from tests.support.seed import SEED_CONFIG
 
 

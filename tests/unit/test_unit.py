@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from power.config import Settings
 from power.serve import stop_timeout_s
+from power.settings import Settings
 from power.unit import (
     LAUNCHD_LABEL,
     UNIT_NAME,

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from power.config import ConfigError, Price, load_settings
+from power.config import load_settings
 from power.observe import RequestInfo
+from power.settings import ConfigError, Price
 from power.usage import db
 from power.usage.recorder import UsageRecorder
 from power.usage.report import report
