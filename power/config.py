@@ -30,8 +30,8 @@ After merging: a negative `keep_alive_s` (or one past Go's longest duration, abo
 a `load_timeout_s` <= 0 becomes `math.inf`
 (forever), `max_loaded_models` 0 becomes 3 and `num_parallel` 0 becomes 1 (Ollama's "auto"
 on a CPU-sized machine). `context_length` 0 stays "auto": the daemon resolves it once at
-startup from the GPUs' total memory (`power.settings.resolve_context_length`, Ollama's rule); unresolved, the
-CPU default (4096) applies (`Settings.default_num_ctx`).
+startup from the GPUs' total memory (`power.settings.resolve_context_length`, Ollama's rule);
+unresolved, the CPU default (4096) applies (`Settings.default_num_ctx`).
 """
 
 from __future__ import annotations
