@@ -27,7 +27,7 @@ import pytest
 
 from tests.clients.served import Power, create_scripted, install_smollm2, power
 
-RESULTS_ENV = "A3S_CLIENT_RESULTS"
+RESULTS_ENV = "A3S_CLIENT_RESULTS"  # set by noxfile.py (CLIENT_RESULTS_ENV)
 JS_DIR = Path(__file__).parent / "js"
 
 ACTIVE = bool(os.environ.get(RESULTS_ENV))
@@ -57,7 +57,7 @@ def installed_version(package: str) -> str:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
+    item: pytest.Item,
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     marker = item.get_closest_marker("client")

@@ -28,6 +28,8 @@ from tests.conftest import wait_until
 from tests.e2e.conftest import Server, power_server
 
 SCRIPTED = "scripted"
+# Naming .Tools gives the model the "tools" capability, and the comment names the tool-call
+# format the server parses replies for (as in tests/e2e/test_semantics_http.py).
 SCRIPTED_TEMPLATE = (
     "{{ if .Tools }}{{ end }}{{ range $i, $m := .Messages }}"
     "{{ if eq (len (slice $.Messages $i)) 1 }}"
