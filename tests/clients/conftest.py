@@ -25,10 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.clients.served import Power, create_scripted, install_smollm2, power
+from tests.clients.served import JS_DIR, Power, create_scripted, install_smollm2, power
 
 RESULTS_ENV = "A3S_CLIENT_RESULTS"  # set by noxfile.py (CLIENT_RESULTS_ENV)
-JS_DIR = Path(__file__).parent / "js"
 
 ACTIVE = bool(os.environ.get(RESULTS_ENV))
 collect_ignore_glob = [] if ACTIVE else ["*"]

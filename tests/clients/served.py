@@ -24,8 +24,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import wait_until
-from tests.e2e.conftest import Server, power_server
+from tests.support.server import Server, power_server
+from tests.support.wait import wait_until
+
+JS_DIR = Path(__file__).parent / "js"  # the npm clients and their node scripts
 
 SCRIPTED = "scripted"
 # Naming .Tools gives the model the "tools" capability, and the comment names the tool-call

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from tests.clients.conftest import JS_DIR
 from tests.clients.served import (
     AFTER_WEATHER,
     CALL_WEATHER,
     CITY,
+    JS_DIR,
     SCRIPTED,
     WEATHER,
     WEATHER_SCHEMA,

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from tests.clients.served import Power, finish_for
-from tests.conftest import wait_until
-from tests.e2e.conftest import free_port
+from tests.support.net import free_port
+from tests.support.wait import wait_until
 
 START_TIMEOUT_S = 300.0  # a cold start imports torch and migrates a new database
 pytestmark = [pytest.mark.client("open-webui"), pytest.mark.timeout(START_TIMEOUT_S + 180)]
