@@ -76,6 +76,7 @@ __all__ = [
     "load_settings",
     "parse_api_keys",
     "parse_model_source",
+    "parse_rpc_worker",
     "resolve_context_length",
     "settings_from_env",
 ]
@@ -187,6 +188,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # from there on first use (power.registry.through); empty: a 404, as Ollama
     model_source: str = ""
     model_source_insecure: bool = False  # reach the model source over plain http
+    # llama.cpp RPC workers ("host:port", `power rpc-worker`) that every model's layers are
+    # split over, with this machine, by the memory each reports (runner.rpc); empty: none
+    rpc_workers: list[str] = msgspec.field(default_factory=list)
 
     @property
     def default_num_ctx(self) -> int:
@@ -220,6 +224,16 @@ def parse_model_source(text: str) -> tuple[str, str]:
     if not ModelName(host=host, namespace=namespace, model="m", tag="t").is_valid():
         raise ValueError(f"{text!r} is not host[:port][/namespace]")
     return host, namespace
+
+
+def parse_rpc_worker(text: str) -> str:
+    """``"host:port"`` as llama.cpp's RPC client takes it; ValueError otherwise. (llama.cpp
+    splits at the first colon and aborts the process on an address it cannot parse, so a bad
+    one must stop here: no IPv6 literals, a port in 1..65535.)"""
+    host, sep, port = text.strip().partition(":")
+    if not sep or not host or ":" in port or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not host:port")
+    return f"{host}:{int(port)}"
 
 
 _FREE = Price()
@@ -319,6 +333,24 @@ def _env_model_source(text: str) -> str:
     """``A3S_POWER_MODEL_SOURCE``: a bad value stops the start (the fleet would 404 instead)."""
     _check_model_source(text, "environment variable A3S_POWER_MODEL_SOURCE")
     return text
+
+
+def _env_rpc_workers(text: str) -> list[str]:
+    """``A3S_POWER_RPC_WORKERS``: a comma list of host:port."""
+    workers = [w.strip() for w in text.split(",") if w.strip()]
+    return _check_rpc_workers(workers, "environment variable A3S_POWER_RPC_WORKERS")
+
+
+def _check_rpc_workers(value: object, source: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        raise ConfigError(f"{source}: key 'rpc_workers': expected a list of host:port strings")
+    try:
+        workers = [parse_rpc_worker(w) for w in value]
+    except ValueError as exc:
+        raise ConfigError(f"{source}: key 'rpc_workers': {exc}") from None
+    if len(set(workers)) != len(workers):
+        raise ConfigError(f"{source}: key 'rpc_workers': a worker is listed twice")
+    return workers
 
 
 def _check_model_source(value: object, source: str) -> None:
@@ -422,6 +454,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
          " first use instead of a 404"),
     _var("A3S_POWER_MODEL_SOURCE_INSECURE", "model_source_insecure", _env_bool, "Reach the"
          " model source over plain http"),
+    _var("A3S_POWER_RPC_WORKERS", "rpc_workers", _env_rpc_workers, "Comma separated llama.cpp"
+         " RPC workers (host:port, started with power rpc-worker): every model's layers are"
+         " split over them and this machine by the memory each reports; needs llama-cpp-python"
+         " built with GGML_RPC=ON (docs/rpc.md)"),
 )  # fmt: skip
 
 
@@ -508,6 +544,8 @@ def _check_layer(layer: Mapping[str, object], source: str) -> dict[str, object]:
         _check_api_keys(values["api_keys"], source)
     if "model_source" in values:
         _check_model_source(values["model_source"], source)
+    if "rpc_workers" in values:
+        values["rpc_workers"] = _check_rpc_workers(values["rpc_workers"], source)
     if isinstance(pricing := values.get("pricing"), Mapping):
         values["pricing"] = _price_keys(pricing, source)
     debug = values.get("debug")
