@@ -12,13 +12,18 @@ The RPC backend exists only in a llama-cpp-python built with ``GGML_RPC=ON``; wi
 load is refused with the command that installs one. llama.cpp aborts the whole process when
 it cannot connect to a worker, so each worker is first reached with a plain TCP connect, and
 one that does not answer is a load error naming it. A worker that dies later takes the
-runner with it (llama.cpp aborts on a failed RPC call): the gateway sees a crash.
+runner with it (llama.cpp aborts on a failed RPC call): the gateway sees a crash, whose message
+ends with the runner's last stderr lines. So that those are llama.cpp's reason ("Remote RPC
+server crashed or returned malformed response") and not the native backtrace ggml would print
+after it by attaching gdb (dozens of lines), a runner with workers sets ``GGML_NO_BACKTRACE``;
+the Python stacks still follow (``faulthandler``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import socket
 from dataclasses import dataclass
 
@@ -26,7 +31,14 @@ import llama_cpp
 
 from proto import LoadParams
 from runner.engine import EngineError
-from runner.ggml_api import DEVICE_TYPE_CPU, DEVICE_TYPE_GPU, device_memory, ggml_fn
+from runner.ggml_api import (
+    DEVICE_TYPE_CPU,
+    DEVICE_TYPE_GPU,
+    GgufError,
+    block_count,
+    device_memory,
+    ggml_fn,
+)
 from runner.llama_compat import TESTED_VERSIONS, set_fields
 
 __all__ = ["RPC_INSTALL", "RpcSplit", "split_over_workers"]
@@ -90,6 +102,7 @@ def split_over_workers(params: LoadParams) -> RpcSplit:
     """The split of ``params.model_path`` over ``params.rpc_workers``, this machine's GPUs
     (unless ``n_gpu_layers`` is 0) and its CPU. Call after ``llama_backend_init``."""
     add_server = _add_server_fn()
+    os.environ["GGML_NO_BACKTRACE"] = "1"  # (read by ggml when it aborts)
     devices: list[Device] = []
     for worker in params.rpc_workers:
         _reach(worker)
@@ -159,14 +172,7 @@ def _device(dev: int) -> Device:
 
 
 def _n_layers(path: str) -> int:
-    """The model's block count, from a vocabulary-only load (header and vocabulary: no
-    weights are read)."""
-    mparams = llama_cpp.llama_model_default_params()
-    set_fields(mparams, vocab_only=True)
-    model = llama_cpp.llama_model_load_from_file(path.encode(), mparams)
-    if not model:
-        raise EngineError(f"failed to read the model's header: {path}")
     try:
-        return int(llama_cpp.llama_model_n_layer(model))
-    finally:
-        llama_cpp.llama_model_free(model)
+        return block_count(path)
+    except GgufError as exc:
+        raise EngineError(str(exc)) from None

@@ -1,7 +1,7 @@
 """Issue-16 figure: decode speed of SmolLM2 split over two llama.cpp RPC workers on loopback
 (and this machine) against the same model run locally, measured in one run.
 
-    python scripts/bench_rpc.py [--rounds 5] [--tokens 128] [--out docs/bench-rpc.json]
+    python scripts/bench_rpc.py [--rounds 5] [--tokens 128] [--worker-threads N] [--out FILE]
 
 Needs llama-cpp-python built with GGML_RPC=ON (docs/rpc.md). Two ``power serve`` daemons,
 one plain and one with ``A3S_POWER_RPC_WORKERS`` naming two ``power rpc-worker`` processes,
@@ -47,9 +47,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
+    # 1: on loopback the workers share this machine's cores with the runner (and ggml's
+    # threads spin while they wait), so more threads per worker only oversubscribe them
+    parser.add_argument("--worker-threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    threads = os.cpu_count() or 1
+    threads = args.worker_threads
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "A3S_POWER_"))}
