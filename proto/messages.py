@@ -98,6 +98,8 @@ class LoadParams(msgspec.Struct, frozen=True, kw_only=True):
     projector_path: str = ""  # a multimodal projector (mmproj GGUF); "" = text only
     embedding: bool = False
     num_parallel: int = 1
+    # llama.cpp RPC workers ("host:port") that take a share of the layers; () = this machine
+    rpc_workers: tuple[str, ...] = ()
 
 
 class Sampling(msgspec.Struct, frozen=True, kw_only=True):

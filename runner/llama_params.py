@@ -1,6 +1,7 @@
 """``LoadParams`` as llama.cpp's parameter structs, every write through ``set_fields``.
 
-A struct may point at Python-owned objects (the tensor split, the progress callback) that
+A struct may point at Python-owned objects (the tensor split, the device list of a model split
+over RPC workers, the progress callback) that
 llama.cpp reads while it loads: ``model_params`` returns them, for the engine to keep alive.
 """
 
@@ -71,7 +72,11 @@ def model_params(
         use_extra_bufts=cpu_mode != CpuMode.PLAIN,
         progress_callback=callback,
     )
-    if params.tensor_split:
+    if params.rpc_workers:  # the split over the workers replaces the gateway's GPU placement
+        from runner.rpc import split_over_workers  # (only for a model that has workers)
+
+        keep += split_over_workers(params).apply(mparams)
+    elif params.tensor_split:
         n = llama_cpp.llama_max_devices()
         shares = list(params.tensor_split[:n]) + [0.0] * max(0, n - len(params.tensor_split))
         tensor_split = (ctypes.c_float * n)(*shares)

@@ -21,6 +21,8 @@ import functools
 import re
 from collections.abc import Collection
 
+from runner.ggml_api import DEVICE_TYPE_GPU, ggml_fn
+
 __all__ = ["Placement", "gpu_buffer_types"]
 
 _MIB = 1 << 20
@@ -28,7 +30,6 @@ _MIB = 1 << 20
 _BUFFER = re.compile(r"(\w+):\s+(\S+)\s+(\S.*?) buffer size =\s*([0-9.]+) MiB\s*")
 # "load_tensors: offloaded 31/31 layers to GPU"
 _OFFLOADED = re.compile(r"\w+: offloaded (\d+)/\d+ layers to GPU\s*")
-_DEVICE_TYPE_GPU = 1  # ggml_backend_dev_type: CPU, GPU (own memory), IGPU (host memory), ...
 
 
 class Placement:
@@ -65,21 +66,15 @@ class Placement:
 def gpu_buffer_types() -> frozenset[str]:
     """The names of the buffer types that are the memory of a GPU llama.cpp sees (``CUDA0``);
     none without one. Call after ``llama_backend_init``."""
-    from llama_cpp import _ggml
-
-    def fn(name: str, restype: object, *argtypes: object) -> ctypes._CFunctionType:
-        proto = ctypes.CFUNCTYPE(restype, *argtypes)  # type: ignore[arg-type]
-        return proto((name, _ggml.libggml))
-
-    dev_count = fn("ggml_backend_dev_count", ctypes.c_size_t)
-    dev_get = fn("ggml_backend_dev_get", ctypes.c_void_p, ctypes.c_size_t)
-    dev_type = fn("ggml_backend_dev_type", ctypes.c_int, ctypes.c_void_p)
-    dev_buffer_type = fn("ggml_backend_dev_buffer_type", ctypes.c_void_p, ctypes.c_void_p)
-    buft_name = fn("ggml_backend_buft_name", ctypes.c_char_p, ctypes.c_void_p)
+    dev_count = ggml_fn("ggml_backend_dev_count", ctypes.c_size_t)
+    dev_get = ggml_fn("ggml_backend_dev_get", ctypes.c_void_p, ctypes.c_size_t)
+    dev_type = ggml_fn("ggml_backend_dev_type", ctypes.c_int, ctypes.c_void_p)
+    dev_buffer_type = ggml_fn("ggml_backend_dev_buffer_type", ctypes.c_void_p, ctypes.c_void_p)
+    buft_name = ggml_fn("ggml_backend_buft_name", ctypes.c_char_p, ctypes.c_void_p)
     names = set()
     for i in range(dev_count()):
         dev = dev_get(i)
-        if dev and dev_type(dev) == _DEVICE_TYPE_GPU:
+        if dev and dev_type(dev) == DEVICE_TYPE_GPU:
             buft = dev_buffer_type(dev)
             name = buft_name(buft) if buft else None
             if name:

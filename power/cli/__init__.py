@@ -5,7 +5,7 @@ printed as ``Error: <message>`` with exit status 1; misuse is a `click.UsageErro
 
 One module per command family: `serve`; `run` (with `chat`, one conversation; `repl`, the
 ``>>>`` loop, its `slash` commands and `history`; `images` in prompts; `display` of replies);
-`models` (list, ps, show, stop, rm, cp, pull, push); `create`; `help`. Output helpers:
+`models` (list, ps, show, stop, rm, cp, pull, push); `create`; `rpc_worker`; `help`. Output helpers:
 `format`, `progress`, `show`. `OLLAMA_HOST` and the data folder are read by `power.location`.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from power import __version__
-from power.cli import create, models, run, serve, service
+from power.cli import create, models, rpc_worker, run, serve, service
 from power.cli.client import Client, ConnectError, ResponseError
 from power.cli.help import help_command
 from power.cli.usage import usage
@@ -76,7 +76,7 @@ def main() -> None:
     """A3S Power: a drop-in replacement for Ollama."""
 
 
-for _command in (serve.serve, run.run, *models.COMMANDS, create.create):
+for _command in (serve.serve, run.run, *models.COMMANDS, create.create, rpc_worker.rpc_worker):
     main.add_command(_command)
 main.add_command(usage)
 main.add_command(service.service)

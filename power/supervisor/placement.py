@@ -63,7 +63,9 @@ class Placer:
         free RAM and the count is under ``max_loaded_models``, and, where idle runners hold
         VRAM, until every layer fits on the GPUs; busy runners are waited for. A model that
         cannot fit even with nothing else loaded is an error at once (nothing is evicted for
-        it), not an OOM kill.
+        it), not an OOM kill. A model with RPC workers is not held to this machine's RAM: its
+        runner puts here only the share of the layers that this machine's free RAM is of all
+        the memory the workers and it report.
         """
         s = self._settings
         limit = max(1, s.max_loaded_models)
@@ -88,7 +90,9 @@ class Placer:
                 layers=params.n_gpu_layers,
                 main_gpu=params.main_gpu,
             )
-            need_ram = est.total - where.on_gpu
+            # A model split over RPC workers: its runner sizes this machine's share of the layers
+            # by the RAM free when it loads (runner.rpc), so only the count limit applies here.
+            need_ram = 0 if params.rpc_workers else est.total - where.on_gpu
             room = machine.available_ram - _RAM_HEADROOM
             if len(live) < limit and need_ram <= room:
                 victim = None

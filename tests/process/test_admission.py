@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from power.api.ps import ps_models
@@ -119,6 +120,19 @@ async def test_a_model_that_cannot_fit_even_alone_is_a_clear_error(tmp_path: Pat
         with pytest.raises(InsufficientMemoryError, match="requires more system memory"):
             await collect(sup.request(m, params(m), None, gen("x")))
         assert spawn.count == 0
+
+
+async def test_a_model_split_over_rpc_workers_is_not_held_to_this_machines_ram(
+    tmp_path: Path,
+) -> None:
+    spawn = Spawner("fake:echo")
+    m = model(tmp_path)
+    probe = budget_probe([], lambda _: HEADROOM + need_of(m) // 2)
+    split = msgspec.structs.replace(params(m), rpc_workers=("10.0.0.7:50052",))
+    async with Supervisor.open(settings(tmp_path), spawn=spawn, memory_probe=probe) as sup:
+        await collect(sup.request(m, split, None, gen("x")))
+        assert [s.model.name for s in sup.loaded()] == [m.name]
+        assert spawn.count == 1
 
 
 @pytest.mark.parametrize(("free_vram", "expect_all"), [(0, False), (64 * 2**30, True)])

@@ -298,6 +298,7 @@ def test_env_table_covers_the_documented_variables() -> None:
         "A3S_POWER_MAX_BODY_SIZE", "A3S_POWER_API_KEYS", "A3S_POWER_USAGE_RETENTION_DAYS",
         "A3S_POWER_LOG_FILE", "A3S_POWER_LOG_MAX_BYTES",
         "A3S_POWER_LOG_BACKUPS", "A3S_POWER_MODEL_SOURCE", "A3S_POWER_MODEL_SOURCE_INSECURE",
+        "A3S_POWER_RPC_WORKERS",
     }  # fmt: skip
     assert all(help_text for _, help_text in env_help())
     for var in ENV_VARS:
@@ -456,3 +457,36 @@ def test_a_bad_model_source_stops_the_start_naming_it(tmp_path: Path) -> None:
     toml.write_text('model_source = "-bad host"\n')
     with pytest.raises(ConfigError, match="key 'model_source'"):
         load_settings(path=toml, env={}, cli={})
+
+
+def test_rpc_workers_come_from_the_file_or_the_environment_and_reach_the_runner(
+    tmp_path: Path,
+) -> None:
+    from power.options import resolve_options
+
+    env = {"A3S_POWER_RPC_WORKERS": " 10.0.0.2:50052, gpu-box:50053 "}
+    settings = load_settings(path=tmp_path / "missing.toml", env=env, cli={})
+    assert settings.rpc_workers == ["10.0.0.2:50052", "gpu-box:50053"]
+    resolved = resolve_options(settings, model_path="m.gguf", model_params=None, request=None)
+    assert resolved.load.rpc_workers == ("10.0.0.2:50052", "gpu-box:50053")
+    toml = tmp_path / "config.toml"
+    toml.write_text('rpc_workers = ["127.0.0.1:50052"]\n')
+    assert load_settings(path=toml, env={}, cli={}).rpc_workers == ["127.0.0.1:50052"]
+    none = load_settings(path=tmp_path / "missing.toml", env={}, cli={})
+    assert (
+        resolve_options(none, model_path="m", model_params=None, request=None).load.rpc_workers
+        == ()
+    )
+
+
+@pytest.mark.parametrize(
+    "value", ['["10.0.0.2"]', '["10.0.0.2:0"]', '["[::1]:50052"]', '["h:1", "h:1"]', '"h:1"']
+)
+def test_a_bad_rpc_worker_stops_the_start_naming_the_key(tmp_path: Path, value: str) -> None:
+    toml = tmp_path / "config.toml"
+    toml.write_text(f"rpc_workers = {value}\n")
+    with pytest.raises(ConfigError, match="key 'rpc_workers'"):
+        load_settings(path=toml, env={}, cli={})
+    env = {"A3S_POWER_RPC_WORKERS": "10.0.0.2:50052,nope"}
+    with pytest.raises(ConfigError, match="A3S_POWER_RPC_WORKERS: key 'rpc_workers'"):
+        load_settings(path=tmp_path / "missing.toml", env=env, cli={})

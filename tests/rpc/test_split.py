@@ -1,0 +1,84 @@
+"""SmolLM2 split over two llama.cpp RPC workers on loopback and this machine: the same greedy
+tokens as a local run, and a worker's death is one request's clear error, not the daemon's."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.rpc import Worker
+from tests.support.server import Server, post, power_server
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+GREEDY = {"temperature": 0, "seed": 7, "num_predict": 48}
+PROMPT = "Why is the sky blue?"
+
+
+def greedy_tokens(server: Server) -> list[int]:
+    """The token ids of prompt and answer (``context``) of one greedy generation."""
+    body = {"model": "smollm2", "prompt": PROMPT, "stream": False, "options": GREEDY}
+    resp = post(server, "/api/generate", body)
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    assert answer["eval_count"] == GREEDY["num_predict"], answer
+    context: list[int] = answer["context"]
+    return context
+
+
+def model_buffer_mib(log: str, buffer_type: str) -> float:
+    """The size of the model buffer llama.cpp logged for ``buffer_type`` (0 when none)."""
+    pattern = re.escape(buffer_type) + r" model buffer size =\s*([0-9.]+) MiB"
+    return sum(float(m) for m in re.findall(pattern, log))
+
+
+def test_a_split_model_answers_token_for_token_as_a_local_one(
+    server_env: dict[str, str],
+    split_env: dict[str, str],
+    workers: tuple[Worker, Worker],
+    tmp_path: Path,
+) -> None:
+    with power_server(server_env, tmp_path / "local.log") as local:
+        expected = greedy_tokens(local)
+    with power_server(split_env, tmp_path / "split.log") as split:
+        assert greedy_tokens(split) == expected
+        log = split.log_text()
+    for worker in workers:  # each worker holds layers, and so does this machine
+        assert model_buffer_mib(log, f"RPC0[{worker.endpoint}]") > 0, log
+        assert "Accepted client connection" in worker.log_text()
+    assert model_buffer_mib(log, "CPU") + model_buffer_mib(log, "CPU_Mapped") > 0, log
+
+
+def test_a_worker_killed_mid_stream_fails_that_stream_clearly_and_the_daemon_stays_up(
+    split_env: dict[str, str], workers: tuple[Worker, Worker], tmp_path: Path
+) -> None:
+    body = {
+        "model": "smollm2",
+        "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,",
+        "raw": True,
+        "options": {"temperature": 0, "num_predict": 2000},
+    }
+    with power_server(split_env, tmp_path / "split.log") as srv:
+        with httpx.stream("POST", f"{srv.url}/api/generate", json=body, timeout=110) as resp:
+            assert resp.status_code == 200
+            lines = resp.iter_lines()
+            first = json.loads(next(lines))
+            assert first["done"] is False
+            workers[1].proc.kill()
+            workers[1].proc.wait()
+            last = json.loads(list(lines)[-1])
+        assert "error" in last, last
+        assert "Remote RPC server crashed" in last["error"], last
+
+        health = httpx.get(f"{srv.url}/health", timeout=10)
+        assert health.status_code == 200
+        assert health.json()["status"] == "ok"
+        # The next load cannot reach the dead worker: a load error that names it.
+        again = post(srv, "/api/generate", {**body, "stream": False})
+        assert again.status_code == 500
+        assert f"cannot reach RPC worker {workers[1].endpoint}" in again.json()["error"]
+        assert httpx.get(f"{srv.url}/api/tags", timeout=10).status_code == 200
