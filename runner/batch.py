@@ -8,9 +8,9 @@ by ascending id: llama.cpp computes a run of consecutive ids as one ubatch, and 
 would otherwise split a step of four decodes into up to four graph computes. A request joins at
 the next step; a finished, failed or cancelled one frees its slot at once.
 
-An ``Embed`` request holds a slot too, and each step ends with one chunk of each embedding
-(``runner.embedding``) in a decode of its own (embeddings on), so a large batch of inputs shares
-the thread with the generating sequences and stops between two chunks when cancelled.
+An ``Embed`` request holds a slot too, and each step ends with one embedding decode that packs
+texts of every running ``Embed`` (``runner.embedding``), so a large batch of inputs shares the
+thread with the generating sequences and stops between two decodes when cancelled.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 from proto import Done, Embed, Embeddings, ErrorCode, Failed, Generate, Msg, Stats, Tokens
 from runner import media
-from runner.embedding import EmbedJob
+from runner.embedding import EmbedBatch, EmbedJob
 from runner.engine import BadRequestError, Chunk, Engine, EngineError, LoadInfo
 from runner.slots import Seq, Slot, pick_slot
 from runner.vocab import check_text
@@ -42,8 +42,12 @@ class Scheduler:
         self._n_batch = max(info.n_batch, info.num_parallel)
         self.slots = [Slot(i) for i in range(info.num_parallel)]
         self.active: list[Seq] = []  # in admission order
-        self.embeds: list[EmbedJob] = []  # in admission order
+        self._embeds = EmbedBatch(engine, n_batch=info.n_batch, n_seqs=info.embed_seqs)
         self._uses = 0
+
+    @property
+    def embeds(self) -> list[EmbedJob]:
+        return self._embeds.jobs
 
     @property
     def busy(self) -> bool:
@@ -95,7 +99,7 @@ class Scheduler:
         self.active.append(seq)
 
     def admit_embed(self, req: Embed) -> None:
-        """Start ``req`` in a free slot (its cache is dropped); errors go out as ``Failed``."""
+        """Start ``req`` in a free slot (its cache is kept); errors go out as ``Failed``."""
         if not req.inputs:
             self._emit([Embeddings(id=req.id, vectors=(), prompt_tokens=0),
                         Done(id=req.id, reason="stop", stats=Stats())])  # fmt: skip
@@ -107,9 +111,8 @@ class Scheduler:
             self._emit([Failed(id=req.id, code=ErrorCode.BAD_REQUEST, message=str(exc))])
             return
         slot, _ = self.take_slot([])
-        self.truncate(slot, 0)
         slot.embedding = True
-        self.embeds.append(EmbedJob(req, slot, self.context_of(req.n_ctx)))
+        self._embeds.add(EmbedJob(req, slot, self.context_of(req.n_ctx)))
 
     def truncate(self, slot: Slot, keep: int) -> None:
         if keep < len(slot.cached):
@@ -122,7 +125,7 @@ class Scheduler:
 
     def step(self) -> None:
         """One decode over every generating sequence (sample, emit, retire the finished), then
-        one chunk of each embedding."""
+        one embedding decode."""
         out: list[Msg] = []
         chunks: list[Chunk] = []
         owners: list[Seq | None] = []  # who samples after each chunk
@@ -161,25 +164,14 @@ class Scheduler:
             self._decode(chunks, owners, out)
         if out:
             self._emit(out)
-        for job in list(self.embeds):
-            self._advance(job)
-
-    def _advance(self, job: EmbedJob) -> None:
-        req_id = job.req.id
-        try:
-            out = job.advance(self._engine)
-        except BadRequestError as exc:
-            self._end_embed(job, Failed(id=req_id, code=ErrorCode.BAD_REQUEST, message=str(exc)))
-        except EngineError as exc:
-            self._end_embed(job, Failed(id=req_id, code=ErrorCode.INTERNAL, message=str(exc)))
-        except Exception as exc:  # a bug: this request fails, the others go on
-            log.exception("embedding for request %d failed", req_id)
-            message = f"{type(exc).__name__}: {exc}"
-            self._end_embed(job, Failed(id=req_id, code=ErrorCode.INTERNAL, message=message))
-        else:
-            if out and isinstance(out[-1], Done):
-                self._release_embed(job)
-            self._emit(out)
+        if self._embeds.jobs:
+            out = []
+            for job, msgs in self._embeds.step(shared=bool(self.active)):
+                if msgs and isinstance(msgs[-1], Done | Failed):
+                    self._release_embed(job)
+                out.extend(msgs)
+            if out:
+                self._emit(out)
 
     def _feed_media(self, seq: Seq, out: list[Msg]) -> int:
         """Evaluate the images where ``seq`` stands; where its text run ends, -1 if it failed."""
@@ -299,14 +291,9 @@ class Scheduler:
         seq.slot.seq = None
         self.active.remove(seq)
 
-    def _end_embed(self, job: EmbedJob, last: Msg) -> None:
-        self._release_embed(job)
-        self._emit([last])
-
     def _release_embed(self, job: EmbedJob) -> None:
-        job.close()
         job.slot.embedding = False
-        self.embeds.remove(job)
+        self._embeds.remove(job)
 
     def cancel(self, ids: Iterable[int]) -> None:
         wanted = set(ids)

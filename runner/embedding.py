@@ -1,24 +1,44 @@
-"""An ``Embed`` request as work the scheduler advances one chunk (one decode) per step.
+"""``Embed`` requests as work the scheduler advances one packed decode per step.
 
-The job holds a slot from admission to its end, embeds its inputs in order, one text at a time
-in that slot's sequence, and sends the vectors as they pile up (``FRAME_VECTORS`` or
-``FRAME_FLOATS`` to a frame), then ``Done``. Between two chunks the other sequences take their
-generation step and a ``Cancel`` ends the job, so a batch of thousands of inputs neither stalls
+Each step evaluates one embedding decode that packs whole texts, from every running ``Embed``
+request, each text in an embedding sequence of its own, up to ``n_batch`` tokens and
+``embed_seqs`` texts (llama-server packs one text per slot; a RAG ingestion sends thousands of
+short ones, so the per-decode cost is shared by as many as fit). While sequences generate, a
+decode packs only ``SHARED_TOKENS`` (one text at least): a full one takes over a second on two
+cores, and every stream would wait that long for each of its tokens. Requests take turns at the
+head of the decode, so a large batch does not starve a small one. A text longer than a decode
+goes in parts, each in a decode of its own. Between two decodes the generating sequences take
+their step and a ``Cancel`` ends a request, so a batch of thousands of inputs neither stalls
 other clients' streams nor outlives a client that went away.
+
+A request holds a slot from admission to its end (so admission counts it like the gateway's
+seats do) but leaves the slot's cache alone: its texts live in the engine's embedding
+sequences. Vectors go out in input order as they pile up (``FRAME_VECTORS`` or
+``FRAME_FLOATS`` to a frame), then ``Done``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 
-from proto import Done, Embed, Embeddings, Msg, Stats
-from runner.engine import EmbedRun, Engine
+import numpy as np
+
+from proto import Done, Embed, Embeddings, ErrorCode, Failed, Msg, Stats
+from runner.engine import BadRequestError, EmbedPart, Engine, EngineError
 from runner.slots import Slot
 
-__all__ = ["FRAME_FLOATS", "FRAME_VECTORS", "EmbedJob"]
+__all__ = ["FRAME_FLOATS", "FRAME_VECTORS", "EmbedBatch", "EmbedJob"]
+
+log = logging.getLogger(__name__)
 
 FRAME_VECTORS = 64  # vectors sent together at most...
 FRAME_FLOATS = 1 << 16  # ...and floats (about 600 kB of msgpack), so no frame nears MAX_FRAME
+
+SHARED_TOKENS = 64  # tokens of texts a decode packs while sequences generate (one text at least)
+
+_Send = Callable[["EmbedJob", list[Msg]], None]
 
 
 class EmbedJob:
@@ -29,54 +49,188 @@ class EmbedJob:
         self.slot = slot
         self.n_ctx = n_ctx  # the request's context (at most the runner's)
         self.started = time.perf_counter()
-        self._next = 0  # the input being embedded (or next to be)
-        self._run: EmbedRun | None = None
-        self._tokens = 0  # of the inputs started so far
+        self.next = 0  # the input to pack next
+        self._peeked: list[int] | None = None  # its tokens, once tokenized
+        self._tokens = 0  # of the inputs packed so far
+        self._sent = 0  # vectors sent so far
         self._ready: list[tuple[float, ...]] = []  # vectors not sent yet
         self._ready_floats = 0
         self._ready_tokens = 0
 
-    def advance(self, engine: Engine) -> list[Msg]:
-        """Evaluate the next chunk; the messages ready to send, the last ones ending in ``Done``.
-        Raises what ``engine`` raises (``BadRequestError`` for an input too long to embed)."""
-        req = self.req
-        run = self._run
-        if run is None:
-            text = req.inputs[self._next]
-            run = engine.embedding(
-                self.slot.index, text, n_ctx=self.n_ctx, truncate=req.truncate,
-                normalize=req.normalize,
-            )  # fmt: skip
-            self._run = run
-            self._tokens += run.n_tokens
-        vector = run.advance()
-        if vector is None:
-            return []
-        self._run = None
-        self._next += 1
-        self._ready.append(tuple(vector))
-        self._ready_floats += len(vector)
-        self._ready_tokens += run.n_tokens
-        last = self._next == len(req.inputs)
+    @property
+    def exhausted(self) -> bool:
+        return self.next >= len(self.req.inputs)
+
+    def peek(self, engine: Engine) -> list[int]:
+        """The tokens of the next input (tokenized once); ``BadRequestError`` when it is too
+        long and may not be cut."""
+        if self._peeked is None:
+            req = self.req
+            text = req.inputs[self.next]
+            self._peeked = engine.embed_tokens(text, n_ctx=self.n_ctx, truncate=req.truncate)
+        return self._peeked
+
+    def take(self) -> list[int]:
+        """The peeked input, now packed into a decode."""
+        tokens = self._peeked
+        assert tokens is not None
+        self._peeked = None
+        self.next += 1
+        self._tokens += len(tokens)
+        return tokens
+
+    def stop(self) -> None:
+        """Pack nothing more of it."""
+        self.next = len(self.req.inputs)
+        self._peeked = None
+
+    def vector(self, vec: list[float], n_tokens: int) -> list[Msg]:
+        """Take the next input's vector; the messages ready to send, ending in ``Done`` after
+        the last one."""
+        arr = np.asarray(vec, dtype=np.float64)
+        if self.req.normalize:
+            norm = float(np.linalg.norm(arr))
+            if norm > 0:
+                arr = arr / norm
+        self._ready.append(tuple(arr.tolist()))
+        self._ready_floats += len(vec)
+        self._ready_tokens += n_tokens
+        last = self.exhausted and self._pending == 0
         out: list[Msg] = []
         if last or len(self._ready) >= FRAME_VECTORS or self._ready_floats >= FRAME_FLOATS:
             out.append(self._flush())
         if last:
-            out.append(Done(id=req.id, reason="stop", stats=self.stats()))
+            out.append(Done(id=self.req.id, reason="stop", stats=self.stats()))
         return out
+
+    @property
+    def _pending(self) -> int:
+        """Inputs packed whose vector has not come back."""
+        return self.next - self._sent - len(self._ready)
 
     def _flush(self) -> Embeddings:
         msg = Embeddings(
             id=self.req.id, vectors=tuple(self._ready), prompt_tokens=self._ready_tokens
         )
+        self._sent += len(self._ready)
         self._ready, self._ready_floats, self._ready_tokens = [], 0, 0
         return msg
 
     def stats(self) -> Stats:
         return Stats(prompt_tokens=self._tokens, prompt_eval_s=time.perf_counter() - self.started)
 
-    def close(self) -> None:
-        """Stop where it is: the sequence is left empty."""
-        if self._run is not None:
-            self._run.close()
-            self._run = None
+
+class _Text:
+    """A text being embedded: its tokens and how many are evaluated."""
+
+    __slots__ = ("done", "job", "tokens")
+
+    def __init__(self, job: EmbedJob, tokens: list[int]) -> None:
+        self.job = job
+        self.tokens = tokens
+        self.done = 0
+
+
+class EmbedBatch:
+    """The running ``EmbedJob`` s and the packing of their texts into decodes."""
+
+    def __init__(self, engine: Engine, *, n_batch: int, n_seqs: int) -> None:
+        self._engine = engine
+        self._n_batch = max(1, n_batch)
+        self._n_seqs = max(1, n_seqs)
+        self.jobs: list[EmbedJob] = []  # in admission order
+        self._turn = 0  # the job at the head of the next decode
+        self._split: _Text | None = None  # a text longer than a decode, between two parts
+
+    def add(self, job: EmbedJob) -> None:
+        self.jobs.append(job)
+
+    def remove(self, job: EmbedJob) -> None:
+        """Stop ``job`` where it is (a text it left half-evaluated is forgotten)."""
+        self.jobs.remove(job)
+        split = self._split
+        if split is not None and split.job is job:
+            self._split = None
+            self._engine.embed_forget(0)
+
+    def step(self, *, shared: bool) -> list[tuple[EmbedJob, list[Msg]]]:
+        """One decode (``shared``: sequences generate beside it); each job's messages, a job
+        that ended ending in ``Done`` or ``Failed`` (the caller removes it)."""
+        out: dict[int, tuple[EmbedJob, list[Msg]]] = {}
+
+        def send(job: EmbedJob, msgs: list[Msg]) -> None:
+            out.setdefault(id(job), (job, []))[1].extend(msgs)
+
+        texts = self._pack(send, min(SHARED_TOKENS, self._n_batch) if shared else self._n_batch)
+        if texts:
+            parts = [self._part(seq, text) for seq, text in enumerate(texts)]
+            try:
+                vectors = self._engine.embed(parts)
+            except EngineError as exc:
+                self._split = None
+                for text in texts:
+                    if not _ended(out.get(id(text.job))):
+                        send(text.job, [_failed(text.job, ErrorCode.INTERNAL, str(exc))])
+            else:
+                for text, part, vec in zip(texts, parts, vectors, strict=True):
+                    text.done += len(part.tokens)
+                    if vec is None:
+                        self._split = text
+                    elif not _ended(out.get(id(text.job))):
+                        send(text.job, text.job.vector(vec, len(text.tokens)))
+        return list(out.values())
+
+    def _part(self, seq: int, text: _Text) -> EmbedPart:
+        end = min(len(text.tokens), text.done + self._n_batch)
+        return EmbedPart(seq, text.tokens[text.done : end], text.done, end == len(text.tokens))
+
+    def _pack(self, send: _Send, budget: int) -> list[_Text]:
+        """The texts of the next decode: a split text alone, else whole texts in turn from
+        each job, as many as fit ``budget`` tokens, the first one whatever its length (a text
+        longer than a decode starts alone, in parts)."""
+        if self._split is not None:
+            split, self._split = self._split, None
+            return [split]
+        jobs = self.jobs
+        if not jobs:
+            return []
+        self._turn %= len(jobs)
+        order = jobs[self._turn :] + jobs[: self._turn]
+        self._turn += 1
+        texts: list[_Text] = []
+        for job in order:
+            while not job.exhausted and len(texts) < self._n_seqs:
+                tokens = self._peek(job, send)
+                if tokens is None:
+                    break  # the job failed
+                n = len(tokens)
+                if n > budget and texts:
+                    break  # it waits for the next decode
+                texts.append(_Text(job, job.take()))
+                if n > self._n_batch:
+                    return texts  # longer than a decode: alone, in parts
+                budget -= n
+            if len(texts) >= self._n_seqs:
+                break
+        return texts
+
+    def _peek(self, job: EmbedJob, send: _Send) -> list[int] | None:
+        try:
+            return job.peek(self._engine)
+        except BadRequestError as exc:
+            send(job, [_failed(job, ErrorCode.BAD_REQUEST, str(exc))])
+        except EngineError as exc:
+            send(job, [_failed(job, ErrorCode.INTERNAL, str(exc))])
+        except Exception as exc:  # a bug: this request fails, the others go on
+            log.exception("embedding for request %d failed", job.req.id)
+            send(job, [_failed(job, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")])
+        job.stop()
+        return None
+
+
+def _failed(job: EmbedJob, code: ErrorCode, message: str) -> Failed:
+    return Failed(id=job.req.id, code=code, message=message)
+
+
+def _ended(entry: tuple[EmbedJob, list[Msg]] | None) -> bool:
+    return entry is not None and bool(entry[1]) and isinstance(entry[1][-1], Done | Failed)

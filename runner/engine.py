@@ -8,8 +8,9 @@ cache. Every method is called from the runner's one inference thread, except
 ``tokenize``/``detokenize``/``piece``/``is_eog``, which only read the vocabulary and may also be
 called from the runner's vocabulary thread (``runner.vocab``) at the same time. Images enter a
 prompt as ``Media`` that the engine made (``media_prompt``) and evaluates on its own
-(``decode_media``); ``runner.media`` schedules them. A text is embedded a chunk at a time
-(``EmbedRun``), so the scheduler can interleave it with other sequences' steps and stop it.
+(``decode_media``); ``runner.media`` schedules them. Texts to embed are packed, many to a
+decode, into sequences of their own (``EmbedPart``, ``embed``), apart from the generating ones,
+so the scheduler can interleave embedding decodes with generation steps and stop between two.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from proto import CpuMode, Generate, LoadParams, Memory, TokenLogprob
 __all__ = [
     "BadRequestError",
     "Chunk",
-    "EmbedRun",
+    "EmbedPart",
     "Engine",
     "EngineError",
     "LoadInfo",
@@ -62,6 +63,7 @@ class LoadInfo:
     gpu_layers: int = 0  # layers actually offloaded to a GPU
     n_batch: int = 512  # tokens one decode takes at most
     cpu_mode: CpuMode = CpuMode.EXTRA  # the mode the model was loaded in
+    embed_seqs: int = 1  # texts one embedding decode takes at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,23 +111,15 @@ class SeqSampler(Protocol):
     def close(self) -> None: ...
 
 
-class EmbedRun(Protocol):
-    """One text being embedded in a sequence of its own, a chunk (one decode) per ``advance``."""
+@dataclass(slots=True)
+class EmbedPart:
+    """Tokens of one text in an embedding decode, at positions ``pos``, ``pos + 1``, … of its
+    embedding sequence ``seq`` (``0 .. LoadInfo.embed_seqs - 1``, apart from the slots')."""
 
-    @property
-    def n_tokens(self) -> int:
-        """Tokens of the text that are embedded (after any truncation)."""
-        ...
-
-    def advance(self) -> list[float] | None:
-        """Evaluate the next chunk; the vector once the whole text is in, None before.
-        ``EngineError`` when a decode fails."""
-        ...
-
-    def close(self) -> None:
-        """Leave the sequence empty, finished or not (a finished run has closed itself);
-        closing twice does nothing."""
-        ...
+    seq: int
+    tokens: list[int]
+    pos: int
+    last: bool  # the text ends here: its vector is wanted
 
 
 class Engine(Protocol):
@@ -176,12 +170,22 @@ class Engine(Protocol):
         """Drop positions ``keep .. keep + discard`` of ``seq`` and move the rest back."""
         ...
 
-    def embedding(
-        self, seq: int, text: str, *, n_ctx: int, truncate: bool, normalize: bool
-    ) -> EmbedRun:
-        """Start embedding ``text`` in the empty sequence ``seq`` (it is tokenized here, nothing
-        is evaluated yet); ``PromptTooLongError`` when it does not fit ``n_ctx`` tokens (at most
-        the runner's context) and may not be cut."""
+    def embed_tokens(self, text: str, *, n_ctx: int, truncate: bool) -> list[int]:
+        """The tokens of ``text`` to embed (cut to what one text may take when ``truncate``);
+        ``PromptTooLongError`` when they do not fit ``n_ctx`` (at most the runner's context).
+        A text longer than one decode (``LoadInfo.n_batch``) is embedded in parts, each part
+        in a decode of its own; an engine that cannot split a text limits it to one decode."""
+        ...
+
+    def embed(self, parts: Sequence[EmbedPart]) -> list[list[float] | None]:
+        """Evaluate ``parts`` in one decode; for each part that is its text's ``last``, the
+        text's vector (pooled as the model pools, else the mean of its tokens' rows; not
+        normalised), None for the others. A text whose last part is in leaves its sequence
+        empty. ``EngineError`` when the decode fails (every part's sequence is then empty)."""
+        ...
+
+    def embed_forget(self, seq: int) -> None:
+        """Drop what a text cut short left in embedding sequence ``seq``."""
         ...
 
     def memory(self) -> Memory:

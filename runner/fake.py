@@ -12,7 +12,8 @@ of SIGSEGV, as a bad CPU kernel does, unless the model was loaded in CPU mode ``
 ``n_ctx_train`` (default 2048), ``tokenize_delay`` seconds to tokenize a MiB of text (in
 proportion), ``byte_tokens=1`` (a token per UTF-8 byte, spaces included, as byte-level
 vocabularies split a character they lack: ``num_predict`` can then stop inside one).
-``delay`` also passes once per embedding decode (a text's ``EMBED_CHUNK`` tokens).
+``delay`` also passes once per ``EMBED_CHUNK`` tokens of an embedding decode (which packs up
+to ``EMBED_SEQS`` texts).
 The runner's scheduler batches it like the real engine (one ``decode`` per step, ``delay``
 once per step), so with ``num_parallel`` > 1 sequences interleave, and its slots' prefix cache
 makes ``prompt_cached`` behave the same way.
@@ -34,6 +35,7 @@ from proto import CpuMode, Generate, LoadParams, Memory
 from runner.engine import (
     BadRequestError,
     Chunk,
+    EmbedPart,
     EngineError,
     LoadInfo,
     Media,
@@ -48,6 +50,7 @@ __all__ = ["FakeEngine", "parse_fake_spec"]
 EOS = 1
 VOCAB_SIZE = 1 << 20  # ids the vocabulary may have; words get the next free one as they appear
 EMBED_CHUNK = 64
+EMBED_SEQS = 16
 BYTE_BASE = VOCAB_SIZE - 256  # ids of the byte tokens (``byte_tokens=1``)
 
 
@@ -89,6 +92,7 @@ class FakeEngine:
         self.kernel_fault = int(kernel_fault)
         self._cpu_mode = CpuMode.EXTRA
         self._decoded = False
+        self._embedded: dict[int, tuple[int, int]] = {}  # a split text: (tokens, sum of ids)
         self.n_ctx_train = int(n_ctx_train)
         self.tokenize_delay = tokenize_delay
         self.byte_tokens = bool(byte_tokens)
@@ -119,6 +123,7 @@ class FakeEngine:
             num_parallel=params.num_parallel,
             n_batch=params.n_batch,
             cpu_mode=params.cpu_mode,
+            embed_seqs=EMBED_SEQS,
         )
 
     def close(self) -> None:
@@ -197,48 +202,35 @@ class FakeEngine:
             return words[i] if i < len(words) else EOS
         return self._id(str(i + 1))
 
-    def embedding(
-        self, seq: int, text: str, *, n_ctx: int, truncate: bool, normalize: bool
-    ) -> _FakeEmbedding:
+    def embed_tokens(self, text: str, *, n_ctx: int, truncate: bool) -> list[int]:
         ids = self.tokenize(text, add_special=False, parse_special=False)
         if len(ids) > n_ctx and not truncate:
             raise PromptTooLongError("the input length exceeds the context length")
-        return _FakeEmbedding(self, ids[:n_ctx], normalize=normalize)
+        return ids[:n_ctx]
+
+    def embed(self, parts: Sequence[EmbedPart]) -> list[list[float] | None]:
+        """A text's vector is ``[tokens, sum of ids % 97, 1]``."""
+        n = sum(len(p.tokens) for p in parts)
+        if self.delay:
+            time.sleep(self.delay * max(1, -(-n // EMBED_CHUNK)))
+        out: list[list[float] | None] = []
+        for part in parts:
+            count, total = self._embedded.pop(part.seq, (0, 0))
+            count, total = count + len(part.tokens), total + sum(part.tokens)
+            if part.last:
+                out.append([float(count), float(total % 97), 1.0])
+            else:
+                self._embedded[part.seq] = (count, total)
+                out.append(None)
+        return out
+
+    def embed_forget(self, seq: int) -> None:
+        self._embedded.pop(seq, None)
 
     def _die(self, why: str) -> None:
         sys.stderr.write(f"fake engine: fatal: {why}\n")
         sys.stderr.flush()
         os._exit(9)
-
-
-class _FakeEmbedding:
-    """A text's embedding: one decode (``delay``) per ``EMBED_CHUNK`` tokens."""
-
-    __slots__ = ("_done", "_engine", "_ids", "_normalize")
-
-    def __init__(self, engine: FakeEngine, ids: list[int], *, normalize: bool) -> None:
-        self._engine = engine
-        self._ids = ids
-        self._normalize = normalize
-        self._done = 0
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self._ids)
-
-    def advance(self) -> list[float] | None:
-        if self._engine.delay:
-            time.sleep(self._engine.delay)
-        self._done += EMBED_CHUNK
-        if self._done < len(self._ids):
-            return None
-        ids = self._ids
-        vec = [float(len(ids)), float(sum(ids) % 97), 1.0]
-        norm = sum(v * v for v in vec) ** 0.5 if self._normalize else 1.0
-        return [v / norm for v in vec]
-
-    def close(self) -> None:
-        pass
 
 
 class _FakeSampler:

@@ -5,12 +5,12 @@ The context holds ``num_parallel`` sequences, each with its own KV stream of ``n
 output in a batch sometimes drifted from a lone run's). ``decode``
 fills one ``llama_batch`` with every chunk of a step (per-token sequence ids) and makes one
 ``llama_decode`` call; logits are requested only for the rows that will be sampled. Embeddings
-borrow a free sequence, switch the context to embeddings for their own decodes only (a chunk of
-a text per scheduler step), and leave the sequence empty, so no reload is needed and no other
-sequence's cache is touched. A model with a projector (``LoadParams.projector_path``) takes
-images through ``runner.vision``. A load reports progress through llama.cpp's progress callback
-(after every tensor it reads) and once more after each later step; what it placed on GPUs is
-read from llama.cpp's log (``runner.placement``).
+go to a second context on the same weights (``runner.llama_embed``), made at the first one, that
+packs many texts per decode; no reload is needed and no slot's cache is touched. A model with
+a projector (``LoadParams.projector_path``) takes images through ``runner.vision``. A load
+reports progress through llama.cpp's progress callback (after every tensor it reads) and once
+more after each later step; what it placed on GPUs is read from llama.cpp's log
+(``runner.placement``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import llama_cpp
-import numpy as np
 import psutil
 from llama_cpp import _internals
 from llama_cpp import _logger as llama_logger
@@ -32,6 +31,7 @@ from proto import Generate, LoadParams, Memory
 from runner.engine import (
     BadRequestError,
     Chunk,
+    EmbedPart,
     EngineError,
     LoadInfo,
     Media,
@@ -40,6 +40,7 @@ from runner.engine import (
     Span,
 )
 from runner.llama_compat import set_fields
+from runner.llama_embed import EMBED_SEQS, EmbedContext
 from runner.llama_params import context_params, enter_cpu_mode, model_params
 from runner.native_log import llama_log
 from runner.placement import gpu_buffer_types
@@ -51,10 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["LlamaEngine"]
 
 log = logging.getLogger(__name__)
-
-_EMBED_CHUNK = 64  # tokens per embedding decode: every one has an output row (and logits)
-
-Vector = np.ndarray[Any, Any]
 
 
 class LlamaEngine:
@@ -68,7 +65,8 @@ class LlamaEngine:
         self._n_batch = 512
         self._n_ctx = 0
         self._n_vocab = 0
-        self._embedding = False
+        self._embed_params: tuple[LoadParams, int] | None = None  # (params, threads) from the load
+        self._embed_ctx: EmbedContext | None = None  # made at the first embedding
         self._params_refs: list[object] = []  # what the model's params point at
         self._vision: Projector | None = None
         self._vram = 0
@@ -125,7 +123,7 @@ class LlamaEngine:
         self._n_batch = n_batch
         self._n_ctx = min(n_ctx, llama_cpp.llama_n_ctx_seq(self._ctx))
         self._n_vocab = self._model.n_vocab()
-        self._embedding = params.embedding
+        self._embed_params = (params, threads)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         set_fields(self._batch, n_tokens=0)  # (checked once: `_decode` writes it every step)
         return LoadInfo(
@@ -134,6 +132,7 @@ class LlamaEngine:
             num_parallel=n_par,
             n_batch=n_batch,
             cpu_mode=cpu_mode,
+            embed_seqs=EMBED_SEQS,
         )
 
     def _apply_loras(self, paths: Sequence[str]) -> None:
@@ -154,6 +153,9 @@ class LlamaEngine:
             raise EngineError(f"failed to apply LoRA adapters {', '.join(paths)}")
 
     def close(self) -> None:
+        if self._embed_ctx is not None:
+            self._embed_ctx.close()
+            self._embed_ctx = None
         if self._vision is not None:
             self._vision.close()
             self._vision = None
@@ -263,93 +265,37 @@ class LlamaEngine:
 
     # ------------------------------------------------------------------ embeddings
 
-    def embedding(
-        self, seq: int, text: str, *, n_ctx: int, truncate: bool, normalize: bool
-    ) -> _Embedding:
+    def embed_tokens(self, text: str, *, n_ctx: int, truncate: bool) -> list[int]:
         pooled = llama_cpp.llama_pooling_type(self._ctx) != llama_cpp.LLAMA_POOLING_TYPE_NONE
         n_ctx = min(n_ctx, self._n_ctx)
-        limit = min(n_ctx, self._n_batch) if pooled else n_ctx
+        limit = min(n_ctx, self._n_batch) if pooled else n_ctx  # a pooled text fits a decode
         tokens = self.tokenize(text, add_special=True, parse_special=False)
         if len(tokens) > limit:
             if not truncate:
                 raise PromptTooLongError("the input length exceeds the context length")
             tokens = tokens[:limit]
-        self.forget(seq, 0)
-        return _Embedding(self, seq, tokens, pooled=pooled, normalize=normalize)
+        return tokens
 
-    def _embed_chunk(self, seq: int, tokens: list[int], pos: int, pooled: bool) -> Vector:
-        """Decode ``tokens`` into ``seq`` for their embeddings: the sequence's pooled vector,
-        else the sum of the tokens' rows. Embeddings are on for this decode only."""
-        n_embd = self._model.n_embd()
-        llama_cpp.llama_set_embeddings(self._ctx, True)
-        try:
-            self._decode([Chunk(seq, tokens, pos, True)], every_row=True)
-            if pooled:
-                ptr = llama_cpp.llama_get_embeddings_seq(self._ctx, seq)
-                if not ptr:
-                    raise EngineError("the model returned no pooled embedding")
-                return np.ctypeslib.as_array(ptr, shape=(n_embd,)).astype(np.float64)
-            ptr = llama_cpp.llama_get_embeddings(self._ctx)
-            if not ptr:
-                raise EngineError("the model returned no embeddings")
-            rows = np.ctypeslib.as_array(ptr, shape=(len(tokens), n_embd))
-            total: Vector = rows.sum(axis=0, dtype=np.float64)
-            return total
-        finally:
-            llama_cpp.llama_set_embeddings(self._ctx, self._embedding)
+    def embed(self, parts: Sequence[EmbedPart]) -> list[list[float] | None]:
+        ctx = self._embed_ctx
+        if ctx is None:
+            assert self._embed_params is not None  # (loaded)
+            params, threads = self._embed_params
+            n_cells = max(self._n_ctx, self._n_batch)  # the longest text, or one decode
+            cparams = context_params(
+                params, n_ctx=n_cells, n_par=1, n_batch=self._n_batch, threads=threads
+            )
+            pooling = int(llama_cpp.llama_pooling_type(self._ctx))
+            ctx = EmbedContext(self._model, cparams, n_batch=self._n_batch, pooling=pooling)
+            self._embed_ctx = ctx
+        return ctx.embed(parts)
+
+    def embed_forget(self, seq: int) -> None:
+        if self._embed_ctx is not None:
+            self._embed_ctx.forget(seq)
 
 
 def _go_on(progress: OnProgress) -> None:
     """Report a step of the load done; ``EngineError`` when the runner is stopping."""
     if not progress(1.0):
         raise EngineError("the load was abandoned: the runner is stopping")
-
-
-class _Embedding:
-    """A text's embedding in progress: a pooled model takes it in one decode, any other in
-    chunks of ``_EMBED_CHUNK`` tokens whose rows are averaged."""
-
-    def __init__(
-        self, engine: LlamaEngine, seq: int, tokens: list[int], *, pooled: bool, normalize: bool
-    ) -> None:
-        self._engine = engine
-        self._seq = seq
-        self._tokens = tokens
-        self._pooled = pooled
-        self._normalize = normalize
-        self._pos = 0
-        self._total: Vector = np.zeros(engine._model.n_embd(), dtype=np.float64)
-        self._closed = False
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self._tokens)
-
-    def advance(self) -> list[float] | None:
-        tokens = self._tokens
-        if not tokens:
-            return self._finish(self._total)
-        step = len(tokens) if self._pooled else _EMBED_CHUNK
-        part = tokens[self._pos : self._pos + step]
-        vec = self._engine._embed_chunk(self._seq, part, self._pos, self._pooled)
-        if self._pooled:
-            return self._finish(vec)
-        self._total += vec
-        self._pos += len(part)
-        if self._pos < len(tokens):
-            return None
-        return self._finish(self._total / len(tokens))
-
-    def _finish(self, vec: Vector) -> list[float]:
-        if self._normalize:
-            norm = float(np.linalg.norm(vec))
-            if norm > 0:
-                vec = vec / norm
-        self.close()
-        out: list[float] = vec.tolist()
-        return out
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._engine.forget(self._seq, 0)

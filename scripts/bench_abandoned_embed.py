@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import httpx
+from machine import Machine  # scripts/machine.py: the CPU and load a figure belongs to
 
 CHAT = {
     "model": "smollm2",
@@ -65,6 +66,7 @@ def main() -> int:
     parser.add_argument("--abandon-s", type=float, default=2.0)
     parser.add_argument("--parallel", type=int, default=1)
     args = parser.parse_args()
+    machine = Machine.probe()
     port = _port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as home:
@@ -103,6 +105,7 @@ def main() -> int:
                     flush=True,
                 )
             print(f"median wait {statistics.median(waits):.3f} s", flush=True)  # noqa: T201
+            print(json.dumps({"waits_s": waits, "machine": machine.finish()}))  # noqa: T201
         finally:
             server.terminate()
             server.wait(60)

@@ -33,6 +33,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from machine import Machine  # scripts/machine.py: the CPU and load a figure belongs to
+
 from power.create.starter import starter_gguf_path
 
 CTX, THREADS, PARALLEL = 2048, 2, 4
@@ -191,6 +193,7 @@ def main() -> int:
     ap.add_argument("--llama-server", default=LLAMA_SERVER)
     ap.add_argument("--lcpp-python", default=LCPP_PYTHON)
     args = ap.parse_args()
+    machine = Machine.probe()
     gguf = str(starter_gguf_path())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "A3S_POWER_"))}
     with tempfile.TemporaryDirectory() as tmp:
@@ -279,6 +282,7 @@ def main() -> int:
         results["power_4_over_llama_server_4"] = med["power"] / med["llama-server"]
     if "llama-cpp-python" in med:
         results["power_4_over_llama_cpp_python_4"] = med["power"] / med["llama-cpp-python"]
+    results["machine"] = machine.finish()
     text = json.dumps(results, indent=2)
     sys.stdout.write(text + "\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

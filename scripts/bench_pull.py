@@ -40,6 +40,7 @@ import aiohttp
 from power.create.starter import starter_gguf_path
 from power.registry import RegistryService, pull
 from power.store.store import ModelStore
+from scripts.machine import Machine  # the CPU and load a figure belongs to
 from tests.support.proxy import proxy
 from tests.support.registry import MODEL_TYPE, run_registry, sha256
 
@@ -157,6 +158,7 @@ def main() -> int:
     data = src.read_bytes()
     digest = sha256(data)
     mb = len(data) / 1e6
+    machine = Machine.probe(runner=False)  # (no model runs: the disk and network do)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp, run_registry(Path(tmp) / "reg") as reg:
         reg.publish("library/bench", "latest", [(MODEL_TYPE, data)])
@@ -183,6 +185,7 @@ def main() -> int:
     log.info("load average before %.2f, after %.2f", load_before[0], os.getloadavg()[0])
     log.info("resume: %d bytes were on disk, %d fetched; re-downloaded %.2f%% of them",
              saved, fetched, 100 * again / max(saved, 1))  # fmt: skip
+    results["machine"] = machine.finish()
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     log.info("wrote %s", args.out)
     return 0

@@ -27,6 +27,8 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from machine import Machine  # scripts/machine.py: the CPU and load a figure belongs to
+
 from power.create.starter import starter_gguf_path
 from power.supervisor.spare import REFILL_DELAY_S
 
@@ -141,6 +143,7 @@ def main() -> int:
     args = ap.parse_args()
     from llama_cpp import Llama
 
+    machine = Machine.probe()
     gguf = str(starter_gguf_path())
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -192,6 +195,7 @@ def main() -> int:
             "gateway_idle_rss_mb": gw_rss / 2**20,
             "runner_gone_after_stop": runner_gone,
             **gateway_cpu_per_token(home),
+            "machine": machine.finish(),
         }
     text = json.dumps(results, indent=2)
     print(text)  # noqa: T201

@@ -206,7 +206,9 @@ async def test_an_embed_batch_shares_the_runner_with_a_chat_and_stops_when_cance
 
     async with Supervisor.open(llama_settings(tmp_path), spawn=llama_spawner()) as sup:
         lone_answer, _ = await collect(sup.request(model, p, None, gen(prompt, num_predict=8)))
-        lone = [v async for b in sup.request(model, p, None, embed(3)) for v in vectors(b)]
+        # The first 64 inputs alone fill the same first decode as the 400 beside a chat do
+        # (a packed decode's shape picks ggml's kernels, so only the same packing is exact).
+        lone = [v async for b in sup.request(model, p, None, embed(64)) for v in vectors(b)][:3]
         async with leased(sup, model, p) as loaded:
             client = loaded.runner.client
             big = client.open(embed(400))

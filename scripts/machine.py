@@ -1,0 +1,109 @@
+"""The machine a benchmark ran on, for its JSON: every figure belongs to the CPU it came from.
+
+    from machine import Machine          # (scripts/ is on sys.path when a script runs)
+    machine = Machine.probe()            # before the timed work: CPU, llama.cpp, load average
+    ...
+    results["machine"] = machine.finish()  # after it: the load average again
+
+``probe`` reads ``/proc/cpuinfo`` through ``runner.cpu`` (the model, the flags that pick
+llama.cpp's kernels, and what ``cpu_extra_buffers = auto`` means here) and starts one real
+runner to take its ``Hello`` (the engine, llama.cpp's system info, the CPU mode it would choose),
+so the record says what the runner itself saw. ``family`` names the table of
+``docs/performance.md`` a figure goes in, e.g. "AMD EPYC (Zen 4), AVX-512, no AMX".
+
+    python scripts/machine.py          # prints this machine's record
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from power.supervisor.process import RunnerProcess
+from runner.cpu import amx_denial_possible, auto_mode, read_cpu
+
+__all__ = ["Machine"]
+
+_FEATURES = {  # what decides llama.cpp's CPU kernels, by the /proc/cpuinfo flag that shows it
+    "AVX2": "avx2",
+    "AVX-512": "avx512f",
+    "AVX-512 VNNI": "avx512_vnni",
+    "AVX-512 BF16": "avx512_bf16",
+    "AMX": "amx_tile",
+    "NEON": "asimd",
+    "SVE": "sve",
+}
+
+
+@dataclass
+class Machine:
+    cpu_model: str
+    arch: str
+    features: list[str]
+    family: str
+    cores: int  # logical CPUs this process may use
+    cpu_mode_auto: str  # runner.cpu.auto_mode here
+    cpu_mode_why: str
+    runner_engine: str = ""  # from the runner's Hello
+    runner_system_info: str = ""
+    runner_auto_cpu_mode: str = ""
+    loadavg_before: list[float] = field(default_factory=list)
+    loadavg_after: list[float] = field(default_factory=list)
+
+    @classmethod
+    def probe(cls, *, runner: bool = True) -> Machine:
+        cpu = read_cpu()
+        mode, why = auto_mode(cpu, amx_denial=amx_denial_possible())
+        features = [name for name, flag in _FEATURES.items() if flag in cpu.flags]
+        found = cls(
+            cpu_model=cpu.model or cpu.machine,
+            arch=cpu.machine,
+            features=features,
+            family=_family(cpu.model or cpu.machine, features),
+            cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0,
+            cpu_mode_auto=str(mode),
+            cpu_mode_why=why,
+        )
+        if runner:
+            found.runner_engine, found.runner_system_info, found.runner_auto_cpu_mode = asyncio.run(
+                _hello()
+            )
+        found.loadavg_before = [round(x, 2) for x in os.getloadavg()]
+        return found
+
+    def finish(self) -> dict[str, object]:
+        """The record, with the load average now (after the timed work)."""
+        self.loadavg_after = [round(x, 2) for x in os.getloadavg()]
+        return asdict(self)
+
+
+def _family(model: str, features: list[str]) -> str:
+    """E.g. "AMD EPYC (Zen 4), AVX-512, no AMX": the CPU and what its kernels may use."""
+    simd = "AVX-512" if "AVX-512" in features else "AVX2" if "AVX2" in features else ""
+    if "NEON" in features:
+        simd = "SVE" if "SVE" in features else "NEON"
+    if model.startswith("AMD EPYC") and "AVX-512" in features and "AVX-512 BF16" in features:
+        model = "AMD EPYC (Zen 4)"  # Zen 4 is the first EPYC with AVX-512 (BF16 included)
+    parts = [model, simd] if simd else [model]
+    if "AVX2" in features:  # x86: say whether AMX is there, it changes the CPU mode
+        parts.append("AMX" if "AMX" in features else "no AMX")
+    return ", ".join(parts)
+
+
+async def _hello() -> tuple[str, str, str]:
+    proc = await RunnerProcess.launch(engine="llama")
+    try:
+        hello = proc.hello
+        assert hello is not None  # (launch returns after it)
+        return hello.engine, hello.system_info, str(hello.auto_cpu_mode)
+    finally:
+        await proc.aclose()
+
+
+if __name__ == "__main__":
+    print(json.dumps(Machine.probe().finish(), indent=2))  # noqa: T201
