@@ -14,13 +14,17 @@ of llama.cpp's parameter structs), which change between releases without notice.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterable, Sequence
 from importlib import metadata
+from typing import Any, Protocol
 
 __all__ = [
     "DISTRIBUTION",
     "TESTED_VERSIONS",
+    "BatchItem",
     "UnsupportedEngineError",
     "check_version",
+    "fill_batch",
     "installed_version",
     "set_fields",
 ]
@@ -82,3 +86,42 @@ def _version_or_unknown() -> str:
         return metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:
         return "(not installed)"
+
+
+class BatchItem(Protocol):
+    """A run of one sequence's tokens from ``pos`` on (a prompt chunk, an embedding part)."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def pos(self) -> int: ...
+
+    @property
+    def tokens(self) -> Sequence[int]: ...
+
+
+def fill_batch(batch: Any, items: Iterable[BatchItem], *, every_row: bool) -> int:
+    """Lay ``items`` out in a ``llama_batch``, one sequence id per token; rows ask for output
+    when ``every_row`` (embeddings), else only an item's last row when it says ``logits``.
+    Returns how many tokens were written (also set as ``n_tokens``)."""
+    token, pos, n_seq, seq_id, logits = (
+        batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits,
+    )  # fmt: skip
+    flag = int(every_row)
+    i = 0
+    for item in items:
+        seq = item.seq
+        p = item.pos
+        for t in item.tokens:
+            token[i] = t
+            pos[i] = p
+            n_seq[i] = 1
+            seq_id[i][0] = seq
+            logits[i] = flag
+            i += 1
+            p += 1
+        if getattr(item, "logits", False):
+            logits[i - 1] = 1
+    batch.n_tokens = i
+    return i

@@ -25,7 +25,7 @@ import numpy as np
 from llama_cpp import _internals
 
 from runner.engine import EmbedPart, EngineError
-from runner.llama_compat import set_fields
+from runner.llama_compat import fill_batch, set_fields
 
 __all__ = ["EMBED_SEQS", "EmbedContext"]
 
@@ -60,26 +60,7 @@ class EmbedContext:
 
     def embed(self, parts: Sequence[EmbedPart]) -> list[list[float] | None]:
         batch = self._batch
-        token, pos, n_seq, seq_id, logits = (
-            batch.token,
-            batch.pos,
-            batch.n_seq_id,
-            batch.seq_id,
-            batch.logits,
-        )
-        i = 0
-        for part in parts:
-            seq = part.seq
-            p = part.pos
-            for t in part.tokens:
-                token[i] = t
-                pos[i] = p
-                n_seq[i] = 1
-                seq_id[i][0] = seq
-                logits[i] = 1
-                i += 1
-                p += 1
-        batch.n_tokens = i
+        i = fill_batch(batch, parts, every_row=True)
         if i:
             rc = llama_cpp.llama_decode(self._ctx, batch)
             if rc != 0:

@@ -39,7 +39,7 @@ from runner.engine import (
     PromptTooLongError,
     Span,
 )
-from runner.llama_compat import set_fields
+from runner.llama_compat import fill_batch, set_fields
 from runner.llama_embed import EMBED_SEQS, EmbedContext
 from runner.llama_params import context_params, enter_cpu_mode, model_params
 from runner.native_log import llama_log
@@ -213,29 +213,7 @@ class LlamaEngine:
 
     def _decode(self, chunks: Sequence[Chunk], *, every_row: bool) -> None:
         batch = self._batch
-        flag = int(every_row)
-        token, pos, n_seq, seq_id, logits = (
-            batch.token,
-            batch.pos,
-            batch.n_seq_id,
-            batch.seq_id,
-            batch.logits,
-        )
-        i = 0
-        for chunk in chunks:
-            seq = chunk.seq
-            p = chunk.pos
-            for t in chunk.tokens:
-                token[i] = t
-                pos[i] = p
-                n_seq[i] = 1
-                seq_id[i][0] = seq
-                logits[i] = flag
-                i += 1
-                p += 1
-            if chunk.logits:
-                logits[i - 1] = 1
-        batch.n_tokens = i
+        fill_batch(batch, chunks, every_row=every_row)
         rc = llama_cpp.llama_decode(self._ctx, batch)
         if rc != 0:
             raise EngineError(f"llama_decode failed with status {rc}")
