@@ -53,16 +53,17 @@ def env(server_env: dict[str, str]) -> dict[str, str]:
 def background(env: dict[str, str]) -> Iterator[daemon.Daemon]:
     """``power run`` starts the daemon; whatever the test does, it is gone afterwards."""
     home = Path(env["A3S_POWER_HOME"])
-    ran = power(env, "run", "smollm2", "hello there")
-    assert ran.returncode == 0, ran.stderr
-    recorded = daemon.running(home)
-    assert recorded is not None
     try:
+        ran = power(env, "run", "smollm2", "hello there")
+        assert ran.returncode == 0, ran.stderr
+        recorded = daemon.running(home)
+        assert recorded is not None
         yield recorded
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            if daemon.running(home) is not None:
-                os.kill(recorded.pid, signal.SIGKILL)
+    finally:  # also when the run failed after the daemon started: it is found by its record
+        left = daemon.running(home)
+        if left is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(left.pid, signal.SIGKILL)
         wait_until(lambda: daemon.running(home) is None, 30)
 
 
