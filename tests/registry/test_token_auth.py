@@ -42,21 +42,26 @@ def issuer(reg: Registry) -> TokenIssuer:
     return reg.tokens
 
 
-async def test_pull_with_a_bearer_token(
-    token_registry: Registry, tiny_gguf: bytes, tmp_path: Path
-) -> None:
-    publish_tiny(token_registry, tiny_gguf)
-    tokens = issuer(token_registry)
+async def pull_tiny_with_a_token(reg: Registry, tiny_gguf: bytes, tmp_path: Path) -> TokenIssuer:
+    """Publish the tiny model, pull it with credentials the realm accepts, and check it
+    arrived whole; the realm, for what it was asked."""
+    publish_tiny(reg, tiny_gguf)
+    tokens = issuer(reg)
     tokens.users = {USER: PASSWORD}
     tokens.allowed = {"library/tiny": {"pull"}}
-    svc = service(tmp_path, token_registry, password=PASSWORD)
+    svc = service(tmp_path, reg, password=PASSWORD)
     async with serve_tokens(tokens):
-        events = await collect_progress(
-            pull(svc, f"{token_registry.host}/library/tiny", insecure=True)
-        )
+        events = await collect_progress(pull(svc, f"{reg.host}/library/tiny", insecure=True))
     await svc.aclose()
     assert events[-1] == {"status": "success"}
     assert svc.store.read_blob(sha256(tiny_gguf)) == tiny_gguf
+    return tokens
+
+
+async def test_pull_with_a_bearer_token(
+    token_registry: Registry, tiny_gguf: bytes, tmp_path: Path
+) -> None:
+    tokens = await pull_tiny_with_a_token(token_registry, tiny_gguf, tmp_path)
     asked = tokens.requests[0]
     assert asked["service"] == SERVICE
     assert asked["scope"] == "repository:library/tiny:pull"
@@ -73,18 +78,7 @@ async def test_a_netrc_entry_for_the_registry_does_not_break_token_auth(
     netrc = tmp_path / "netrc"
     netrc.write_text(f"machine {token_registry.host.split(':')[0]} login me password other\n")
     monkeypatch.setenv("NETRC", str(netrc))
-    publish_tiny(token_registry, tiny_gguf)
-    tokens = issuer(token_registry)
-    tokens.users = {USER: PASSWORD}
-    tokens.allowed = {"library/tiny": {"pull"}}
-    svc = service(tmp_path, token_registry, password=PASSWORD)
-    async with serve_tokens(tokens):
-        events = await collect_progress(
-            pull(svc, f"{token_registry.host}/library/tiny", insecure=True)
-        )
-    await svc.aclose()
-    assert events[-1] == {"status": "success"}
-    assert svc.store.read_blob(sha256(tiny_gguf)) == tiny_gguf
+    await pull_tiny_with_a_token(token_registry, tiny_gguf, tmp_path)
 
 
 async def test_push_with_a_bearer_token_and_a_mount(
