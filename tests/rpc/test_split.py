@@ -75,7 +75,8 @@ def test_a_worker_with_mem_offers_its_cap_and_gets_its_share_of_the_layers(
         assert f"(at most {cap_mib} MiB each)" in capped.log_text()
     split_line = re.search(r"llama\.cpp RPC: .*", log)
     assert split_line, log
-    free = dict(re.findall(r"RPC0\[([0-9.:]+)\] (\d+) MiB free", split_line[0]))
+    # The split line numbers the devices in order (RPC0, RPC1); buffer names use the worker's own.
+    free = dict(re.findall(r"RPC\d+\[([0-9.:]+)\] (\d+) MiB free", split_line[0]))
     assert int(free[capped.endpoint]) == cap_mib, split_line[0]
     assert int(free[whole.endpoint]) > cap_mib, split_line[0]
     capped_mib = model_buffer_mib(log, f"RPC0[{capped.endpoint}]")
