@@ -1,6 +1,7 @@
 """Fixtures of the RPC tests: two llama.cpp RPC workers on loopback, and servers that split
 SmolLM2 over them. These tests need llama-cpp-python built with ``GGML_RPC=ON``: they run in
-the ``rpc`` nox session, which builds it (docs/rpc.md), and not in the default ones."""
+the ``rpc`` nox session, which builds it once and caches the wheel (docs/rpc.md), not in
+``tests``."""
 
 from __future__ import annotations
 

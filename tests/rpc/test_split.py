@@ -8,9 +8,10 @@ import re
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
-from tests.support.rpc import Worker
+from tests.support.rpc import Worker, rpc_worker
 from tests.support.server import Server, post, power_server
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
@@ -51,6 +52,36 @@ def test_a_split_model_answers_token_for_token_as_a_local_one(
         assert model_buffer_mib(log, f"RPC0[{worker.endpoint}]") > 0, log
         assert "Accepted client connection" in worker.log_text()
     assert model_buffer_mib(log, "CPU") + model_buffer_mib(log, "CPU_Mapped") > 0, log
+
+
+def test_a_worker_with_mem_offers_its_cap_and_gets_its_share_of_the_layers(
+    clean_env: dict[str, str], server_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A worker capped at a quarter of this machine's RAM next to one that offers it all (the
+    CPU device reports the whole RAM free): the runner's split shows the cap, and the capped
+    worker holds fewer layers, by llama.cpp's own buffer sizes; the answer is unchanged."""
+    cap_mib = (psutil.virtual_memory().total >> 20) // 4
+    with power_server(server_env, tmp_path / "local.log") as local:
+        expected = greedy_tokens(local)
+    with (
+        rpc_worker(clean_env, tmp_path / "capped.log", mem=f"{cap_mib}M") as capped,
+        rpc_worker(clean_env, tmp_path / "whole.log") as whole,
+    ):
+        workers = f"{capped.endpoint},{whole.endpoint}"
+        env = dict(server_env, A3S_POWER_RPC_WORKERS=workers, OLLAMA_DEBUG="1")
+        with power_server(env, tmp_path / "split.log") as split:
+            assert greedy_tokens(split) == expected
+            log = split.log_text()
+        assert f"(at most {cap_mib} MiB each)" in capped.log_text()
+    split_line = re.search(r"llama\.cpp RPC: .*", log)
+    assert split_line, log
+    # The split line numbers the devices in order (RPC0, RPC1); buffer names use the worker's own.
+    free = dict(re.findall(r"RPC\d+\[([0-9.:]+)\] (\d+) MiB free", split_line[0]))
+    assert int(free[capped.endpoint]) == cap_mib, split_line[0]
+    assert int(free[whole.endpoint]) > cap_mib, split_line[0]
+    capped_mib = model_buffer_mib(log, f"RPC0[{capped.endpoint}]")
+    whole_mib = model_buffer_mib(log, f"RPC0[{whole.endpoint}]")
+    assert 0 < capped_mib < whole_mib, log
 
 
 def test_a_worker_killed_mid_stream_fails_that_stream_clearly_and_the_daemon_stays_up(

@@ -41,11 +41,14 @@ def _listening(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def rpc_worker(env: dict[str, str], log: Path, threads: int = 1) -> Iterator[Worker]:
-    """A worker once its port accepts connections; on exit it is killed (the RPC server has
-    no graceful stop) and reaped."""
+def rpc_worker(
+    env: dict[str, str], log: Path, threads: int = 1, mem: str | None = None
+) -> Iterator[Worker]:
+    """A worker (offering at most ``mem`` when given) once its port accepts connections; on
+    exit it is killed (the RPC server has no graceful stop) and reaped."""
     port = free_port()
     argv = [sys.executable, "-m", "power", "rpc-worker", "--port", str(port)]
+    argv += ["--mem", mem] if mem else []
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*argv, "--threads", str(threads)],
