@@ -23,9 +23,13 @@ Each swap is broken down from the daemon's JSON log: from the request to the new
 ``Load`` (``runner loading``: the old runner told to stop, the spare runner taken), the load
 itself (``runner ready`` … ``load=``), and from there to the first token at the client; and,
 beside those, when the evicted runner's exit was seen (``runner unloaded``), which the load no
-longer waits for when there is RAM for both. Before every step the script waits until the
+longer waits for when there is RAM for both. Each swap also records the new runner's major
+page faults, the bytes it read from the disk and its CPU time, and how busy the whole machine
+was meanwhile (others' work shows there). Before every step the script waits until the
 gateway's spare runner is launched and idle, so a swap finds it ready (as a request that is not
 back to back with the previous load does) and its start-up does not compete with a baseline.
+Last, the same number of warm swaps back to back, without that wait: a swap then starts a
+process itself unless the previous swap's delayed refill has launched a spare meanwhile.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -99,15 +103,21 @@ def resident(path: Path) -> float:
         os.close(fd)
 
 
-def make_cold(path: Path) -> float:
-    """Drop the file's pages (none may be mapped by a process); its resident fraction after."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fdatasync(fd)  # (dirty pages are not dropped)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-    frac = resident(path)
+def make_cold(path: Path, wait_s: float = 10.0) -> float:
+    """Drop the file's pages; its resident fraction after. Mapped pages are not dropped, so
+    a process still mapping it (an evicted runner still exiting) is waited for first."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)  # (dirty pages are not dropped)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        frac = resident(path)
+        if frac <= 0.01 or time.monotonic() > deadline or not _mapped_by(path):
+            break
+        time.sleep(0.1)
     if frac > 0.01:
         raise RuntimeError(
             f"{path}: {frac:.1%} still cached after POSIX_FADV_DONTNEED; mapped by"
@@ -160,8 +170,11 @@ def big_gguf(cache_dir: Path, synth: Path, vocab_src: Path) -> Path:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".part")
         argv = [sys.executable, str(synth), str(vocab_src), str(tmp), *map(str, BIG_SHAPE)]
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-        tmp.rename(out)
+        try:
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+            tmp.rename(out)
+        finally:
+            tmp.unlink(missing_ok=True)
     return out
 
 
@@ -273,6 +286,7 @@ class Server:
             "stream": True,
             "options": {"temperature": 0, "num_predict": 1, "num_ctx": CTX, "num_thread": THREADS},
         }
+        busy = _cpu_busy()
         sent_wall, start = time.time(), time.perf_counter()
         first = first_wall = 0.0
         done: dict[str, Any] = {}
@@ -287,7 +301,13 @@ class Server:
         if not first:
             raise RuntimeError(f"no token from {model}: {done}")
         pid = self.loaded_pid()
+        faults, read = _io_of(pid)
+        cpu = psutil.Process(pid).cpu_times()
         return {
+            "machine_busy": busy(),  # the whole machine's CPU use during the swap, 0..1
+            "runner_cpu_s": cpu.user + cpu.system,
+            "major_faults": faults,  # the new runner's, loading and answering (Linux /proc)
+            "read_mb": read / 1e6,  # what it read from the disk (its readahead included)
             "ttft": first - start,
             "sent_wall": sent_wall,
             "first_wall": first_wall,
@@ -328,20 +348,42 @@ class Server:
         }
 
 
+def _cpu_busy() -> Callable[[], float]:
+    """A function that says how busy every CPU was, 0..1, since this was called."""
+    before = psutil.cpu_times()
+
+    def since() -> float:
+        after = psutil.cpu_times()
+        idle = (after.idle + after.iowait) - (before.idle + before.iowait)
+        total = sum(after) - sum(before)
+        return 1.0 - idle / total if total > 0 else 0.0
+
+    return since
+
+
+def _io_of(pid: int) -> tuple[int, int]:
+    """A process's major page faults and the bytes it caused to be read from the disk."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(stat[9]), int(io["read_bytes"])
+
+
 # ---------------------------------------------------------------------- in process
 
 
 def inprocess(path: Path) -> dict[str, float]:
     from llama_cpp import Llama
 
+    busy = _cpu_busy()
     t0 = time.perf_counter()
     llm = Llama(str(path), n_ctx=CTX, n_threads=THREADS, verbose=False)
     t1 = time.perf_counter()
     first = 0.0
     for _ in llm.create_completion(PROMPT, max_tokens=1, temperature=0, stream=True):
         first = first or time.perf_counter()
+    machine_busy = busy()
     llm.close()  # (unmapped: its pages can be dropped again)
-    return {"load": t1 - t0, "ttft": first - t1}
+    return {"load": t1 - t0, "ttft": first - t1, "machine_busy": machine_busy}
 
 
 # ---------------------------------------------------------------------- the run
@@ -406,9 +448,14 @@ def main() -> int:
                             "swap": swap["ttft"],
                             "inproc_load": base["load"],
                             "inproc_ttft": base["ttft"],
+                            "inproc_machine_busy": base["machine_busy"],
                             "load_duration": swap["load_duration"],
                             "prompt_eval_duration": swap["prompt_eval_duration"],
                             "spare_used": float(swap["spare_used"]),
+                            "machine_busy": swap["machine_busy"],
+                            "runner_cpu_s": swap["runner_cpu_s"],
+                            "major_faults": swap["major_faults"],
+                            "read_mb": swap["read_mb"],
                             "resident": frac,
                             **parts,
                         }
@@ -419,10 +466,20 @@ def main() -> int:
                         f" in-process {r['inproc_load'] * 1e3:.0f} + {r['inproc_ttft'] * 1e3:.0f}"
                         f" ms; to Load {r['to_load_s'] * 1e3:.0f} load {r['load_s'] * 1e3:.0f}"
                         f" first token {r['first_token_s'] * 1e3:.0f} (old runner exited after"
-                        f" {r['old_exit_s'] * 1e3:.0f}) ms",
+                        f" {r['old_exit_s'] * 1e3:.0f}) ms; {r['major_faults']} major faults,"
+                        f" {r['read_mb']:.0f} MB read; runner CPU {r['runner_cpu_s']:.2f} s,"
+                        f" machine busy {r['machine_busy']:.0%}",
                         file=sys.stderr,
                         flush=True,
                     )
+        # back to back: each swap follows the previous one at once, so it finds no spare
+        # runner (the next is launched REFILL_DELAY_S after a load) and starts a process itself
+        quick: dict[str, list[dict[str, Any]]] = {}
+        for _ in range(args.rounds):
+            for model in (BIG, SMALL):
+                make_warm(blobs[model])
+                swap = srv.swap(model)
+                quick.setdefault(model, []).append({**swap, **srv.breakdown(swap, model)})
         sizes = {m: p.stat().st_size for m, p in blobs.items()}
     results: dict[str, Any] = {
         "models": {
@@ -437,6 +494,15 @@ def main() -> int:
                 "gb_per_s": sizes[m] / statistics.median(v) / 1e9,
             }
             for (m, c), v in floor.items()
+        },
+        "back_to_back_warm": {
+            m: {
+                "swap": summary([x["ttft"] for x in v]),
+                "to_load_s": summary([x["to_load_s"] for x in v]),
+                "load_s": summary([x["load_s"] for x in v]),
+                "spare_used": sum(x["spare_used"] for x in v) / len(v),
+            }
+            for m, v in quick.items()
         },
         "cache_state_checked_by": "mincore over a fresh read-only mapping",
         "machine": machine.finish(),
