@@ -11,7 +11,10 @@ of SIGSEGV, as a bad CPU kernel does, unless the model was loaded in CPU mode ``
 ``kernel_fault=2``: in every mode),
 ``n_ctx_train`` (default 2048), ``tokenize_delay`` seconds to tokenize a MiB of text (in
 proportion), ``byte_tokens=1`` (a token per UTF-8 byte, spaces included, as byte-level
-vocabularies split a character they lack: ``num_predict`` can then stop inside one).
+vocabularies split a character they lack: ``num_predict`` can then stop inside one),
+``hold_exit=1`` (once loaded, the process does not end until a file named like the model plus
+``.exit`` exists: a runner slow to exit, as one freeing a large model is, held as long as a test
+needs).
 ``delay`` also passes once per ``EMBED_CHUNK`` tokens of an embedding decode (which packs up
 to ``EMBED_SEQS`` texts).
 The runner's scheduler batches it like the real engine (one ``decode`` per step, ``delay``
@@ -21,6 +24,7 @@ makes ``prompt_cached`` behave the same way.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -54,6 +58,11 @@ EMBED_SEQS = 16
 BYTE_BASE = VOCAB_SIZE - 256  # ids of the byte tokens (``byte_tokens=1``)
 
 
+def _wait_for_file(path: str) -> None:
+    while not os.path.exists(path):
+        time.sleep(0.01)
+
+
 def parse_fake_spec(spec: str) -> FakeEngine:
     """``fake``, ``fake:echo`` or ``fake:count?delay=0.01&crash_after=3`` -> a FakeEngine."""
     _, _, rest = spec.partition(":")
@@ -78,6 +87,7 @@ class FakeEngine:
         n_ctx_train: float = 2048,
         tokenize_delay: float = 0.0,
         byte_tokens: float = 0,
+        hold_exit: float = 0,
     ) -> None:
         if mode not in ("echo", "count"):
             raise ValueError(f"unknown fake engine mode {mode!r}")
@@ -96,6 +106,7 @@ class FakeEngine:
         self.n_ctx_train = int(n_ctx_train)
         self.tokenize_delay = tokenize_delay
         self.byte_tokens = bool(byte_tokens)
+        self.hold_exit = bool(hold_exit)
         self._lock = threading.Lock()
         self._vocab: dict[str, int] = {"<s>": 0, "</s>": EOS}
         self._words: list[str] = ["<s>", "</s>"]
@@ -117,6 +128,8 @@ class FakeEngine:
             raise EngineError(f"model file not found: {params.model_path}")
         self._n_ctx = min(params.n_ctx, self.n_ctx_train)
         self._cpu_mode = params.cpu_mode
+        if self.hold_exit:  # (the interpreter's exit, in its main thread, waits for this)
+            atexit.register(_wait_for_file, params.model_path + ".exit")
         return LoadInfo(
             n_ctx=self._n_ctx,
             n_vocab=VOCAB_SIZE,

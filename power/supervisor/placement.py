@@ -1,8 +1,9 @@
 """Where a model goes: room made for it (by count and by memory) and its layers placed on GPUs.
 
 The estimate and the placement arithmetic are pure (``memory``), the victim order is policy
-(``policy.pick_victim``); this is the loop that evicts idle runners, waits for busy ones, and
-refuses at once (evicting nothing) a model that could not fit even alone.
+(``policy.pick_victim``); this is the loop that evicts idle runners, waits for busy ones (and for
+evicted ones to exit when their memory is needed), and refuses at once (evicting nothing) a model
+that could not fit even alone.
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ class Pool(Protocol):
     def live(self) -> list[LoadedRunner]: ...
 
     async def evict(self, loaded: LoadedRunner, reason: str) -> None:
-        """Unload ``loaded`` to make room: ``reason`` "lru" (the count) or "memory"."""
+        """Unload ``loaded`` to make room: ``reason`` "lru" (the count) or "memory". It no
+        longer counts among ``live()`` when this returns, but may still be ``exiting()``."""
+        ...
+
+    def exiting(self) -> list[LoadedRunner]:
+        """Runners told to stop whose processes have not exited yet: the memory they hold is
+        not free yet."""
         ...
 
     async def wait_for_change(self) -> None:
@@ -61,7 +68,9 @@ class Placer:
 
         Idle runners are unloaded, least valuable first, until the new model's estimate fits in
         free RAM and the count is under ``max_loaded_models``, and, where idle runners hold
-        VRAM, until every layer fits on the GPUs; busy runners are waited for. A model that
+        VRAM, until every layer fits on the GPUs; busy runners are waited for. An evicted
+        runner's exit is waited for only when the memory it holds is needed: a swap under
+        ``max_loaded_models`` with RAM to spare loads while the old runner exits. A model that
         cannot fit even with nothing else loaded is an error at once (nothing is evicted for
         it), not an OOM kill. A model with RPC workers is not held to this machine's RAM: its
         runner puts here only the share of the layers that this machine's free RAM is of all
@@ -81,6 +90,8 @@ class Placer:
         )
         while True:
             live = self._pool.live()
+            # (before the probe: a runner that exits while it runs may still be counted in it)
+            exiting = self._pool.exiting()
             machine = await asyncio.to_thread(self._probe)
             where = memory.place(
                 est,
@@ -96,6 +107,9 @@ class Placer:
             room = machine.available_ram - _RAM_HEADROOM
             if len(live) < limit and need_ram <= room:
                 victim = None
+                if not where.whole and any(x.vram > 0 for x in exiting):
+                    await self._settle(exiting)  # its VRAM is about to be free
+                    continue
                 if not where.whole:  # Ollama evicts rather than leave layers on the CPU
                     holders = (x for x in live if x.usable and x.vram > 0)
                     victim = policy.pick_victim(x.snapshot() for x in holders)
@@ -109,6 +123,9 @@ class Placer:
                     )
                     return Placed(placed, where, need_ram)
                 await self._evict(live, victim.key, "memory")  # (VRAM)
+                continue
+            if need_ram > room and exiting:  # the RAM of an evicted runner is about to be free
+                await self._settle(exiting)
                 continue
             if need_ram > room:  # would it fit even with every other runner gone?
                 alone = room + await asyncio.to_thread(_freeable, live)
@@ -127,6 +144,11 @@ class Placer:
 
     async def _evict(self, live: list[LoadedRunner], key: str, reason: str) -> None:
         await self._pool.evict(next(x for x in live if x.key == key), reason)
+
+    async def _settle(self, exiting: list[LoadedRunner]) -> None:
+        """Until one of ``exiting`` has exited (at once if one has since the probe)."""
+        if all(x in self._pool.exiting() for x in exiting):
+            await self._pool.wait_for_change()
 
     async def measure_vram(self, loaded: LoadedRunner, on_gpu: int) -> int:
         """The runner's VRAM: the driver's per-process figure where there is one (NVIDIA),

