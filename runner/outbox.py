@@ -1,13 +1,17 @@
 """Frames on their way to the gateway, coalesced when tokens come fast.
 
 The inference thread pushes events; the event loop writes them. The ``Tokens`` of one request
-merge into one frame, even when other requests' tokens come in between. Waking an idle event
-loop costs more CPU than a token takes on a GPU (~1.5 ms), so after a flush, further ordinary
-tokens wait up to ``COALESCE_S`` to travel together: the first tokens of a request and every
-other message still go out at once. At most ``COALESCE_S`` is added to when a token is seen;
-the time to the first token never changes. Once ``aclose`` has sent what was queued and closed
-the stream, pushes are dropped (``closed``): a thread that outlives the runner's wind-down sends
-nothing into a closed transport.
+merge into one frame, even when other requests' tokens come in between. After a flush, further
+ordinary tokens wait up to ``COALESCE_S`` to travel together: the first tokens of a request and
+every other message still go out at once, so the time to the first token never changes and at
+most ``COALESCE_S`` is added to when a later token is seen. Each frame costs the runner's loop,
+the gateway and the client a wake-up and a loopback send (the send is most of the gateway's
+CPU per frame); on a GPU that is more than a token's compute (~1.5 ms), and on a CPU those
+wake-ups preempt the compute threads of the runner. 50 ms (20 frames a second, smooth to a
+reader) took a 128-token CPU answer from 68 NDJSON lines to 27 and decode through the gateway
+from 1.05-1.12x to 1.15-1.17x the in-process rate (docs/performance.md). Once ``aclose`` has
+sent what was queued and closed the stream, pushes are dropped (``closed``): a thread that
+outlives the runner's wind-down sends nothing into a closed transport.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from proto import FrameWriter, Msg, Tokens
 
 __all__ = ["COALESCE_S", "Outbox"]
 
-COALESCE_S = 0.020
+COALESCE_S = 0.050
 
 _IDLE, _DELAYED, _NOW = 0, 1, 2
 

@@ -289,11 +289,13 @@ def main() -> int:
     }
     if "llama-server" in med:
         results["power_4_over_llama_server_4"] = med["power"] / med["llama-server"]
-        results["power_4_over_llama_server_4_per_round"] = ratios(four, "llama-server")
+        results["power_4_over_llama_server_4_per_round"] = per_round = ratios(four, "llama-server")
+        results["power_4_over_llama_server_4_median_of_rounds"] = statistics.median(per_round)
         results["power_1_over_llama_server_1"] = statistics.median(
             one["power"]
         ) / statistics.median(one["llama-server"])
-        results["power_1_over_llama_server_1_per_round"] = ratios(one, "llama-server")
+        results["power_1_over_llama_server_1_per_round"] = per_round = ratios(one, "llama-server")
+        results["power_1_over_llama_server_1_median_of_rounds"] = statistics.median(per_round)
     if "llama-cpp-python" in med:
         results["power_4_over_llama_cpp_python_4"] = med["power"] / med["llama-cpp-python"]
     results["machine"] = machine.finish()
