@@ -2,7 +2,9 @@
 
 A frame is a 4-byte big-endian length followed by that many bytes of msgpack. A length over
 ``MAX_FRAME`` is rejected before the body is read, and a stream that ends inside a frame raises
-``ConnectionClosed`` just as a clean end between frames does (with ``mid_frame`` set).
+``ConnectionClosed`` just as a clean end between frames does (with ``mid_frame`` set). So does a
+reset: a process killed with frames it never read still queued (a runner SIGKILLed before it
+read its ``Load``) resets the socket rather than ending it, and that is the same event.
 """
 
 from __future__ import annotations
@@ -72,12 +74,14 @@ class FrameReader(Generic[T]):
             header = await self._reader.readexactly(4)
         except asyncio.IncompleteReadError as exc:
             raise ConnectionClosed(mid_frame=bool(exc.partial)) from None
+        except ConnectionResetError:
+            raise ConnectionClosed(mid_frame=False) from None
         (length,) = _HEADER.unpack(header)
         if length > self._max_frame:
             raise FrameError(f"frame of {length} bytes exceeds the {self._max_frame} byte limit")
         try:
             body = await self._reader.readexactly(length)
-        except asyncio.IncompleteReadError:
+        except (asyncio.IncompleteReadError, ConnectionResetError):
             raise ConnectionClosed(mid_frame=True) from None
         try:
             return self._decoder.decode(body)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 
 import msgspec
@@ -90,6 +91,24 @@ async def test_eof_inside_a_frame_is_a_mid_frame_close(cut: int) -> None:
     with pytest.raises(ConnectionClosed) as info:
         await frames.read()
     assert info.value.mid_frame is True
+
+
+async def test_a_peer_gone_with_frames_it_never_read_is_a_close_not_a_reset() -> None:
+    """A runner SIGKILLed before reading its ``Load`` resets the Unix socket (ECONNRESET):
+    the gateway must see the same ``ConnectionClosed`` as for a clean end, which its load path
+    turns into "the runner died" (and retries once) instead of an unexpected error."""
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    reader, writer = await asyncio.open_unix_connection(sock=ours)
+    try:
+        writer.write(b"\0" * 64)  # queued at the peer, never read
+        await writer.drain()
+        peer.close()
+        frames = FrameReader(reader, gateway_decoder())
+        with pytest.raises(ConnectionClosed) as info:
+            await frames.read()
+        assert info.value.mid_frame is False
+    finally:
+        writer.close()
 
 
 async def test_an_oversized_length_is_rejected_before_reading_the_body() -> None:
