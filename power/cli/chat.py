@@ -18,9 +18,10 @@ import click
 from power.cli.client import Client
 from power.cli.display import ReplyPrinter
 from power.cli.format import timings
+from power.cli.images import extract_images
 from power.cli.progress import Spinner
 
-__all__ = ["Session", "adopt_model", "chat", "load_model"]
+__all__ = ["Session", "adopt_model", "chat", "load_model", "user_message"]
 
 
 @dataclass
@@ -90,6 +91,20 @@ def load_model(client: Client, session: Session) -> None:
         return
     with Spinner(lambda text: click.echo(text, nl=False, err=True)):
         client.post("/api/generate", body)
+
+
+def user_message(session: Session, text: str) -> dict[str, Any]:
+    """The user's turn for ``text``: for a model with vision, the image files it names are read
+    and attached (each announced on stderr, as Ollama does). ``ImageError`` when one cannot be."""
+    message: dict[str, Any] = {"role": "user", "content": text}
+    if session.vision:
+        prompt = extract_images(text)
+        for path in prompt.paths:
+            click.echo(f"Added image '{path}'", err=True)
+        message["content"] = prompt.text
+        if prompt.images:
+            message["images"] = prompt.images
+    return message
 
 
 def _echo(text: str) -> None:

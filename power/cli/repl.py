@@ -14,10 +14,10 @@ from collections.abc import Callable
 import click
 
 from power.cli import slash
-from power.cli.chat import Session, chat
+from power.cli.chat import Session, chat, user_message
 from power.cli.client import Client, ResponseError
 from power.cli.history import LineReader
-from power.cli.images import ImageError, extract_images, starts_with_image
+from power.cli.images import ImageError, starts_with_image
 
 __all__ = ["interactive", "read_message"]
 
@@ -50,18 +50,11 @@ def read_message(
 
 
 def _send(client: Client, session: Session, text: str) -> None:
-    message: dict[str, object] = {"role": "user", "content": text}
-    if session.vision:
-        try:
-            prompt = extract_images(text)
-        except ImageError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            return
-        for path in prompt.paths:
-            click.echo(f"Added image '{path}'", err=True)
-        message["content"] = prompt.text
-        if prompt.images:
-            message["images"] = prompt.images
+    try:
+        message = user_message(session, text)
+    except ImageError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return
     session.messages.append(message)
     try:
         reply = chat(client, session)

@@ -21,12 +21,12 @@ from typing import Any
 
 import click
 
-from power.cli.chat import Session, adopt_model, chat, load_model
+from power.cli.chat import Session, adopt_model, chat, load_model, user_message
 from power.cli.client import Client, ConnectError, ResponseError
 from power.cli.display import ReplyPrinter
 from power.cli.format import go_float32_json
 from power.cli.history import History
-from power.cli.images import ImageError, extract_images
+from power.cli.images import ImageError
 from power.cli.progress import show_progress
 from power.cli.repl import interactive
 from power.location import client_home
@@ -146,17 +146,10 @@ def _embed(client: Client, session: Session, text: str, truncate: bool | None, d
 
 
 def _answer_once(client: Client, session: Session, text: str) -> None:
-    message: dict[str, Any] = {"role": "user", "content": text}
-    if session.vision:
-        try:
-            prompt = extract_images(text)
-        except ImageError as exc:
-            raise click.ClickException(str(exc)) from exc
-        for path in prompt.paths:
-            click.echo(f"Added image '{path}'", err=True)
-        message["content"] = prompt.text
-        if prompt.images:
-            message["images"] = prompt.images
+    try:
+        message = user_message(session, text)
+    except ImageError as exc:
+        raise click.ClickException(str(exc)) from exc
     session.messages.append(message)
     if chat(client, session) is None:
         sys.exit(130)
