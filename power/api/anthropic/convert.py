@@ -166,20 +166,26 @@ def tool_choice(
 
 
 class StopScanner:
-    """Releases text up to the first stop sequence, holding back what could start one."""
+    """Releases text up to the first stop sequence, holding back what could start one.
+    ``end`` is where the matched sequence ends, in characters of all the text fed."""
 
     def __init__(self, stops: list[str]) -> None:
         self.stops = [s for s in stops if s]
         self.held = ""
         self.matched: str | None = None
+        self.fed = 0
+        self.end = 0
 
     def feed(self, text: str) -> str:
         if self.matched is not None:
             return ""
         buf = self.held + text
+        start = self.fed - len(self.held)  # where ``buf`` begins in all the text fed
+        self.fed += len(text)
         hits = [(buf.find(s), s) for s in self.stops if s in buf]
         if hits:
             at, self.matched = min(hits)
+            self.end = start + at + len(self.matched)
             self.held = ""
             return buf[:at]
         keep = 0
@@ -194,3 +200,16 @@ class StopScanner:
     def flush(self) -> str:
         out, self.held = self.held, ""
         return out
+
+
+def tokens_until(pieces: list[str], text_len: int, needed: int) -> int:
+    """How many of a chunk's tokens (``pieces``, in order, their text ``text_len`` characters
+    long at the end of the chunk) it took to produce its first ``needed`` characters: the
+    tokens wholly after them were generated past a stop sequence and are not output."""
+    surplus, kept = text_len - needed, len(pieces)
+    for piece in reversed(pieces):
+        if len(piece) > surplus:
+            break
+        surplus -= len(piece)
+        kept -= 1
+    return kept

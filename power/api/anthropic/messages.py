@@ -122,10 +122,15 @@ async def _blocks(
     try:
         async for chunk in chunks:
             msg = chunk.message
-            counted += len(chunk.logprobs or [])
+            pieces = [lp.token for lp in chunk.logprobs or []]
             if msg.thinking:
                 yield _Block("thinking", text=msg.thinking)  # type: ignore[arg-type]
+            before = scanner.fed
             text = scanner.feed(msg.content) if msg.content else ""
+            if scanner.matched is None:
+                counted += len(pieces)
+            else:  # (a chunk may carry tokens generated past the stop sequence)
+                counted += cv.tokens_until(pieces, len(msg.content), scanner.end - before)
             if text:
                 yield _Block("text", text=text)
             for call in msg.tool_calls or []:
