@@ -7,7 +7,8 @@ fills one ``llama_batch`` with every chunk of a step (per-token sequence ids) an
 ``llama_decode`` call; logits are requested only for the rows that will be sampled. Embeddings
 go to a second context on the same weights (``runner.llama_embed``), made at the first one, that
 packs many texts per decode; no reload is needed and no slot's cache is touched. A model with
-a projector (``LoadParams.projector_path``) takes images through ``runner.vision``. A load
+a projector (``LoadParams.projector_path``) takes images through ``runner.vision``. A mapped
+file the page cache lacks is read ahead on a thread while it loads (``runner.prefetch``). A load
 reports progress through llama.cpp's progress callback (after every tensor it reads) and once
 more after each later step; what it placed on GPUs is read from llama.cpp's log
 (``runner.placement``).
@@ -44,6 +45,7 @@ from runner.llama_embed import EMBED_SEQS, EmbedContext
 from runner.llama_params import context_params, enter_cpu_mode, model_params
 from runner.native_log import llama_log
 from runner.placement import gpu_buffer_types
+from runner.prefetch import Prefetcher
 from runner.sampling import LlamaSampler
 
 if TYPE_CHECKING:
@@ -70,6 +72,7 @@ class LlamaEngine:
         self._params_refs: list[object] = []  # what the model's params point at
         self._vision: Projector | None = None
         self._vram = 0
+        self._prefetch: Prefetcher | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -89,6 +92,9 @@ class LlamaEngine:
     def _load(self, params: LoadParams, progress: OnProgress) -> LoadInfo:
         cpu_mode = enter_cpu_mode(params.cpu_mode)
         mparams, self._params_refs = model_params(params, cpu_mode, progress)
+        if params.use_mmap:  # (without it llama.cpp reads the file itself, front to back)
+            self._prefetch = Prefetcher([params.model_path, params.projector_path])
+            self._prefetch.start()
         try:
             self._model = _internals.LlamaModel(
                 path_model=params.model_path, params=mparams, verbose=True
@@ -153,6 +159,9 @@ class LlamaEngine:
             raise EngineError(f"failed to apply LoRA adapters {', '.join(paths)}")
 
     def close(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.stop()
+            self._prefetch = None
         if self._embed_ctx is not None:
             self._embed_ctx.close()
             self._embed_ctx = None
