@@ -12,9 +12,9 @@ of SIGSEGV, as a bad CPU kernel does, unless the model was loaded in CPU mode ``
 ``n_ctx_train`` (default 2048), ``tokenize_delay`` seconds to tokenize a MiB of text (in
 proportion), ``byte_tokens=1`` (a token per UTF-8 byte, spaces included, as byte-level
 vocabularies split a character they lack: ``num_predict`` can then stop inside one),
-``hold_exit=1`` (once loaded, the process does not end until a file named like the model plus
+``hold_exit=1`` (once loaded, closing the engine waits until a file named like the model plus
 ``.exit`` exists: a runner slow to exit, as one freeing a large model is, held as long as a test
-needs).
+needs, up to the runner's wind-down limit of 10 s).
 ``delay`` also passes once per ``EMBED_CHUNK`` tokens of an embedding decode (which packs up
 to ``EMBED_SEQS`` texts).
 The runner's scheduler batches it like the real engine (one ``decode`` per step, ``delay``
@@ -24,7 +24,6 @@ makes ``prompt_cached`` behave the same way.
 
 from __future__ import annotations
 
-import atexit
 import os
 import signal
 import sys
@@ -107,6 +106,7 @@ class FakeEngine:
         self.tokenize_delay = tokenize_delay
         self.byte_tokens = bool(byte_tokens)
         self.hold_exit = bool(hold_exit)
+        self._exit_file = ""
         self._lock = threading.Lock()
         self._vocab: dict[str, int] = {"<s>": 0, "</s>": EOS}
         self._words: list[str] = ["<s>", "</s>"]
@@ -128,8 +128,7 @@ class FakeEngine:
             raise EngineError(f"model file not found: {params.model_path}")
         self._n_ctx = min(params.n_ctx, self.n_ctx_train)
         self._cpu_mode = params.cpu_mode
-        if self.hold_exit:  # (the interpreter's exit, in its main thread, waits for this)
-            atexit.register(_wait_for_file, params.model_path + ".exit")
+        self._exit_file = params.model_path + ".exit" if self.hold_exit else ""
         return LoadInfo(
             n_ctx=self._n_ctx,
             n_vocab=VOCAB_SIZE,
@@ -140,7 +139,8 @@ class FakeEngine:
         )
 
     def close(self) -> None:
-        pass
+        if self._exit_file:  # (the process ends once this returns)
+            _wait_for_file(self._exit_file)
 
     def about(self) -> tuple[str, str]:
         return "fake", ""
