@@ -261,6 +261,7 @@ class Done(Msg, frozen=True):
     reason: Literal["stop", "length", "cancel"]
     stats: Stats
     context: tuple[int, ...] = ()  # prompt + generated tokens, for /api/generate's `context`
+    stop: str = ""  # the stop string (``Sampling.stop``) that ended it; "" when none did
 
 
 class Failed(Msg, frozen=True):

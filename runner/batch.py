@@ -278,7 +278,14 @@ class Scheduler:
             eval_tokens=seq.count,
             eval_s=max(0.0, time.perf_counter() - seq.started - seq.prompt_s),
         )
-        out.append(Done(id=req_id, reason=reason, stats=stats, context=tuple(context)))  # type: ignore[arg-type]
+        done = Done(
+            id=req_id,
+            reason=reason,  # type: ignore[arg-type]
+            stats=stats,
+            context=tuple(context),
+            stop=seq.text.matched,
+        )
+        out.append(done)
         self._release(seq)
 
     def _fail(self, seq: Seq, code: ErrorCode, message: str, out: list[Msg]) -> None:

@@ -22,6 +22,7 @@ class TextAssembler:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._held = ""
         self.stopped = False
+        self.matched = ""  # the stop string that ended it
 
     def feed(self, piece: bytes) -> str:
         """Add one token's bytes; return the text that is now safe to emit."""
@@ -31,7 +32,7 @@ class TextAssembler:
         if not self._stops:
             self._held = ""
             return text
-        cut = self._find_stop(text)
+        cut, self.matched = self._find_stop(text)
         if cut >= 0:
             self.stopped = True
             self._held = ""
@@ -49,13 +50,15 @@ class TextAssembler:
         text, self._held = self._held, ""
         return text
 
-    def _find_stop(self, text: str) -> int:
-        found = -1
+    def _find_stop(self, text: str) -> tuple[int, str]:
+        """Where the first stop string in ``text`` begins (-1: none), and which it is (of two
+        at the same place, the first listed)."""
+        found, which = -1, ""
         for stop in self._stops:
             i = text.find(stop)
             if i >= 0 and (found < 0 or i < found):
-                found = i
-        return found
+                found, which = i, stop
+        return found, which
 
     def _partial_suffix(self, text: str) -> int:
         """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""

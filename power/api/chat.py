@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -107,9 +107,14 @@ def _count_images(messages: list[dict[str, Any]]) -> int:
 
 
 async def chat_chunks(
-    state: State, req: ChatRequest, *, started: float | None = None
+    state: State,
+    req: ChatRequest,
+    *,
+    started: float | None = None,
+    on_end: Callable[[pipeline.Finished], None] | None = None,
 ) -> AsyncIterator[ChatChunk]:
-    """Validate, render and generate; bad input raises before the first chunk.
+    """Validate, render and generate; bad input raises before the first chunk. ``on_end``
+    sees how the generation ended (what Ollama's final chunk has no field for) before it.
 
     Thinking goes to ``message.thinking`` and parsed tool calls to ``message.tool_calls`` (each
     call set whole, in its own chunk). ``format`` constrains the output unless the model is
@@ -172,6 +177,8 @@ async def chat_chunks(
         state.runners, prep, build, parser, kind="chat", top_logprobs=top, started=started
     ):
         if isinstance(item, pipeline.Finished):
+            if on_end is not None:
+                on_end(item)
             final = _chunk(
                 req.model,
                 Message(role="assistant", content=""),

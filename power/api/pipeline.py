@@ -220,13 +220,14 @@ async def parse_stream(
 @dataclass(slots=True)
 class Finished:
     """The end of a generation: why it stopped, Ollama's counters and durations, the
-    log-probabilities of tokens whose text never showed, and the ``context`` token ids (None
-    when the runner sent no ``Done``)."""
+    log-probabilities of tokens whose text never showed, the ``context`` token ids (None
+    when the runner sent no ``Done``) and the stop string that ended it ("" when none did)."""
 
     done_reason: str
     metrics: dict[str, Any]
     logprobs: list[Logprob] = field(default_factory=list)
     context: list[int] | None = None
+    stop: str = ""
 
 
 async def generation(
@@ -262,7 +263,8 @@ async def generation(
             note(info, kind, prep.model.name, outcome)
     # (an image's positions are negative placeholders, not tokens)
     context = None if outcome.done is None else [t for t in outcome.done.context if t >= 0]
-    yield Finished(done_reason(outcome), outcome.metrics(), leftover, context)
+    stop = "" if outcome.done is None else outcome.done.stop
+    yield Finished(done_reason(outcome), outcome.metrics(), leftover, context, stop)
 
 
 def note(info: observe.RequestInfo, kind: str, model: str, outcome: Outcome) -> None:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
+
 from power.errors import RunnerCrashedError
+from proto import Done, Stats
 from tests.support.app import TestClient
 from tests.support.runners import ScriptedRunners, done, each
 
@@ -234,6 +237,34 @@ def test_a_messages_stream_that_fails_midway_ends_with_an_error_event(
         {"type": "error", "error": {"type": "api_error", "message": "runner crashed"},
          "request_id": error["request_id"]},
     ]  # fmt: skip
+
+
+def test_stop_sequences_reach_the_runner_beside_the_models_own_and_the_match_is_named(
+    client: TestClient, sup: ScriptedRunners
+) -> None:
+    made = client.post("/api/create", json={"model": "stops", "from": "plain", "stream": False,
+                                            "parameters": {"stop": ["<|end|>"]}})  # fmt: skip
+    assert made.status_code == 200, made.text
+    ended = Done(id=1, reason="stop", stats=Stats(prompt_tokens=5, eval_tokens=3), stop="##")
+    sup.script = [*each("It is", " done"), [ended]]
+    body = {"model": "stops", "max_tokens": 9, "messages": USER, "stop_sequences": ["##", "END"]}
+    got = client.post("/v1/messages", json=body).json()
+    assert sup.generations()[-1].stop == ("<|end|>", "##", "END")
+    assert got["content"] == [{"type": "text", "text": "It is done"}]
+    assert (got["stop_reason"], got["stop_sequence"]) == ("stop_sequence", "##")
+    assert got["usage"] == {"input_tokens": 5, "output_tokens": 3}
+
+    # the model's own stop string ends the turn as it always does
+    sup.script = [*each("It is"), [msgspec.structs.replace(ended, stop="<|end|>")]]
+    body["stream"] = True
+    events = message_events(frames(client, "/v1/messages", body), "stops")
+    assert events[-2]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
+
+    # without stop_sequences the model's stop strings are the runner's only ones
+    sup.script = [*each("It is"), [done(eval_tokens=1)]]
+    body = {"model": "stops", "max_tokens": 9, "messages": USER}
+    assert client.post("/v1/messages", json=body).json()["stop_reason"] == "end_turn"
+    assert sup.generations()[-1].stop == ("<|end|>",)
 
 
 # -- /v1/responses ---------------------------------------------------------------------------

@@ -52,9 +52,10 @@ async def test_num_predict_and_stop_strings(tmp_path: Path) -> None:
     m = model(tmp_path)
     async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
         text, done = await collect(sup.request(m, params(m), None, gen("go", num_predict=5)))
-        assert (text, done.reason) == ("1 2 3 4 5 ", "length")
-        text, done = await collect(sup.request(m, params(m), None, gen("go", stop=("4",))))
-        assert (text, done.reason) == ("1 2 3 ", "stop")
+        assert (text, done.reason, done.stop) == ("1 2 3 4 5 ", "length", "")
+        stops = ("9", "4", " 3")
+        text, done = await collect(sup.request(m, params(m), None, gen("go", stop=stops)))
+        assert (text, done.reason, done.stop) == ("1 2", "stop", " 3")
 
 
 async def test_cancel_mid_stream_stops_the_runner_promptly(tmp_path: Path) -> None:

@@ -194,28 +194,6 @@ def test_anthropic_blocks_convert_to_native_messages() -> None:
         acv.convert_messages([{"role": "user", "content": [url]}], "")
 
 
-def test_stop_scanner_holds_back_partial_matches_across_chunks() -> None:
-    s = acv.StopScanner(["STOP", "END"])
-    assert s.feed("abc ST") == "abc "
-    assert s.feed("x S") == "STx "
-    assert s.feed("TOP tail") == ""
-    assert (s.matched, s.flush()) == ("STOP", "")
-    t = acv.StopScanner(["END"])
-    assert (t.feed("fine E"), t.flush(), t.matched) == ("fine ", "E", None)
-
-
-def test_a_stop_counts_the_tokens_up_to_its_end_not_those_after_it() -> None:
-    s = acv.StopScanner(["STOP"])
-    assert s.feed("ab S") == "ab "
-    assert s.feed("TOP and more") == ""
-    assert s.end == len("ab STOP")
-    # the second chunk's tokens: "TO", "P", " and", " more"; "ab S" was 4 characters
-    pieces = ["TO", "P", " and", " more"]
-    assert acv.tokens_until(pieces, len("TOP and more"), s.end - 4) == 2
-    assert acv.tokens_until(["TOP"], 3, 3) == 1
-    assert acv.tokens_until(["T", "OP an", "d"], 6, 3) == 2  # the stop ends inside a token
-
-
 def test_responses_input_items_become_chat_messages() -> None:
     items = [
         {"role": "user", "content": [{"type": "input_text", "text": "Price?"}]},

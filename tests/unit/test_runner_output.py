@@ -8,7 +8,8 @@ from runner.output import TextAssembler
 from tests.support.wait import wait_for
 
 
-def _run(pieces: list[bytes], stop: list[str]) -> tuple[str, bool]:
+def _run(pieces: list[bytes], stop: list[str]) -> tuple[str, str]:
+    """The text released and the stop string that ended it ("" when none did)."""
     asm = TextAssembler(stop)
     out = []
     for piece in pieces:
@@ -16,7 +17,8 @@ def _run(pieces: list[bytes], stop: list[str]) -> tuple[str, bool]:
         if asm.stopped:
             break
     out.append(asm.flush())
-    return "".join(out), asm.stopped
+    assert asm.stopped == bool(asm.matched)
+    return "".join(out), asm.matched
 
 
 def test_multibyte_characters_split_across_tokens_come_out_whole() -> None:
@@ -40,18 +42,20 @@ def test_invalid_bytes_inside_the_text_are_still_replaced() -> None:
 
 
 @pytest.mark.parametrize(
-    ("pieces", "stop", "expected", "stopped"),
+    ("pieces", "stop", "expected", "matched"),
     [
-        ([b"Hello", b" wor", b"ld"], [], "Hello world", False),
-        ([b"Hello", b"\n", b"User:"], ["\nUser:"], "Hello", True),
-        ([b"ab", b"<|im", b"_end|>", b"tail"], ["<|im_end|>"], "ab", True),
-        ([b"a<|im", b" no"], ["<|im_end|>"], "a<|im no", False),  # a false start is released
-        ([b"x END y"], ["END"], "x ", True),
-        ([b"one", b"two"], ["STOP", "two"], "one", True),
+        ([b"Hello", b" wor", b"ld"], [], "Hello world", ""),
+        ([b"Hello", b"\n", b"User:"], ["\nUser:"], "Hello", "\nUser:"),
+        ([b"ab", b"<|im", b"_end|>", b"tail"], ["<|im_end|>"], "ab", "<|im_end|>"),
+        ([b"a<|im", b" no"], ["<|im_end|>"], "a<|im no", ""),  # a false start is released
+        ([b"x END y"], ["END"], "x ", "END"),
+        ([b"one", b"two"], ["STOP", "two"], "one", "two"),
+        ([b"a BEND"], ["END", "BEND"], "a ", "BEND"),  # the one that starts first
+        ([b"a END"], ["END", "EN"], "a ", "END"),  # of two at one place, the first listed
     ],
 )
-def test_stop_strings(pieces: list[bytes], stop: list[str], expected: str, stopped: bool) -> None:
-    assert _run(pieces, stop) == (expected, stopped)
+def test_stop_strings(pieces: list[bytes], stop: list[str], expected: str, matched: str) -> None:
+    assert _run(pieces, stop) == (expected, matched)
 
 
 def test_text_that_might_start_a_stop_is_held_until_resolved() -> None:

@@ -1,7 +1,8 @@
 """Anthropic Messages pieces -> native ones, errors in Anthropic's shape, and stop sequences.
 
-Stop sequences are matched here rather than in the runner, so the response can say which one
-ended the turn (``stop_reason: "stop_sequence"`` with ``stop_sequence`` set).
+Stop sequences go to the runner as stop strings, added to the model's own; the runner ends the
+generation at the first and says which it was, so the response can name it (``stop_reason:
+"stop_sequence"`` with ``stop_sequence`` set).
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from power.api.schemas import Message
 from power.errors import InvalidRequestError, PowerError
 
 __all__ = [
-    "StopScanner",
     "anthropic_error_body",
     "anthropic_errors",
     "convert_messages",
     "convert_tools",
+    "stop_strings",
     "system_text",
     "tool_choice",
 ]
@@ -165,51 +166,11 @@ def tool_choice(
         raise InvalidRequestError(f"tool_choice: {exc}") from exc
 
 
-class StopScanner:
-    """Releases text up to the first stop sequence, holding back what could start one.
-    ``end`` is where the matched sequence ends, in characters of all the text fed."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self.held = ""
-        self.matched: str | None = None
-        self.fed = 0
-        self.end = 0
-
-    def feed(self, text: str) -> str:
-        if self.matched is not None:
-            return ""
-        buf = self.held + text
-        start = self.fed - len(self.held)  # where ``buf`` begins in all the text fed
-        self.fed += len(text)
-        hits = [(buf.find(s), s) for s in self.stops if s in buf]
-        if hits:
-            at, self.matched = min(hits)
-            self.end = start + at + len(self.matched)
-            self.held = ""
-            return buf[:at]
-        keep = 0
-        for s in self.stops:
-            for n in range(min(len(s) - 1, len(buf)), keep, -1):
-                if buf.endswith(s[:n]):
-                    keep = n
-                    break
-        self.held = buf[len(buf) - keep :]
-        return buf[: len(buf) - keep]
-
-    def flush(self) -> str:
-        out, self.held = self.held, ""
-        return out
-
-
-def tokens_until(pieces: list[str], text_len: int, needed: int) -> int:
-    """How many of a chunk's tokens (``pieces``, in order, their text ``text_len`` characters
-    long at the end of the chunk) it took to produce its first ``needed`` characters: the
-    tokens wholly after them were generated past a stop sequence and are not output."""
-    surplus, kept = text_len - needed, len(pieces)
-    for piece in reversed(pieces):
-        if len(piece) > surplus:
-            break
-        surplus -= len(piece)
-        kept -= 1
-    return kept
+def stop_strings(value: Any) -> list[str]:
+    """A ``stop`` option (one string, a list, or absent) as a list; a value of the wrong type
+    is kept for the options' own check to refuse."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value) if isinstance(value, list) else [value]

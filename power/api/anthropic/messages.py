@@ -77,9 +77,12 @@ async def _native(state: State, req: MessagesRequest, keep: Any, *, count: bool)
         req.options, temperature=req.temperature, top_p=req.top_p, max_tokens=req.max_tokens,
         top_k=req.top_k,
     )  # fmt: skip
+    if req.stop_sequences:  # added to the model's own stop strings, which still end a turn
+        opts["stop"] = [*cv.stop_strings(opts.get("stop", model.parameters.get("stop"))),
+                        *req.stop_sequences]  # fmt: skip
     return ChatRequest(
         model=req.model, messages=add_instruction(messages, instruction), tools=tools,
-        keep_alive=keep, options=opts, think=think, logprobs=bool(req.stop_sequences),
+        keep_alive=keep, options=opts, think=think,
     )  # fmt: skip
 
 
@@ -114,47 +117,34 @@ class _Block:
 async def _blocks(
     state: State, native: ChatRequest, stops: list[str], result: _Result
 ) -> AsyncIterator[_Block]:
-    """Content pieces in order; ``result`` is complete when the iterator ends."""
-    scanner = cv.StopScanner(stops)
-    chunks = chat_chunks(state, native)
+    """Content pieces in order; ``result`` is complete when the iterator ends. The runner
+    stops at a stop sequence (sent as the ``stop`` option) and says which one it was."""
+    ended: list[str] = []
     final: ChatChunk | None = None
-    counted = 0
+    chunks = chat_chunks(state, native, on_end=lambda end: ended.append(end.stop))
     try:
         async for chunk in chunks:
             msg = chunk.message
-            pieces = [lp.token for lp in chunk.logprobs or []]
             if msg.thinking:
                 yield _Block("thinking", text=msg.thinking)  # type: ignore[arg-type]
-            before = scanner.fed
-            text = scanner.feed(msg.content) if msg.content else ""
-            if scanner.matched is None:
-                counted += len(pieces)
-            else:  # (a chunk may carry tokens generated past the stop sequence)
-                counted += cv.tokens_until(pieces, len(msg.content), scanner.end - before)
-            if text:
-                yield _Block("text", text=text)
+            if msg.content:
+                yield _Block("text", text=msg.content)
             for call in msg.tool_calls or []:
                 result.tool_calls += 1
                 yield _Block("tool_use", call=call)
             if chunk.done:
                 final = chunk
-            if scanner.matched is not None:
-                break
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
-    rest = scanner.flush()
-    if rest:
-        yield _Block("text", text=rest)
-    if scanner.matched is not None:
-        result.stop_reason, result.stop_sequence = "stop_sequence", scanner.matched
-        result.output_tokens = counted
-        result.input_tokens = await _input_tokens(state, native)
+    if final is None:
         return
-    if final is not None:
-        result.input_tokens = prompt_tokens(final)[0]
-        result.output_tokens = final.eval_count or 0
-        if final.done_reason == "length":
-            result.stop_reason = "max_tokens"
+    result.input_tokens = prompt_tokens(final)[0]
+    result.output_tokens = final.eval_count or 0
+    if ended and ended[0] and ended[0] in stops:
+        result.stop_reason, result.stop_sequence = "stop_sequence", ended[0]
+        return
+    if final.done_reason == "length":
+        result.stop_reason = "max_tokens"
     if result.tool_calls:
         result.stop_reason = "tool_use"
 
