@@ -4,6 +4,11 @@ import logging
 import os
 import sys
 
+# numpy, which llama-cpp-python imports, starts OpenBLAS's thread pool, and its threads spin for
+# a while after they start (~0.2 s of CPU here) and after every BLAS call numpy makes. The
+# runner computes with llama.cpp's threads and needs none of them (a user's setting still wins).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from runner.main import main
 
 code = main()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import psutil
 import pytest
 
 from power.errors import RunnerLoadError
@@ -40,3 +41,22 @@ async def test_an_untested_llama_cpp_python_fails_the_handshake_with_what_to_ins
 async def test_an_unknown_engine_fails_the_handshake(tmp_path: Path) -> None:
     with pytest.raises(RunnerLoadError, match="unknown engine 'turbo'"):
         await RunnerProcess.launch(engine="turbo", timeout_s=30)
+
+
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="OpenBLAS starts one thread per CPU at most"
+)
+async def test_a_runner_starts_no_blas_threads_unless_told_to() -> None:
+    """numpy's OpenBLAS pool would spin beside llama.cpp's compute threads: a runner has none,
+    unless the user's environment asks for them."""
+    threads = []
+    for blas in (None, "2"):
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+        if blas is not None:
+            env["OPENBLAS_NUM_THREADS"] = blas
+        runner = await RunnerProcess.launch(engine="llama", env=env, timeout_s=60)
+        try:
+            threads.append(psutil.Process(runner.pid).num_threads())
+        finally:
+            await runner.aclose()
+    assert threads[1] == threads[0] + 1  # the second BLAS thread (the first is the caller's)
