@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from machine import Machine  # scripts/machine.py: the CPU and load a figure belongs to
+from machine import Machine, publish  # scripts/machine.py: the CPU and load a figure belongs to
 
 from power.create.starter import starter_gguf_path
 
@@ -299,10 +299,7 @@ def main() -> int:
     if "llama-cpp-python" in med:
         results["power_4_over_llama_cpp_python_4"] = med["power"] / med["llama-cpp-python"]
     results["machine"] = machine.finish()
-    text = json.dumps(results, indent=2)
-    sys.stdout.write(text + "\n")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    publish(results, args.out)
     return 0
 
 

@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--modes", default="extra,plain,no-amx", help="extra first: the baseline")
     parser.add_argument("--out", default="docs/bench-cpu-mode.json")
     args = parser.parse_args()
-    from machine import Machine  # scripts/machine.py: the CPU and load a figure belongs to
+    from machine import Machine, publish  # scripts/machine.py: the CPU and load a figure belongs to
 
     from power.create.starter import starter_gguf_path
     from power.options import default_threads
@@ -132,8 +132,7 @@ def main() -> None:
         "gen_tokens": GEN_TOKENS,
         "results": results,
     }
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")  # noqa: T201
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -34,7 +33,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_batching import LLAMA_SERVER, _port, process
-from machine import Machine
+from machine import Machine, publish
 
 from power.create.starter import starter_gguf_path
 
@@ -180,9 +179,7 @@ def main() -> int:
                      for r in rounds]
                 )  # fmt: skip
     results["machine"] = machine.finish()
-    text = json.dumps(results, indent=2)
-    print(text)  # noqa: T201
-    Path(args.out).write_text(text + "\n")
+    publish(results, args.out)
     return 0
 
 

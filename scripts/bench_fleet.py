@@ -29,6 +29,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from scripts.machine import publish  # noqa: E402
 from tests.support.fleet import TEMPLATE, render_config  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 
@@ -114,9 +115,7 @@ def main() -> None:
         "extra_ms": round((med["haproxy"] - med["direct"]) * 1000, 2),
         "ratio_haproxy_over_direct": round(med["haproxy"] / med["direct"], 3),
     }
-    print(json.dumps(result, indent=2))  # noqa: T201
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    publish(result, args.out)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import aiohttp
 from power.create.starter import starter_gguf_path
 from power.registry import RegistryService, pull
 from power.store.store import ModelStore
-from scripts.machine import Machine  # the CPU and load a figure belongs to
+from scripts.machine import Machine, publish  # the CPU and load a figure belongs to
 from tests.support.proxy import proxy
 from tests.support.registry import MODEL_TYPE, run_registry, sha256
 
@@ -186,8 +186,7 @@ def main() -> int:
     log.info("resume: %d bytes were on disk, %d fetched; re-downloaded %.2f%% of them",
              saved, fetched, 100 * again / max(saved, 1))  # fmt: skip
     results["machine"] = machine.finish()
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    log.info("wrote %s", args.out)
+    publish(results, args.out)
     return 0
 
 

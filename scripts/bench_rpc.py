@@ -14,7 +14,6 @@ is the cost of the RPC round trips per token, not a multi-machine speed-up.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -25,6 +24,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from scripts.machine import publish  # noqa: E402
 from tests.support.rpc import rpc_worker  # noqa: E402
 from tests.support.server import power_server  # noqa: E402
 
@@ -86,9 +86,7 @@ def main() -> None:
         "decode_tokens_per_s_median": {k: round(v, 2) for k, v in med.items()},
         "ratio_split_over_local": round(med["split"] / med["local"], 3),
     }
-    print(json.dumps(result, indent=2))  # noqa: T201
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    publish(result, args.out)
 
 
 if __name__ == "__main__":

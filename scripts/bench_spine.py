@@ -29,7 +29,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from machine import Machine  # scripts/machine.py: the CPU and load a figure belongs to
+from machine import Machine, publish  # scripts/machine.py: the CPU and load a figure belongs to
 
 from power.create.starter import starter_gguf_path
 from power.supervisor.spare import REFILL_DELAY_S
@@ -225,10 +225,7 @@ def main() -> int:
             **gateway_cpu_per_token(home),
             "machine": machine.finish(),
         }
-    text = json.dumps(results, indent=2)
-    print(text)  # noqa: T201
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    publish(results, args.out)
     return 0
 
 

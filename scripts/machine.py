@@ -4,6 +4,7 @@
     machine = Machine.probe()            # before the timed work: CPU, llama.cpp, load average
     ...
     results["machine"] = machine.finish()  # after it: the load average again
+    publish(results, args.out)           # the JSON, printed and written to docs/
 
 ``probe`` reads ``/proc/cpuinfo`` through ``runner.cpu`` (the model, the flags that pick
 llama.cpp's kernels, and what ``cpu_extra_buffers = auto`` means here) and starts one real
@@ -22,12 +23,13 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from power.supervisor.process import RunnerProcess
 from runner.cpu import amx_denial_possible, auto_mode, read_cpu
 
-__all__ = ["Machine"]
+__all__ = ["Machine", "publish"]
 
 _FEATURES = {  # what decides llama.cpp's CPU kernels, by the /proc/cpuinfo flag that shows it
     "AVX2": "avx2",
@@ -93,6 +95,16 @@ def _family(model: str, features: list[str]) -> str:
     if "AVX2" in features:  # x86: say whether AMX is there, it changes the CPU mode
         parts.append("AMX" if "AMX" in features else "no AMX")
     return ", ".join(parts)
+
+
+def publish(results: dict[str, Any], out: str | Path | None) -> None:
+    """Print ``results`` as JSON and write them to ``out`` (its folder made) when given."""
+    text = json.dumps(results, indent=2)
+    sys.stdout.write(text + "\n")
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
 
 
 async def _hello() -> tuple[str, str, str]:
