@@ -197,6 +197,40 @@ _FREE = Price()
 DEFAULT_PRICE = "default"
 
 
+def check_rpc_workers(value: object, source: str) -> list[str]:
+    """``rpc_workers`` as ``source`` (a file, a variable) gave it: the workers, or ConfigError."""
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        raise ConfigError(f"{source}: key 'rpc_workers': expected a list of host:port strings")
+    try:
+        workers = [parse_rpc_worker(w) for w in value]
+    except ValueError as exc:
+        raise ConfigError(f"{source}: key 'rpc_workers': {exc}") from None
+    if len(set(workers)) != len(workers):
+        raise ConfigError(f"{source}: key 'rpc_workers': a worker is listed twice")
+    return workers
+
+
+def check_model_source(value: object, source: str) -> None:
+    """ConfigError unless ``model_source`` from ``source`` is "" or a registry to pull from."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: key 'model_source': expected a string")
+    if value:
+        try:
+            parse_model_source(value)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: key 'model_source': {exc}") from None
+
+
+def check_api_keys(keys: object, source: str) -> None:
+    """ConfigError unless ``api_keys`` from ``source`` is a list of valid key entries."""
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ConfigError(f"{source}: key 'api_keys': expected a list of strings")
+    try:
+        parse_api_keys(keys)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: key 'api_keys': {exc}") from None
+
+
 def price_key(model: str) -> str:
     """How ``[pricing]`` keys and model names meet: the full "name:tag" (a bare name means
     ``:latest``), lower case; "default", and what is no model name, stay as they are."""

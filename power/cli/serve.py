@@ -16,7 +16,7 @@ class _ServeCommand(click.Command):
     """Lists the environment variables in `serve --help` (imported only when asked)."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from power.config import env_help
+        from power.environment import env_help
 
         with formatter.section("Environment Variables"):
             formatter.write_dl(env_help())

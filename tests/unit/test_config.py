@@ -9,7 +9,8 @@ import msgspec
 import pytest
 import tomlkit
 
-from power.config import ENV_VARS, env_help, load_settings
+from power.config import load_settings
+from power.environment import ENV_VARS, env_help
 from power.logging import TRACE, level_for, redact
 from power.serve import open_bind_warning
 from power.settings import (
@@ -229,7 +230,7 @@ def test_integer_env(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, value: str, expected: int
 ) -> None:
     config = _write_toml(tmp_path / "config.toml", {"num_parallel": 2})
-    with caplog.at_level(logging.WARNING, logger="power.config"):
+    with caplog.at_level(logging.WARNING, logger="power.environment"):
         settings = load_settings(path=config, env={"OLLAMA_NUM_PARALLEL": value}, cli={})
     assert settings.num_parallel == expected
     assert ("invalid environment variable" in caplog.text) is (expected == 2)
