@@ -5,6 +5,7 @@ Formats and persistence only; making models (create, the starter, quantizing) is
 
 from __future__ import annotations
 
+from power.store.blobs import BlobWriter
 from power.store.gguf import GGUFError, GGUFInfo, TensorInfo, human_number, read_gguf
 from power.store.manifest import ConfigV2, Layer, Manifest
 from power.store.model import Details, LocalModel, ModelEntry
@@ -16,7 +17,7 @@ from power.store.modelfile import (
     parse_modelfile,
 )
 from power.store.names import ModelName, parse_name
-from power.store.store import BlobWriter, ModelStore
+from power.store.store import ModelStore
 
 __all__ = [
     "BlobWriter",

@@ -23,20 +23,19 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
 
 from power.errors import InvalidRequestError, ModelNotFoundError
 from power.store import manifest as mf
+from power.store.blobs import BlobWriter, atomic_write
 from power.store.model import LocalModel, ModelEntry, load_model, model_entry
 from power.store.names import ModelName, parse_name
 from power.store.writeback import fsync_dir
 
-__all__ = ["BlobWriter", "ModelStore"]
+__all__ = ["ModelStore"]
 
 log = logging.getLogger(__name__)
 
@@ -45,85 +44,6 @@ _BLOB_NAME_RE = re.compile(r"^sha256-[0-9a-f]{64}$")
 _COPY_CHUNK = 1 << 20
 STALE_PARTIAL_S = 3600.0  # an interrupted pull's resumable parts are kept this long
 LOCK_NAME = ".a3s-power.lock"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-class BlobWriter:
-    """Streams bytes to a temporary file while hashing; :meth:`commit` moves it into place.
-
-    Used as a context manager, anything not committed is removed on exit.
-    """
-
-    def __init__(self, store: ModelStore, expected: str | None = None) -> None:
-        self._store = store
-        self._expected = store.normalize_digest(expected) if expected is not None else None
-        fd, tmp = tempfile.mkstemp(dir=store.tmp_dir, prefix=".tmp-", suffix="-partial")
-        self._tmp = Path(tmp)
-        self._file = os.fdopen(fd, "wb")
-        self._hash = hashlib.sha256()
-        self.size = 0
-        self.created = False
-
-    def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        self._hash.update(chunk)
-        self.size += len(chunk)
-
-    def commit(self) -> str:
-        """Verify the digest and store the blob; returns ``sha256:<hex>``. Dedupes silently."""
-        try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            digest = "sha256:" + self._hash.hexdigest()
-            if self._expected is not None and digest != self._expected:
-                raise InvalidRequestError(
-                    f'digest mismatch, expected "{self._expected}", got "{digest}"'
-                )
-            target = self._store.blob_path(digest)
-            if target.exists():
-                self._tmp.unlink()
-            else:
-                os.chmod(self._tmp, 0o644)
-                os.replace(self._tmp, target)
-                fsync_dir(target.parent)
-                self.created = True
-            return digest
-        except BaseException:
-            self.abort()
-            raise
-
-    def abort(self) -> None:
-        self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            self._tmp.unlink()
-
-    def __enter__(self) -> BlobWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.abort()  # a no-op once committed
 
 
 class ModelStore:
@@ -301,7 +221,7 @@ class ModelStore:
         """Write manifest bytes verbatim (as a registry pull must); returns their sha256 hex."""
         n = self.resolve(name)
         with self._lock:
-            _atomic_write(self.manifest_path(n), raw)
+            atomic_write(self.manifest_path(n), raw)
         return hashlib.sha256(raw).hexdigest()
 
     def copy(self, src: str | ModelName, dst: str | ModelName) -> ModelName:
@@ -309,7 +229,7 @@ class ModelStore:
         with self._lock:
             raw = self.read_manifest_bytes(src)
             target = self.resolve(dst)
-            _atomic_write(self.manifest_path(target), raw)
+            atomic_write(self.manifest_path(target), raw)
         return target
 
     def delete(self, name: str | ModelName) -> None:
