@@ -21,8 +21,11 @@ class TextAssembler:
         self._stops = [s for s in stop if s]
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._held = ""
-        self.stopped = False
         self.matched = ""  # the stop string that ended it
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.matched)  # (stop strings are never empty)
 
     def feed(self, piece: bytes) -> str:
         """Add one token's bytes; return the text that is now safe to emit."""
@@ -34,7 +37,6 @@ class TextAssembler:
             return text
         cut, self.matched = self._find_stop(text)
         if cut >= 0:
-            self.stopped = True
             self._held = ""
             return text[:cut]
         keep = self._partial_suffix(text)
