@@ -1,6 +1,6 @@
 """The machine a benchmark ran on, for its JSON: every figure belongs to the CPU it came from.
 
-    from machine import Machine          # (scripts/ is on sys.path when a script runs)
+    from machine import Machine, publish  # (scripts/ is on sys.path when a script runs)
     machine = Machine.probe()            # before the timed work: CPU, llama.cpp, load average
     ...
     results["machine"] = machine.finish()  # after it: the load average again
