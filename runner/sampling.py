@@ -1,11 +1,16 @@
 """Per-request sampling for ``LlamaEngine``: a llama.cpp sampler chain, logprobs, JSON schemas.
 
 Everything per token happens inside llama.cpp (penalties, grammar, top-k/p, temperature,
-dist); Python only reads the logits row when the request asked for logprobs.
+dist); Python only reads the logits row when the request asked for logprobs. The one exception
+is plain greedy decoding (temperature 0, no penalty, no grammar): its token is the row's first
+maximum, which numpy finds in a tenth of the time ``llama_sampler_sample`` takes to copy the
+whole vocabulary into a candidate array first (8 against 80 µs for a 49k vocabulary, four times
+a step at four streams).
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +22,7 @@ from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 from proto import Generate, Sampling, TokenLogprob, TopLogprob
 from runner.engine import BadRequestError, EngineError, Sampled
 
-__all__ = ["LlamaSampler", "grammar_for"]
+__all__ = ["LlamaSampler", "grammar_for", "plain_greedy"]
 
 Piece = Callable[[int], bytes]
 
@@ -38,7 +43,7 @@ def grammar_for(req: Generate) -> str:
 class LlamaSampler:
     """One request's sampler chain; ``sample(row)`` reads row ``row`` of the last decode."""
 
-    __slots__ = ("_chain", "_ctx", "_n_vocab", "_piece", "_top")
+    __slots__ = ("_chain", "_ctx", "_n_vocab", "_piece", "_row_type", "_top")
 
     def __init__(
         self, *, model: Any, ctx: Any, req: Generate, n_ctx: int, n_vocab: int, piece: Piece
@@ -47,10 +52,19 @@ class LlamaSampler:
         self._n_vocab = n_vocab
         self._piece = piece
         self._top = req.logprobs
-        self._chain = _chain(model, req.sampling, grammar_for(req), n_ctx, bool(req.json_schema))
+        self._row_type = ctypes.c_float * n_vocab
+        grammar = grammar_for(req)
+        self._chain = (
+            None
+            if plain_greedy(req.sampling, grammar)
+            else _chain(model, req.sampling, grammar, n_ctx, bool(req.json_schema))
+        )
 
     def sample(self, row: int) -> Sampled:
-        token: int = llama_cpp.llama_sampler_sample(self._chain, self._ctx, row)
+        if self._chain is None:
+            token = int(self._logits(row).argmax())  # the first maximum, as llama.cpp's greedy
+        else:
+            token = llama_cpp.llama_sampler_sample(self._chain, self._ctx, row)
         if self._top < 0:
             return Sampled(token)
         return Sampled(token, self._logprob(token, row))
@@ -60,9 +74,16 @@ class LlamaSampler:
             llama_cpp.llama_sampler_free(self._chain)
             self._chain = None
 
-    def _logprob(self, token: int, row: int) -> TokenLogprob:
+    def _logits(self, row: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """Row ``row`` of the last decode's logits, as a view (valid until the next decode)."""
         ptr = llama_cpp.llama_get_logits_ith(self._ctx, row)
-        logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).astype(np.float64)
+        if not ptr:
+            raise EngineError(f"the last decode has no logits for row {row}")
+        row_buf: Any = self._row_type.from_address(ctypes.addressof(ptr.contents))
+        return np.frombuffer(row_buf, np.float32)
+
+    def _logprob(self, token: int, row: int) -> TokenLogprob:
+        logits = self._logits(row).astype(np.float64)
         peak = float(logits.max())
         log_z = peak + math.log(float(np.exp(logits - peak).sum()))
         top: tuple[TopLogprob, ...] = ()
@@ -84,6 +105,14 @@ class LlamaSampler:
         return TopLogprob(
             token=piece.decode("utf-8", errors="replace"), logprob=logprob, utf8=piece
         )
+
+
+def plain_greedy(s: Sampling, grammar: str) -> bool:
+    """True when ``s`` and ``grammar`` leave greedy decoding to pick the row's maximum alone."""
+    penalised = s.repeat_last_n != 0 and (
+        s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty
+    )
+    return s.temperature <= 0 and not grammar and not penalised
 
 
 def _chain(model: Any, s: Sampling, grammar: str, n_ctx: int, from_schema: bool) -> Any:
