@@ -12,7 +12,7 @@ import pytest
 from proto import Generate, LoadParams, Sampling
 from runner.engine import Chunk, EngineError
 from runner.llama_engine import LlamaEngine
-from runner.sampling import LlamaSampler, plain_greedy
+from runner.sampling import plain_greedy
 
 pytestmark = pytest.mark.model
 
@@ -79,13 +79,7 @@ def test_a_row_without_logits_is_an_engine_error(engine: LlamaEngine) -> None:
     prompt = engine.tokenize(PROMPTS[2], add_special=False, parse_special=True)
     engine.forget(0, 0)
     engine.decode([Chunk(0, prompt, 0, True)])  # only the last row has logits
-    sampler = LlamaSampler(
-        model=engine._model,
-        ctx=engine._ctx,
-        req=Generate(id=1, prompt="", sampling=Sampling(temperature=0)),
-        n_ctx=512,
-        n_vocab=engine._n_vocab,
-        piece=engine.piece,
-    )
+    greedy = Generate(id=1, prompt="", sampling=Sampling(temperature=0))
+    sampler = engine.sampler(greedy, prompt)
     with pytest.raises(EngineError, match="no logits for row 0"):
         sampler.sample(0)
