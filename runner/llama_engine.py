@@ -6,12 +6,14 @@ output in a batch sometimes drifted from a lone run's). ``decode``
 fills one ``llama_batch`` with every chunk of a step (per-token sequence ids) and makes one
 ``llama_decode`` call; logits are requested only for the rows that will be sampled. Embeddings
 go to a second context on the same weights (``runner.llama_embed``), made at the first one, that
-packs many texts per decode; no reload is needed and no slot's cache is touched. A model with
-a projector (``LoadParams.projector_path``) takes images through ``runner.vision``. A mapped
-file the page cache lacks is read ahead on a thread while it loads (``runner.prefetch``). A load
-reports progress through llama.cpp's progress callback (after every tensor it reads) and once
-more after each later step; what it placed on GPUs is read from llama.cpp's log
-(``runner.placement``).
+packs many texts per decode; no reload is needed and no slot's cache is touched. An embedding
+model (``LoadParams.embedding``) has that context from its load, and a generation context of
+``EMBEDDING_MODEL_GEN_CTX`` cells per sequence: a full one would only hold memory, since the
+gateway never asks it for generation. A model with a projector (``LoadParams.projector_path``)
+takes images through ``runner.vision``. A mapped file the page cache lacks is read ahead on a
+thread while it loads (``runner.prefetch``). A load reports progress through llama.cpp's
+progress callback (after every tensor it reads) and once more after each later step; what it
+placed on GPUs is read from llama.cpp's log (``runner.placement``).
 """
 
 from __future__ import annotations
@@ -51,9 +53,13 @@ from runner.sampling import LlamaSampler
 if TYPE_CHECKING:
     from runner.vision import Projector
 
-__all__ = ["LlamaEngine"]
+__all__ = ["EMBEDDING_MODEL_GEN_CTX", "LlamaEngine"]
 
 log = logging.getLogger(__name__)
+
+# An embedding model's generation context: cells per sequence (power.supervisor.memory's
+# estimate counts the same)
+EMBEDDING_MODEL_GEN_CTX = 256
 
 
 class LlamaEngine:
@@ -107,7 +113,14 @@ class LlamaEngine:
         n_par = max(1, params.num_parallel)
         n_batch = max(params.n_batch, n_par)
         threads = params.n_threads or (psutil.cpu_count(logical=False) or os.cpu_count() or 1)
-        cparams = context_params(params, n_ctx=n_ctx, n_par=n_par, n_batch=n_batch, threads=threads)
+        gen_ctx, gen_batch = n_ctx, n_batch
+        if params.embedding:  # it only embeds (the gateway refuses it generation), in the
+            # embedding context made below: the generation context is kept small
+            gen_ctx = min(n_ctx, EMBEDDING_MODEL_GEN_CTX)
+            gen_batch = min(n_batch, gen_ctx)
+        cparams = context_params(
+            params, n_ctx=gen_ctx, n_par=n_par, n_batch=gen_batch, threads=threads
+        )
         try:
             self._owner = _internals.LlamaContext(model=self._model, params=cparams, verbose=True)
         except ValueError as exc:
@@ -127,11 +140,15 @@ class LlamaEngine:
                 flash_attn=cparams.flash_attn_type,
             )
         self._n_batch = n_batch
-        self._n_ctx = min(n_ctx, llama_cpp.llama_n_ctx_seq(self._ctx))
+        self._n_ctx = min(gen_ctx, llama_cpp.llama_n_ctx_seq(self._ctx))
         self._n_vocab = self._model.n_vocab()
         self._embed_params = (params, threads)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         set_fields(self._batch, n_tokens=0)  # (checked once: `_decode` writes it every step)
+        if params.embedding:
+            self._n_ctx = n_ctx  # what a text may take, in the embedding context
+            _go_on(progress)
+            self._embedding_context()
         return LoadInfo(
             n_ctx=self._n_ctx,
             n_vocab=self._n_vocab,
@@ -264,6 +281,11 @@ class LlamaEngine:
         return tokens
 
     def embed(self, parts: Sequence[EmbedPart]) -> list[list[float] | None]:
+        return self._embedding_context().embed(parts)
+
+    def _embedding_context(self) -> EmbedContext:
+        """The embedding context: made at the load for an embedding model, else at the first
+        embedding."""
         ctx = self._embed_ctx
         if ctx is None:
             assert self._embed_params is not None  # (loaded)
@@ -275,7 +297,7 @@ class LlamaEngine:
             pooling = int(llama_cpp.llama_pooling_type(self._ctx))
             ctx = EmbedContext(self._model, cparams, n_batch=self._n_batch, pooling=pooling)
             self._embed_ctx = ctx
-        return ctx.embed(parts)
+        return ctx
 
     def embed_forget(self, seq: int) -> None:
         if self._embed_ctx is not None:

@@ -2,7 +2,9 @@
 
 ``estimate`` reads only the GGUF header: weights (the file's tensor data), the KV cache for
 ``n_ctx * num_parallel`` tokens (``n_ctx`` at most the training context, as the runner clamps it),
-and llama.cpp's compute buffers for one batch (at most the context, for a causal model).
+and llama.cpp's compute buffers for one batch (at most the context, for a causal model). An
+embedding model's runner holds instead one embedding context of ``max(n_ctx, n_batch)`` cells
+and a generation context of at most 256 cells per sequence.
 ``place`` turns an estimate and the GPUs' free memory into llama.cpp's offload settings: the
 whole model on the one GPU with the most room when it fits there (Ollama's default), else split
 by layers over every GPU in proportion to their room (always, with ``OLLAMA_SCHED_SPREAD``),
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 
 _KV_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32}
 _RUNNER_BASE = 64 * 2**20  # the runner process itself: Python, llama.cpp, numpy
+_EMBEDDING_MODEL_GEN_CTX = 256  # runner.llama_engine.EMBEDDING_MODEL_GEN_CTX
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,7 @@ def estimate(
     num_parallel: int,
     n_batch: int,
     kv_cache_type: str = "f16",
+    embedding: bool = False,
 ) -> Estimate:
     arch = str(metadata.get("general.architecture", ""))
 
@@ -113,16 +117,27 @@ def estimate(
     value_len = meta("attention.value_length", embd // heads)
     ctx_train = meta("context_length", 0)
     per_seq = max(4, min(n_ctx, ctx_train) if ctx_train > 0 else n_ctx)  # as the runner clamps
-    tokens = per_seq * max(1, num_parallel)
-    per_elem = _KV_BYTES.get(kv_cache_type.lower(), 2.0)
-    kv = int(layers * tokens * heads_kv * (key_len + value_len) * per_elem)
+    n_par = max(1, num_parallel)
+    batch = max(n_batch, n_par)
+    causal = bool(metadata.get(f"{arch}.attention.causal", True))
     vocab = int(metadata.get(f"{arch}.vocab_size", 0) or 32000)
-    batch = max(n_batch, num_parallel)
-    if metadata.get(f"{arch}.attention.causal", True):
-        batch = min(batch, tokens)  # llama.cpp never batches more than a causal context holds
-    # logits for one batch plus activations: a generous bound for llama.cpp's compute buffers
-    compute = 4 * batch * (vocab + 4 * embd) + 32 * 2**20
-    return Estimate(weights=file_size, kv_cache=kv, compute=compute, n_layers=layers)
+
+    def compute(batch: int, cells: int) -> int:
+        """Logits for one batch plus activations: a generous bound for llama.cpp's compute
+        buffers (it never batches more than a causal context holds)."""
+        return 4 * (min(batch, cells) if causal else batch) * (vocab + 4 * embd) + 32 * 2**20
+
+    cells = per_seq * n_par
+    work = compute(batch, cells)
+    if embedding:  # runner.llama_engine: a small generation context beside the embedding one,
+        # which holds the longest text or one decode, whichever is more
+        gen = min(per_seq, _EMBEDDING_MODEL_GEN_CTX)
+        embed_cells = max(per_seq, batch)
+        cells = gen * n_par + embed_cells
+        work = compute(min(batch, gen), gen * n_par) + compute(batch, embed_cells)
+    per_elem = _KV_BYTES.get(kv_cache_type.lower(), 2.0)
+    kv = int(layers * cells * heads_kv * (key_len + value_len) * per_elem)
+    return Estimate(weights=file_size, kv_cache=kv, compute=work, n_layers=layers)
 
 
 def blame_options(
@@ -146,6 +161,7 @@ def blame_options(
             num_parallel=params.num_parallel,
             n_batch=n_batch,
             kv_cache_type=params.kv_cache_type,
+            embedding=params.embedding,
         ).total
 
     ctx, batch = min(params.n_ctx, default_ctx), min(params.n_batch, DEFAULT_NUM_BATCH)

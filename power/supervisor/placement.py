@@ -87,6 +87,7 @@ class Placer:
             num_parallel=params.num_parallel,
             n_batch=params.n_batch,
             kv_cache_type=params.kv_cache_type,
+            embedding=params.embedding,
         )
         while True:
             live = self._pool.live()

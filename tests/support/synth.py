@@ -4,7 +4,8 @@ numbers.
 ``write_llama_gguf`` is a tiny llama-architecture model with real F32/F16 weights: big enough to
 split into several download parts, small enough to be fast, and a valid input for llama.cpp's
 quantizer (which wants an F16/BF16/F32 source). ``write_lora`` and ``write_projector`` are a
-LoRA adapter and a vision projector for SmolLM2; ``png`` makes tiny images.
+LoRA adapter and a vision projector for SmolLM2; ``with_metadata`` copies a GGUF with keys
+added (SmolLM2 with a pooling type is an embedding model); ``png`` makes tiny images.
 
 The projector is a CLIP-style ViT with a LLaVA ``mlp`` projector of a real shape (the tensor
 names, keys and layouts llama.cpp's ``mtmd`` loads), kept small: 32 px images in 16 px patches,
@@ -23,7 +24,14 @@ import numpy as np
 
 from power.store.gguf import read_gguf
 
-__all__ = ["png", "write_gguf", "write_llama_gguf", "write_lora", "write_projector"]
+__all__ = [
+    "png",
+    "with_metadata",
+    "write_gguf",
+    "write_llama_gguf",
+    "write_lora",
+    "write_projector",
+]
 
 _ALIGN = 32
 _U32, _I32, _F32, _BOOL, _STR, _ARR = 4, 5, 6, 7, 8, 9
@@ -75,6 +83,50 @@ def write_gguf(path: Path, metadata: Mapping[str, Any], tensors: Mapping[str, An
     head += b"\0" * ((-len(head)) % _ALIGN)
     path.write_bytes(head + b"".join(blobs))
     return path
+
+
+_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def _skip_value(raw: bytes, pos: int, vtype: int) -> int:
+    """Where the GGUF value of type ``vtype`` at ``pos`` ends."""
+    if vtype in _SCALAR_SIZES:
+        return pos + _SCALAR_SIZES[vtype]
+    if vtype == _STR:
+        return pos + 8 + struct.unpack_from("<Q", raw, pos)[0]
+    if vtype == _ARR:
+        itype, count = struct.unpack_from("<IQ", raw, pos)
+        pos += 12
+        if itype in _SCALAR_SIZES:
+            return pos + count * _SCALAR_SIZES[itype]
+        for _ in range(count):
+            pos = _skip_value(raw, pos, itype)
+        return pos
+    raise ValueError(f"unknown GGUF value type {vtype}")
+
+
+def with_metadata(src: Path, dst: Path, extra: Mapping[str, Any]) -> Path:
+    """Copy the GGUF ``src`` to ``dst`` with the keys of ``extra`` added (the tensors, of any
+    type, unchanged): e.g. a pooling type that makes SmolLM2 an embedding model."""
+    raw = src.read_bytes()
+    version, n_tensors, n_kv = struct.unpack_from("<IQQ", raw, 4)
+    pos = 24
+    for _ in range(n_kv):
+        pos += 8 + struct.unpack_from("<Q", raw, pos)[0]  # the key
+        pos = _skip_value(raw, pos + 4, struct.unpack_from("<I", raw, pos)[0])
+    kv_end = pos
+    for _ in range(n_tensors):
+        pos += 8 + struct.unpack_from("<Q", raw, pos)[0]  # the name
+        n_dims = struct.unpack_from("<I", raw, pos)[0]
+        pos += 4 + 8 * n_dims + 4 + 8  # dims, type, offset
+    align = int(read_gguf(src).metadata.get("general.alignment", _ALIGN))
+    data = raw[pos + (-pos) % align :]
+    kvs = b"".join(_str(key) + _value(value) for key, value in extra.items())
+    head = raw[:4] + struct.pack("<IQQ", version, n_tensors, n_kv + len(extra))
+    head += raw[24:kv_end] + kvs + raw[kv_end:pos]
+    head += b"\0" * ((-len(head)) % align)
+    dst.write_bytes(head + data)
+    return dst
 
 
 def write_llama_gguf(
