@@ -93,12 +93,12 @@ def _skip_value(raw: bytes, pos: int, vtype: int) -> int:
     if vtype in _SCALAR_SIZES:
         return pos + _SCALAR_SIZES[vtype]
     if vtype == _STR:
-        return pos + 8 + struct.unpack_from("<Q", raw, pos)[0]
+        return pos + 8 + int(struct.unpack_from("<Q", raw, pos)[0])
     if vtype == _ARR:
         itype, count = struct.unpack_from("<IQ", raw, pos)
         pos += 12
         if itype in _SCALAR_SIZES:
-            return pos + count * _SCALAR_SIZES[itype]
+            return pos + int(count) * _SCALAR_SIZES[itype]
         for _ in range(count):
             pos = _skip_value(raw, pos, itype)
         return pos
