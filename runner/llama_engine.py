@@ -140,13 +140,14 @@ class LlamaEngine:
                 flash_attn=cparams.flash_attn_type,
             )
         self._n_batch = n_batch
-        self._n_ctx = min(gen_ctx, llama_cpp.llama_n_ctx_seq(self._ctx))
+        # what a sequence may hold (an embedding model's texts: in the embedding context)
+        seq_cells = llama_cpp.llama_n_ctx_seq(self._ctx)
+        self._n_ctx = n_ctx if params.embedding else min(n_ctx, seq_cells)
         self._n_vocab = self._model.n_vocab()
         self._embed_params = (params, threads)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         set_fields(self._batch, n_tokens=0)  # (checked once: `_decode` writes it every step)
         if params.embedding:
-            self._n_ctx = n_ctx  # what a text may take, in the embedding context
             _go_on(progress)
             self._embedding_context()
         return LoadInfo(
