@@ -94,6 +94,7 @@ async def serve(sock: socket.socket, make: Callable[[], Engine]) -> int:
     name, system_info = engine.about()
     cpu = read_cpu()
     auto, why = auto_mode(cpu, amx_denial=amx_denial_possible())
+    worker = Worker(engine, outbox)  # (before Hello: a runner that said Hello has its threads)
     outbox.push(
         Hello(
             protocol=PROTOCOL_VERSION,
@@ -105,7 +106,6 @@ async def serve(sock: socket.socket, make: Callable[[], Engine]) -> int:
             auto_cpu_mode_why=why,
         )
     )
-    worker = Worker(engine, outbox)
     main_task = asyncio.current_task()
     assert main_task is not None
     for sig in (signal.SIGTERM, signal.SIGINT):
