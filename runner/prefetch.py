@@ -6,17 +6,21 @@ first decode after it often still faulted in weights. One thread reading the fil
 in large blocks, beside the load, keeps the disk streaming at its sequential rate; the load and
 the first decode then find the pages there (docs/performance.md, "Model swap").
 
-A file already in the page cache is left alone (``RWF_NOWAIT`` probes say so without reading
-it), and so is one larger than the memory available, which reading would only churn.
+A file already in the page cache is left alone (``mincore`` probes say so without reading it),
+and so is one larger than the memory available, which reading would only churn.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
+import mmap
 import os
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import psutil
 
@@ -31,20 +35,42 @@ _PAGE = 4096
 
 def is_resident(fd: int, size: int) -> bool | None:
     """Whether every probed page of the open file is in the page cache; None where the
-    platform cannot tell without reading (no ``RWF_NOWAIT``)."""
-    nowait = getattr(os, "RWF_NOWAIT", None)
-    if nowait is None:
+    platform cannot tell. ``mincore`` over a read-only mapping starts no I/O (a ``RWF_NOWAIT``
+    read that misses starts the kernel's readahead there, which warmed whole files here)."""
+    if size <= 0:
+        return True
+    libc = _libc()
+    if libc is None:
         return None
-    page = bytearray(_PAGE)
-    step = max(size // PROBES, _PAGE)
+    addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    if addr in (None, ctypes.c_void_p(-1).value):
+        return None
     try:
+        vec = ctypes.c_ubyte()
+        step = max(size // PROBES, _PAGE) // _PAGE * _PAGE
         for offset in range(0, size, step):
-            os.preadv(fd, [page], offset, nowait)
-    except BlockingIOError:
-        return False
-    except OSError:  # (a filesystem without RWF_NOWAIT support)
+            if libc.mincore(addr + offset, 1, ctypes.byref(vec)) != 0:
+                return None
+            if not vec.value & 1:
+                return False
+        return True
+    finally:
+        libc.munmap(addr, size)
+
+
+@functools.cache
+def _libc() -> Any:
+    """libc's mmap, munmap and mincore; None where there is no mincore."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    except (OSError, AttributeError):
         return None
-    return True
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]  # fmt: skip
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    return libc
 
 
 class Prefetcher:
