@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.prefetch import Prefetcher
+from runner.prefetch import Prefetcher, _libc
 
 pytestmark = pytest.mark.skipif(
     sys.platform != "linux" or not hasattr(os, "posix_fadvise"),
@@ -30,28 +30,21 @@ def _file(path: Path, size: int) -> Path:
     return path
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                       ctypes.c_int, ctypes.c_long]  # fmt: skip
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-
-
 def _cached(path: Path) -> float:
     """The fraction of the file's pages in the page cache."""
     size = path.stat().st_size
     pages = -(-size // mmap.PAGESIZE)
+    libc = _libc()  # (the runner's own bindings)
     fd = os.open(path, os.O_RDONLY)
     try:
-        addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
         assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
         try:
             vec = (ctypes.c_ubyte * pages)()
-            assert _libc.mincore(addr, size, vec) == 0, os.strerror(ctypes.get_errno())
+            assert libc.mincore(addr, size, vec) == 0, os.strerror(ctypes.get_errno())
             return sum(b & 1 for b in bytes(vec)) / pages
         finally:
-            _libc.munmap(addr, size)
+            libc.munmap(addr, size)
     finally:
         os.close(fd)
 
