@@ -9,6 +9,11 @@ import sys
 # runner computes with llama.cpp's threads and needs none of them (a user's setting still wins).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+if "--quiet-start" in sys.argv:  # a spare started beside a busy model: see runner.quiet
+    from runner.quiet import import_quietly
+
+    import_quietly(sys.argv[1:])
+
 from runner.main import main
 
 code = main()

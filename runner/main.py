@@ -1,4 +1,4 @@
-"""The runner's frame loop: ``python -m runner --fd N [--engine llama|fake:…]``.
+"""The runner's frame loop: ``python -m runner --fd N [--engine llama|fake:…] [--quiet-start]``.
 
 The gateway hands over one end of a socketpair as fd N. The runner says ``Hello``, waits for
 ``Load``, loads on its inference thread, answers ``Ready`` (or ``Failed`` and exit 3), then
@@ -171,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True, help="inherited socket to the gateway")
     parser.add_argument("--engine", default="llama", help="llama, or fake:<mode>?<options>")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--quiet-start",
+        action="store_true",
+        help="import at the lowest CPU priority first (runner.quiet; read by runner.__main__)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -115,13 +115,17 @@ class RunnerProcess:
         verbose: bool = False,
         env: dict[str, str] | None = None,
         timeout_s: float = 60.0,
+        quiet_start: bool = False,
     ) -> RunnerProcess:
-        """Start a runner process and wait for its ``Hello`` (its engine is imported by then)."""
+        """Start a runner process and wait for its ``Hello`` (its engine is imported by then).
+        ``quiet_start``: it imports at the lowest CPU priority first (``runner.quiet``)."""
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         argv = [sys.executable, "-m", "runner", "--fd", str(child_sock.fileno())]
         argv += ["--engine", engine]
         if verbose:
             argv.append("--verbose")
+        if quiet_start:
+            argv.append("--quiet-start")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,

@@ -182,7 +182,7 @@ def test_queue_depth_and_wait_and_crashes_are_counted(fake: Server) -> None:
     assert value(samples, "power_queue_wait_seconds_count") == 2
     assert value(samples, "power_queue_wait_seconds_sum") > 0.5  # the second waited ~2 s
 
-    pid = fake.runner_pids()[0]
+    pid = httpx.get(f"{fake.url}/api/ps").json()["models"][0]["pid"]  # (not the spare)
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: value(scrape(fake), "power_runner_exits_total", model=MODEL,
                              reason="crash") == 1)  # fmt: skip

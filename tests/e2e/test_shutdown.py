@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -155,7 +156,11 @@ def test_a_runner_killed_while_loading_is_replaced_and_the_request_answered(
         )
         request.start()
         wait_until(lambda: "runner loading" in srv.log_text())
-        (loading,) = srv.runner_pids()  # the spare runner, now loading the model
+        # the runner now loading the model (the spare, or one started beside it while the
+        # spare was still starting: the other is then the next spare)
+        found = re.search(r"runner loading: model=smollm2:latest pid=(\d+)", srv.log_text())
+        assert found is not None
+        loading = int(found[1])
         os.kill(loading, signal.SIGKILL)
         request.join(60)
         assert answers[0].status_code == 200, answers[0].text

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import resource
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from power.supervisor import RunnerProcess
 from proto import CpuMode, Done, Generate, LoadParams, Sampling, Tokens
 from runner.llama_compat import installed_version
+from tests.support.spawn import thread_policies
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
@@ -119,6 +121,26 @@ async def test_hello_names_the_engine_and_the_cpu_features_it_uses(smollm2_gguf:
         assert proc.hello.engine == f"llama-cpp-python {installed_version()}"
         assert proc.hello.system_info.startswith("CPU :")
         assert "REPACK = 1" in proc.hello.system_info
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux thread policies")
+async def test_a_quietly_started_runner_loads_and_computes_on_plain_threads(
+    smollm2_gguf: Path,
+) -> None:
+    """A spare's quiet start (``runner.quiet``) idles only its imports' thread: the threads
+    that load and decode, llama.cpp's compute threads among them, are plain ones."""
+    proc = await RunnerProcess.launch(engine="llama", quiet_start=True, timeout_s=60)
+    try:
+        await proc.load(
+            LoadParams(model_path=str(smollm2_gguf), n_ctx=512), model="s", load_timeout_s=60
+        )
+        assert await answer(proc)
+        threads = thread_policies(proc.pid)
+        assert len(threads) >= 3  # the frame loop, the inference thread, a compute thread
+        plain = (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))
+        assert set(threads.values()) == {plain}
+    finally:
+        await proc.aclose(grace_s=5, term_grace_s=5)
 
 
 async def test_a_real_load_reports_progress_and_without_a_gpu_places_nothing_on_one(

@@ -29,6 +29,7 @@ __all__ = [
     "params",
     "settings",
     "stub_model",
+    "thread_policies",
 ]
 
 GREEDY = Sampling(temperature=0.0, seed=42)
@@ -149,3 +150,17 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def thread_policies(pid: int) -> dict[int, tuple[int, int]]:
+    """Each thread's scheduling policy and nice value (``/proc/<pid>/task/<tid>/stat``, fields
+    41 and 19; Linux): ``(os.SCHED_OTHER, 0)`` for a plain thread."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # (it ended meanwhile)
+        fields = stat[stat.rindex(")") + 2 :].split()  # from field 3 on
+        out[int(task.name)] = (int(fields[38]), int(fields[16]))
+    return out

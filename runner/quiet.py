@@ -1,0 +1,73 @@
+"""A quiet start (``python -m runner --quiet-start``): the imports in the CPU's idle time.
+
+The gateway launches its next spare runner as soon as it takes one, so the spare starts while
+that one loads and answers its first request. Most of a start is importing numpy,
+llama-cpp-python and the runner (~0.3 s of CPU); those imports run here on a thread of Linux's
+``SCHED_IDLE`` policy, which runs only on a core that nothing else wants and gives way at once
+to any other thread that wakes: a load leaves a core idle most of the time, a decode on every
+core leaves almost none. The thread ends with the imports. Every thread that lasts (the frame
+loop, the inference thread, and llama.cpp's compute threads, which the inference thread starts)
+keeps the process's own policy and priority.
+
+Only Linux schedules a thread apart from its process, and no unprivileged process can leave
+``SCHED_IDLE`` again; elsewhere the imports run as in a plain start, and the gateway does not
+ask for a quiet one (``power.supervisor.spare``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import threading
+from collections.abc import Callable
+
+__all__ = ["import_quietly", "run_quietly"]
+
+
+def import_quietly(argv: list[str]) -> None:
+    """Import what ``python -m runner`` with ``argv`` will use, in the CPU's idle time.
+
+    Nothing here reports a failure: the main thread imports the same modules again (at once,
+    from ``sys.modules``, where they loaded) and says what failed, as it always does.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--engine", default="llama")
+    engine = parser.parse_known_args(argv)[0].engine
+
+    def imports() -> None:
+        try:
+            importlib.import_module("runner.main")
+            if engine == "llama":
+                from runner.llama_compat import check_version, installed_version
+
+                check_version(installed_version())  # (never imported if not a tested release)
+                importlib.import_module("runner.llama_engine")
+        except Exception:
+            pass
+
+    run_quietly(imports)
+
+
+def run_quietly(work: Callable[[], None]) -> None:
+    """Run ``work`` on a new ``SCHED_IDLE`` thread and wait for it; on the calling thread, as
+    it is, where a thread cannot be scheduled apart from its process."""
+    if not sys.platform.startswith("linux"):  # (a policy of one thread: Linux only)
+        work()
+        return
+    failed = threading.Event()
+
+    def quietly() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # (this thread)
+        except OSError:
+            failed.set()
+            return
+        work()
+
+    thread = threading.Thread(target=quietly, name="quiet-start")
+    thread.start()
+    thread.join()
+    if failed.is_set():
+        work()
