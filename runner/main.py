@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quiet-start",
         action="store_true",
-        help="import at the lowest CPU priority first (runner.quiet; read by runner.__main__)",
+        help="import in the CPU's idle time first (runner.quiet; read by runner.__main__)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -1,17 +1,17 @@
 """A quiet start (``python -m runner --quiet-start``): the imports in the CPU's idle time.
 
-The gateway launches its next spare runner as soon as it takes one, so the spare starts while
-that one loads and answers its first request. Most of a start is importing numpy,
-llama-cpp-python and the runner (~0.3 s of CPU); those imports run here on a thread of Linux's
-``SCHED_IDLE`` policy, which runs only on a core that nothing else wants and gives way at once
-to any other thread that wakes: a load leaves a core idle most of the time, a decode on every
-core leaves almost none. The thread ends with the imports. Every thread that lasts (the frame
-loop, the inference thread, and llama.cpp's compute threads, which the inference thread starts)
-keeps the process's own policy and priority.
+The gateway launches its spare runners while models load and answer: beside a load that
+follows another closely, or two seconds after a load (``power.supervisor.spare``). Most of a
+start is importing numpy, llama-cpp-python and the runner (~0.3 s of CPU); those imports run
+here on a thread of Linux's ``SCHED_IDLE`` policy, which runs only on a core that nothing else
+wants and gives way at once to any other thread that wakes: a load leaves a core idle most of
+the time, a decode on every core leaves almost none. The thread ends with the imports. Every
+thread that lasts (the frame loop, the inference thread, and llama.cpp's compute threads, which
+the inference thread starts) keeps the process's own policy and priority.
 
 Only Linux schedules a thread apart from its process, and no unprivileged process can leave
 ``SCHED_IDLE`` again; elsewhere the imports run as in a plain start, and the gateway does not
-ask for a quiet one (``power.supervisor.spare``).
+ask for a quiet one.
 """
 
 from __future__ import annotations

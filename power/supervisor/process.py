@@ -118,7 +118,7 @@ class RunnerProcess:
         quiet_start: bool = False,
     ) -> RunnerProcess:
         """Start a runner process and wait for its ``Hello`` (its engine is imported by then).
-        ``quiet_start``: it imports at the lowest CPU priority first (``runner.quiet``)."""
+        ``quiet_start``: it imports in the CPU's idle time first (``runner.quiet``)."""
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         argv = [sys.executable, "-m", "runner", "--fd", str(child_sock.fileno())]
         argv += ["--engine", engine]
