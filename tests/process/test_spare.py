@@ -1,5 +1,6 @@
-"""The spare runner (``power.supervisor.spare``): launched with a quiet start as soon as one is
-taken, and never in the way of a load when that start is slow.
+"""The spare runner (``power.supervisor.spare``): started quietly (its imports in the CPU's idle
+time), at once beside a load that follows another closely, and never in the way of a load when
+that start is slow.
 
 Real ``python -m runner --engine fake:echo`` children; a start that a busy machine holds back
 is one held with SIGSTOP.
