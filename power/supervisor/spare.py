@@ -10,8 +10,9 @@ being decoded either. When loads come back to back (requests alternating between
 next load would come before that: the next spare is then launched quietly beside the load, on
 the CPU the load leaves idle. A quiet start can take long on a busy machine, so a load that
 finds the spare still starting launches a runner of its own as well and takes whichever says
-``Hello`` first; the other is the next spare. Where there is no quiet start (off Linux), a load
-waits for a spare that is starting.
+``Hello`` first. A spare left over is the next one; a runner of its own left over still
+starting is stopped, since its start would compete with the load. Where there is no quiet start
+(off Linux), a load waits for a spare that is starting.
 """
 
 from __future__ import annotations
@@ -112,17 +113,19 @@ class SparePool:
         if spare is None:
             return await own
         # The spare is still in its quiet start, which a busy machine all but stops: the first
-        # of the two to say Hello takes this load, the other is kept as the next spare.
+        # of the two to say Hello takes this load. The spare left over is the next one; a plain
+        # start left over is too once it is done, and is stopped if not, since it would go on
+        # competing with this load for the CPU.
         try:
             done, _ = await asyncio.wait({spare, own}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             self._keep(spare)
-            self._keep(own)
+            self._keep_if_done(own)
             raise
         if spare in done:
             runner = await self._started(spare)
             if runner is not None:
-                self._keep(own)
+                self._keep_if_done(own)
                 return runner
             return await own
         self._keep(spare)
@@ -141,10 +144,20 @@ class SparePool:
         return None
 
     def _keep(self, task: Starting) -> None:
-        """A start no load took: the next spare, or closed once started if there is one."""
+        """A start no load took: the next spare, or closed if there is one."""
         if self._spare is None and self._keep_spare and not self._closed:
             self._spare = task
-            return
+        else:
+            self._close(task)
+
+    def _keep_if_done(self, task: Starting) -> None:
+        if task.done():
+            self._keep(task)
+        else:
+            self._close(task)
+
+    def _close(self, task: Starting) -> None:
+        """Stop a start (or the runner it gave) in the background; ``aclose`` waits for it."""
         closing = asyncio.ensure_future(self._discard(task))
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
@@ -161,6 +174,6 @@ class SparePool:
         self._closed = True
         task, self._spare = self._spare, None
         if task is not None:
-            self._keep(task)  # (closed: never kept again)
+            self._close(task)
         if self._closing:
             await asyncio.wait(set(self._closing))

@@ -8,6 +8,7 @@ is one held with SIGSTOP.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -42,6 +43,26 @@ def quiet_children() -> list[psutil.Process]:
         except psutil.Error:
             pass
     return found
+
+
+def plain_children() -> list[psutil.Process]:
+    """This test's runners launched without a quiet start."""
+    found = []
+    for child in psutil.Process().children():
+        try:
+            argv = child.cmdline()
+        except psutil.Error:
+            continue
+        if "runner" in argv and "--quiet-start" not in argv:
+            found.append(child)
+    return found
+
+
+def gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def settled(pid: int, seen: dict[int, float]) -> bool:
@@ -155,3 +176,28 @@ async def test_a_spare_held_back_in_its_start_does_not_hold_a_load_and_is_the_ne
         finally:
             await first.aclose()
     assert not held.is_running()
+
+
+async def test_a_plain_start_that_loses_the_race_while_still_starting_is_stopped(
+    tmp_path: Path,
+) -> None:
+    """The spare says Hello first: the runner the load started beside it would go on starting
+    at full priority beside the load, so it is stopped rather than kept."""
+    async with pool_of(tmp_path) as pool:
+        await wait_for(lambda: len(quiet_children()) == 1, timeout_s=30)
+        spare = quiet_children()[0]
+        with stopped(spare):
+            load = asyncio.ensure_future(pool(params(model(tmp_path)), model="m:latest"))
+            await wait_for(lambda: len(plain_children()) == 1, timeout_s=30)
+            own = plain_children()[0]
+            os.kill(own.pid, signal.SIGSTOP)  # held in its start until the pool stops it
+        try:
+            runner = await asyncio.wait_for(load, 60)
+            try:
+                assert runner.pid == spare.pid
+                await wait_for(lambda: gone(own), timeout_s=30)
+            finally:
+                await runner.aclose()
+        finally:
+            if not gone(own):
+                os.kill(own.pid, signal.SIGCONT)
