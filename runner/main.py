@@ -57,7 +57,7 @@ from runner.worker import Worker
 # CUDA numbers GPUs in PCI bus order, as nvidia-smi (and so the gateway's placement) does
 os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
-__all__ = ["main", "make_engine", "serve"]
+__all__ = ["import_engine", "main", "make_engine", "serve"]
 
 log = logging.getLogger("runner")
 
@@ -65,16 +65,25 @@ log = logging.getLogger("runner")
 def make_engine(spec: str, *, verbose: bool) -> Engine:
     """The engine ``spec`` names; ``ValueError`` for an unknown one, ``UnsupportedEngineError``
     when llama-cpp-python is not a tested release (checked before it is imported)."""
+    return _engine_maker(spec)(verbose)
+
+
+def import_engine(spec: str) -> None:
+    """Import what ``make_engine(spec)`` needs, making no engine (``runner.quiet``)."""
+    _engine_maker(spec)
+
+
+def _engine_maker(spec: str) -> Callable[[bool], Engine]:
     if spec.startswith("fake"):
         from runner.fake import parse_fake_spec
 
-        return parse_fake_spec(spec)
+        return lambda _verbose: parse_fake_spec(spec)
     if spec != "llama":
         raise ValueError(f"unknown engine {spec!r}")
     check_version(installed_version())
     from runner.llama_engine import LlamaEngine
 
-    return LlamaEngine(verbose=verbose)
+    return lambda verbose: LlamaEngine(verbose=verbose)
 
 
 async def serve(sock: socket.socket, make: Callable[[], Engine]) -> int:

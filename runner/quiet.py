@@ -17,7 +17,6 @@ ask for a quiet one.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import threading
@@ -38,12 +37,9 @@ def import_quietly(argv: list[str]) -> None:
 
     def imports() -> None:
         try:
-            importlib.import_module("runner.main")
-            if engine == "llama":
-                from runner.llama_compat import check_version, installed_version
+            from runner.main import import_engine
 
-                check_version(installed_version())  # (never imported if not a tested release)
-                importlib.import_module("runner.llama_engine")
+            import_engine(engine)
         except Exception:
             pass
 

@@ -29,7 +29,7 @@ from proto import LoadParams
 if TYPE_CHECKING:
     from power.settings import Settings
 
-__all__ = ["QUIET_START", "REFILL_DELAY_S", "SparePool"]
+__all__ = ["REFILL_DELAY_S", "SparePool"]
 
 log = logging.getLogger(__name__)
 

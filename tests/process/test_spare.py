@@ -22,7 +22,7 @@ import pytest
 
 from power.supervisor import RunnerProcess
 from power.supervisor.spare import REFILL_DELAY_S, SparePool
-from tests.support.spawn import model, params, settings, thread_policies
+from tests.support.spawn import alive, model, params, settings, thread_policies
 from tests.support.wait import wait_for
 
 pytestmark = [
@@ -56,13 +56,6 @@ def plain_children() -> list[psutil.Process]:
         if "runner" in argv and "--quiet-start" not in argv:
             found.append(child)
     return found
-
-
-def gone(proc: psutil.Process) -> bool:
-    try:
-        return proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def settled(pid: int, seen: dict[int, float]) -> bool:
@@ -195,9 +188,9 @@ async def test_a_plain_start_that_loses_the_race_while_still_starting_is_stopped
             runner = await asyncio.wait_for(load, 60)
             try:
                 assert runner.pid == spare.pid
-                await wait_for(lambda: gone(own), timeout_s=30)
+                await wait_for(lambda: not alive(own.pid), timeout_s=30)
             finally:
                 await runner.aclose()
         finally:
-            if not gone(own):
+            if alive(own.pid):
                 os.kill(own.pid, signal.SIGCONT)
