@@ -126,7 +126,11 @@ def create_app(
                 origins=allowed_origins(settings),
                 check_host=is_loopback(settings.host),
             ),
-            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_size),
+            Middleware(
+                BodyLimitMiddleware,
+                max_bytes=settings.max_body_size,
+                idle_s=settings.body_timeout_s,
+            ),
             Middleware(AuthMiddleware, keys=parse_api_keys(settings.api_keys)),
             Middleware(CancelOnDisconnect),
         ],

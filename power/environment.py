@@ -194,6 +194,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     _var("A3S_POWER_MAX_BODY_SIZE", "max_body_size", _env_uint, "Largest JSON request body in"
          f" bytes, 413 beyond (default {DEFAULT_MAX_BODY_SIZE} = 100 MiB; 0 = no limit; blob"
          " uploads have none)"),
+    _var("A3S_POWER_BODY_TIMEOUT", "body_timeout_s", parse_duration_env, "How long a request"
+         " body may pause before its end, 408 beyond: Go duration or seconds (default 75s)"),
     _var("A3S_POWER_MODEL_SOURCE", "model_source", _env_model_source, "A fleet's shared"
          " registry, host[:port][/namespace]: a model this daemon lacks is pulled from there on"
          " first use instead of a 404"),

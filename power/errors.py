@@ -4,7 +4,8 @@
 PowerError                  500  base; str(exc) is the user-facing message
 ├── InvalidRequestError     400  (msgspec.ValidationError on bodies maps here too)
 │   ├── OptionTooLargeError      an option sizes more than the machine has (names it)
-│   └── RequestTooLargeError 413 a body over the limit, a prompt too large for a frame
+│   ├── RequestTooLargeError 413 a body over the limit, a prompt too large for a frame
+│   └── RequestTimeoutError 408  a body that stopped arriving (``body_timeout_s``)
 ├── ModelNotFoundError      404
 ├── ClientClosedError       499  (logged only)
 ├── ServerBusyError         503
@@ -39,6 +40,7 @@ __all__ = [
     "PowerError",
     "ProtocolError",
     "RegistryError",
+    "RequestTimeoutError",
     "RequestTooLargeError",
     "RunnerCrashedError",
     "RunnerError",
@@ -87,6 +89,12 @@ class RequestTooLargeError(InvalidRequestError):
     """A request body over the configured limit, or a request too large for a runner frame."""
 
     status = 413
+
+
+class RequestTimeoutError(InvalidRequestError):
+    """A request body that stopped arriving before its end."""
+
+    status = 408
 
 
 class UnauthorizedError(PowerError):

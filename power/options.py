@@ -25,12 +25,13 @@ from proto import LoadParams, Sampling
 if TYPE_CHECKING:
     from power.settings import Settings
 
-__all__ = ["DEFAULT_NUM_BATCH", "Resolved", "check_options", "resolve_options"]
+__all__ = ["DEFAULT_NUM_BATCH", "MAX_STOP", "Resolved", "check_options", "resolve_options"]
 
 log = logging.getLogger(__name__)
 
 _INT, _FLOAT, _BOOL = "int", "float", "bool"
 DEFAULT_NUM_BATCH = 512
+MAX_STOP = 1_024  # stop strings a request may give: each is matched against every token
 
 _SAMPLING: dict[str, str] = {
     "temperature": _FLOAT,
@@ -116,6 +117,8 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
 def _stop(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):  # a Modelfile PARAMETER may store one stop string
         return (value,)
+    if isinstance(value, list) and len(value) > MAX_STOP:
+        raise InvalidRequestError(f'option "stop" holds more than {MAX_STOP} strings')
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise InvalidRequestError('option "stop" must be of type array')

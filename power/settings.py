@@ -130,6 +130,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     cpu_extra_buffers: Literal["auto", "on", "off"] = "auto"
     # bytes a JSON request body may have (413 beyond, 0: no limit); blob uploads have none
     max_body_size: _NonNegInt = DEFAULT_MAX_BODY_SIZE
+    # seconds a request body may pause before its end (408), as long as an idle keep-alive
+    # connection is kept: a client that stops mid-body holds no handler for longer
+    body_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 75.0
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per log line
     log_file: str = ""  # empty: stderr; else this file (and fds 1, 2), rotated by size
     log_max_bytes: Annotated[int, msgspec.Meta(ge=4096)] = DEFAULT_LOG_MAX_BYTES

@@ -111,7 +111,10 @@ class LlamaEngine:
         n_ctx = params.n_ctx if n_ctx_train <= 0 else min(params.n_ctx, n_ctx_train)
         n_ctx = max(n_ctx, 4)
         n_par = max(1, params.num_parallel)
-        n_batch = max(params.n_batch, n_par)
+        # llama.cpp never batches more tokens than a causal context holds, and an embedding
+        # model's text fits its context; the batch's arrays are allocated for n_batch tokens
+        # (below), so a num_batch of 2**31 would otherwise fail that allocation and crash here
+        n_batch = min(max(params.n_batch, n_par), n_ctx * n_par)
         threads = params.n_threads or (psutil.cpu_count(logical=False) or os.cpu_count() or 1)
         gen_ctx, gen_batch = n_ctx, n_batch
         if params.embedding:  # it only embeds (the gateway refuses it generation), in the

@@ -4,7 +4,9 @@
 whose ``Content-Length`` is over the limit is refused before a byte of it is read, and a chunked
 one as soon as it passes the limit: the handler meets ``RequestTooLargeError`` (413) when it
 reads, and answers it in its own API's error shape; what the client still sends is dropped as it
-arrives, never kept. Blob uploads (``/api/blobs/``) stream to disk and have no limit.
+arrives, never kept. Blob uploads (``/api/blobs/``) stream to disk and have no limit. A body,
+blobs' too, that pauses for ``body_timeout_s`` before its end is a ``RequestTimeoutError``
+(408) in the same way, and a client that goes away mid-body a ``ClientClosedError``.
 
 ``decode_body`` and ``json_object`` are how handlers read JSON: an empty body, malformed JSON, a
 value of the wrong type and nesting deeper than ``MAX_DEPTH`` are 400s, and a large body is
@@ -18,10 +20,15 @@ from typing import Any, TypeVar
 
 import msgspec
 from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from power.errors import InvalidRequestError, RequestTooLargeError
+from power.errors import (
+    ClientClosedError,
+    InvalidRequestError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+)
 
 __all__ = ["MAX_DEPTH", "BodyLimitMiddleware", "decode_body", "decode_json", "json_object"]
 
@@ -39,16 +46,18 @@ def _too_large(limit: int) -> RequestTooLargeError:
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` (0: no limit) without buffering them.
+    """Refuse request bodies over ``max_bytes`` (0: no limit) without buffering them, and
+    bodies that pause for ``idle_s`` before their end.
 
     What the application leaves unread of a body is read and dropped from the moment it sends
     the end of its answer: Hypercorn queues a few chunks of the body for the application and,
     with that queue full, would wait forever to tell it the request is over.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, idle_s: float = 75.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_s = idle_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,7 +79,16 @@ class BodyLimitMiddleware:
             nonlocal seen
             if refused:
                 raise _too_large(limit)
-            message = await receive()
+            if ended:  # (the disconnect a streaming answer waits for: no deadline)
+                return await receive()
+            try:
+                async with asyncio.timeout(self.idle_s):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"the request body stopped arriving: nothing for {self.idle_s:g} s "
+                    "(body_timeout_s)"
+                ) from None
             note(message)
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
@@ -157,7 +175,10 @@ def decode_json(body: bytes, kind: type[T]) -> T:
 
 async def decode_body(request: Request, kind: type[T]) -> T:
     """The request's JSON body as ``kind``: 400 when missing or invalid, 413 when too large."""
-    body = await request.body()
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        raise ClientClosedError("client closed the connection while sending the body") from None
     if not body.strip():
         raise InvalidRequestError("missing request body")
     if len(body) >= OFF_LOOP_BYTES:

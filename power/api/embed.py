@@ -30,7 +30,17 @@ from proto import Done, Embed, Embeddings
 if TYPE_CHECKING:
     from power.store.model import LocalModel
 
-__all__ = ["EmbedResult", "embed_core", "routes"]
+__all__ = ["MAX_INPUTS", "EmbedResult", "check_input_count", "embed_core", "routes"]
+
+# Inputs one embedding request may hold (a RAG ingestion sends a few thousand at a time); 20
+# million one-letter ones took the gateway 3.6 GiB and minutes before this limit.
+MAX_INPUTS = 100_000
+
+
+def check_input_count(value: object) -> None:
+    """InvalidRequestError when ``value`` is a list of more than ``MAX_INPUTS`` inputs."""
+    if isinstance(value, list) and len(value) > MAX_INPUTS:
+        raise InvalidRequestError(f"input holds more than {MAX_INPUTS} items")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +138,7 @@ async def embed_core(
 
 
 def _inputs(value: object) -> list[str]:
+    check_input_count(value)
     if value is None:
         return []
     if isinstance(value, str):

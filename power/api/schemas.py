@@ -12,6 +12,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 __all__ = [
+    "MAX_MESSAGES",
     "ChatChunk",
     "ChatRequest",
     "DebugInfo",
@@ -29,6 +30,10 @@ __all__ = [
 
 
 TokenId = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]  # llama.cpp's tokens are int32
+
+# A conversation of more messages fits no context (each costs a few template tokens at least);
+# rendering 3 million small ones took the gateway 4 GiB and two minutes of CPU.
+MAX_MESSAGES = 100_000
 
 
 class Message(msgspec.Struct, kw_only=True, omit_defaults=False):
@@ -65,7 +70,9 @@ class GenerateRequest(msgspec.Struct, kw_only=True):
 
 class ChatRequest(msgspec.Struct, kw_only=True):
     model: str = ""
-    messages: list[Message] = msgspec.field(default_factory=list)
+    messages: Annotated[list[Message], msgspec.Meta(max_length=MAX_MESSAGES)] = msgspec.field(
+        default_factory=list
+    )
     tools: list[dict[str, Any]] | None = None
     stream: bool = True
     format: Any = None

@@ -218,7 +218,7 @@ class _Builder:
             data = mf.encode_json_value(merged)
             yield self._add(mf.MEDIA_TYPE_PARAMS, data, replace=(mf.MEDIA_TYPE_PARAMS,))
         if r.messages is not None:
-            data = mf.encode_json_value(r.messages)
+            data = mf.encode_json_value(msgspec.to_builtins(r.messages))
             yield self._add(mf.MEDIA_TYPE_MESSAGES, data, replace=(mf.MEDIA_TYPE_MESSAGES,))
         extra = {k: v for k in ("renderer", "parser", "requires") if (v := getattr(r, k))}
         if extra:

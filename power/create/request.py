@@ -20,6 +20,7 @@ import msgspec
 from power.create.quantize import normalize_type
 from power.errors import InvalidRequestError
 from power.options import check_options
+from power.store.model import StoredMessage
 from power.store.modelfile import is_path_ref, modelfile_to_create_request, parse_modelfile
 from power.store.names import ModelName, parse_name
 from power.template import GoTemplate
@@ -44,7 +45,7 @@ class CreateRequest(msgspec.Struct, kw_only=True):
     system: str = ""
     license: str | list[str] | None = None
     parameters: dict[str, Any] | None = None
-    messages: list[dict[str, Any]] | None = None
+    messages: list[StoredMessage] | None = None
     quantize: str = ""
     quantization: str = ""
     renderer: str = ""

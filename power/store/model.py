@@ -23,12 +23,37 @@ __all__ = [
     "Details",
     "LocalModel",
     "ModelEntry",
+    "StoredMessage",
     "load_model",
     "model_capabilities",
     "model_entry",
 ]
 
 log = logging.getLogger(__name__)
+
+
+class StoredMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A message a model carries (``MESSAGE``; a create request's ``messages``): Ollama's
+    ``api.Message``, so content that is not a string is refused when the model is made."""
+
+    role: str
+    content: str = ""
+    thinking: str = ""
+    images: list[str] = msgspec.field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    tool_name: str = ""
+
+
+def _messages(value: list[Any]) -> list[dict[str, Any]]:
+    """The stored messages that are messages (a model made before they were checked may
+    carry others: each is left out, with a warning)."""
+    kept = []
+    for item in value:
+        try:
+            kept.append(msgspec.to_builtins(msgspec.convert(item, StoredMessage)))
+        except msgspec.ValidationError as exc:
+            log.warning("ignoring a malformed stored message: %s", exc)
+    return kept
 
 
 class Details(msgspec.Struct, frozen=True, kw_only=True):
@@ -153,7 +178,7 @@ def load_model(store: ModelStore, name: ModelName, raw: bytes, mtime: float) -> 
         elif kind == mf.MEDIA_TYPE_PARAMS:
             params = _json_blob(store.read_blob(layer.digest), dict)
         elif kind == mf.MEDIA_TYPE_MESSAGES:
-            messages = _json_blob(store.read_blob(layer.digest), list)
+            messages = _messages(_json_blob(store.read_blob(layer.digest), list))
         elif kind == mf.MEDIA_TYPE_EMBED:
             log.warning("model %s has a deprecated embed layer; ignored", name.display)
     models = paths.get(mf.MEDIA_TYPE_MODEL)

@@ -118,7 +118,7 @@ def estimate(
     ctx_train = meta("context_length", 0)
     per_seq = max(4, min(n_ctx, ctx_train) if ctx_train > 0 else n_ctx)  # as the runner clamps
     n_par = max(1, num_parallel)
-    batch = max(n_batch, n_par)
+    batch = min(max(n_batch, n_par), per_seq * n_par)  # as the runner clamps it
     causal = bool(metadata.get(f"{arch}.attention.causal", True))
     vocab = int(metadata.get(f"{arch}.vocab_size", 0) or 32000)
 

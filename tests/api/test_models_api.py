@@ -106,6 +106,12 @@ def test_create_from_uploaded_blob_with_legacy_name(client: TestClient, gguf: Pa
             "file path must be relative",
         ),
         ({"model": "m", "modelfile": "FROM x\nBAD y"}, 400, "(line 2): command must be one of"),
+        (  # (Ollama's typed messages refuse it too; stored, it failed every later request)
+            {"model": "m", "from": "x", "messages": [{"role": "user", "content": 5}]},
+            400,
+            "Expected `str`, got `int` - at `$.messages[0].content`",
+        ),
+        ({"model": "m", "from": "x", "messages": [{"content": "hi"}]}, 400, "Object missing"),
     ],
 )
 def test_create_errors_before_streaming(

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.limited import BODY_LIMIT, MODEL, PLAIN
+from tests.support.limited import BODY_LIMIT, BODY_TIMEOUT_S, MODEL, PLAIN
 from tests.support.server import Server, power_server
 
 
@@ -36,7 +36,10 @@ def server(server_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
 def limited_server(server_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
     """A server on the fake echo engine with a 1 MiB body limit and the model ``fuzz``."""
     env = dict(
-        server_env, A3S_POWER_RUNNER_ENGINE="fake:echo", A3S_POWER_MAX_BODY_SIZE=str(BODY_LIMIT)
+        server_env,
+        A3S_POWER_RUNNER_ENGINE="fake:echo",
+        A3S_POWER_MAX_BODY_SIZE=str(BODY_LIMIT),
+        A3S_POWER_BODY_TIMEOUT=str(BODY_TIMEOUT_S),
     )
     with power_server(env, tmp_path / "server.log") as srv:
         body = {"model": MODEL, "from": "smollm2", "template": PLAIN, "stream": False}

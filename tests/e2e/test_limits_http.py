@@ -9,13 +9,15 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.limited import BODY_LIMIT, ENDPOINTS, MODEL
+from tests.support.limited import BODY_LIMIT, BODY_TIMEOUT_S, ENDPOINTS, MODEL
 from tests.support.server import Server
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
@@ -66,6 +68,57 @@ def test_blob_uploads_stream_past_the_limit(limited_server: Server) -> None:
     r = httpx.post(f"{limited_server.url}/api/blobs/{digest}", content=data, timeout=30)
     assert r.status_code == 201, r.text
     assert httpx.head(f"{limited_server.url}/api/blobs/{digest}").status_code == 200
+
+
+def _raw(url: str, head: bytes, body: bytes, *, half_close: bool = False) -> tuple[float, bytes]:
+    """Send ``head`` and ``body`` on a raw connection; (seconds until the server closed it,
+    everything it answered)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head + body)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        started, answer = time.monotonic(), b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return time.monotonic() - started, answer
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/generate", "/v1/chat/completions", "/api/blobs/sha256:" + "a" * 64]
+)
+def test_a_body_that_stops_arriving_is_408_and_its_connection_closed(
+    limited_server: Server, path: str
+) -> None:
+    """A chunked body that never ends held its connection and handler for good."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        "Content-Type: application/json\r\n\r\n"
+    ).encode()
+    took, answer = _raw(limited_server.url, head, b'5\r\n{"mod\r\n')
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"the request body stopped arriving" in answer
+    assert BODY_TIMEOUT_S <= took < BODY_TIMEOUT_S + 10
+    r = httpx.post(f"{limited_server.url}/api/chat", json={**CHAT, "stream": False}, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+def test_a_client_that_leaves_mid_body_is_not_a_server_error(limited_server: Server) -> None:
+    """Fewer bytes than its Content-Length, then the client's end of the connection shut: the
+    gateway used to count a 500 and log a traceback; now it is a 499, the client's doing."""
+    head = b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n"
+    _, answer = _raw(limited_server.url, head, b'{"model": "fuzz"}', half_close=True)
+    # (the server may have closed the connection before its answer could go out)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 499 "), answer
+    for _ in range(100):
+        if "POST /api/generate 499" in limited_server.log.read_text():
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("no access-log line with a 499")
+    metrics = httpx.get(f"{limited_server.url}/metrics").text
+    assert 'status="500"' not in metrics
+    assert "Traceback" not in limited_server.log.read_text()
 
 
 def _nested(depth: int) -> str:

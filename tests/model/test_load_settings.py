@@ -21,7 +21,7 @@ import pytest
 from power.supervisor import RunnerProcess
 from proto import CpuMode, Done, Generate, LoadParams, Sampling, Tokens
 from runner.llama_compat import installed_version
-from tests.support.spawn import thread_policies
+from tests.support.spawn import quiet_start_lasting_policies, thread_policies
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
@@ -115,6 +115,16 @@ async def test_every_cpu_mode_loads_and_answers(smollm2_gguf: Path, mode: CpuMod
         assert await answer(proc)
 
 
+async def test_a_batch_beyond_the_context_is_clamped_to_it_and_the_model_answers(
+    smollm2_gguf: Path,
+) -> None:
+    """``num_batch`` 2**31 - 1 used to size the batch's arrays as asked: the allocation failed
+    and the runner died of SIGSEGV while loading."""
+    async with runner(smollm2_gguf, n_batch=2**31 - 1) as proc:
+        assert proc.ready is not None
+        assert await answer(proc)
+
+
 async def test_hello_names_the_engine_and_the_cpu_features_it_uses(smollm2_gguf: Path) -> None:
     async with runner(smollm2_gguf) as proc:
         assert proc.hello is not None
@@ -127,18 +137,18 @@ async def test_hello_names_the_engine_and_the_cpu_features_it_uses(smollm2_gguf:
 async def test_a_quietly_started_runner_loads_and_computes_on_plain_threads(
     smollm2_gguf: Path,
 ) -> None:
-    """A spare's quiet start (``runner.quiet``) idles only its imports' thread: the threads
-    that load and decode, llama.cpp's compute threads among them, are plain ones."""
+    """A spare's quiet start (``runner.quiet``) idles only its imports' thread, asleep after
+    them: the threads that load and decode, llama.cpp's compute threads among them, are plain
+    ones."""
     proc = await RunnerProcess.launch(engine="llama", quiet_start=True, timeout_s=60)
     try:
         await proc.load(
             LoadParams(model_path=str(smollm2_gguf), n_ctx=512), model="s", load_timeout_s=60
         )
         assert await answer(proc)
-        threads = thread_policies(proc.pid)
-        assert len(threads) >= 3  # the frame loop, the inference thread, a compute thread
+        assert len(thread_policies(proc.pid)) >= 4  # with the loop, inference, a compute one
         plain = (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))
-        assert set(threads.values()) == {plain}
+        assert quiet_start_lasting_policies(proc.pid) == {plain}
     finally:
         await proc.aclose(grace_s=5, term_grace_s=5)
 

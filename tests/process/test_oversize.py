@@ -41,17 +41,26 @@ def probe() -> MachineMemory:
 
 
 @pytest.mark.parametrize(
-    ("option", "n_ctx", "n_batch"),
-    [("num_ctx", 2**31 - 1, 512), ("num_batch", 2**24, 2**31 - 1)],
+    ("option", "n_ctx", "n_batch", "ram"),
+    [
+        ("num_ctx", 2**31 - 1, 512, 8 * 2**30),
+        # the runner batches at most its context (4,096 cells here, ~0.8 GiB of compute
+        # buffers for this vocabulary); the defaults (512) need ~0.2 GiB
+        ("num_batch", 4096, 2**31 - 1, 2**30),
+    ],
 )
 async def test_an_option_that_makes_the_model_not_fit_is_a_400_naming_it(
-    tmp_path: Path, option: str, n_ctx: int, n_batch: int
+    tmp_path: Path, option: str, n_ctx: int, n_batch: int, ram: int
 ) -> None:
     spawn = Spawner("fake:echo")
     m = llama(tmp_path)
     if option == "num_batch":  # a non-causal model: llama.cpp batches as much as it is told
         m.gguf.metadata["llama.attention.causal"] = False
-    async with Supervisor.open(settings(tmp_path), spawn=spawn, memory_probe=probe) as sup:
+
+    def memory() -> MachineMemory:
+        return MachineMemory(available_ram=ram)
+
+    async with Supervisor.open(settings(tmp_path), spawn=spawn, memory_probe=memory) as sup:
         big = LoadParams(model_path=m.model_path, n_ctx=n_ctx, n_batch=n_batch)
         with pytest.raises(PowerError) as excinfo:
             await collect(sup.request(m, big, None, gen("x")))

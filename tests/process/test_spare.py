@@ -22,7 +22,14 @@ import pytest
 
 from power.supervisor import RunnerProcess
 from power.supervisor.spare import REFILL_DELAY_S, SparePool
-from tests.support.spawn import alive, model, params, settings, thread_policies
+from tests.support.spawn import (
+    alive,
+    model,
+    params,
+    quiet_start_lasting_policies,
+    settings,
+    thread_policies,
+)
 from tests.support.wait import wait_for
 
 pytestmark = [
@@ -118,7 +125,7 @@ async def test_a_quiet_start_imports_in_idle_time_and_every_lasting_thread_is_pl
         watcher.join()
     try:
         assert os.SCHED_IDLE in {policy for policy, _ in seen}  # the imports' thread
-        assert set(thread_policies(runner.pid).values()) == {plain}
+        assert quiet_start_lasting_policies(runner.pid) == {plain}
     finally:
         await runner.aclose()
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BODY_LIMIT", "ENDPOINTS", "MODEL", "PLAIN"]
+__all__ = ["BODY_LIMIT", "BODY_TIMEOUT_S", "ENDPOINTS", "MODEL", "PLAIN"]
 
 MODEL = "fuzz"  # the limited server's model: smollm2's weights, a plain Go template
 BODY_LIMIT = 1 << 20  # the limited server's A3S_POWER_MAX_BODY_SIZE
+BODY_TIMEOUT_S = 2  # its A3S_POWER_BODY_TIMEOUT
 PLAIN = "{{ if .System }}{{ .System }} {{ end }}{{ range .Messages }}{{ .Content }} {{ end }}"
 
 ENDPOINTS: dict[str, tuple[str, dict[str, Any]]] = {

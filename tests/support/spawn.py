@@ -3,6 +3,7 @@ drive it: a spawner, settings, typed model stubs, request builders and stream co
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "llama_spawner",
     "model",
     "params",
+    "quiet_start_lasting_policies",
     "settings",
     "stub_model",
     "thread_policies",
@@ -164,3 +166,15 @@ def thread_policies(pid: int) -> dict[int, tuple[int, int]]:
         fields = stat[stat.rindex(")") + 2 :].split()  # from field 3 on
         out[int(task.name)] = (int(fields[38]), int(fields[16]))
     return out
+
+
+def quiet_start_lasting_policies(pid: int) -> set[tuple[int, int]]:
+    """The policies of a quietly started runner's threads but its quiet-start thread, which
+    must be there: its one ``SCHED_IDLE`` thread, asleep for good (``runner.quiet``)."""
+    policies = thread_policies(pid)
+    idle = [tid for tid, (policy, _) in policies.items() if policy == os.SCHED_IDLE]
+    assert len(idle) == 1, f"not one idle-policy thread: {policies}"
+    stat = Path(f"/proc/{pid}/task/{idle[0]}/stat").read_text()
+    state = stat[stat.rindex(")") + 2]
+    assert state == "S", f"the quiet-start thread is not asleep but {state!r}"
+    return {p for tid, p in policies.items() if tid != idle[0]}

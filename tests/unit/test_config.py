@@ -299,7 +299,7 @@ def test_env_table_covers_the_documented_variables() -> None:
         "A3S_POWER_MAX_BODY_SIZE", "A3S_POWER_API_KEYS", "A3S_POWER_USAGE_RETENTION_DAYS",
         "A3S_POWER_LOG_FILE", "A3S_POWER_LOG_MAX_BYTES",
         "A3S_POWER_LOG_BACKUPS", "A3S_POWER_MODEL_SOURCE", "A3S_POWER_MODEL_SOURCE_INSECURE",
-        "A3S_POWER_RPC_WORKERS",
+        "A3S_POWER_RPC_WORKERS", "A3S_POWER_BODY_TIMEOUT",
     }  # fmt: skip
     assert all(help_text for _, help_text in env_help())
     for var in ENV_VARS:

@@ -28,11 +28,21 @@ def test_a_generation_model_holds_n_ctx_cells_per_sequence_clamped_to_its_traini
     assert kv(n_ctx=16384, num_parallel=1) == 8192 * PER_CELL
 
 
+def test_a_batch_beyond_the_context_costs_what_the_context_does() -> None:
+    """The runner clamps num_batch to the context (llama.cpp batches no more than that)."""
+
+    def total(n_batch: int) -> int:
+        return estimate(META, file_size=1, n_ctx=2048, num_parallel=2, n_batch=n_batch).total
+
+    assert total(2**31 - 1) == total(4096) > total(512)
+
+
 @pytest.mark.parametrize(
     ("n_ctx", "num_parallel", "n_batch", "cells"),
     [
         (4096, 4, 512, 4 * 256 + 4096),  # a small generation context, a full embedding one
-        (128, 2, 512, 2 * 128 + 512),  # the embedding context holds one decode at least
+        (128, 2, 512, 2 * 128 + 256),  # one decode at least: a batch, at most the context
+        (2048, 1, 2**31 - 1, 256 + 2048),  # num_batch beyond the context: clamped to it
         (8192, 1, 512, 256 + 8192),
     ],
 )

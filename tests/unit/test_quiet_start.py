@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +24,21 @@ def test_the_work_runs_on_an_idle_policy_thread_and_the_caller_keeps_its_policy(
     run_quietly(lambda: seen.append((threading.current_thread().name, os.sched_getscheduler(0))))
     assert seen == [("quiet-start", os.SCHED_IDLE)]
     assert os.sched_getscheduler(0) == mine
-    assert "quiet-start" not in {t.name for t in threading.enumerate()}
+
+
+def test_the_idle_thread_sleeps_after_the_work_instead_of_ending() -> None:
+    """An idle-policy thread's end (glibc handing back its stack under the memory-map lock)
+    would wait for an idle core, and the process's other threads for it."""
+    run_quietly(lambda: None)
+    parked = [t for t in threading.enumerate() if t.name == "quiet-start"]
+    assert parked
+    for thread in parked:
+        assert thread.is_alive()
+        assert thread.daemon  # (it does not hold the interpreter's exit)
+        assert thread.native_id is not None
+        stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        assert stat[stat.rindex(")") + 2] == "S"  # asleep
+        assert os.sched_getscheduler(thread.native_id) == os.SCHED_IDLE
 
 
 def test_threads_the_work_starts_are_quiet_and_later_ones_are_not() -> None:

@@ -12,7 +12,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from starlette.datastructures import State
@@ -27,7 +27,7 @@ from power.api.anthropic import convert as cv
 from power.api.chat import chat_chunks
 from power.api.openai.convert import add_instruction, think_from_effort
 from power.api.openai.sse import decode, keep_alive, sampling_options, sse
-from power.api.schemas import ChatChunk, ChatRequest, prompt_tokens
+from power.api.schemas import MAX_MESSAGES, ChatChunk, ChatRequest, prompt_tokens
 from power.api.streaming import StreamResponse, prime
 from power.errors import InvalidRequestError, PowerError
 from power.template.prompt import render_chat
@@ -38,7 +38,9 @@ __all__ = ["routes"]
 class MessagesRequest(msgspec.Struct, kw_only=True):
     model: str = ""
     max_tokens: int | None = None
-    messages: list[Any] = msgspec.field(default_factory=list)
+    messages: Annotated[list[Any], msgspec.Meta(max_length=MAX_MESSAGES)] = msgspec.field(
+        default_factory=list
+    )
     system: Any = None
     stream: bool = False
     temperature: float | None = None

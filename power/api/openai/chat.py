@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from starlette.requests import Request
@@ -32,7 +32,14 @@ from power.api.openai.sse import (
     stop_list,
 )
 from power.api.response import json_response
-from power.api.schemas import ChatChunk, ChatRequest, GenerateChunk, Logprob, prompt_tokens
+from power.api.schemas import (
+    MAX_MESSAGES,
+    ChatChunk,
+    ChatRequest,
+    GenerateChunk,
+    Logprob,
+    prompt_tokens,
+)
 from power.api.streaming import StreamResponse, prime
 
 __all__ = ["ChatCompletionRequest", "native_chat_request", "routes"]
@@ -42,7 +49,9 @@ FINGERPRINT = "fp_a3s_power"
 
 class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     model: str = ""
-    messages: list[Any] = msgspec.field(default_factory=list)
+    messages: Annotated[list[Any], msgspec.Meta(max_length=MAX_MESSAGES)] = msgspec.field(
+        default_factory=list
+    )
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     max_tokens: int | None = None

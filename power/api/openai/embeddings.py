@@ -14,13 +14,14 @@ from starlette.routing import Route
 from power.api import response as reply
 from power.api import semantics as sem
 from power.api import tokens
-from power.api.embed import embed_core
+from power.api.embed import check_input_count, embed_core
 from power.api.openai.sse import (
     ParamError,
     decode,
     keep_alive,
     openai_errors,
 )
+from power.errors import InvalidRequestError
 
 __all__ = ["routes"]
 
@@ -38,6 +39,10 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
 
 async def _embed_inputs(request: Request, req: EmbeddingRequest) -> list[str]:
     value = req.input
+    try:
+        check_input_count(value)
+    except InvalidRequestError as exc:
+        raise ParamError(str(exc), param="input") from exc
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and value:

@@ -26,7 +26,7 @@ from power.api.openai.sse import (
     sampling_options,
 )
 from power.api.response import json_response
-from power.api.schemas import ChatRequest
+from power.api.schemas import MAX_MESSAGES, ChatRequest
 from power.api.streaming import StreamResponse, prime
 
 __all__ = ["ResponsesRequest", "input_messages", "routes"]
@@ -63,6 +63,8 @@ def input_messages(value: Any, instructions: str | None) -> list[dict[str, Any]]
         return [*out, {"role": "user", "content": value}]
     if not isinstance(value, list):
         raise ParamError("input must be a string or an array of input items", param="input")
+    if len(value) > MAX_MESSAGES:
+        raise ParamError(f"input holds more than {MAX_MESSAGES} items", param="input")
     thinking = ""
     for i, item in enumerate(value):
         kind = item.get("type", "message") if isinstance(item, dict) else None
@@ -89,8 +91,12 @@ def input_messages(value: Any, instructions: str | None) -> list[dict[str, Any]]
             out.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
         elif kind == "reasoning":
             parts = item.get("summary") or []
+            if not isinstance(parts, list):
+                raise ParamError("summary must be an array", param=f"input[{i}].summary")
             thinking += "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
             thinking += str(item.get("encrypted_content") or "")
+        elif kind == "message":
+            raise ParamError("a message item needs a role", param=f"input[{i}].role")
         else:
             raise ParamError(f"unsupported input item type: {kind!r}", param=f"input[{i}]")
     return out

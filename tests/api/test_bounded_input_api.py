@@ -1,0 +1,117 @@
+"""Bodies within the size limit that would still cost the gateway without bound: a count limit
+on messages, stop strings and embedding inputs, a 400 in each API's own error shape before any
+template renders or runner works; and bad input items of ``/v1/responses``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from power.api.embed import MAX_INPUTS
+from power.api.schemas import MAX_MESSAGES
+from power.options import MAX_STOP
+from proto import Embed, Generate
+from tests.support.app import TestClient
+from tests.support.runners import ScriptedRunners
+
+HI = {"role": "user", "content": "hi"}
+
+
+def work(sup: ScriptedRunners) -> list[Generate | Embed]:
+    """What reached a runner: generations and embeddings (not tokenizations)."""
+    return [m for m in sup.sent if isinstance(m, Generate | Embed)]
+
+
+def error_text(body: dict[str, Any]) -> str:
+    """The message of an Ollama, OpenAI or Anthropic error body."""
+    error = body["error"]
+    return str(error if isinstance(error, str) else error["message"])
+
+
+@pytest.mark.parametrize(
+    ("path", "extra"),
+    [
+        ("/api/chat", {}),
+        ("/v1/chat/completions", {}),
+        ("/v1/messages", {"max_tokens": 8}),
+    ],
+)
+def test_more_messages_than_any_context_holds_are_refused(
+    client: TestClient, sup: ScriptedRunners, path: str, extra: dict[str, Any]
+) -> None:
+    body = {"model": "plain", "messages": [HI] * (MAX_MESSAGES + 1), "stream": False, **extra}
+    resp = client.post(path, json=body)
+    assert resp.status_code == 400, resp.text
+    assert f"length <= {MAX_MESSAGES}" in error_text(resp.json())
+    assert not work(sup)
+
+
+def test_responses_refuse_more_input_items_than_messages_allowed(
+    client: TestClient, sup: ScriptedRunners
+) -> None:
+    resp = client.post("/v1/responses", json={"model": "plain", "input": [HI] * (MAX_MESSAGES + 1)})
+    assert resp.status_code == 400
+    assert resp.json()["error"]["param"] == "input"
+    assert not work(sup)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/generate", {"prompt": "hi", "options": {"stop": ["x"] * (MAX_STOP + 1)}}),
+        ("/api/chat", {"messages": [HI], "options": {"stop": ["x"] * (MAX_STOP + 1)}}),
+        ("/v1/chat/completions", {"messages": [HI], "stop": ["x"] * (MAX_STOP + 1)}),
+        (
+            "/v1/messages",
+            {"messages": [HI], "max_tokens": 8, "stop_sequences": ["x"] * (MAX_STOP + 1)},
+        ),
+    ],
+)
+def test_more_stop_strings_than_the_limit_are_refused(
+    client: TestClient, sup: ScriptedRunners, path: str, body: dict[str, Any]
+) -> None:
+    resp = client.post(path, json={"model": "plain", "stream": False, **body})
+    assert resp.status_code == 400, resp.text
+    assert f"more than {MAX_STOP} strings" in error_text(resp.json())
+    assert not work(sup)
+
+
+def test_stop_strings_up_to_the_limit_reach_the_runner(
+    client: TestClient, sup: ScriptedRunners
+) -> None:
+    stops = [f"stop{i}" for i in range(MAX_STOP)]
+    resp = client.post(
+        "/api/generate",
+        json={"model": "plain", "prompt": "hi", "stream": False, "options": {"stop": stops}},
+    )
+    assert resp.status_code == 200, resp.text
+    (req,) = work(sup)
+    assert isinstance(req, Generate)
+    assert list(req.stop) == stops
+
+
+@pytest.mark.parametrize("path", ["/api/embed", "/v1/embeddings"])
+def test_more_embedding_inputs_than_the_limit_are_refused(
+    client: TestClient, sup: ScriptedRunners, path: str
+) -> None:
+    resp = client.post(path, json={"model": "plain", "input": ["a"] * (MAX_INPUTS + 1)})
+    assert resp.status_code == 400, resp.text
+    assert f"more than {MAX_INPUTS} items" in error_text(resp.json())
+    assert not work(sup)
+
+
+@pytest.mark.parametrize(
+    ("item", "param"),
+    [
+        ({"type": "reasoning", "summary": 5}, "input[0].summary"),
+        ({"type": "reasoning", "summary": True}, "input[0].summary"),
+        ({"type": "message", "content": "no role"}, "input[0].role"),
+    ],
+)
+def test_bad_responses_input_items_are_400_naming_the_field(
+    client: TestClient, item: dict[str, Any], param: str
+) -> None:
+    resp = client.post("/v1/responses", json={"model": "plain", "input": [item]})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["param"] == param
