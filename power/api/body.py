@@ -10,12 +10,14 @@ blobs' too, that pauses for ``body_timeout_s`` before its end is a ``RequestTime
 
 ``decode_body`` and ``json_object`` are how handlers read JSON: an empty body, malformed JSON, a
 value of the wrong type and nesting deeper than ``MAX_DEPTH`` are 400s, and a large body is
-decoded in a worker thread.
+decoded in a worker thread. A lone UTF-16 surrogate escape (``"\\ud83d"``: half an emoji, as a
+JavaScript client that cut a string may send) becomes U+FFFD, as Go's decoder (Ollama's) makes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any, TypeVar
 
 import msgspec
@@ -153,6 +155,18 @@ def _nesting_exceeds(value: object, limit: int) -> bool:
     return False
 
 
+# an escaped backslash (skipped whole), a surrogate pair (kept), or a lone surrogate
+_ESCAPES = re.compile(
+    rb"(\\\\)|(\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
+)
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogates_replaced(body: bytes) -> bytes:
+    return _ESCAPES.sub(lambda m: m.group(0) if m.lastindex else rb"\ufffd", body)
+
+
 def decode_json(body: bytes, kind: type[T]) -> T:
     """``body`` decoded as ``kind``; every way it can be wrong is an ``InvalidRequestError``."""
     try:
@@ -160,6 +174,10 @@ def decode_json(body: bytes, kind: type[T]) -> T:
     except msgspec.ValidationError as exc:
         raise InvalidRequestError(str(exc)) from exc
     except msgspec.DecodeError as exc:
+        if _SURROGATE.search(body):
+            fixed = _lone_surrogates_replaced(body)
+            if fixed != body:
+                return decode_json(fixed, kind)
         raise InvalidRequestError(f"invalid JSON: {exc}") from exc
     except RecursionError:
         too_deep = True  # deeper than the interpreter can decode

@@ -228,7 +228,13 @@ class _Builder:
         digest = self.store.normalize_digest(source)
         if not self.store.has_blob(digest):
             raise InvalidRequestError(f"blob not found for {filename} (digest {digest})")
-        read_gguf(self.store.blob_path(digest), cache_key=digest)
+        kind = read_gguf(self.store.blob_path(digest), cache_key=digest).metadata.get(
+            "general.type"
+        )
+        if kind != "adapter":  # (llama.cpp loads nothing else as one, at every later load)
+            raise InvalidRequestError(
+                f"{filename} is not a LoRA adapter: its general.type is {kind!r}, not 'adapter'"
+            )
         yield {"status": f"using existing layer {digest}"}
         self.layers = [x for x in self.layers if x.mediaType != mf.MEDIA_TYPE_ADAPTER]
         size = self.store.blob_path(digest).stat().st_size

@@ -84,6 +84,22 @@ def test_create_streams_progress(client: TestClient, gguf: Path) -> None:
     assert lines[-2:] == [{"status": "writing manifest"}, {"status": "success"}]
 
 
+def test_create_refuses_a_model_file_as_an_adapter(client: TestClient, gguf: Path) -> None:
+    """llama.cpp loads only a GGUF whose general.type is "adapter" as one: a model stored with
+    anything else failed every later load with a 500."""
+    digest = _upload(client, gguf)
+    _create(client, name="base", files={"model.gguf": digest})
+    resp = client.post(
+        "/api/create",
+        json={"model": "m", "from": "base", "adapters": {"a.gguf": digest}, "stream": False},
+    )
+    assert resp.status_code == 400
+    assert resp.json()["error"] == (
+        "a.gguf is not a LoRA adapter: its general.type is None, not 'adapter'"
+    )
+    assert client.post("/api/show", json={"model": "m"}).status_code == 404
+
+
 def test_create_from_uploaded_blob_with_legacy_name(client: TestClient, gguf: Path) -> None:
     data = gguf.read_bytes()
     digest = "sha256:" + hashlib.sha256(data).hexdigest()

@@ -55,3 +55,27 @@ def test_deeper_nesting_is_a_400(body: bytes) -> None:
 def test_bad_json_is_a_400_saying_why(body: bytes, message: str) -> None:
     with pytest.raises(InvalidRequestError, match=message.replace("$", r"\$")):
         decode_json(body, Body)
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (rb'"\ud83d"', "\ufffd"),  # half an emoji, at the end of the string
+        (rb'"a\udc00b"', "a\ufffdb"),  # a low half alone
+        (rb'"\ud83d\u0041"', "\ufffdA"),  # a high half before no low one
+        (rb'"\uD83D\uDE00 and \ud83d"', "\U0001f600 and \ufffd"),  # a pair stays a pair
+        (rb'"\\ud800"', "\\ud800"),  # an escaped backslash, then text: no escape at all
+    ],
+)
+def test_a_lone_surrogate_becomes_the_replacement_character_as_in_go(
+    body: bytes, text: str
+) -> None:
+    """Go's decoder (Ollama's) replaces what msgspec refuses; a JavaScript client that cut a
+    string in half an emoji sends it."""
+    assert decode_json(body, str) == text
+    assert decode_json(b'{"model": ' + body + b"}", Body).model == text
+
+
+def test_a_surrogate_escape_in_otherwise_bad_json_is_still_a_400() -> None:
+    with pytest.raises(InvalidRequestError, match="invalid JSON"):
+        decode_json(rb'{"model": "\ud83d"', Body)
