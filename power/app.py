@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Scope
 
@@ -19,6 +20,7 @@ from power.api import embed as embed_api
 from power.api import registry as registry_api
 from power.api import usage as usage_api
 from power.api.anthropic import messages as anthropic_messages
+from power.api.anthropic.convert import anthropic_error_body
 from power.api.auth import AuthMiddleware
 from power.api.body import BodyLimitMiddleware
 from power.api.disconnect import CancelOnDisconnect
@@ -28,6 +30,7 @@ from power.api.openai import completions as openai_completions
 from power.api.openai import embeddings as openai_embeddings
 from power.api.openai import models as openai_models
 from power.api.openai import responses as openai_responses
+from power.api.openai.sse import openai_error_body
 from power.errors import PowerError, reported
 from power.location import is_loopback
 from power.logging import AccessLog
@@ -47,6 +50,19 @@ __all__ = ["create_app"]
 async def _error(request: Request, exc: Exception) -> Response:
     err = reported(exc, method=request.method, path=request.url.path)
     return JSONResponse({"error": str(err)}, status_code=err.status, headers=err.headers)
+
+
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    """No route, or not this method: Starlette's plain text under ``/api`` (Ollama answers
+    plain text too), the OpenAI or Anthropic error JSON under ``/v1``, which their SDKs read."""
+    assert isinstance(exc, HTTPException)
+    path = request.url.path
+    if not path.startswith("/v1/"):
+        return PlainTextResponse(str(exc.detail), status_code=exc.status_code, headers=exc.headers)
+    err = PowerError(str(exc.detail))
+    err.status = exc.status_code
+    shape = anthropic_error_body if path.startswith("/v1/messages") else openai_error_body
+    return JSONResponse(shape(err), status_code=exc.status_code, headers=exc.headers)
 
 
 @contextlib.asynccontextmanager
@@ -113,7 +129,7 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={PowerError: _error, Exception: _error},
+        exception_handlers={PowerError: _error, HTTPException: _routing_error, Exception: _error},
         lifespan=_lifespan,
         middleware=[
             Middleware(

@@ -115,3 +115,54 @@ def test_bad_responses_input_items_are_400_naming_the_field(
     resp = client.post("/v1/responses", json={"model": "plain", "input": [item]})
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "message"),
+    [
+        ({"n": 0}, "n", "n must be at least 1"),
+        ({"n": -1}, "n", "n must be at least 1"),
+        ({"n": 2}, "n", "n > 1 is not supported"),
+        ({"max_completion_tokens": -1}, "max_completion_tokens", "must not be negative"),
+        ({"max_tokens": -1}, "max_tokens", "must not be negative"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs", "between 0 and 20"),
+        ({"logprobs": True, "top_logprobs": -1}, "top_logprobs", "between 0 and 20"),
+        ({"top_logprobs": 2}, "top_logprobs", "requires logprobs: true"),
+    ],
+)
+def test_openai_chat_names_the_parameter_it_refuses(
+    client: TestClient, sup: ScriptedRunners, extra: dict[str, Any], param: str, message: str
+) -> None:
+    resp = client.post("/v1/chat/completions", json={"model": "plain", "messages": [HI], **extra})
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert error["param"] == param
+    assert message in error["message"]
+    assert not work(sup)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "shape"),
+    [
+        ("GET", "/v1/chat/completions", 405, "openai"),
+        ("POST", "/v1/models", 405, "openai"),
+        ("GET", "/v1/nope", 404, "openai"),
+        ("GET", "/v1/messages", 405, "anthropic"),
+        ("GET", "/api/nope", 404, "text"),
+        ("GET", "/api/chat", 405, "text"),
+    ],
+)
+def test_no_route_answers_in_the_shape_of_the_api_under_it(
+    client: TestClient, method: str, path: str, status: int, shape: str
+) -> None:
+    resp = client.request(method, path)
+    assert resp.status_code == status
+    if shape == "text":  # (as Ollama's server answers)
+        assert resp.headers["content-type"].startswith("text/plain")
+    elif shape == "openai":
+        assert resp.json()["error"]["type"] == {404: "not_found_error"}.get(
+            status, "invalid_request_error"
+        )
+    else:
+        assert resp.json()["type"] == "error"
+        assert resp.json()["error"]["type"] == "invalid_request_error"

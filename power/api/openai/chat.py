@@ -79,8 +79,16 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
 def native_chat_request(req: ChatCompletionRequest, keep: Any) -> ChatRequest:
     if not req.model:
         raise ParamError("model is required", param="model")
+    if req.n is not None and req.n < 1:
+        raise ParamError("n must be at least 1", param="n")
     if req.n not in (None, 1):
         raise ParamError("n > 1 is not supported: only one choice can be generated", param="n")
+    if req.max_completion_tokens is not None and req.max_completion_tokens < 0:
+        raise ParamError(
+            "max_completion_tokens must not be negative", param="max_completion_tokens"
+        )
+    if req.top_logprobs is not None and not 0 <= req.top_logprobs <= 20:
+        raise ParamError("top_logprobs must be between 0 and 20", param="top_logprobs")
     if req.top_logprobs is not None and not req.logprobs:
         raise ParamError("top_logprobs requires logprobs: true", param="top_logprobs")
     messages = cv.convert_messages(req.messages)

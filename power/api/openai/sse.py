@@ -57,7 +57,7 @@ class ParamError(InvalidRequestError):
 
 
 def _error_type(status: int) -> str:
-    if status in (400, 413):
+    if status in (400, 405, 408, 413):
         return "invalid_request_error"
     if status == 401:
         return "invalid_request_error"
