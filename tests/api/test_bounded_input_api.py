@@ -166,3 +166,45 @@ def test_no_route_answers_in_the_shape_of_the_api_under_it(
     else:
         assert resp.json()["type"] == "error"
         assert resp.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"system": [1]}, "system.0: must be a text block"),
+        ({"system": [None]}, "system.0: must be a text block"),
+        ({"system": [{"type": "image"}]}, "system.0: must be a text block"),
+        ({"system": [{"type": "text", "text": "a"}, {"text": "b"}]}, "system.1: must be"),
+        ({"messages": [{"role": "user", "content": []}]}, "messages.0.content: must not be"),
+        ({"messages": [{"role": "user", "content": ""}]}, "messages.0.content: must not be"),
+        (
+            {"messages": [{"role": "assistant", "content": ""}, HI]},
+            "messages.0.content: must not be empty",
+        ),
+    ],
+)
+def test_anthropic_messages_refuse_what_anthropics_api_refuses(
+    client: TestClient, sup: ScriptedRunners, extra: dict[str, Any], message: str
+) -> None:
+    body = {"model": "plain", "max_tokens": 8, "messages": [HI], **extra}
+    resp = client.post("/v1/messages", json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["type"] == "invalid_request_error"
+    assert resp.json()["error"]["message"].startswith(message)
+    assert not work(sup)
+
+
+def test_anthropic_system_blocks_and_a_final_empty_assistant_turn_are_accepted(
+    client: TestClient, sup: ScriptedRunners
+) -> None:
+    body = {
+        "model": "plain",
+        "max_tokens": 8,
+        "system": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind."}],
+        "messages": [HI, {"role": "assistant", "content": ""}],
+    }
+    resp = client.post("/v1/messages", json=body)
+    assert resp.status_code == 200, resp.text
+    (req,) = work(sup)
+    assert isinstance(req, Generate)
+    assert "Be brief.\nBe kind." in req.prompt

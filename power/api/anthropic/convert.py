@@ -45,7 +45,14 @@ def system_text(system: Any) -> str:
     if system is None or isinstance(system, str):
         return system or ""
     if isinstance(system, list):
-        return "\n".join(str(b.get("text", "")) for b in system if isinstance(b, dict))
+        for i, block in enumerate(system):
+            if not (
+                isinstance(block, dict)
+                and block.get("type") == "text"
+                and isinstance(block.get("text"), str)
+            ):
+                raise InvalidRequestError(f"system.{i}: must be a text block")
+        return "\n".join(block["text"] for block in system)
     raise InvalidRequestError("system: must be a string or an array of text blocks")
 
 
@@ -80,6 +87,10 @@ def convert_messages(messages: list[Any], system: str) -> list[Message]:
         if role not in ("user", "assistant"):
             raise InvalidRequestError(f"{where}.role: must be 'user' or 'assistant'")
         content = msg.get("content")
+        if content in ("", []) and not (role == "assistant" and i == len(messages) - 1):
+            raise InvalidRequestError(  # (as Anthropic's API: only a final assistant turn may)
+                f"{where}.content: must not be empty (only the final assistant message may be)"
+            )
         if isinstance(content, str):
             out.append(Message(role=role, content=content))
             continue
