@@ -108,8 +108,9 @@ def test_a_client_that_leaves_mid_body_is_not_a_server_error(limited_server: Ser
     gateway used to count a 500 and log a traceback; now it is a 499, the client's doing."""
     head = b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n"
     _, answer = _raw(limited_server.url, head, b'{"model": "fuzz"}', half_close=True)
-    # (the server may have closed the connection before its answer could go out)
-    assert answer == b"" or answer.startswith(b"HTTP/1.1 499 "), answer
+    # the gateway's 499, or none: Hypercorn may have met the early end of the body first and
+    # answered 400 itself (an empty one) or closed the connection before any answer went out
+    assert answer == b"" or answer.startswith((b"HTTP/1.1 499 ", b"HTTP/1.1 400 ")), answer
     for _ in range(100):
         if "POST /api/generate 499" in limited_server.log.read_text():
             break
