@@ -27,6 +27,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Metrics", "metrics_endpoint"]
 
+# The ``method`` label: a client may send any token as its method (even to a 404), and every new
+# label value would be a series kept forever, so methods outside HTTP's own are counted as one.
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
+)
+
 # 10 ms to 10 min
 _LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
@@ -102,7 +108,8 @@ class Metrics:
 
     def request_done(self, info: RequestInfo) -> None:
         route = info.route or "unmatched"
-        self.http_requests.labels(route, info.method, str(info.status)).inc()
+        method = info.method if info.method in _METHODS else "other"
+        self.http_requests.labels(route, method, str(info.status)).inc()
         self.http_seconds.labels(route).observe(info.duration_s)
         if not info.inference:
             return

@@ -208,3 +208,16 @@ def test_anthropic_system_blocks_and_a_final_empty_assistant_turn_are_accepted(
     (req,) = work(sup)
     assert isinstance(req, Generate)
     assert "Be brief.\nBe kind." in req.prompt
+
+
+def test_made_up_methods_share_one_metrics_series(client: TestClient) -> None:
+    """A method is any token a client sends; each new one must not become a series for good."""
+    for i in range(5):
+        client.request(f"PROBE{i}", "/api/tags")
+    client.get("/api/tags")
+    methods = {
+        line.split('method="')[1].split('"')[0]
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("power_http_requests_total{") and 'route="/api/tags"' in line
+    }
+    assert methods == {"GET", "other"}
