@@ -33,22 +33,29 @@ class RunnerSnapshot:
     last_used: float  # monotonic seconds of the last release (or load)
 
 
-def serves(loaded: LoadParams, wanted: LoadParams) -> bool:
+def serves(loaded: LoadParams, wanted: LoadParams, asked: LoadParams | None = None) -> bool:
     """Can a runner loaded with ``loaded`` serve a request that asks for ``wanted``?
 
     Unlike Ollama, a smaller context is served by the loaded larger one instead of reloading,
     and a negative ``n_gpu_layers`` or ``main_gpu`` (automatic) matches whatever is loaded.
+    ``loaded`` is what placement made of ``asked``, the load's request: a GPU setting matches
+    either, since placement changes some (999 layers are the model's 31, or 0 without a GPU)
+    and a request asking the same again must not reload, every time, to the same placement.
     """
+    asked = loaded if asked is None else asked
     if wanted.n_ctx > loaded.n_ctx:
         return False
-    if wanted.n_gpu_layers >= 0 and wanted.n_gpu_layers != loaded.n_gpu_layers:
+    if wanted.n_gpu_layers >= 0 and wanted.n_gpu_layers not in (
+        loaded.n_gpu_layers,
+        asked.n_gpu_layers,
+    ):
         return False
     return (
         wanted.model_path == loaded.model_path
         and wanted.lora_paths == loaded.lora_paths
         and wanted.projector_path == loaded.projector_path
         and wanted.n_batch == loaded.n_batch
-        and (wanted.main_gpu < 0 or wanted.main_gpu == loaded.main_gpu)
+        and (wanted.main_gpu < 0 or wanted.main_gpu in (loaded.main_gpu, asked.main_gpu))
         and (wanted.n_threads == 0 or wanted.n_threads == loaded.n_threads)
         and wanted.use_mmap == loaded.use_mmap
         and wanted.use_mlock == loaded.use_mlock

@@ -54,12 +54,17 @@ class LoadedRunner:
     vram: int = 0  # bytes of GPU memory the runner holds, measured after loading
     all_on_gpu: bool = False  # every layer offloaded
     need_ram: int = 0  # the RAM it was estimated to take when placed
+    asked: LoadParams | None = None  # what the load asked for, before placement set `params`
     # every model this runner served (same weights, several names), with its own num_ctx
     served: dict[str, tuple[LocalModel, int]] = field(default_factory=dict)
 
     @property
     def usable(self) -> bool:
         return not (self.stopping or self.dead)
+
+    def serves(self, wanted: LoadParams) -> bool:
+        """In service, and loaded as a request for ``wanted`` needs (``policy.serves``)."""
+        return self.usable and policy.serves(self.params, wanted, self.asked)
 
     def snapshot(self) -> policy.RunnerSnapshot:
         return policy.RunnerSnapshot(

@@ -207,10 +207,10 @@ class Supervisor:
         mode = CpuMode.PLAIN if key in self.plain else self.cpu_mode
         params = msgspec.structs.replace(params, cpu_mode=mode)
         loaded = self._runners.get(key)
-        if loaded is None or not loaded.usable or not policy.serves(loaded.params, params):
+        if loaded is None or not loaded.serves(params):
             async with self._load_lock:
                 loaded = self._runners.get(key)
-                if loaded is None or not loaded.usable or not policy.serves(loaded.params, params):
+                if loaded is None or not loaded.serves(params):
                     loaded = await self._load(key, model, params, keep_alive_s, loaded)
         self._attach(loaded, model, params, keep_alive_s)
         return loaded
@@ -275,6 +275,7 @@ class Supervisor:
             loaded_at=now,
             last_used=now,
             need_ram=placed.need_ram,
+            asked=params,
         )
         ready = runner.ready
         loaded.seats = asyncio.Semaphore(ready.num_parallel if ready is not None else 1)

@@ -153,6 +153,31 @@ async def test_gpu_layers_follow_free_vram_when_num_gpu_is_unset(
         assert slot.params.n_gpu_layers == (2 if expect_all else 0)  # 1 block + output layer
 
 
+@pytest.mark.parametrize("free_vram", [0, 64 * 2**30])
+async def test_asking_again_for_what_placement_changed_does_not_reload(
+    tmp_path: Path, free_vram: int
+) -> None:
+    """``num_gpu 999`` places the model's 2 layers, or none without a GPU; ``main_gpu 3`` of one
+    GPU places on GPU 0. The next request asking the same is served by the same runner."""
+    spawn = Spawner("fake:echo")
+    m = model(tmp_path)
+    gpus = (Gpu(0, "Test GPU", 80 * 2**30, free_vram, "cuda"),) if free_vram else ()
+
+    def probe() -> MachineMemory:
+        return MachineMemory(available_ram=64 * 2**30, gpus=gpus)
+
+    async with Supervisor.open(settings(tmp_path), spawn=spawn, memory_probe=probe) as sup:
+        many = LoadParams(model_path=m.model_path, n_ctx=512, n_gpu_layers=999, main_gpu=3)
+        for _ in range(3):
+            await collect(sup.request(m, many, None, gen("x")))
+        (slot,) = sup.loaded()
+        assert slot.params.n_gpu_layers == (2 if free_vram else 0)
+        assert spawn.count == 1
+        fewer = msgspec.structs.replace(many, n_gpu_layers=1)  # (a real change still reloads)
+        await collect(sup.request(m, fewer, None, gen("x")))
+        assert spawn.count == 2
+
+
 async def test_an_idle_runner_holding_vram_is_evicted_so_the_next_model_fits_the_gpu(
     tmp_path: Path,
 ) -> None:
