@@ -220,6 +220,11 @@ class RunnerClient:
             if not fut.done():
                 fut.set_exception(exc)
 
+    @property
+    def closed(self) -> bool:
+        """The socket has closed: the runner is gone or going."""
+        return self._closed.is_set()
+
     async def wait_closed(self) -> None:
         await self._closed.wait()
 

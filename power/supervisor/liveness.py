@@ -127,4 +127,9 @@ async def ping(settings: Settings, loaded: LoadedRunner) -> None:
             runner.kill_nowait()
             return
         except Exception:
-            return  # the watcher reports the exit
+            if loaded.dead or runner.client.closed:
+                return  # the watcher reports the exit
+            # (it lives on: a ping that failed otherwise must not end its pinging unseen)
+            log.exception(
+                "pinging the runner for %s (pid %s) failed", loaded.model.name, runner.pid
+            )
