@@ -97,6 +97,10 @@ class RequestTimeoutError(InvalidRequestError):
     status = 408
 
 
+class ClientStalledError(RequestTimeoutError):
+    """A client that stopped reading a streamed answer while it was still being generated."""
+
+
 class UnauthorizedError(PowerError):
     """No API key, or not one of the configured keys."""
 

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 
 from power.errors import (
+    ClientStalledError,
     InvalidRequestError,
     PowerError,
     RequestTooLargeError,
@@ -45,6 +46,12 @@ __all__ = ["RequestStream", "RunnerClient"]
 
 log = logging.getLogger(__name__)
 
+# What one request's stream may hold unread (bytes, as ``_size`` counts them) before its
+# generation is stopped. A client that keeps a streamed answer's connection open but stops
+# reading it would otherwise have the gateway keep every token made, for as long as the
+# generation runs (with num_predict -1 and context shift: without end).
+MAX_BACKLOG = 16 << 20
+
 
 def failed_to_error(msg: Failed, *, model: str, pid: int | None) -> PowerError:
     if msg.code == ErrorCode.BAD_REQUEST:
@@ -61,6 +68,12 @@ def _shows_a_decode(msg: FromRunner) -> bool:
     return isinstance(msg, Done) and msg.reason != "cancel" and msg.stats.prompt_eval_s > 0
 
 
+def _size(msg: Tokens) -> int:
+    """About what ``msg`` holds in memory: its text, and 32 bytes a token id or logprob."""
+    tops = sum(len(lp.top) for lp in msg.logprobs)
+    return len(msg.text) + 32 * (len(msg.ids) + len(msg.logprobs) + tops)
+
+
 class RequestStream:
     """The replies to one request, in order. Iterate with ``next_batch()``."""
 
@@ -71,12 +84,36 @@ class RequestStream:
         self._waiter: asyncio.Future[None] | None = None
         self.finished = False  # the terminal message was received
         self.closed = False
+        self._backlog = 0  # the size of the Tokens not taken yet
 
     def _put(self, item: object) -> None:
+        if isinstance(item, Tokens):
+            self._backlog += _size(item)
+            if self._backlog > self._client.backlog_limit:
+                self._stall()
+                return
         self._items.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _stall(self) -> None:
+        """Too much waits unread: stop the generation; the reader gets what came, then the error."""
+        mib = self._backlog / (1 << 20)
+        log.warning(
+            "request %d to %s: %.0f MiB of streamed tokens waited unread; stopping its generation",
+            self.id,
+            self._client.model,
+            mib,
+        )
+        self._client.cancel_nowait(self.id)
+        self._client.forget(self.id)  # (what the runner sends before its cancel is dropped)
+        self._put(
+            ClientStalledError(
+                f"the client stopped reading: {mib:.0f} MiB of the answer waited unread, so its"
+                " generation was stopped"
+            )
+        )
 
     async def next_batch(self) -> list[FromRunner]:
         """Everything that has arrived (at least one message); raises on failure.
@@ -94,6 +131,7 @@ class RequestStream:
                 self._waiter = None
         out: list[FromRunner] = []
         items = self._items
+        self._backlog = 0  # (every Tokens waiting is taken now: only a terminal message stops it)
         while items:
             item = items.popleft()
             if isinstance(item, BaseException):
@@ -129,6 +167,7 @@ class RunnerClient:
         self._streams: dict[int, RequestStream] = {}
         self._pings: dict[int, asyncio.Future[None]] = {}
         self._ids = itertools.count(1)
+        self.backlog_limit = MAX_BACKLOG
         self._closed = asyncio.Event()
         self._writer_closed = False
         self.decoded = False  # the runner has finished a decode (produced tokens or vectors)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from power.errors import InvalidRequestError, RunnerCrashedError
+from power.errors import ClientStalledError, InvalidRequestError, RunnerCrashedError
 from power.store.model import LocalModel
 from power.supervisor import RequestStream, Supervisor
 from proto import (
@@ -29,6 +29,7 @@ from proto import (
 )
 from tests.support.runners import leased
 from tests.support.spawn import Spawner, collect, drain, gen, model, params, settings
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -161,3 +162,31 @@ async def test_a_runner_killed_by_a_signal_leaves_the_python_stacks_of_its_threa
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "power.runner")
     assert "Fatal Python error: Segmentation fault" in logged
     assert "in decode" in logged
+
+
+async def read_into(texts: list[str], batches: AsyncIterator[list[FromRunner]]) -> None:
+    async for batch in batches:
+        texts.extend(t.text for t in batch if isinstance(t, Tokens))
+
+
+async def test_a_stream_nobody_reads_stops_its_generation_at_the_backlog_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway holds a bounded backlog per stream: past it, the runner stops generating and
+    the reader gets every token that came, in order, then the error."""
+    spawn = Spawner("fake:count?delay=0.001")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        batches = sup.request(m, params(m), None, gen("go", num_predict=20_000))
+        texts = [t.text for t in await anext(batches) if isinstance(t, Tokens)]
+        (slot,) = sup.loaded()
+        slot.runner.client.backlog_limit = 4096  # (a few hundred tokens instead of 16 MiB)
+        await wait_for(lambda: "waited unread" in caplog.text)  # the reader has stalled
+        with pytest.raises(ClientStalledError, match="stopped reading"):
+            await read_into(texts, batches)
+        numbers = [int(x) for x in "".join(texts).split()]
+        assert numbers == list(range(1, len(numbers) + 1))  # nothing lost before the cut
+        assert 50 < len(numbers) < 1_000
+        out, done = await collect(sup.request(m, params(m), None, gen("go", num_predict=3)))
+        assert (out.split(), done.reason) == (["1", "2", "3"], "length")  # the runner is free
+        assert spawn.count == 1
