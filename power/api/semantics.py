@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -41,9 +42,16 @@ MAX_IMAGE_BYTES = MAX_FRAME - (1 << 20)  # all images of a request ride in one G
 _json_encoder = msgspec.json.Encoder()
 
 
+# Where ``store.get`` runs. Not the loop's default executor: in a fleet, a lookup of a model
+# the store lacks waits there for its pull-through (power.registry.through), whose own blocking
+# work (file writes, hashing, DNS) goes to the default executor; as many first requests as it
+# has threads would take every one and wait for a pull that could never go on.
+_LOOKUPS = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="lookup")
+
+
 async def lookup_model(state: State, name: str) -> LocalModel:
     store: ModelStore = state.store
-    return await asyncio.to_thread(store.get, name)
+    return await asyncio.get_running_loop().run_in_executor(_LOOKUPS, store.get, name)
 
 
 def decode_images(images: Iterable[str], where: str) -> tuple[bytes, ...]:

@@ -1,15 +1,34 @@
-"""Which registry a fleet's pull-through asks for a name (``PullThrough.source_of``)."""
+"""Pull-through: which registry a fleet's pull-through asks for a name (``source_of``), and
+first requests for a model that outnumber the event loop's default executor threads."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+from aiohttp import web
+from starlette.datastructures import State
 
+from power.api.semantics import lookup_model
+from power.registry import RegistryService
 from power.registry.through import PullThrough
 from power.store.names import ModelName
-from tests.support.registry import make_service
+from power.store.store import ModelStore
+from tests.support.net import free_port
+from tests.support.registry import CONFIG_TYPE, MANIFEST_TYPE, MODEL_TYPE, make_service, sha256
+from tests.support.synth import write_llama_gguf
+
+T = TypeVar("T")
+
+NAMESPACE = "fleet"
+EXECUTOR_THREADS = 2  # the loop's default executor: min(32, CPUs + 4) threads in a daemon
+LOOKUPS = 8  # first requests at once: more than those threads
+WITHIN_S = 20.0  # a deadlock shows as lookups still waiting after this (the pull: <1 s)
 
 
 @pytest.mark.anyio
@@ -27,3 +46,111 @@ async def test_names_map_onto_the_model_source_and_no_other_host(tmp_path: Path)
     assert source("REG.lan:5000/other/m:2") == "REG.lan:5000/other/m:2"
     assert source("hf.co/bartowski/x:Q4_K_M") is None
     assert source("registry.ollama.ai/library/smollm2") == "reg.lan:5000/team/smollm2:latest"
+
+
+class Source:
+    """The fleet's registry, served by aiohttp on loopback: one model, ``fleet/tiny:latest``,
+    in Ollama's manifest format; ranged blob GETs as a distribution registry answers them."""
+
+    def __init__(self, gguf: bytes) -> None:
+        self.port = free_port()
+        config = json.dumps({"model_format": "gguf", "model_family": "llama"}).encode()
+        template = b"{{ .Prompt }}"
+        self.blobs = {sha256(b): b for b in (gguf, config, template)}
+        layers = [(MODEL_TYPE, gguf), ("application/vnd.ollama.image.template", template)]
+        self.manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": MANIFEST_TYPE,
+                "config": {"mediaType": CONFIG_TYPE, "digest": sha256(config), "size": len(config)},
+                "layers": [
+                    {"mediaType": kind, "digest": sha256(data), "size": len(data)}
+                    for kind, data in layers
+                ],
+            }
+        ).encode()
+        self.manifest_gets = 0
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def manifest_get(self, request: web.Request) -> web.Response:
+        if request.match_info["repo"] != f"{NAMESPACE}/tiny" or request.match_info["tag"] != (
+            "latest"
+        ):
+            raise web.HTTPNotFound()
+        self.manifest_gets += 1
+        return web.Response(body=self.manifest, content_type=MANIFEST_TYPE)
+
+    async def blob_get(self, request: web.Request) -> web.Response:
+        data = self.blobs.get(request.match_info["digest"])
+        if data is None:
+            raise web.HTTPNotFound()
+        rng = request.http_range
+        start, stop = rng.start or 0, rng.stop if rng.stop is not None else len(data)
+        status = 206 if request.headers.get("Range") else 200
+        return web.Response(body=data[start:stop], status=status)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v2/{repo:.+}/manifests/{tag}", self.manifest_get)
+        app.router.add_get("/v2/{repo:.+}/blobs/{digest}", self.blob_get)
+        return app
+
+
+def run_with_executor_threads(threads: int, main: Callable[[], Awaitable[T]]) -> T:
+    """Run ``main`` on a fresh loop whose default executor has ``threads`` threads. Whatever
+    it leaves stuck is let go before the loop closes, so a deadlock fails instead of hanging."""
+    loop = asyncio.new_event_loop()
+    executor = ThreadPoolExecutor(threads, thread_name_prefix="default-executor")
+    loop.set_default_executor(executor)
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)  # queued lookups never start
+        if left := asyncio.all_tasks(loop):
+            for task in left:  # threads waiting on a pull are released when it is cancelled
+                task.cancel()
+            loop.run_until_complete(asyncio.wait(left))
+        loop.close()  # a straggler's hook now finds the loop closed and gives up
+        executor.shutdown(wait=True)
+
+
+@pytest.mark.timeout(60)  # a hang the harness cannot undo fails too
+def test_first_requests_outnumbering_the_executor_threads_share_one_pull(tmp_path: Path) -> None:
+    """Each lookup blocks a thread while the pull runs; the pull's own blocking work, on the
+    loop's default executor, must still get done when there are more lookups than its threads
+    (lookups ran on that executor, and took it all)."""
+    source = Source(write_llama_gguf(tmp_path / "tiny.gguf", dtype="f16").read_bytes())
+
+    async def main() -> list[str]:
+        runner = web.AppRunner(source.app())
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", source.port).start()
+        through: list[PullThrough] = []
+        store = ModelStore(
+            tmp_path / "models", on_missing=lambda s, n: any(pull(s, n) for pull in through)
+        )
+        svc = RegistryService(store, home=tmp_path / "home", env={}, catalog={})
+        loop = asyncio.get_running_loop()
+        pulling = PullThrough(svc, source.host, NAMESPACE, insecure=True, loop=loop)
+        through.append(pulling)
+        state = State({"store": store})
+        try:
+            lookups = [lookup_model(state, "tiny") for _ in range(LOOKUPS)]
+            try:
+                models = await asyncio.wait_for(asyncio.gather(*lookups), WITHIN_S)
+            except TimeoutError:
+                pytest.fail(f"{LOOKUPS} first lookups still wait for the pull: a deadlock")
+            # later lookups find it in the store, and the executor is free for them
+            again = await asyncio.wait_for(lookup_model(state, "tiny:latest"), WITHIN_S)
+            return [m.name for m in [*models, again]]
+        finally:
+            await pulling.aclose()
+            await svc.aclose()
+            await runner.cleanup()
+
+    names = run_with_executor_threads(EXECUTOR_THREADS, main)
+    assert names == ["tiny:latest"] * (LOOKUPS + 1)
+    assert source.manifest_gets == 1  # one pull for all of them
