@@ -93,7 +93,9 @@ def hypercorn_config(settings: Settings, sock: socket.socket) -> Config:
 
 
 def install_signal_handlers(stop: asyncio.Event, force: asyncio.Event) -> None:
-    """TERM/INT set ``stop``; a second INT sets ``force``. Handlers never log."""
+    """TERM/INT set ``stop``; a second INT sets ``force``. HUP (the terminal of a foreground
+    ``power serve`` closed) stops as TERM does, unless it is ignored (``nohup``). Handlers
+    never log."""
     loop = asyncio.get_running_loop()
 
     def on_int() -> None:
@@ -103,6 +105,8 @@ def install_signal_handlers(stop: asyncio.Event, force: asyncio.Event) -> None:
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, on_int)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        loop.add_signal_handler(signal.SIGHUP, stop.set)
 
 
 async def _drain_on(stop: asyncio.Event, supervisor: Supervisor, grace_s: float) -> None:

@@ -86,12 +86,13 @@ def test_sigterm_lets_a_stream_finish_then_exits_0_with_no_runner_left(
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in runners)
 
 
-def test_sigterm_when_idle_unloads_everything(fake_server: Server) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])  # (HUP: its terminal closed)
+def test_sigterm_when_idle_unloads_everything(fake_server: Server, sig: signal.Signals) -> None:
     resp = httpx.post(f"{fake_server.url}/api/generate", json={"model": "smollm2"}, timeout=30)
     assert resp.json()["done_reason"] == "load"
     pids = fake_server.runner_pids()
     assert loaded_pid(fake_server) in pids
-    assert fake_server.stop(signal.SIGTERM) == 0
+    assert fake_server.stop(sig) == 0
     assert not any(psutil.pid_exists(pid) for pid in pids)
     assert "stopped" in fake_server.log_text()
 
