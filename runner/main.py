@@ -128,9 +128,15 @@ async def serve(sock: socket.socket, make: Callable[[], Engine]) -> int:
             params = first.params
             if params.cpu_mode == CpuMode.AUTO:
                 params = msgspec.structs.replace(params, cpu_mode=auto)
+            load = asyncio.wrap_future(worker.load(params))
+            load.add_done_callback(_seen)  # (a load given up ends in an error nobody awaits)
+            reading = await _watch(load, frames, outbox)
+            if reading is None:
+                return EXIT_OK  # told to stop while loading: the load is given up below
             try:
-                info = await asyncio.wrap_future(worker.load(params))
+                info = load.result()
             except Exception as exc:
+                reading.cancel()
                 log.error("load failed: %s", exc)
                 outbox.push(Failed(id=None, code=ErrorCode.LOAD, message=str(exc)))
                 return EXIT_LOAD_FAILED
@@ -144,7 +150,7 @@ async def serve(sock: socket.socket, make: Callable[[], Engine]) -> int:
                     cpu_mode=info.cpu_mode,
                 )
             )
-            await _serve_requests(frames, outbox, worker)
+            await _serve_requests(frames, outbox, worker, reading)
         except (ConnectionClosed, asyncio.CancelledError):
             pass  # the gateway is gone or asked us to stop: wind down below
         except FrameError as exc:
@@ -156,10 +162,42 @@ async def serve(sock: socket.socket, make: Callable[[], Engine]) -> int:
         await outbox.aclose()  # (what the thread sends if it outlived the join is dropped)
 
 
-async def _serve_requests(frames: FrameReader[Any], outbox: Outbox, worker: Worker) -> None:
-    """Hand each request to its thread; nothing here may take long (``Ping`` must be answered)."""
+def _seen(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+async def _watch(
+    load: asyncio.Future[Any], frames: FrameReader[Any], outbox: Outbox
+) -> asyncio.Future[Any] | None:
+    """Wait for ``load`` while reading from the gateway; the read still waiting, to go on with.
+
+    A gateway that is gone (``ConnectionClosed``, raised) or says ``Shutdown`` (None) ends the
+    wait at once: nobody waits for this model any more, and the load is given up (its progress
+    callback says stop) instead of holding memory until it ends. ``Ping`` is answered.
+    """
+    reading: asyncio.Future[Any] = asyncio.ensure_future(frames.read())
     while True:
-        msg = await frames.read()
+        await asyncio.wait({load, reading}, return_when=asyncio.FIRST_COMPLETED)
+        if not reading.done():
+            return reading
+        msg = reading.result()
+        if isinstance(msg, Shutdown):
+            return None
+        if isinstance(msg, Ping):
+            outbox.push(Pong(id=msg.id))
+        else:  # (the gateway sends requests only after Ready)
+            outbox.push(Failed(id=None, code=ErrorCode.PROTOCOL, message=f"unexpected {msg!r}"))
+        reading = asyncio.ensure_future(frames.read())
+
+
+async def _serve_requests(
+    frames: FrameReader[Any], outbox: Outbox, worker: Worker, reading: asyncio.Future[Any]
+) -> None:
+    """Hand each request to its thread; nothing here may take long (``Ping`` must be answered).
+    ``reading``: the read of the first frame, already waiting."""
+    msg = await reading
+    while True:
         if isinstance(msg, Generate | Embed | Tokenize | Detokenize):
             worker.submit(msg)
         elif isinstance(msg, Cancel):
@@ -170,6 +208,7 @@ async def _serve_requests(frames: FrameReader[Any], outbox: Outbox, worker: Work
             return
         else:
             outbox.push(Failed(id=None, code=ErrorCode.PROTOCOL, message=f"unexpected {msg!r}"))
+        msg = await frames.read()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@ silent one is killed (real ``python -m runner --engine fake:…`` behind ``Runne
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from power.errors import RunnerTimeoutError
 from power.supervisor import RunnerProcess
+from proto import Load, Shutdown
 from tests.support.spawn import model, params
 
 pytestmark = pytest.mark.anyio
@@ -51,3 +53,24 @@ async def test_a_load_silent_for_longer_than_the_deadline_is_killed(tmp_path: Pa
     pid = err.value.pid
     assert pid is not None
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.parametrize("how", ["gone", "shutdown"])
+async def test_a_runner_left_while_it_loads_gives_the_load_up_and_exits(
+    tmp_path: Path, how: str
+) -> None:
+    """A gateway that dies (its socket closes: SIGKILL, a crash) or says Shutdown while a
+    runner loads: the runner stops loading and exits at once, not a minute later with the
+    model's memory held until then."""
+    m = model(tmp_path)
+    runner = await RunnerProcess.launch(engine="fake:echo?load_delay=60&load_steps=600")
+    try:
+        runner.client.writer.write(Load(params=params(m)))
+        await asyncio.sleep(0.3)  # loading now
+        if how == "shutdown":
+            runner.client.writer.write(Shutdown())
+        else:
+            runner.client.close()
+        assert await asyncio.wait_for(runner.wait_exited(), 10) == 0
+    finally:
+        await runner.aclose()
