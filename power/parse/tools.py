@@ -10,12 +10,17 @@
 The format is chosen from the template text. While output may still be a tool call it is held
 back; a call is emitted whole once its JSON is complete, never as partial arguments. Text that
 turns out not to be a valid call (malformed JSON, an unknown tool name) falls back to content.
+
+Holding back is bounded: a candidate that grows past ``MAX_HELD`` characters without completing
+is given up and released as content (see ``MAX_HELD``). Finding where a call ends is
+incremental, so a stream of N chunks costs time linear in its length, not N times it.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import re
 import secrets
 import string
 from collections.abc import Callable, Collection
@@ -23,7 +28,15 @@ from typing import Any
 
 from power.parse.thinking import partial_suffix
 
-__all__ = ["ToolFormat", "ToolParser", "new_call_id", "tool_format"]
+__all__ = ["MAX_HELD", "ToolFormat", "ToolParser", "new_call_id", "tool_format"]
+
+MAX_HELD = 64 * 1024
+"""The most characters held back as a possible tool call that has not completed. Past it the
+candidate is given up: everything held is released as content (so the client, and the
+log-probabilities waiting on it, are no longer starved) and the rest of that candidate streams as
+content too: up to its ``</tool_call>`` for hermes, the rest of the output for the other formats,
+which have no closing mark to resume after. Real calls are far shorter; this only stops a
+runaway or unterminated reply from being buffered (and held from the client) forever."""
 
 _HERMES_OPEN, _HERMES_CLOSE = "<tool_call>", "</tool_call>"
 _MISTRAL_TAG, _MISTRAL_ARGS = "[TOOL_CALLS]", "[ARGS]"
@@ -51,29 +64,58 @@ def new_call_id() -> str:
     return "call_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
 
 
+_OUTSIDE_MARK = re.compile(r'["\[\]{}]')  # what matters outside a string
+_STRING_MARK = re.compile(r'["\\]')  # and inside one
+
+
+class _JsonEnd:
+    """Where the JSON object/array opening at ``start`` ends, scanned incrementally: each call
+    resumes where the last stopped, so text that grows by appending is read once in all."""
+
+    __slots__ = ("depth", "escaped", "in_string", "pos", "start")
+
+    def __init__(self, start: int = 0) -> None:
+        self.start = self.pos = start
+        self.depth = 0
+        self.in_string = self.escaped = False
+
+    def end(self, text: str) -> int | None:
+        """The index just past the value, once complete. ``text`` extends earlier calls' text."""
+        if self.start >= len(text) or text[self.start] not in "[{":
+            return None
+        i, n = self.pos, len(text)
+        while i < n:
+            if self.escaped:
+                self.escaped = False
+                i += 1
+                continue
+            mark = (_STRING_MARK if self.in_string else _OUTSIDE_MARK).search(text, i)
+            if mark is None:
+                i = n
+                break
+            i = mark.end()
+            ch = mark.group()
+            if self.in_string:
+                if ch == "\\":
+                    self.escaped = True
+                else:
+                    self.in_string = False
+            elif ch == '"':
+                self.in_string = True
+            elif ch in "{[":
+                self.depth += 1
+            else:
+                self.depth -= 1
+                if self.depth == 0:
+                    self.pos = i
+                    return i
+        self.pos = i
+        return None
+
+
 def json_end(text: str, start: int = 0) -> int | None:
     """The index just past the JSON object/array opening at ``text[start]``, if complete."""
-    if start >= len(text) or text[start] not in "[{":
-        return None
-    depth, in_string, escaped = 0, False, False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-    return None
+    return _JsonEnd(start).end(text)
 
 
 def _one_call(value: object, names: Collection[str]) -> tuple[str, dict[str, Any]] | None:
@@ -124,13 +166,20 @@ class ToolParser:
         self._make_id = make_id
         self._buf = ""
         self._inside = False  # after an opening tag / inside a leading JSON value
-        self._plain = False  # json format: the output did not start with a call
+        self._plain = False  # json, mistral: the rest of the output is content
+        self._skip = False  # hermes: inside a given-up block, content up to its closing tag
         self._eat_space = False  # whitespace right after a call is not content
         self._index = 0
+        # Scan state for the held buffer, reset whenever its front is consumed (``_rebase``):
+        self._scan = 0  # how far the buffer has been searched for what the step waits on
+        self._named = False  # mistral: a name came first, so ``[ARGS]`` is awaited
+        self._tagged = False  # the lead passed its tag: json ``<|python_tag|>``, mistral ``[ARGS]``
+        self._json: _JsonEnd | None = None  # where the held call's JSON starts, once known
+        self._examined = 0  # characters scanned for held calls in all; tests check it is linear
         self._step = {
             ToolFormat.HERMES: self._hermes,
             ToolFormat.MISTRAL: self._mistral,
-            ToolFormat.JSON: self._json,
+            ToolFormat.JSON: self._json_step,
         }[fmt]
 
     def _calls(self, found: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -142,26 +191,33 @@ class ToolParser:
         self._eat_space = True
         return out
 
+    def _rebase(self, buf: str, *, inside: bool) -> None:
+        """Hold ``buf`` (what is left once the front was consumed), with no scanning done yet."""
+        self._buf, self._inside = buf, inside
+        self._scan, self._named, self._tagged, self._json = 0, False, False, None
+
     def feed(self, text: str) -> tuple[str, list[dict[str, Any]]]:
         self._buf += text
         content: list[str] = []
         calls: list[dict[str, Any]] = []
         while self._buf:
             if self._eat_space:
-                self._buf = self._buf.lstrip()
+                self._rebase(self._buf.lstrip(), inside=self._inside)
                 if not self._buf:
                     break
                 self._eat_space = False
-            if not self._step(content, calls):
+            if self._step(content, calls):
+                continue
+            if len(self._buf) <= MAX_HELD or not self._give_up(content):
                 break
         return "".join(content), calls
 
     def flush(self) -> tuple[str, list[dict[str, Any]]]:
         """The end of the output: an unfinished call is tried once more, else it is content."""
-        buf, self._buf = self._buf, ""
-        if not self._inside:
+        buf, inside = self._buf, self._inside
+        self._rebase("", inside=False)
+        if not inside:
             return ("" if self._eat_space and not buf.strip() else buf), []
-        self._inside = False
         body = buf
         if self.format is ToolFormat.HERMES:
             found = parse_calls(buf, self._names)
@@ -173,27 +229,71 @@ class ToolParser:
             found = parse_calls(buf, self._names)
         return ("", self._calls(found)) if found else (body, [])
 
+    def _give_up(self, content: list[str]) -> bool:
+        """The held text is past ``MAX_HELD``: no longer a possible call, it goes out as content
+        (through the following steps), and so does the rest of the candidate. False if nothing
+        held was a candidate (only a partial tag, which cannot grow that long)."""
+        if self._inside:
+            if self.format is ToolFormat.HERMES:
+                content.append(_HERMES_OPEN)
+                self._skip = True
+            else:
+                if self.format is ToolFormat.MISTRAL:
+                    content.append(_MISTRAL_TAG)
+                self._plain = True
+        elif self.format is ToolFormat.JSON and not self._plain:
+            self._plain = True  # space before a leading value that has yet to show
+        else:
+            return False
+        self._rebase(self._buf, inside=False)
+        return True
+
+    def _end_of_json(self, start: int) -> int | None:
+        """Where the held JSON value opening at ``start`` ends, scanning only new text."""
+        if self._json is None:
+            self._json = _JsonEnd(start)
+        before = self._json.pos
+        end = self._json.end(self._buf)
+        self._examined += self._json.pos - before
+        return end
+
     # Each step consumes from the buffer and returns whether to keep going.
 
-    def _tagged_content(self, tag: str, content: list[str]) -> bool:
+    def _plain_content(self, content: list[str]) -> bool:
+        content.append(self._buf)
+        self._rebase("", inside=False)
+        return False
+
+    def _tagged_content(self, tag: str, content: list[str], *, inside: bool = True) -> bool:
+        """Content up to ``tag``, which opens a call (``inside``) or else ends a skipped block and
+        is content itself; a partial tag at the end is held."""
         at = self._buf.find(tag)
+        self._examined += len(self._buf)
         if at < 0:
             keep = partial_suffix(self._buf, tag)
             content.append(self._buf[: len(self._buf) - keep])
-            self._buf = self._buf[len(self._buf) - keep :]
+            self._rebase(self._buf[len(self._buf) - keep :], inside=False)
             return False
-        content.append(self._buf[:at])
-        self._buf = self._buf[at + len(tag) :]
-        self._inside = True
+        content.append(self._buf[: at if inside else at + len(tag)])
+        self._rebase(self._buf[at + len(tag) :], inside=inside)
         return True
 
     def _hermes(self, content: list[str], calls: list[dict[str, Any]]) -> bool:
+        if self._skip:
+            closed = self._tagged_content(_HERMES_CLOSE, content, inside=False)
+            self._skip = not closed
+            return closed
         if not self._inside:
             return self._tagged_content(_HERMES_OPEN, content)
-        body, found, after = self._buf.partition(_HERMES_CLOSE)
-        if not found:
+        buf = self._buf
+        at = buf.find(_HERMES_CLOSE, self._scan)
+        if at < 0:
+            self._examined += len(buf) - self._scan
+            self._scan = max(self._scan, len(buf) - len(_HERMES_CLOSE) + 1)
             return False
-        self._buf, self._inside = after, False
+        self._examined += at + len(_HERMES_CLOSE) - self._scan
+        body = buf[:at]
+        self._rebase(buf[at + len(_HERMES_CLOSE) :], inside=False)
         parsed = parse_calls(body, self._names)
         if parsed:
             calls.extend(self._calls(parsed))
@@ -215,22 +315,44 @@ class ToolParser:
         call = _one_call({"name": name.strip(), "arguments": value}, self._names)
         return [call] if call else None
 
+    def _mistral_start(self) -> int | None:
+        """Where the held call's JSON starts: after leading space, or after ``name[ARGS]`` and
+        space. None while that is still streaming in; only new text is searched."""
+        buf, i, n = self._buf, self._scan, len(self._buf)
+        while i < n:
+            if self._named:
+                at = buf.find(_MISTRAL_ARGS, i)
+                if at < 0:
+                    self._examined += n - i
+                    i = max(i, n - len(_MISTRAL_ARGS) + 1)
+                    break
+                self._examined += at + len(_MISTRAL_ARGS) - i
+                i, self._named = at + len(_MISTRAL_ARGS), False
+                self._tagged = True  # the JSON comes next, whatever it starts with
+            elif buf[i].isspace():
+                self._examined += 1
+                i += 1
+            elif self._tagged or buf[i] in "[{":
+                self._scan = i
+                return i
+            else:
+                self._named = True
+        self._scan = i
+        return None
+
     def _mistral(self, content: list[str], calls: list[dict[str, Any]]) -> bool:
+        if self._plain:
+            return self._plain_content(content)
         if not self._inside:
             return self._tagged_content(_MISTRAL_TAG, content)
-        buf = self._buf
-        start = len(buf) - len(buf.lstrip())
-        if start < len(buf) and buf[start] not in "[{":
-            at = buf.find(_MISTRAL_ARGS, start)
-            if at < 0:
-                return False  # the name is still streaming in
-            start = at + len(_MISTRAL_ARGS)
-            while start < len(buf) and buf[start].isspace():
-                start += 1
-        end = json_end(buf, start)
+        start = self._json.start if self._json is not None else self._mistral_start()
+        if start is None:
+            return False
+        end = self._end_of_json(start)
         if end is None:
             return False
-        self._buf, self._inside = buf[end:], False
+        buf = self._buf
+        self._rebase(buf[end:], inside=False)
         parsed = self._mistral_calls(buf[:end])
         if parsed:
             calls.extend(self._calls(parsed))
@@ -238,27 +360,42 @@ class ToolParser:
             content.append(_MISTRAL_TAG + buf[:end])
         return True
 
-    def _json(self, content: list[str], calls: list[dict[str, Any]]) -> bool:
+    def _json_lead(self) -> int | None:
+        """Where a leading JSON value would start, past space and an optional
+        ``<|python_tag|>``; None while that is not yet known. Only new text is examined."""
+        buf, i, n = self._buf, self._scan, len(self._buf)
+        while i < n:
+            if buf[i].isspace():
+                i += 1
+            elif not self._tagged and buf.startswith(_PYTHON_TAG, i):
+                i += len(_PYTHON_TAG)
+                self._tagged = True
+            else:
+                break
+        self._examined += i - self._scan
+        self._scan = i
+        if i == n or (
+            not self._tagged and n - i < len(_PYTHON_TAG) and _PYTHON_TAG.startswith(buf[i:])
+        ):
+            return None  # nothing but space and (part of) the tag yet
+        return i
+
+    def _json_step(self, content: list[str], calls: list[dict[str, Any]]) -> bool:
         if self._plain:
-            content.append(self._buf)
-            self._buf = ""
-            return False
+            return self._plain_content(content)
         if not self._inside:
-            lead = self._buf.lstrip()
-            if lead.startswith(_PYTHON_TAG):
-                lead = lead[len(_PYTHON_TAG) :].lstrip()
-            elif _PYTHON_TAG.startswith(lead):
-                return False  # nothing but (part of) the tag yet
-            if not lead:
+            lead = self._json_lead()
+            if lead is None:
                 return False
-            if lead[0] not in "[{":
+            if self._buf[lead] not in "[{":
                 self._plain = True
                 return True
-            self._buf, self._inside = lead, True
-        end = json_end(self._buf)
+            self._rebase(self._buf[lead:], inside=True)
+        end = self._end_of_json(0)
         if end is None:
             return False
-        body, self._buf, self._inside = self._buf[:end], self._buf[end:], False
+        body = self._buf[:end]
+        self._rebase(self._buf[end:], inside=False)
         parsed = parse_calls(body, self._names)
         if parsed:
             calls.extend(self._calls(parsed))

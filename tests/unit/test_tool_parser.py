@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from power.api.pipeline import parse_stream
 from power.parse import OutputParser, ThinkingParser, ToolFormat, ToolParser, tool_format
-from power.parse.tools import json_end, new_call_id
+from power.parse.tools import MAX_HELD, json_end, new_call_id
+from proto import TokenLogprob, Tokens
 
 HERMES, MISTRAL, JSON = ToolFormat.HERMES, ToolFormat.MISTRAL, ToolFormat.JSON
 NAMES = ("get_weather", "lookup")
@@ -208,3 +211,134 @@ def test_thinking_then_tool_calls_in_one_stream() -> None:
         calls = [c["function"]["name"] for p in pieces for c in p.tool_calls]
         assert (thinking, content, calls) == ("The user wants weather.", "", ["get_weather"])
         assert sum(bool(p.tool_calls) for p in pieces) == 1
+
+
+# Held-back text is capped at MAX_HELD, and finding a call's end is incremental.
+
+FILLER = "x" * 1000
+OVER = MAX_HELD // len(FILLER) + 1  # this many fillers (plus a short head) pass the cap
+
+
+def feeds(fmt: ToolFormat, chunks: list[str], names: tuple[str, ...] = NAMES
+          ) -> tuple[list[str], list[str], ToolParser]:  # fmt: skip
+    """Content per feed and then the flush, the names of the calls, and the parser."""
+    parser = ToolParser(fmt, names)
+    out: list[str] = []
+    called: list[str] = []
+    for chunk in [*chunks, None]:
+        text, calls = parser.feed(chunk) if chunk is not None else parser.flush()
+        out.append(text)
+        called += [c["function"]["name"] for c in calls]
+    return out, called, parser
+
+
+@pytest.mark.parametrize(
+    ("fmt", "before", "head"),
+    [
+        (JSON, "", '{"name": "lookup", "arguments": {"q": "'),
+        (JSON, "", '[{"name": "lookup", "arguments": {"q": "'),
+        (JSON, "", "\n" * 10),  # a runaway of leading space: never a value to hold
+        (MISTRAL, "Hm. ", '[TOOL_CALLS] [{"name": "lookup", "arguments": {"q": "'),
+        (MISTRAL, "", "[TOOL_CALLS]lookup"),  # the name never reaches its [ARGS]
+    ],
+)
+def test_an_unfinished_call_past_the_cap_is_released_as_content(
+    fmt: ToolFormat, before: str, head: str
+) -> None:
+    fill = "\n" * len(FILLER) if head.isspace() else FILLER
+    held = [before + head, *[fill] * OVER]
+    after = ['"}}', ' {"name": "lookup", "arguments": {}}', " ["]  # no call, nor held, now
+    out, called, _ = feeds(fmt, held + after)
+    assert out == [before, *[""] * (OVER - 1), "".join(held)[len(before) :], *after, ""]
+    assert called == []
+
+
+@pytest.mark.anyio
+async def test_the_release_carries_the_held_log_probabilities_in_order() -> None:
+    held = ['{"name": "lookup", "arguments": {"q": "', *[FILLER] * OVER]
+    chunks = [*held, "a", "b"]
+
+    async def events() -> AsyncIterator[tuple[str, list[Tokens]]]:
+        for i, text in enumerate(chunks):
+            lp = TokenLogprob(token=text[:3], logprob=-float(i), utf8=text[:3].encode())
+            yield text, [Tokens(id=1, text=text, ids=(i,), logprobs=(lp,))]
+
+    parser = OutputParser(tools=ToolParser(JSON, NAMES))
+    got = [
+        (p.parsed.content, [lp.logprob for lp in p.logprobs])
+        async for p in parse_stream(events(), parser, 0)
+    ]
+    n = len(held)
+    assert got == [
+        ("".join(held), [-float(i) for i in range(n)]),  # held back together, released together
+        ("a", [-float(n)]),
+        ("b", [-float(n + 1)]),
+    ]
+
+
+def test_an_unclosed_tool_call_past_the_cap_is_content_up_to_its_closing_tag() -> None:
+    held = ["Sure. <tool_call>", '{"name": "lookup", "arguments": {"q": "', *[FILLER] * OVER]
+    after = ["<tool_call> is text in here", '"}}</tool', "_call> ", "and then"]
+    call = '<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>'
+    out, called, _ = feeds(HERMES, [*held, *after, call, " done"])
+    assert out == [
+        "Sure. ",
+        *[""] * (len(held) - 2),
+        "".join(held)[len("Sure. ") :],  # the opening tag and all it held
+        "<tool_call> is text in here",  # not a call: inside the given-up block
+        '"}}',
+        "</tool_call> ",  # the block ends here, and parsing is back to normal
+        "and then",
+        "",
+        "done",
+        "",
+    ]
+    assert called == ["get_weather"]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "head", "tail"),
+    [
+        (HERMES, "<tool_call>", "</tool_call>"),
+        (MISTRAL, "[TOOL_CALLS]", ""),
+        (JSON, "<|python_tag|>", ""),
+    ],
+)
+def test_the_cap_is_on_what_is_held_and_a_call_up_to_it_still_parses(
+    fmt: ToolFormat, head: str, tail: str
+) -> None:
+    def value(held: int) -> str:
+        """A call whose text before its last character is ``held`` long."""
+        shell = '{"name": "lookup", "arguments": {"q": ""}}'
+        return shell[:-3] + "y" * (held + 1 - len(shell)) + shell[-3:]
+
+    at_cap, past_cap = value(MAX_HELD), value(MAX_HELD + 1)
+    out, called, _ = feeds(fmt, [head + at_cap[:-1], at_cap[-1] + tail])
+    assert (out, called) == (["", "", ""], ["lookup"])
+    out, called, _ = feeds(fmt, [head + past_cap[:-1], past_cap[-1] + tail])
+    shown = "" if fmt is JSON else head  # a leading <|python_tag|> is never content
+    assert out == [shown + past_cap[:-1], past_cap[-1] + tail, ""]
+    assert called == []
+
+
+@pytest.mark.parametrize(
+    ("fmt", "head", "tail"),
+    [
+        (HERMES, '<tool_call>{"name": "lookup", "arguments": {"q": "', '"}}</tool_call>'),
+        (MISTRAL, '[TOOL_CALLS] [{"name": "lookup", "arguments": {"q": "', '"}}]'),
+        (MISTRAL, "[TOOL_CALLS]  lookup", '[ARGS] {"q": 1}'),  # a name that goes on and on
+        (JSON, ' <|python_tag|> {"name": "lookup", "arguments": {"q": "', '"}}'),
+        (JSON, "", '\n{"name": "lookup", "arguments": {}}'),  # and on and on leading space
+    ],
+)
+def test_finding_the_end_of_a_call_reads_each_character_about_once(
+    fmt: ToolFormat, head: str, tail: str
+) -> None:
+    fill = "\n" if not head else "z"
+    text = head + fill * 20_000 + tail
+    out, called, parser = feeds(fmt, list(text), names=())  # one character per feed
+    assert "".join(out) == ""
+    assert len(called) == 1
+    # Scanning resumes where it stopped; rescanning the held text on each feed (as it once
+    # did) would examine some 200 million characters here.
+    assert 20_000 <= parser._examined <= len("</tool_call>") * len(text)
