@@ -22,6 +22,7 @@ import signal
 import socket
 from pathlib import Path
 
+import psutil
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
@@ -47,8 +48,9 @@ __all__ = ["ListenError", "hypercorn_config", "listen", "run_server", "serve", "
 
 log = logging.getLogger(__name__)
 
-# Hypercorn's own deadline comes this long after ours, so that what our cut ends (an error line
-# per stream) is written before Hypercorn would close connections mid-body.
+# After the cut, what it ended (an error line per stream) has this long to be written; then
+# Hypercorn stops listening and has this long again before it closes the connections left: a
+# client that stopped reading holds its stream's handler in a write until then.
 _CUT_MARGIN_S = 5.0
 _KILL_WAIT_S = 5.0  # after a runner's SIGKILL, until it is reaped
 _STOP_MARGIN_S = 10.0
@@ -85,7 +87,7 @@ def hypercorn_config(settings: Settings, sock: socket.socket) -> Config:
     """Hypercorn serving on ``sock``, which it takes over."""
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]
-    config.graceful_timeout = settings.shutdown_grace_s + _CUT_MARGIN_S
+    config.graceful_timeout = _CUT_MARGIN_S  # (after `_drain_on`, which waited for the rest)
     config.accesslog = None
     config.errorlog = logging.getLogger("power.http")
     config.keep_alive_timeout = 75
@@ -109,10 +111,13 @@ def install_signal_handlers(stop: asyncio.Event, force: asyncio.Event) -> None:
         loop.add_signal_handler(signal.SIGHUP, stop.set)
 
 
-async def _drain_on(stop: asyncio.Event, supervisor: Supervisor, grace_s: float) -> None:
+async def _drain_on(stop: asyncio.Event, supervisor: Supervisor, grace_s: float, port: int) -> None:
     """Hypercorn's shutdown trigger. On ``stop``: refuse new requests (``/health`` says
     "draining", so a load balancer sends no more) while still listening, until what is in
-    flight has finished or the grace period cut it; then Hypercorn stops listening."""
+    flight has finished or the grace period cut it; then Hypercorn stops listening. A handler
+    still writing to a client that reads no more after the cut's margin would hold Hypercorn
+    (and so the exit) for as long as that client keeps its connection: the connections on
+    ``port`` are shut down, so such a write fails at once."""
     await stop.wait()
     waiting = supervisor.drain()
     log.info("stopping: new requests are refused; %d in flight get %gs to finish", waiting, grace_s)
@@ -123,10 +128,31 @@ async def _drain_on(stop: asyncio.Event, supervisor: Supervisor, grace_s: float)
 
     cutting = asyncio.get_running_loop().call_later(grace_s, cut)
     try:
-        await supervisor.wait_idle()
+        await asyncio.wait_for(supervisor.wait_idle(), grace_s + _CUT_MARGIN_S)
+    except TimeoutError:
+        closed = _shut_connections(port)
+        log.warning(
+            "requests still writing to clients that do not read: %d connection(s) shut", closed
+        )
     finally:
         if supervisor.idle():
             cutting.cancel()  # (nothing left to cut)
+
+
+def _shut_connections(port: int) -> int:
+    """Shut down this process's TCP connections on local ``port`` (Hypercorn has no write
+    deadline, and a socket whose peer reads nothing never finishes its close); how many."""
+    shut = 0
+    for conn in psutil.Process().net_connections(kind="tcp"):
+        if conn.fd < 0 or not conn.laddr or conn.laddr.port != port or not conn.raddr:
+            continue
+        try:
+            with socket.socket(fileno=os.dup(conn.fd)) as dup:  # (closing it leaves the original)
+                dup.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            continue
+        shut += 1
+    return shut
 
 
 def open_bind_warning(settings: Settings) -> str | None:
@@ -145,7 +171,7 @@ def stop_timeout_s(settings: Settings) -> float:
     then the runner stop ladder (Shutdown, SIGTERM, SIGKILL). A service manager waits this long
     before it kills (systemd's ``TimeoutStopSec``), and so does ``power service stop``."""
     ladder_s = settings.runner_stop_grace_s + settings.runner_term_grace_s + _KILL_WAIT_S
-    return settings.shutdown_grace_s + _CUT_MARGIN_S + ladder_s + _STOP_MARGIN_S
+    return settings.shutdown_grace_s + 2 * _CUT_MARGIN_S + ladder_s + _STOP_MARGIN_S
 
 
 def _make_folders(settings: Settings) -> None:
@@ -222,7 +248,7 @@ async def _serve(settings: Settings, sock: socket.socket) -> int:
             insecure = settings.model_source_insecure
             through.append(PullThrough(svc, *source, insecure=insecure, loop=loop))
             log.info("models this daemon lacks are pulled from %s", settings.model_source)
-        trigger = functools.partial(_drain_on, stop, supervisor, settings.shutdown_grace_s)
+        trigger = functools.partial(_drain_on, stop, supervisor, settings.shutdown_grace_s, port)
         config = hypercorn_config(settings, sock)
         server = hypercorn_serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
         log.info("A3S Power listening on %s:%d (models in %s)", host, port, settings.models_dir)

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -167,3 +168,38 @@ def test_a_runner_killed_while_loading_is_replaced_and_the_request_answered(
         assert answers[0].json()["response"] == "1 2 3 "
         assert "runner died while loading smollm2:latest; once more" in srv.log_text()
         assert not psutil.pid_exists(loading) or psutil.Process(loading).status() == "zombie"
+
+
+def test_a_client_that_stopped_reading_does_not_hold_the_shutdown(
+    server_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Its stream's handler waits in a write to it; SIGTERM still ends the daemon after its
+    grace and the cut's margin (1 + 5 s), with the client's connection still open."""
+    env = dict(server_env, A3S_POWER_RUNNER_ENGINE="fake:echo")
+    _home(env, shutdown_grace_s=1)
+    with power_server(env, tmp_path / "server.log") as srv:
+        words = " ".join(f"{i}" + "w" * 25_000 for i in range(200))  # echoed: 5 MB of answer
+        body = json.dumps({"model": "smollm2", "prompt": words, "raw": True}).encode()
+        with socket.socket() as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (before connecting)
+            client.connect(("127.0.0.1", int(srv.url.rsplit(":", 1)[1])))
+            client.sendall(
+                b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type:"
+                b" application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            assert client.recv(12) == b"HTTP/1.1 200"  # and it reads no more
+            port = client.getpeername()[1]
+            wait_until(lambda: _unsent(port) > 100_000)  # the daemon's writes wait for the client
+            srv.proc.send_signal(signal.SIGTERM)
+            assert srv.proc.wait(20) == 0
+        assert re.search(r"clients that do not read: [1-9]\d* connection\(s\) shut", srv.log_text())
+
+
+def _unsent(port: int) -> int:
+    """Bytes queued on loopback TCP sockets bound to ``port`` that their peers have not taken."""
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port:
+            total += int(fields[4].split(":")[0], 16)
+    return total
