@@ -68,6 +68,9 @@ def _shows_a_decode(msg: FromRunner) -> bool:
     return isinstance(msg, Done) and msg.reason != "cancel" and msg.stats.prompt_eval_s > 0
 
 
+_ENDS = (BaseException, Done, Tokenized, Detokenized)  # what ends a request
+
+
 def _size(msg: Tokens) -> int:
     """About what ``msg`` holds in memory: its text, and 32 bytes a token id or logprob."""
     tops = sum(len(lp.top) for lp in msg.logprobs)
@@ -85,6 +88,9 @@ class RequestStream:
         self.finished = False  # the terminal message was received
         self.closed = False
         self._backlog = 0  # the size of the Tokens not taken yet
+        # called once when the request's end arrives (its runner sequence is free), which may be
+        # long before a slow reader takes it
+        self.on_end: Callable[[], None] | None = None
 
     def _put(self, item: object) -> None:
         if isinstance(item, Tokens):
@@ -96,6 +102,9 @@ class RequestStream:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self.on_end is not None and isinstance(item, _ENDS):
+            on_end, self.on_end = self.on_end, None
+            on_end()
 
     def _stall(self) -> None:
         """Too much waits unread: stop the generation; the reader gets what came, then the error."""
@@ -143,7 +152,7 @@ class RequestStream:
                     return out
                 raise item
             out.append(item)  # type: ignore[arg-type]
-            if isinstance(item, Done | Tokenized | Detokenized):  # a one-shot reply ends it too
+            if isinstance(item, _ENDS):  # (a one-shot reply ends it too)
                 self.finished = True
                 self._client.forget(self.id)
                 break

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -129,8 +130,11 @@ class Supervisor:
                 timing.pid = loaded.runner.pid
             stream = None
             produced = False
+            leave = _once(functools.partial(self._admission.leave, loaded, seat=seat))
             try:
                 stream = loaded.runner.client.open(build)
+                # the seat is free once the runner is done, even while a slow client still reads
+                stream.on_end = leave
                 while not stream.finished:
                     try:
                         batch = await stream.next_batch()
@@ -146,7 +150,7 @@ class Supervisor:
             finally:
                 if stream is not None:
                     stream.close()
-                self._admission.leave(loaded, seat=seat)
+                leave()
 
     async def call(
         self,
@@ -422,3 +426,16 @@ class Supervisor:
         for loaded in runners:
             for task in loaded.tasks:
                 task.cancel()
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn``, called at most once however often the result is."""
+    called = False
+
+    def call() -> None:
+        nonlocal called
+        if not called:
+            called = True
+            fn()
+
+    return call

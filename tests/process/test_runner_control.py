@@ -182,11 +182,27 @@ async def test_a_stream_nobody_reads_stops_its_generation_at_the_backlog_limit(
         (slot,) = sup.loaded()
         slot.runner.client.backlog_limit = 4096  # (a few hundred tokens instead of 16 MiB)
         await wait_for(lambda: "waited unread" in caplog.text)  # the reader has stalled
+        # its seat (the runner's one sequence) is free while it still has not read what came
+        out, done = await collect(sup.request(m, params(m), None, gen("go", num_predict=3)))
+        assert (out.split(), done.reason) == (["1", "2", "3"], "length")
+        assert spawn.count == 1
         with pytest.raises(ClientStalledError, match="stopped reading"):
             await read_into(texts, batches)
         numbers = [int(x) for x in "".join(texts).split()]
         assert numbers == list(range(1, len(numbers) + 1))  # nothing lost before the cut
         assert 50 < len(numbers) < 1_000
-        out, done = await collect(sup.request(m, params(m), None, gen("go", num_predict=3)))
-        assert (out.split(), done.reason) == (["1", "2", "3"], "length")  # the runner is free
-        assert spawn.count == 1
+
+
+async def test_a_request_the_runner_finished_frees_its_seat_before_its_reader_is_done(
+    tmp_path: Path,
+) -> None:
+    spawn = Spawner("fake:count?delay=0.001")
+    m = model(tmp_path)
+    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
+        batches = sup.request(m, params(m), None, gen("go", num_predict=50))
+        texts = [t.text for t in await anext(batches) if isinstance(t, Tokens)]
+        await wait_for(lambda: sup.loaded()[0].refcount == 0)  # its Done came, not yet read
+        out, _ = await collect(sup.request(m, params(m), None, gen("go", num_predict=3)))
+        assert out.split() == ["1", "2", "3"]
+        await read_into(texts, batches)  # and all of it is still there, in order
+        assert "".join(texts).split() == [str(i) for i in range(1, 51)]
