@@ -49,8 +49,8 @@ __all__ = ["ListenError", "hypercorn_config", "listen", "run_server", "serve", "
 log = logging.getLogger(__name__)
 
 # After the cut, what it ended (an error line per stream) has this long to be written; then
-# Hypercorn stops listening and has this long again before it closes the connections left: a
-# client that stopped reading holds its stream's handler in a write until then.
+# Hypercorn stops listening, and the connections left have this long again before they are
+# shut (a client that stopped reading holds its stream's handler in a write until then).
 _CUT_MARGIN_S = 5.0
 _KILL_WAIT_S = 5.0  # after a runner's SIGKILL, until it is reaped
 _STOP_MARGIN_S = 10.0
@@ -87,7 +87,8 @@ def hypercorn_config(settings: Settings, sock: socket.socket) -> Config:
     """Hypercorn serving on ``sock``, which it takes over."""
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]
-    config.graceful_timeout = _CUT_MARGIN_S  # (after `_drain_on`, which waited for the rest)
+    # after `_drain_on`: a backstop to its shutting of what is left (its tasks are then cancelled)
+    config.graceful_timeout = 2 * _CUT_MARGIN_S
     config.accesslog = None
     config.errorlog = logging.getLogger("power.http")
     config.keep_alive_timeout = 75
@@ -114,10 +115,11 @@ def install_signal_handlers(stop: asyncio.Event, force: asyncio.Event) -> None:
 async def _drain_on(stop: asyncio.Event, supervisor: Supervisor, grace_s: float, port: int) -> None:
     """Hypercorn's shutdown trigger. On ``stop``: refuse new requests (``/health`` says
     "draining", so a load balancer sends no more) while still listening, until what is in
-    flight has finished or the grace period cut it; then Hypercorn stops listening. A handler
-    still writing to a client that reads no more after the cut's margin would hold Hypercorn
-    (and so the exit) for as long as that client keeps its connection: the connections on
-    ``port`` are shut down, so such a write fails at once."""
+    flight has finished or the grace period cut it (and the cut's margin passed); then
+    Hypercorn stops listening, and the connections left get ``_CUT_MARGIN_S`` to end. One whose
+    client reads no more would never end (Hypercorn has no write deadline, and a socket with
+    data unsent does not finish closing), holding the exit for as long as that client keeps
+    it: then the connections still open on ``port`` are shut down, and such a write fails."""
     await stop.wait()
     waiting = supervisor.drain()
     log.info("stopping: new requests are refused; %d in flight get %gs to finish", waiting, grace_s)
@@ -126,24 +128,28 @@ async def _drain_on(stop: asyncio.Event, supervisor: Supervisor, grace_s: float,
         if cut_short := supervisor.cut():
             log.warning("%d request(s) still running after %gs were cut short", cut_short, grace_s)
 
-    cutting = asyncio.get_running_loop().call_later(grace_s, cut)
+    loop = asyncio.get_running_loop()
+    cutting = loop.call_later(grace_s, cut)
     try:
         await asyncio.wait_for(supervisor.wait_idle(), grace_s + _CUT_MARGIN_S)
     except TimeoutError:
-        closed = _shut_connections(port)
-        log.warning(
-            "requests still writing to clients that do not read: %d connection(s) shut", closed
-        )
+        log.warning("requests still running %gs after the cut: closing", _CUT_MARGIN_S)
     finally:
         if supervisor.idle():
             cutting.cancel()  # (nothing left to cut)
+        loop.call_later(_CUT_MARGIN_S, _shut_connections, port)
 
 
-def _shut_connections(port: int) -> int:
-    """Shut down this process's TCP connections on local ``port`` (Hypercorn has no write
-    deadline, and a socket whose peer reads nothing never finishes its close); how many."""
+def _shut_connections(port: int) -> None:
+    """Shut down this process's TCP connections on local ``port``, so that a write waiting for
+    a client that reads no more fails at once."""
+    try:
+        conns = psutil.Process().net_connections(kind="tcp")
+    except psutil.Error as exc:
+        log.warning("cannot list the connections left open: %s", exc)
+        return
     shut = 0
-    for conn in psutil.Process().net_connections(kind="tcp"):
+    for conn in conns:
         if conn.fd < 0 or not conn.laddr or conn.laddr.port != port or not conn.raddr:
             continue
         try:
@@ -152,7 +158,8 @@ def _shut_connections(port: int) -> int:
         except OSError:
             continue
         shut += 1
-    return shut
+    if shut:
+        log.warning("%d connection(s) of clients that read no more were shut", shut)
 
 
 def open_bind_warning(settings: Settings) -> str | None:
