@@ -34,6 +34,7 @@ _WRITES = (
     ("POST", "/api/push"),
     ("POST", "/api/blobs/"),
     ("PUT", "/api/blobs/"),
+    ("DELETE", "/api/blobs/"),
 )
 
 

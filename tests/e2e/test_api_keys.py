@@ -97,6 +97,7 @@ def test_a_read_only_key_runs_and_reads_but_does_not_change_models(keyed: Server
         ("POST", "/api/pull", {"model": "smollm2"}),
         ("POST", "/api/push", {"model": "smollm2"}),
         ("POST", f"/api/blobs/{digest}", None),
+        ("DELETE", f"/api/blobs/{digest}", None),
     ]
     for method, path, body in writes:
         resp = httpx.request(method, url + path, json=body, headers=bearer(VIEWER))
