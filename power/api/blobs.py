@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from power.errors import ClientClosedError, InvalidRequestError, ModelNotFoundError, PowerError
-from power.store.manifest import decode_manifest
+from power.errors import ClientClosedError, ModelNotFoundError
 from power.store.store import ModelStore
 
 __all__ = ["routes"]
@@ -50,24 +48,9 @@ async def delete_blob(request: Request) -> Response:
     """Remove a blob that no manifest references; one in use is a 400 naming the model."""
     store = _store(request)
     digest = _digest(request)
-    users = await asyncio.to_thread(_blob_users, store, digest)
-    if users:
-        raise InvalidRequestError(f"blob {digest} is in use by {', '.join(sorted(users))}")
     if not await asyncio.to_thread(store.delete_blob, digest):
         raise ModelNotFoundError(f"blob {digest} not found")
     return Response(status_code=200)
-
-
-def _blob_users(store: ModelStore, digest: str) -> list[str]:
-    users = []
-    for name in store.names():
-        try:
-            manifest = decode_manifest(store.read_manifest_bytes(name))
-        except (PowerError, OSError, msgspec.DecodeError, msgspec.ValidationError):
-            continue
-        if digest in {manifest.config.digest, *(x.digest for x in manifest.layers)}:
-            users.append(name.display)
-    return users
 
 
 async def upload_blob(request: Request) -> Response:

@@ -10,7 +10,7 @@ Ollama's server takes; the server never opens a path a client sends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -83,17 +83,23 @@ class _Builder:
         self.req = req
         self.layers: list[mf.Layer] = []
         self.config = mf.ConfigV2()
+        self._pin: Callable[[str], None] = lambda digest: None  # (set by `run`)
 
     def run(self) -> Iterator[Progress]:
         r = self.req
-        if r.from_:
-            yield from self._from(r.from_)
-        for filename in sorted(r.files or {}):  # with `from`: more layers, e.g. a projector
-            yield from self._gguf_layer((r.files or {})[filename], filename)
-        if r.quantize:
-            yield from self._quantize(r.quantize)
-        yield from self._modifiers()
-        yield from self._write()
+        named = [*(r.files or {}).values(), *(r.adapters or {}).values()]
+        if r.from_.startswith("sha256"):
+            named.append(r.from_)
+        # the blobs it uses stay until its manifest names them (a delete meanwhile leaves them)
+        with self.store.pinned(self.store.normalize_digest(d) for d in named) as self._pin:
+            if r.from_:
+                yield from self._from(r.from_)
+            for filename in sorted(r.files or {}):  # with `from`: more layers, e.g. a projector
+                yield from self._gguf_layer((r.files or {})[filename], filename)
+            if r.quantize:
+                yield from self._quantize(r.quantize)
+            yield from self._modifiers()
+            yield from self._write()
 
     # -- base layers ---------------------------------------------------------------------------
 
@@ -108,6 +114,7 @@ class _Builder:
         manifest = mf.decode_manifest(self.store.read_manifest_bytes(base.name))
         self.config = self.store.config(manifest)
         for layer in manifest.layers:
+            self._pin(layer.digest)
             yield {"status": f"using existing layer {layer.digest}"}
             self.layers.append(msgspec.structs.replace(layer, from_=base.name))
 
@@ -259,6 +266,8 @@ class _Builder:
         config_digest = self.store.add_blob_bytes(config_bytes)
         size = len(config_bytes)
         config = mf.Layer(mediaType=mf.MEDIA_TYPE_CONFIG, digest=config_digest, size=size)
+        for digest in (config_digest, *(x.digest for x in self.layers)):
+            self._pin(digest)  # (what this create made is not yet named by any manifest)
         old = _old_digests(self.store, self.target)
         yield {"status": "writing manifest"}
         self.store.write_manifest(self.target, mf.Manifest(config=config, layers=self.layers))

@@ -24,7 +24,13 @@ import msgspec
 from power.create.build import create_model
 from power.errors import PowerError, RegistryError
 from power.registry.catalog import catalog_sources
-from power.registry.client import USER_AGENT, error_text, map_errors
+from power.registry.client import (
+    CONNECT_TIMEOUT_S,
+    STALL_TIMEOUT_S,
+    USER_AGENT,
+    error_text,
+    map_errors,
+)
 from power.registry.download import Transfer, download_blob
 from power.registry.service import RegistryBlob, RegistryService, UrlSource
 from power.store import manifest as mf
@@ -170,10 +176,18 @@ async def _fetch_manifest(
             if resp.status >= 400:
                 raise RegistryError(f"pull model manifest: {await error_text(resp)}")
             with map_errors("pull model manifest"):
-                raw = await resp.content.read(MAX_MANIFEST_BYTES + 1)
+                raw = await _read_at_most(resp, MAX_MANIFEST_BYTES + 1)
     if len(raw) > MAX_MANIFEST_BYTES:
         raise RegistryError("pull model manifest: manifest too large")
     return raw, _check_manifest(raw)
+
+
+async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or its first ``limit`` bytes (``read(n)`` returns what has arrived so far)."""
+    raw = b""
+    while len(raw) < limit and (chunk := await resp.content.read(limit - len(raw))):
+        raw += chunk
+    return raw
 
 
 def _check_manifest(raw: bytes) -> mf.Manifest:
@@ -214,36 +228,39 @@ async def _pull_manifest(
 
         started[layer.digest] = svc.downloads.attach(layer.digest, layer.size, job)
 
-    followed: set[str] = set()
-    try:
-        for i, layer in enumerate(layers):
-            # The next few blobs download meanwhile (the small ones are done by the time the
-            # model is); progress is still reported one layer at a time, in order.
-            await start(layer)
-            for ahead in layers[i + 1 : i + LAYERS_AHEAD]:
-                if ahead.size <= PREFETCH_MAX:
-                    await start(ahead)
-            digest, total = layer.digest, layer.size
-            status = f"pulling {digest[7:19]}"
-            transfer = started[digest]
-            if transfer is None or digest in followed:
-                yield {"status": status, "digest": digest, "total": total, "completed": total}
-                continue
-            followed.add(digest)
-            async with contextlib.aclosing(svc.downloads.follow(transfer)) as updates:
-                async for done in updates:  # closing it promptly lets a lone follower cancel
-                    p: Progress = {"status": status, "digest": digest, "total": total}
-                    if done:
-                        p["completed"] = done
-                    yield p
-    finally:
-        for digest, transfer in started.items():
-            if transfer is not None and digest not in followed:  # an earlier layer failed
-                await svc.downloads.leave(transfer, discard=True)
-    yield {"status": "verifying sha256 digest"}
-    yield {"status": "writing manifest"}
-    old = await asyncio.to_thread(_old_digests, svc, target)
-    await asyncio.to_thread(store.write_manifest_bytes, target, raw)
+    # a blob found present is not removed (its model deleted meanwhile) before the manifest
+    # names it
+    with store.pinned(x.digest for x in layers):
+        followed: set[str] = set()
+        try:
+            for i, layer in enumerate(layers):
+                # The next few blobs download meanwhile (the small ones are done by the time the
+                # model is); progress is still reported one layer at a time, in order.
+                await start(layer)
+                for ahead in layers[i + 1 : i + LAYERS_AHEAD]:
+                    if ahead.size <= PREFETCH_MAX:
+                        await start(ahead)
+                digest, total = layer.digest, layer.size
+                status = f"pulling {digest[7:19]}"
+                transfer = started[digest]
+                if transfer is None or digest in followed:
+                    yield {"status": status, "digest": digest, "total": total, "completed": total}
+                    continue
+                followed.add(digest)
+                async with contextlib.aclosing(svc.downloads.follow(transfer)) as updates:
+                    async for done in updates:  # closing it promptly lets a lone follower cancel
+                        p: Progress = {"status": status, "digest": digest, "total": total}
+                        if done:
+                            p["completed"] = done
+                        yield p
+        finally:
+            for digest, transfer in started.items():
+                if transfer is not None and digest not in followed:  # an earlier layer failed
+                    await svc.downloads.leave(transfer, discard=True)
+        yield {"status": "verifying sha256 digest"}
+        yield {"status": "writing manifest"}
+        old = await asyncio.to_thread(_old_digests, svc, target)
+        await asyncio.to_thread(store.write_manifest_bytes, target, raw)
     log.info("pulled %s from %s", target.display, source.full)
     stale = old - {manifest.config.digest, *(x.digest for x in manifest.layers)}
     if stale and not store.noprune:
@@ -290,6 +307,10 @@ async def _pull_url(
     async def job(t: Transfer) -> str:
         async with aiohttp.ClientSession(
             headers={"User-Agent": USER_AGENT},
+            # no deadline for the whole of a part (aiohttp's default: 5 minutes), only for a stall
+            timeout=aiohttp.ClientTimeout(
+                sock_connect=CONNECT_TIMEOUT_S, sock_read=STALL_TIMEOUT_S
+            ),
         ) as session:
             src = UrlSource(session, url)
             await src.resolve()

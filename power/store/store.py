@@ -17,6 +17,7 @@ age. All methods are synchronous; the gateway calls them through ``asyncio.to_th
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from power.errors import InvalidRequestError, ModelNotFoundError
+from power.errors import InvalidRequestError, ModelNotFoundError, PowerError
 from power.store import manifest as mf
 from power.store.blobs import BlobWriter, atomic_write
 from power.store.model import LocalModel, ModelEntry, load_model, model_entry
@@ -70,6 +71,8 @@ class ModelStore:
         self.tmp_dir = self._usable_tmp_dir(tmp_dir)
         self._lock = threading.RLock()
         self._claim: int | None = None
+        # blobs a pull or create in progress will reference (``pinned``): not removed meanwhile
+        self._pins: collections.Counter[str] = collections.Counter()
 
     def _usable_tmp_dir(self, wanted: Path | None) -> Path:
         """``wanted`` if it is on the blobs' filesystem, else the blobs folder: a finished
@@ -161,18 +164,57 @@ class ModelStore:
             path.unlink()
             return digest, False
         os.chmod(path, 0o644)
+        with path.open("rb") as f:  # (its data durable before a manifest can name it)
+            os.fsync(f.fileno())
         os.replace(path, target)
         fsync_dir(target.parent)
         return digest, True
 
     def delete_blob(self, digest: str) -> bool:
-        """Remove one blob (``DELETE /api/blobs``); False when it was not there."""
+        """Remove one blob (``DELETE /api/blobs``); False when it was not there. One that a
+        model, or a pull or create in progress, uses is an ``InvalidRequestError`` naming it."""
         with self._lock:
+            users = sorted(self._blob_users(digest))
+            if users or self._pins[digest]:
+                using = ", ".join(users) or "a pull or create in progress"
+                raise InvalidRequestError(f"blob {digest} is in use by {using}")
             try:
                 self.blob_path(digest).unlink()
             except FileNotFoundError:
                 return False
             return True
+
+    def _blob_users(self, digest: str) -> Iterator[str]:
+        for name in self.names():
+            try:
+                manifest = mf.decode_manifest(self.read_manifest_bytes(name))
+            except (PowerError, OSError, ValueError):
+                continue
+            if digest in _manifest_digests(manifest):
+                yield name.display
+
+    @contextlib.contextmanager
+    def pinned(self, digests: Iterable[str]) -> Iterator[Callable[[str], None]]:
+        """Keep ``digests`` (and those given to the function it yields) from being removed until
+        the block ends: the blobs a manifest being made will reference, which no manifest on
+        disk may reference yet (a pull that found them present, a create's inputs)."""
+        held: list[str] = []
+
+        def pin(digest: str) -> None:
+            with self._lock:
+                self._pins[digest] += 1
+            held.append(digest)
+
+        for digest in set(digests):
+            pin(digest)
+        try:
+            yield pin
+        finally:
+            with self._lock:
+                self._pins.subtract(held)
+                for digest in held:
+                    if self._pins[digest] <= 0:
+                        del self._pins[digest]
 
     def read_blob(self, digest: str) -> bytes:
         return self.blob_path(digest).read_bytes()
@@ -259,7 +301,7 @@ class ModelStore:
             if referenced is None:
                 return []
             removed = []
-            for digest in set(digests) - referenced:
+            for digest in set(digests) - referenced - self._pins.keys():
                 with contextlib.suppress(FileNotFoundError, InvalidRequestError):
                     self.blob_path(digest).unlink()
                     removed.append(digest)

@@ -470,3 +470,29 @@ def test_a_temporary_folder_on_another_filesystem_is_not_used(tmp_path: Path) ->
         pytest.skip("needs /dev/shm on a filesystem of its own")
     store = ModelStore(tmp_path / "models", tmp_dir=other)
     assert store.tmp_dir == store.blobs_dir  # a rename could not cross into the store
+
+
+# -- blobs a pull or create in progress uses ---------------------------------------------------
+
+
+def test_a_pinned_blob_outlives_deletes_until_it_is_released(store: ModelStore) -> None:
+    digest = store.add_blob_bytes(b"a layer a manifest being made will name")
+    with store.pinned([digest]):
+        assert store.remove_unreferenced({digest}) == []
+        with pytest.raises(InvalidRequestError, match="in use by a pull or create in progress"):
+            store.delete_blob(digest)
+        assert store.has_blob(digest)
+    assert store.delete_blob(digest)
+
+
+def test_a_create_keeps_the_layers_it_took_when_its_base_is_deleted_meanwhile(
+    store: ModelStore, gguf: Path
+) -> None:
+    _create(store, "base", **{"from": store.add_blob_from_file(gguf)})
+    steps = create_model(store, "child", {"from": "base", "system": "be terse"})
+    assert next(steps)["status"].startswith("using existing layer sha256:")
+    store.delete("base")  # removes the blobs no manifest names any more: none of the child's
+    assert [p["status"] for p in steps][-1] == "success"
+    child = store.get("child")
+    assert Path(child.model_path).is_file()
+    assert child.system == "be terse"
