@@ -133,8 +133,10 @@ class UsageRecorder:
     def _loop(self, conn: sqlite3.Connection | None) -> None:
         next_prune = time.monotonic()
         while True:
+            # (without a database there is nothing to prune: wait for work alone, not spin)
+            wait = None if conn is None else max(0.0, next_prune - time.monotonic())
             try:
-                first = self._queue.get(timeout=max(0.0, next_prune - time.monotonic()))
+                first = self._queue.get(timeout=wait)
             except queue.Empty:
                 first = None
             records, flushes, closing = self._take(first)

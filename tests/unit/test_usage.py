@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import psutil
 import pytest
 
 from power.config import load_settings
@@ -298,3 +301,19 @@ async def test_an_unusable_database_is_logged_and_serving_goes_on(
         await asyncio.wait_for(asyncio.wrap_future(recorder.flush()), timeout=10)
         recorder.close()
     assert f"usage database {path} cannot be opened" in caplog.text
+
+
+def test_a_database_that_cannot_be_opened_leaves_the_writer_waiting_not_spinning(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "usage.db"
+    path.mkdir()  # (not a file sqlite can open)
+    recorder = UsageRecorder.start(path, retention_days=30)
+    try:
+        (native_id,) = [t.native_id for t in threading.enumerate() if t.name == "power-usage"]
+        writer = next(t for t in psutil.Process().threads() if t.id == native_id)
+        time.sleep(1.0)
+        now = next(t for t in psutil.Process().threads() if t.id == writer.id)
+        assert now.user_time + now.system_time - writer.user_time - writer.system_time < 0.3
+    finally:
+        recorder.close()
