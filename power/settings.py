@@ -51,6 +51,7 @@ DEFAULT_LOG_BACKUPS = 5
 
 _NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 _NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
+_PosFloat = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class ConfigError(PowerError):
@@ -116,15 +117,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     tmpdir: str = ""  # temporary files of uploads and quantization; "" = the blobs folder
     runner_stop_grace_s: _NonNegFloat = 5.0
     runner_term_grace_s: _NonNegFloat = 5.0
-    ping_interval_s: _NonNegFloat = 10.0
-    ping_timeout_s: _NonNegFloat = 10.0
+    ping_interval_s: _PosFloat = 10.0
+    ping_timeout_s: _PosFloat = 10.0
     shutdown_grace_s: _NonNegFloat = 10.0
     runner_threads: _NonNegInt = 0  # 0: auto
     # load defaults a request's options (main_gpu, use_mlock) override
     main_gpu: Annotated[int, msgspec.Meta(ge=-1)] = -1  # a position among GPUs; -1: any
     use_mlock: bool = False  # lock the weights in RAM (no swapping)
     runner_engine: str = "llama"  # "llama", or "fake:<mode>?<options>" for tests
-    queue_timeout_s: float = 600.0  # longest a request waits for a load or a seat
+    queue_timeout_s: _PosFloat = 600.0  # longest a request waits for a load or a seat
     runner_spare: bool = True  # keep one runner launched, so a cold load skips process start
     # llama.cpp's extra CPU buffer types (repacked weights): auto = per CPU (not AMX), on, off
     cpu_extra_buffers: Literal["auto", "on", "off"] = "auto"
@@ -132,7 +133,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     max_body_size: _NonNegInt = DEFAULT_MAX_BODY_SIZE
     # seconds a request body may pause before its end (408), as long as an idle keep-alive
     # connection is kept: a client that stops mid-body holds no handler for longer
-    body_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 75.0
+    body_timeout_s: _PosFloat = 75.0
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per log line
     log_file: str = ""  # empty: stderr; else this file (and fds 1, 2), rotated by size
     log_max_bytes: Annotated[int, msgspec.Meta(ge=4096)] = DEFAULT_LOG_MAX_BYTES

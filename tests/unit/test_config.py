@@ -163,6 +163,10 @@ def test_toml_values_are_normalised(
         ("keep_alive = true", "config.toml: key 'keep_alive': expected a duration"),
         ("keep_alive = '5m'\nkeep_alive_s = 1", "set either 'keep_alive' or 'keep_alive_s'"),
         ("port = ", "config.toml: "),
+        # 0 would kill every runner as hung, ping without pause, or refuse every load at once
+        ("ping_timeout_s = 0", "config.toml: key 'ping_timeout_s': Expected `float` > 0.0"),
+        ("ping_interval_s = 0", "config.toml: key 'ping_interval_s': Expected `float` > 0.0"),
+        ("queue_timeout_s = -1", "config.toml: key 'queue_timeout_s': Expected `float` > 0.0"),
     ],
 )
 def test_bad_toml_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
