@@ -52,8 +52,9 @@ class Source:
     """The fleet's registry, served by aiohttp on loopback: one model, ``fleet/tiny:latest``,
     in Ollama's manifest format; ranged blob GETs as a distribution registry answers them."""
 
-    def __init__(self, gguf: bytes) -> None:
+    def __init__(self, gguf: bytes, *, split_manifest: bool = False) -> None:
         self.port = free_port()
+        self.split_manifest = split_manifest  # its manifest arrives in two parts, 50 ms apart
         config = json.dumps({"model_format": "gguf", "model_family": "llama"}).encode()
         template = b"{{ .Prompt }}"
         self.blobs = {sha256(b): b for b in (gguf, config, template)}
@@ -75,13 +76,23 @@ class Source:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    async def manifest_get(self, request: web.Request) -> web.Response:
+    async def manifest_get(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["repo"] != f"{NAMESPACE}/tiny" or request.match_info["tag"] != (
             "latest"
         ):
             raise web.HTTPNotFound()
         self.manifest_gets += 1
-        return web.Response(body=self.manifest, content_type=MANIFEST_TYPE)
+        if not self.split_manifest:
+            return web.Response(body=self.manifest, content_type=MANIFEST_TYPE)
+        resp = web.StreamResponse(headers={"Content-Type": MANIFEST_TYPE})
+        resp.content_length = len(self.manifest)
+        await resp.prepare(request)
+        half = len(self.manifest) // 2
+        await resp.write(self.manifest[:half])
+        await asyncio.sleep(0.05)
+        await resp.write(self.manifest[half:])
+        await resp.write_eof()
+        return resp
 
     async def blob_get(self, request: web.Request) -> web.Response:
         data = self.blobs.get(request.match_info["digest"])
@@ -154,3 +165,32 @@ def test_first_requests_outnumbering_the_executor_threads_share_one_pull(tmp_pat
     names = run_with_executor_threads(EXECUTOR_THREADS, main)
     assert names == ["tiny:latest"] * (LOOKUPS + 1)
     assert source.manifest_gets == 1  # one pull for all of them
+
+
+@pytest.mark.timeout(60)
+def test_a_manifest_that_arrives_in_parts_is_read_whole(tmp_path: Path) -> None:
+    source = Source(
+        write_llama_gguf(tmp_path / "tiny.gguf", dtype="f16").read_bytes(), split_manifest=True
+    )
+
+    async def main() -> str:
+        runner = web.AppRunner(source.app())
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", source.port).start()
+        through: list[PullThrough] = []
+        store = ModelStore(
+            tmp_path / "models", on_missing=lambda s, n: any(pull(s, n) for pull in through)
+        )
+        svc = RegistryService(store, home=tmp_path / "home", env={}, catalog={})
+        pulling = PullThrough(
+            svc, source.host, NAMESPACE, insecure=True, loop=asyncio.get_running_loop()
+        )
+        through.append(pulling)
+        try:
+            return (await lookup_model(State({"store": store}), "tiny")).name
+        finally:
+            await pulling.aclose()
+            await svc.aclose()
+            await runner.cleanup()
+
+    assert run_with_executor_threads(4, main) == "tiny:latest"
