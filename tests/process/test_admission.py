@@ -135,17 +135,19 @@ async def test_a_model_split_over_rpc_workers_is_not_held_to_this_machines_ram(
         assert spawn.count == 1
 
 
+def one_gpu_probe(free_vram: int) -> Callable[[], MachineMemory]:
+    """A machine with 64 GiB of RAM and an 80 GiB GPU with ``free_vram`` free (none for 0)."""
+    gpus = (Gpu(0, "Test GPU", 80 * 2**30, free_vram, "cuda"),) if free_vram else ()
+    return lambda: MachineMemory(available_ram=64 * 2**30, gpus=gpus)
+
+
 @pytest.mark.parametrize(("free_vram", "expect_all"), [(0, False), (64 * 2**30, True)])
 async def test_gpu_layers_follow_free_vram_when_num_gpu_is_unset(
     tmp_path: Path, free_vram: int, expect_all: bool
 ) -> None:
     spawn = Spawner("fake:echo")
     m = model(tmp_path)
-    gpus = (Gpu(0, "Test GPU", 80 * 2**30, free_vram, "cuda"),) if free_vram else ()
-
-    def probe() -> MachineMemory:
-        return MachineMemory(available_ram=64 * 2**30, gpus=gpus)
-
+    probe = one_gpu_probe(free_vram)
     async with Supervisor.open(settings(tmp_path), spawn=spawn, memory_probe=probe) as sup:
         auto = LoadParams(model_path=m.model_path, n_ctx=512, n_gpu_layers=-1)
         await collect(sup.request(m, auto, None, gen("x")))
@@ -161,11 +163,7 @@ async def test_asking_again_for_what_placement_changed_does_not_reload(
     GPU places on GPU 0. The next request asking the same is served by the same runner."""
     spawn = Spawner("fake:echo")
     m = model(tmp_path)
-    gpus = (Gpu(0, "Test GPU", 80 * 2**30, free_vram, "cuda"),) if free_vram else ()
-
-    def probe() -> MachineMemory:
-        return MachineMemory(available_ram=64 * 2**30, gpus=gpus)
-
+    probe = one_gpu_probe(free_vram)
     async with Supervisor.open(settings(tmp_path), spawn=spawn, memory_probe=probe) as sup:
         many = LoadParams(model_path=m.model_path, n_ctx=512, n_gpu_layers=999, main_gpu=3)
         for _ in range(3):

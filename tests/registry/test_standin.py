@@ -20,6 +20,7 @@ from tests.support.registry import (
     MODEL_TYPE,
     collect_progress,
     make_service,
+    ranged_response,
     sha256,
 )
 
@@ -81,7 +82,7 @@ class StandIn:
 
     async def storage(self, request: web.Request) -> web.StreamResponse:
         self.storage_auth.append(request.headers.get("Authorization"))
-        return self._ranged(request, self.blobs[request.match_info["digest"]])
+        return ranged_response(request, self.blobs[request.match_info["digest"]])
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["name"] != "tiny.gguf":
@@ -97,14 +98,7 @@ class StandIn:
             assert request.transport is not None
             request.transport.close()
             return resp
-        return self._ranged(request, self.gguf)
-
-    @staticmethod
-    def _ranged(request: web.Request, data: bytes) -> web.Response:
-        rng = request.http_range
-        start, stop = rng.start or 0, rng.stop if rng.stop is not None else len(data)
-        status = 206 if request.headers.get("Range") else 200
-        return web.Response(body=data[start:stop], status=status)
+        return ranged_response(request, self.gguf)
 
     def app(self) -> web.Application:
         app = web.Application()

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from power.create.build import create_model
 from power.registry import RegistryService
@@ -240,3 +241,11 @@ def local_model(store: ModelStore, gguf: bytes, name: str) -> bytes:
     req = {"files": {"tiny.gguf": digest}, "system": "be brief", "parameters": {"top_k": 7}}
     list(create_model(store, name, req))
     return store.read_manifest_bytes(name)
+
+
+def ranged_response(request: web.Request, data: bytes) -> web.Response:
+    """``data`` as a registry serves a blob: the ``Range`` asked for (206), or whole."""
+    rng = request.http_range
+    start, stop = rng.start or 0, rng.stop if rng.stop is not None else len(data)
+    status = 206 if request.headers.get("Range") else 200
+    return web.Response(body=data[start:stop], status=status)

@@ -4,8 +4,9 @@ first requests for a model that outnumber the event loop's default executor thre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -20,7 +21,14 @@ from power.registry.through import PullThrough
 from power.store.names import ModelName
 from power.store.store import ModelStore
 from tests.support.net import free_port
-from tests.support.registry import CONFIG_TYPE, MANIFEST_TYPE, MODEL_TYPE, make_service, sha256
+from tests.support.registry import (
+    CONFIG_TYPE,
+    MANIFEST_TYPE,
+    MODEL_TYPE,
+    make_service,
+    ranged_response,
+    sha256,
+)
 from tests.support.synth import write_llama_gguf
 
 T = TypeVar("T")
@@ -98,10 +106,7 @@ class Source:
         data = self.blobs.get(request.match_info["digest"])
         if data is None:
             raise web.HTTPNotFound()
-        rng = request.http_range
-        start, stop = rng.start or 0, rng.stop if rng.stop is not None else len(data)
-        status = 206 if request.headers.get("Range") else 200
-        return web.Response(body=data[start:stop], status=status)
+        return ranged_response(request, data)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -128,6 +133,29 @@ def run_with_executor_threads(threads: int, main: Callable[[], Awaitable[T]]) ->
         executor.shutdown(wait=True)
 
 
+@contextlib.asynccontextmanager
+async def daemon_of(source: Source, tmp_path: Path) -> AsyncIterator[State]:
+    """``source`` served on loopback, and a daemon's state whose store pulls through from it
+    (as ``serve.py`` wires them)."""
+    runner = web.AppRunner(source.app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", source.port).start()
+    through: list[PullThrough] = []
+    store = ModelStore(
+        tmp_path / "models", on_missing=lambda s, n: any(pull(s, n) for pull in through)
+    )
+    svc = RegistryService(store, home=tmp_path / "home", env={}, catalog={})
+    loop = asyncio.get_running_loop()
+    pulling = PullThrough(svc, source.host, NAMESPACE, insecure=True, loop=loop)
+    through.append(pulling)
+    try:
+        yield State({"store": store})
+    finally:
+        await pulling.aclose()
+        await svc.aclose()
+        await runner.cleanup()
+
+
 @pytest.mark.timeout(60)  # a hang the harness cannot undo fails too
 def test_first_requests_outnumbering_the_executor_threads_share_one_pull(tmp_path: Path) -> None:
     """Each lookup blocks a thread while the pull runs; the pull's own blocking work, on the
@@ -136,19 +164,7 @@ def test_first_requests_outnumbering_the_executor_threads_share_one_pull(tmp_pat
     source = Source(write_llama_gguf(tmp_path / "tiny.gguf", dtype="f16").read_bytes())
 
     async def main() -> list[str]:
-        runner = web.AppRunner(source.app())
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", source.port).start()
-        through: list[PullThrough] = []
-        store = ModelStore(
-            tmp_path / "models", on_missing=lambda s, n: any(pull(s, n) for pull in through)
-        )
-        svc = RegistryService(store, home=tmp_path / "home", env={}, catalog={})
-        loop = asyncio.get_running_loop()
-        pulling = PullThrough(svc, source.host, NAMESPACE, insecure=True, loop=loop)
-        through.append(pulling)
-        state = State({"store": store})
-        try:
+        async with daemon_of(source, tmp_path) as state:
             lookups = [lookup_model(state, "tiny") for _ in range(LOOKUPS)]
             try:
                 models = await asyncio.wait_for(asyncio.gather(*lookups), WITHIN_S)
@@ -157,10 +173,6 @@ def test_first_requests_outnumbering_the_executor_threads_share_one_pull(tmp_pat
             # later lookups find it in the store, and the executor is free for them
             again = await asyncio.wait_for(lookup_model(state, "tiny:latest"), WITHIN_S)
             return [m.name for m in [*models, again]]
-        finally:
-            await pulling.aclose()
-            await svc.aclose()
-            await runner.cleanup()
 
     names = run_with_executor_threads(EXECUTOR_THREADS, main)
     assert names == ["tiny:latest"] * (LOOKUPS + 1)
@@ -174,23 +186,7 @@ def test_a_manifest_that_arrives_in_parts_is_read_whole(tmp_path: Path) -> None:
     )
 
     async def main() -> str:
-        runner = web.AppRunner(source.app())
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", source.port).start()
-        through: list[PullThrough] = []
-        store = ModelStore(
-            tmp_path / "models", on_missing=lambda s, n: any(pull(s, n) for pull in through)
-        )
-        svc = RegistryService(store, home=tmp_path / "home", env={}, catalog={})
-        pulling = PullThrough(
-            svc, source.host, NAMESPACE, insecure=True, loop=asyncio.get_running_loop()
-        )
-        through.append(pulling)
-        try:
-            return (await lookup_model(State({"store": store}), "tiny")).name
-        finally:
-            await pulling.aclose()
-            await svc.aclose()
-            await runner.cleanup()
+        async with daemon_of(source, tmp_path) as state:
+            return (await lookup_model(state, "tiny")).name
 
     assert run_with_executor_threads(4, main) == "tiny:latest"
