@@ -38,7 +38,7 @@ from power.settings import (
     check_rpc_workers,
 )
 
-__all__ = ["ENV_VARS", "EnvVar", "env_help", "settings_from_env"]
+__all__ = ["ENV_VARS", "EnvVar", "env_bool", "env_help", "settings_from_env"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,9 @@ def _go_parse_bool(text: str) -> bool | None:
     return None
 
 
-def _env_bool(text: str) -> bool:
+def env_bool(text: str) -> bool:
+    """An Ollama boolean variable's value (``envconfig.Bool``): Go's ``ParseBool``, and any
+    other non-empty text true."""
     parsed = _go_parse_bool(text)
     return True if parsed is None else parsed
 
@@ -155,12 +157,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
     _var("OLLAMA_DEBUG", "debug", _env_debug, "Show additional debug information (e.g. 1, 2)"),
     _var("OLLAMA_LOAD_TIMEOUT", "load_timeout_s", parse_duration_env, "How long to allow model"
          " loads to stall before giving up, <= 0 = forever (default 5m)"),
-    _var("OLLAMA_NOPRUNE", "noprune", _env_bool, "Do not prune model blobs on startup"),
-    _var("OLLAMA_FLASH_ATTENTION", "flash_attention", _env_bool, "Force flash attention on or"
+    _var("OLLAMA_NOPRUNE", "noprune", env_bool, "Do not prune model blobs on startup"),
+    _var("OLLAMA_FLASH_ATTENTION", "flash_attention", env_bool, "Force flash attention on or"
          " off (default auto)"),
     _var("OLLAMA_KV_CACHE_TYPE", "kv_cache_type", str, "Quantization type for the K/V cache"
          " (default f16)"),
-    _var("OLLAMA_SCHED_SPREAD", "sched_spread", _env_bool, "Always schedule a model across all"
+    _var("OLLAMA_SCHED_SPREAD", "sched_spread", env_bool, "Always schedule a model across all"
          " GPUs"),
     _var("OLLAMA_GPU_OVERHEAD", "gpu_overhead", _env_uint, "Reserve a portion of VRAM per GPU"
          " (bytes)"),
@@ -199,7 +201,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     _var("A3S_POWER_MODEL_SOURCE", "model_source", _env_model_source, "A fleet's shared"
          " registry, host[:port][/namespace]: a model this daemon lacks is pulled from there on"
          " first use instead of a 404"),
-    _var("A3S_POWER_MODEL_SOURCE_INSECURE", "model_source_insecure", _env_bool, "Reach the"
+    _var("A3S_POWER_MODEL_SOURCE_INSECURE", "model_source_insecure", env_bool, "Reach the"
          " model source over plain http"),
     _var("A3S_POWER_RPC_WORKERS", "rpc_workers", _env_rpc_workers, "Comma separated llama.cpp"
          " RPC workers (host:port, started with power rpc-worker): every model's layers are"

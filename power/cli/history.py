@@ -16,13 +16,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Protocol
 
+from power.environment import env_bool
 from power.location import client_home, trim_env
 
 __all__ = ["HISTORY_LIMIT", "NOHISTORY_VAR", "History", "LineReader", "history_path"]
 
 HISTORY_LIMIT = 100  # Ollama's History.Limit
 NOHISTORY_VAR = "OLLAMA_NOHISTORY"
-_TRUE = frozenset({"1", "t", "true"})  # Go's strconv.ParseBool, as envconfig.Bool reads it
 
 
 def history_path(env: Mapping[str, str]) -> Path:
@@ -30,7 +30,8 @@ def history_path(env: Mapping[str, str]) -> Path:
 
 
 def _nohistory(env: Mapping[str, str]) -> bool:
-    return trim_env(env.get(NOHISTORY_VAR, "")).lower() in _TRUE
+    value = trim_env(env.get(NOHISTORY_VAR, ""))
+    return bool(value) and env_bool(value)
 
 
 class LineReader(Protocol):

@@ -487,6 +487,15 @@ def test_history_file_is_shared_and_nohistory_records_nothing(tmp_path: Path) ->
     assert (tmp_path / "history").read_text().splitlines() == ["one", "two", "three"]
 
 
+@pytest.mark.parametrize(
+    ("value", "off"), [("1", True), ("yes", True), ("TRUE", True), ("false", False), ("0", False)]
+)
+def test_nohistory_reads_as_ollama_reads_a_boolean(tmp_path: Path, value: str, off: bool) -> None:
+    """Go's ParseBool, and any other non-empty value true (Ollama's envconfig.Bool)."""
+    history = History({"A3S_POWER_HOME": str(tmp_path), "OLLAMA_NOHISTORY": value})
+    assert history.enabled is not off
+
+
 def test_history_keeps_the_last_hundred(tmp_path: Path) -> None:
     history = History({"A3S_POWER_HOME": str(tmp_path)})
     for i in range(150):
