@@ -94,12 +94,15 @@ class Client:
         headers: Mapping[str, str] | None = None,
         *,
         timeout_s: float = CONNECT_TIMEOUT_S,
+        whole: bool = False,
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """``timeout_s`` for the connection, then the client's read timeout; with ``whole``,
+        ``timeout_s`` for every read too (a heartbeat to a listener that never answers)."""
         conn_cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         conn = conn_cls(self._host, self._port, timeout=timeout_s, blocksize=_CHUNK)
         try:
             conn.connect()
-            if conn.sock is not None:
+            if conn.sock is not None and not whole:
                 conn.sock.settimeout(self._read_timeout_s)
             conn.request(
                 method, self._prefix + path, body=body, headers={**self._auth, **(headers or {})}
@@ -132,11 +135,13 @@ class Client:
     def heartbeat(self) -> bool:
         """``HEAD /``: True when a server answers at the configured address."""
         try:
-            conn, response = self._open("HEAD", "/", timeout_s=HEARTBEAT_TIMEOUT_S)
+            conn, response = self._open("HEAD", "/", timeout_s=HEARTBEAT_TIMEOUT_S, whole=True)
         except ConnectError:
             return False
         try:
             response.read()
+        except OSError:
+            return False
         finally:
             _close(conn, response)
         return 200 <= response.status < 300

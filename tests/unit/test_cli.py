@@ -294,6 +294,14 @@ def test_client_connect_error() -> None:
         client.get("/api/tags")
 
 
+@pytest.mark.timeout(30)
+def test_a_listener_that_never_answers_is_not_a_server() -> None:
+    """A heartbeat gives up after its 2 s, also once connected (``power run`` then starts one)."""
+    with socket.create_server(("127.0.0.1", 0)) as mute:  # accepts (the backlog), says nothing
+        client = Client.from_env({"OLLAMA_HOST": f"127.0.0.1:{mute.getsockname()[1]}"})
+        assert not client.heartbeat()
+
+
 # -- commands --------------------------------------------------------------------------------
 
 
