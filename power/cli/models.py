@@ -23,6 +23,7 @@ def list_(prefix: str | None) -> None:
     now = datetime.now(UTC)
     models = (Client.from_env().get("/api/tags") or {}).get("models") or []
     oldest = datetime.min.replace(tzinfo=UTC)
+    want = (prefix or "").lower()  # (case aside, as Ollama's `ls`)
     models = sorted(models, key=lambda m: parse_time(m.get("modified_at")) or oldest, reverse=True)
     rows = [
         [
@@ -32,7 +33,7 @@ def list_(prefix: str | None) -> None:
             human_time(parse_time(m.get("modified_at")), now),
         ]
         for m in models
-        if not prefix or str(m.get("name", "")).startswith(prefix)
+        if str(m.get("name", "")).lower().startswith(want)
     ]
     click.echo(render_table(["NAME", "ID", "SIZE", "MODIFIED"], rows), nl=False)
 

@@ -339,8 +339,9 @@ def test_ls(runner: CliRunner, fake: FakeOllama) -> None:
             "llama3.2:latest    a80c4f17acd5    2.0 GB    2 minutes ago\n"
             "tiny:q8            5f1c0e5f1c0e    98 MB     3 days ago\n"
         )
-    result = runner.invoke(main, ["ls", "tiny"])
-    assert result.stdout.splitlines()[1:] == ["tiny:q8    5f1c0e5f1c0e    98 MB    3 days ago"]
+    for prefix in ("tiny", "TINY:Q"):  # (case aside, as Ollama's `ls`)
+        result = runner.invoke(main, ["ls", prefix])
+        assert result.stdout.splitlines()[1:] == ["tiny:q8    5f1c0e5f1c0e    98 MB    3 days ago"]
 
 
 def test_ls_empty(runner: CliRunner, fake: FakeOllama) -> None:
