@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -22,9 +23,28 @@ from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 from proto import Generate, Sampling, TokenLogprob, TopLogprob
 from runner.engine import BadRequestError, EngineError, Sampled
 
-__all__ = ["LlamaSampler", "grammar_for", "plain_greedy"]
+__all__ = ["MAX_GRAMMAR_NESTING", "LlamaSampler", "check_nesting", "grammar_for", "plain_greedy"]
 
 Piece = Callable[[int], bytes]
+
+
+# How deep a grammar's groups may nest: llama.cpp parses them recursively, on the inference
+# thread's stack (30,000 levels overflowed it: the runner died). The gateway keeps the JSON
+# schemas it converts well below this; it guards whatever else would get here.
+MAX_GRAMMAR_NESTING = 2000
+_GBNF_LITERALS = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|#[^\n]*')
+
+
+def check_nesting(grammar: str) -> None:
+    """``BadRequestError`` when ``grammar``'s groups nest deeper than ``MAX_GRAMMAR_NESTING``."""
+    depth = deepest = 0
+    for paren in re.findall(r"[()]", _GBNF_LITERALS.sub("", grammar)):
+        depth += 1 if paren == "(" else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_GRAMMAR_NESTING:
+        raise BadRequestError(
+            f"the grammar nests {deepest} groups deep, more than {MAX_GRAMMAR_NESTING}"
+        )
 
 
 def grammar_for(req: Generate) -> str:
@@ -127,6 +147,7 @@ def _chain(model: Any, s: Sampling, grammar: str, n_ctx: int, from_schema: bool)
             ),
         )
     if grammar:
+        check_nesting(grammar)
         g = llama_cpp.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
         if not g:
             llama_cpp.llama_sampler_free(chain)

@@ -9,6 +9,7 @@ import base64
 import binascii
 import concurrent.futures
 import json
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,17 @@ __all__ = [
 ]
 
 MAX_IMAGE_BYTES = MAX_FRAME - (1 << 20)  # all images of a request ride in one Generate frame
+
+# A JSON schema's length and count bounds, and the {m,n} of its patterns, become as many
+# repeated or nested grammar rules in the runner (llama-cpp-python's converter): a minItems of
+# 10**9 would build gigabytes of grammar there, and a maxLength of 30,000 overflowed the stack
+# of llama.cpp's grammar parser (the runner died). llama.cpp refuses the grammar of a bound
+# past about 1,000 anyway ("exceeds sane defaults").
+MAX_SCHEMA_BOUND = 1024
+_BOUND_KEYS = frozenset(
+    {"minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"}
+)
+_QUANTIFIER = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 
 _json_encoder = msgspec.json.Encoder()
 
@@ -135,11 +147,43 @@ def json_schema_for(fmt: Any) -> str:
     if fmt == "json":
         return "json"
     if isinstance(fmt, dict):
+        _check_bounds(fmt)
         return _json_encoder.encode(fmt).decode()
     shown = _json_encoder.encode(fmt).decode()
     raise InvalidRequestError(
         f'invalid format: {shown}; expected "json" or a valid JSON Schema object'
     )
+
+
+def _check_bounds(schema: dict[str, Any]) -> None:
+    """A 400 naming the first bound of ``schema`` past ``MAX_SCHEMA_BOUND``."""
+    todo: list[tuple[object, str]] = [(schema, "format")]
+    while todo:
+        node, where = todo.pop()
+        if isinstance(node, list):
+            todo.extend((item, f"{where}[{i}]") for i, item in enumerate(node))
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            at = f"{where}.{key}"
+            if (
+                key in _BOUND_KEYS
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+            ):
+                too_big = value > MAX_SCHEMA_BOUND
+            elif key == "pattern" and isinstance(value, str):
+                counts = (n for m in _QUANTIFIER.finditer(value) for n in m.groups() if n)
+                too_big = any(len(n) > 6 or int(n) > MAX_SCHEMA_BOUND for n in counts)
+            else:
+                todo.append((value, at))
+                continue
+            if too_big:
+                raise InvalidRequestError(
+                    f"invalid format: {at} asks for more than {MAX_SCHEMA_BOUND} repetitions,"
+                    " more than a grammar can hold"
+                )
 
 
 def add_bos_for(model: LocalModel, prompt: str) -> bool:

@@ -4,12 +4,14 @@ template renders or runner works; and bad input items of ``/v1/responses``."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from power.api.embed import MAX_INPUTS
 from power.api.schemas import MAX_MESSAGES
+from power.api.semantics import MAX_SCHEMA_BOUND
 from power.options import MAX_STOP
 from proto import Embed, Generate
 from tests.support.app import TestClient
@@ -221,3 +223,47 @@ def test_made_up_methods_share_one_metrics_series(client: TestClient) -> None:
         if line.startswith("power_http_requests_total{") and 'route="/api/tags"' in line
     }
     assert methods == {"GET", "other"}
+
+
+BIG = MAX_SCHEMA_BOUND + 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "where"),
+    [
+        ("/api/chat", {"format": {"type": "string", "maxLength": 100_000}}, "format.maxLength"),
+        (
+            "/api/generate",
+            {"format": {"type": "object", "properties": {"xs": {"minItems": 10**9}}}},
+            "format.properties.xs.minItems",
+        ),
+        ("/api/chat", {"format": {"type": "string", "pattern": "^a{0,50000}$"}}, "format.pattern"),
+        ("/api/chat", {"format": {"anyOf": [{"maxItems": BIG}]}}, "format.anyOf[0].maxItems"),
+        (
+            "/v1/chat/completions",
+            {"response_format": {"type": "json_schema", "json_schema": {
+                "name": "s", "schema": {"type": "string", "maxLength": BIG}}}},
+            "format.maxLength",
+        ),
+    ],
+)  # fmt: skip
+def test_json_schemas_beyond_what_a_grammar_holds_are_refused(
+    client: TestClient, sup: ScriptedRunners, path: str, body: dict[str, Any], where: str
+) -> None:
+    """Their bounds become as many grammar rules in the runner; 30,000 crashed llama.cpp's
+    grammar parser, and any past ~1,000 it refuses anyway."""
+    base = {"model": "plain", "prompt": "hi", "messages": [HI], "stream": False}
+    resp = client.post(path, json={**base, **body})
+    assert resp.status_code == 400, resp.text
+    assert where in error_text(resp.json())
+    assert not work(sup)
+
+
+def test_a_schema_within_the_bounds_reaches_the_runner(
+    client: TestClient, sup: ScriptedRunners
+) -> None:
+    fmt = {"type": "string", "maxLength": MAX_SCHEMA_BOUND, "pattern": "^a{2,5}$"}
+    body = {"model": "plain", "messages": [HI], "format": fmt, "stream": False}
+    assert client.post("/api/chat", json=body).status_code == 200
+    (sent,) = [m for m in work(sup) if isinstance(m, Generate)]
+    assert json.loads(sent.json_schema) == fmt

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from proto import Sampling
-from runner.sampling import plain_greedy
+from runner.engine import BadRequestError
+from runner.sampling import MAX_GRAMMAR_NESTING, check_nesting, plain_greedy
 
 
 @pytest.mark.parametrize(
@@ -28,3 +29,12 @@ def test_only_unconstrained_unpenalised_greedy_is_a_plain_argmax(
     sampling: Sampling, grammar: str, plain: bool
 ) -> None:
     assert plain_greedy(sampling, grammar) is plain
+
+
+def test_a_grammar_nested_past_the_limit_is_a_bad_request_and_literals_do_not_count() -> None:
+    deep = MAX_GRAMMAR_NESTING + 1
+    check_nesting("root ::= " + "(" * MAX_GRAMMAR_NESTING + '"a"' + ")" * MAX_GRAMMAR_NESTING)
+    with pytest.raises(BadRequestError, match=f"nests {deep} groups deep"):
+        check_nesting("root ::= " + "(" * deep + '"a"' + ")" * deep)
+    quoted = '"' + "(" * deep + '"'
+    check_nesting(f"root ::= {quoted} [(]* # {'(' * deep}\n")  # in a string, a class, a comment
