@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from power.errors import InvalidRequestError
 from power.template.gotemplate import JSONList
 
 __all__ = ["for_go", "for_jinja", "image_tags", "normalize", "strip_thinking", "tools_for_go"]
@@ -23,7 +24,7 @@ def _arguments(raw: object) -> dict[str, Any]:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw) if raw.strip() else {}
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return {}
     return dict(raw) if isinstance(raw, Mapping) else {}
 
@@ -32,12 +33,17 @@ def normalize(msg: Mapping[str, Any]) -> dict[str, Any]:
     """One message in canonical Ollama shape with every field present."""
     calls = []
     for call in msg.get("tool_calls") or ():
-        fn = call.get("function") or {}
+        fn = (call.get("function") if isinstance(call, Mapping) else None) or {}
+        index = (fn.get("index") or 0) if isinstance(fn, Mapping) else None
+        if not isinstance(call, Mapping) or not isinstance(index, int) or isinstance(index, bool):
+            raise InvalidRequestError(
+                "invalid tool call: it and its 'function' must be objects, 'index' an integer"
+            )
         calls.append(
             {
                 "id": call.get("id") or "",
                 "function": {
-                    "index": int(fn.get("index") or 0),
+                    "index": index,
                     "name": fn.get("name") or "",
                     "arguments": _arguments(fn.get("arguments")),
                 },
@@ -149,8 +155,10 @@ def _property(prop: object) -> object:
 
 
 def _tool(tool: Mapping[str, Any]) -> dict[str, Any]:
-    fn = tool.get("function") or {}
-    params = fn.get("parameters") or {}
+    fn = (tool.get("function") if isinstance(tool, Mapping) else None) or {}
+    params = (fn.get("parameters") if isinstance(fn, Mapping) else None) or {}
+    if not isinstance(fn, Mapping) or not isinstance(params, Mapping):
+        raise InvalidRequestError("invalid tool: 'function' and its 'parameters' must be objects")
     shaped_params: dict[str, Any] = {"type": params.get("type") or ""}
     for key in ("$defs", "items", "required"):
         if params.get(key):

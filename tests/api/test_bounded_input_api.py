@@ -267,3 +267,42 @@ def test_a_schema_within_the_bounds_reaches_the_runner(
     assert client.post("/api/chat", json=body).status_code == 200
     (sent,) = [m for m in work(sup) if isinstance(m, Generate)]
     assert json.loads(sent.json_schema) == fmt
+
+
+DEEP_ARGS = "[" * 100_000 + "]" * 100_000  # (a string: the body's depth limit does not see it)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/chat", {"tools": [{"type": "function", "function": {"parameters": "x"}}]}),
+        ("/api/chat", {"tools": ["f"]}),
+        ("/api/chat", {"messages": [HI, {"role": "assistant", "tool_calls": [{"function": "x"}]}]}),
+        ("/api/chat", {"messages": [HI, {"role": "assistant", "tool_calls": ["x"]}]}),
+        (
+            "/api/chat",
+            {"messages": [HI, {"role": "assistant", "tool_calls": [{"function": {"index": "a"}}]}]},
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": [HI, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
+                "function": {"name": "f", "arguments": DEEP_ARGS}}]}]},
+        ),
+    ],
+)  # fmt: skip
+def test_malformed_tools_and_tool_calls_are_refused_not_a_server_error(
+    client: TestClient, sup: ScriptedRunners, path: str, body: dict[str, Any]
+) -> None:
+    resp = client.post(path, json={"model": "qwen", "messages": [HI], "stream": False, **body})
+    assert resp.status_code == 400, resp.text
+    assert not work(sup)
+
+
+def test_a_tool_message_with_an_id_that_is_not_a_string_is_no_server_error(
+    client: TestClient,
+) -> None:
+    call = {"id": ["c"], "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages = [HI, {"role": "assistant", "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": [1], "content": "4"}]  # fmt: skip
+    resp = client.post("/v1/chat/completions", json={"model": "qwen", "messages": messages})
+    assert resp.status_code < 500, resp.text

@@ -90,7 +90,7 @@ def native_tool_call(call: Any, index: int, param: str) -> dict[str, Any]:
     raw = fn.get("arguments") or "{}"
     try:
         args = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ParamError("invalid tool call arguments: not JSON", param=param) from exc
     if not isinstance(args, dict):
         raise ParamError("invalid tool call arguments: not a JSON object", param=param)
@@ -140,7 +140,7 @@ def convert_messages(messages: list[dict[str, Any]]) -> list[Message]:
                 native_tool_call(c, j, f"{param}.tool_calls[{j}]") for j, c in enumerate(calls)
             ]
             for c in native.tool_calls:
-                if "id" in c:
+                if isinstance(c.get("id"), str):
                     names[c["id"]] = c["function"]["name"]
         elif msg.get("content") is None:
             raise ParamError("content is required unless the message has tool_calls", param=param)
@@ -148,7 +148,7 @@ def convert_messages(messages: list[dict[str, Any]]) -> list[Message]:
             call_id = msg.get("tool_call_id")
             if isinstance(call_id, str):
                 native.tool_call_id = call_id
-            name = msg.get("name") or names.get(call_id or "")
+            name = msg.get("name") or names.get(call_id if isinstance(call_id, str) else "")
             if isinstance(name, str) and name:
                 native.tool_name = name
         out.append(native)
