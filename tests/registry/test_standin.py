@@ -4,7 +4,6 @@ and the catalog's fallback order."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,11 +14,11 @@ from power.errors import RegistryError
 from power.registry import pull
 from tests.support.net import free_port
 from tests.support.registry import (
-    CONFIG_TYPE,
     MANIFEST_TYPE,
     MODEL_TYPE,
     collect_progress,
     make_service,
+    ollama_manifest,
     ranged_response,
     sha256,
 )
@@ -35,18 +34,7 @@ class StandIn:
         self.gguf = gguf
         self.config = b'{"model_format":"gguf","model_family":"llama","file_type":"F16"}'
         self.blobs = {sha256(gguf): gguf, sha256(self.config): self.config}
-        self.manifest = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": MANIFEST_TYPE,
-                "config": {
-                    "mediaType": CONFIG_TYPE,
-                    "digest": sha256(self.config),
-                    "size": len(self.config),
-                },
-                "layers": [{"mediaType": MODEL_TYPE, "digest": sha256(gguf), "size": len(gguf)}],
-            }
-        ).encode()
+        self.manifest = ollama_manifest(self.config, [(MODEL_TYPE, gguf)])
         self.repos: set[str] = {"ns/m", "bartowski/Tiny-GGUF"}
         self.token_queries: list[dict[str, str]] = []
         self.storage_auth: list[str | None] = []

@@ -249,3 +249,19 @@ def ranged_response(request: web.Request, data: bytes) -> web.Response:
     start, stop = rng.start or 0, rng.stop if rng.stop is not None else len(data)
     status = 206 if request.headers.get("Range") else 200
     return web.Response(body=data[start:stop], status=status)
+
+
+def ollama_manifest(config: bytes, layers: list[tuple[str, bytes]]) -> bytes:
+    """An Ollama-format manifest naming ``config`` and ``layers`` (media type, data) by digest,
+    as a stand-in registry serves it."""
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": {"mediaType": CONFIG_TYPE, "digest": sha256(config), "size": len(config)},
+            "layers": [
+                {"mediaType": kind, "digest": sha256(data), "size": len(data)}
+                for kind, data in layers
+            ],
+        }
+    ).encode()

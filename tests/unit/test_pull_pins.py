@@ -12,33 +12,21 @@ import pytest
 from aiohttp import web
 
 from power.registry.pull import pull
+from power.store.manifest import MEDIA_TYPE_LICENSE
 from power.store.names import parse_name
 from tests.support.net import free_port
 from tests.support.registry import (
-    CONFIG_TYPE,
     MANIFEST_TYPE,
     MODEL_TYPE,
     collect_progress,
     make_service,
+    ollama_manifest,
     ranged_response,
     sha256,
 )
 from tests.support.synth import write_llama_gguf
 
 pytestmark = pytest.mark.anyio
-
-LICENSE_TYPE = "application/vnd.ollama.image.license"
-
-
-def manifest(config: bytes, layers: list[tuple[str, bytes]]) -> bytes:
-    return json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_TYPE,
-            "config": {"mediaType": CONFIG_TYPE, "digest": sha256(config), "size": len(config)},
-            "layers": [{"mediaType": k, "digest": sha256(d), "size": len(d)} for k, d in layers],
-        }
-    ).encode()
 
 
 @pytest.mark.timeout(60)
@@ -49,8 +37,8 @@ async def test_a_pull_keeps_the_blobs_it_found_present_when_their_model_is_delet
     config = json.dumps({"model_format": "gguf", "model_family": "llama"}).encode()
     license_ = b"a license only the second model has"
     manifests = {
-        "first": manifest(config, [(MODEL_TYPE, gguf)]),
-        "second": manifest(config, [(MODEL_TYPE, gguf), (LICENSE_TYPE, license_)]),
+        "first": ollama_manifest(config, [(MODEL_TYPE, gguf)]),
+        "second": ollama_manifest(config, [(MODEL_TYPE, gguf), (MEDIA_TYPE_LICENSE, license_)]),
     }
     blobs = {sha256(b): b for b in (gguf, config, license_)}
     gate = asyncio.Event()  # holds the second model's new blob

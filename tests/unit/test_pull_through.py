@@ -18,14 +18,15 @@ from starlette.datastructures import State
 from power.api.semantics import lookup_model
 from power.registry import RegistryService
 from power.registry.through import PullThrough
+from power.store.manifest import MEDIA_TYPE_TEMPLATE
 from power.store.names import ModelName
 from power.store.store import ModelStore
 from tests.support.net import free_port
 from tests.support.registry import (
-    CONFIG_TYPE,
     MANIFEST_TYPE,
     MODEL_TYPE,
     make_service,
+    ollama_manifest,
     ranged_response,
     sha256,
 )
@@ -66,18 +67,9 @@ class Source:
         config = json.dumps({"model_format": "gguf", "model_family": "llama"}).encode()
         template = b"{{ .Prompt }}"
         self.blobs = {sha256(b): b for b in (gguf, config, template)}
-        layers = [(MODEL_TYPE, gguf), ("application/vnd.ollama.image.template", template)]
-        self.manifest = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": MANIFEST_TYPE,
-                "config": {"mediaType": CONFIG_TYPE, "digest": sha256(config), "size": len(config)},
-                "layers": [
-                    {"mediaType": kind, "digest": sha256(data), "size": len(data)}
-                    for kind, data in layers
-                ],
-            }
-        ).encode()
+        self.manifest = ollama_manifest(
+            config, [(MODEL_TYPE, gguf), (MEDIA_TYPE_TEMPLATE, template)]
+        )
         self.manifest_gets = 0
 
     @property
