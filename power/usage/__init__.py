@@ -1,6 +1,6 @@
 """Usage and cost: every finished inference request recorded in SQLite under the data folder
-(``db``), written by an observer's thread (``recorder``), summed per day and model on demand
-(``report``, which prices it)."""
+(``db``, which also keeps the totals per day and model), written by an observer's thread and
+queried on another (``recorder``), priced on demand (``report``)."""
 
 from __future__ import annotations
 

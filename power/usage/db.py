@@ -1,6 +1,7 @@
-"""The usage database: one row per finished inference request, in SQLite (``<home>/usage.db``).
+"""The usage database: one row per finished inference request, in SQLite (``<home>/usage.db``),
+and the per-day totals that queries read.
 
-Table ``requests`` (``PRAGMA user_version`` 1):
+Table ``requests``:
 
 ```
 id                 INTEGER PRIMARY KEY
@@ -18,6 +19,16 @@ completion_tokens  INTEGER  tokens generated
 duration_s         REAL     from arrival to the response's last byte
 ```
 
+Table ``daily``: per UTC day and model (its key), ``requests``, ``prompt_tokens`` and
+``completion_tokens`` summed over the rows of ``requests``. A trigger adds each inserted row in
+the insert's own transaction, and ``prune`` deletes the same whole days from both, so a query
+reads one row per day and model, however many requests there were, and answers what summing
+``requests`` would. Rows never leave ``requests`` any other way.
+
+``PRAGMA user_version``: 1 had ``requests`` alone; 2 added ``daily``. ``connect`` brings an
+older file up to date in one transaction, building ``daily`` from the rows already there (once:
+seconds for millions of rows); a query of a file still at 1 sums ``requests``.
+
 The file is in WAL mode with ``synchronous=NORMAL``: a committed row survives the daemon's
 death (``kill -9``); only a power loss may cost the last commits. Connections never cross
 threads: the recorder's writer thread holds one, and each query opens its own, read-only (a WAL
@@ -27,6 +38,7 @@ configured then.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass
@@ -48,11 +60,13 @@ __all__ = [
     "usage_path",
 ]
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 5.0  # another daemon on the same data folder may hold the write lock
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS requests (
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY,
     time REAL NOT NULL,
     day TEXT NOT NULL,
@@ -66,9 +80,28 @@ CREATE TABLE IF NOT EXISTS requests (
     cached_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     duration_s REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS requests_by_day ON requests (day, model);
-"""
+)""",
+    "CREATE INDEX IF NOT EXISTS requests_by_day ON requests (day, model)",
+    """CREATE TABLE IF NOT EXISTS daily (
+    day TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    PRIMARY KEY (day, model)
+) WITHOUT ROWID""",
+    """CREATE TRIGGER IF NOT EXISTS requests_into_daily AFTER INSERT ON requests BEGIN
+    INSERT INTO daily VALUES (NEW.day, NEW.model, 1, NEW.prompt_tokens, NEW.completion_tokens)
+    ON CONFLICT (day, model) DO UPDATE SET
+        requests = requests + 1,
+        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = completion_tokens + excluded.completion_tokens;
+END""",
+)
+_BACKFILL = (
+    "INSERT INTO daily SELECT day, model, count(*), sum(prompt_tokens), sum(completion_tokens)"
+    " FROM requests GROUP BY day, model"
+)
 _COLUMNS = (
     "time, day, model, kind, route, status, failed, error, prompt_tokens, cached_tokens,"
     " completion_tokens, duration_s"
@@ -139,18 +172,44 @@ def connect(path: Path) -> sqlite3.Connection:
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        version = _version(conn)
         if version > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(
                 f"schema version {version} is newer than this A3S Power knows ({SCHEMA_VERSION})"
             )
-        with conn:
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if version < SCHEMA_VERSION:
+            _migrate(conn, path)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """The schema made or brought up to date, all or nothing: a daemon killed halfway leaves the
+    old file, and another daemon on the same file waits for the write lock, then finds it done."""
+    conn.execute("BEGIN IMMEDIATE")
+    built = 0
+    try:
+        version = _version(conn)
+        if version < SCHEMA_VERSION:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            built = conn.execute(_BACKFILL).rowcount  # none in a new file
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    if built:
+        log.info("usage database %s: schema %d -> %d, %d per-day total(s) built", path,
+                 version, SCHEMA_VERSION, built)  # fmt: skip
 
 
 def insert(conn: sqlite3.Connection, records: Iterable[Record]) -> None:
@@ -166,6 +225,7 @@ def prune(conn: sqlite3.Connection, today: date, keep_days: int) -> int:
         return 0
     cutoff = (today - timedelta(days=keep_days)).isoformat()
     with conn:
+        conn.execute("DELETE FROM daily WHERE day < ?", (cutoff,))
         return conn.execute("DELETE FROM requests WHERE day < ?", (cutoff,)).rowcount
 
 
@@ -184,16 +244,20 @@ def summary(
     if model is not None:
         where.append("model = ? COLLATE NOCASE")
         args.append(model)
-    query = (
-        "SELECT day, model, count(*), sum(prompt_tokens), sum(completion_tokens)"
-        " FROM requests"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + " GROUP BY day, model ORDER BY day, model"
-    )
     if not path.exists():
         return []
     conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
     try:
+        if _version(conn) >= 2:
+            table, sums, group = "daily", "requests, prompt_tokens, completion_tokens", ""
+        else:  # not brought up to date yet (its writer could not): the raw rows, slowly
+            table, group = "requests", " GROUP BY day, model"
+            sums = "count(*), sum(prompt_tokens), sum(completion_tokens)"
+        query = (
+            f"SELECT day, model, {sums} FROM {table}"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f"{group} ORDER BY day, model"
+        )
         return [Usage(*row) for row in conn.execute(query, args)]
     finally:
         conn.close()

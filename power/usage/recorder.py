@@ -8,8 +8,11 @@ a ``kill -9`` of the daemon may cost) and a busy daemon writes in batches. The t
 rows past the retention at start and every ``PRUNE_INTERVAL_S``.
 
 ``flush`` returns a future that completes once everything queued before it is committed: a query
-flushes first, so it sees every request that ended before it. ``close`` writes what is queued and
-joins the thread; ``open_recorder`` owns a recorder for ``power serve``.
+flushes first, so it sees every request that ended before it. Queries then run one at a time on
+a thread of the recorder's own, never on the loop's default executor, which inference needs
+(template rendering): however many clients ask at once, usage takes one thread. ``close`` writes
+what is queued, ends both threads and joins them; ``open_recorder`` owns a recorder for
+``power serve``.
 
 A database that cannot be opened or written is logged at ERROR with its path (the daemon goes on
 serving models) and the records are dropped; queries answer what the file holds (nothing when
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import queue
 import sqlite3
@@ -30,7 +34,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from power.errors import PowerError
+from power.errors import PowerError, ShuttingDownError
 from power.observe import RequestInfo
 from power.usage import db
 
@@ -64,6 +68,9 @@ class UsageRecorder:
         self._queue: queue.SimpleQueue[db.Record | _Flush | _Close] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="power-usage", daemon=True)
+        self._queries = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="power-usage-query"
+        )
 
     @classmethod
     def start(
@@ -94,18 +101,25 @@ class UsageRecorder:
     ) -> list[db.Usage]:
         """Usage per day and model, including every request that has ended."""
         await asyncio.wrap_future(self.flush())
+        query = functools.partial(db.summary, self.path, start=start, end=end, model=model)
         try:
-            return await asyncio.to_thread(db.summary, self.path, start=start, end=end, model=model)
+            queued = self._queries.submit(query)
+        except RuntimeError as exc:  # closed
+            raise ShuttingDownError() from exc
+        try:
+            return await asyncio.wrap_future(queued)  # (cancelled: dropped if not started)
         except sqlite3.Error as exc:
             raise PowerError(f"usage database {self.path}: {exc}") from exc
 
     def close(self) -> None:
-        """Write what is queued, then stop the writer. Blocks; idempotent."""
+        """Write what is queued, then stop the writer; queries already asked are answered.
+        Blocks; idempotent."""
         if not self._closed:
             self._closed = True
             self._queue.put(_Close())
         if self._thread.is_alive():
             self._thread.join()
+        self._queries.shutdown(wait=True)
 
     # -- the writer thread -------------------------------------------------------------------
 
