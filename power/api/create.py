@@ -29,6 +29,7 @@ from power.api.streaming import NDJSONResponse
 from power.create.build import base_to_pull, create_model
 from power.errors import PowerError
 from power.registry import RegistryService, pull
+from power.registry.through import deferred, local_only
 
 __all__ = ["routes"]
 
@@ -48,7 +49,7 @@ async def _steps(
             async with contextlib.aclosing(pull(svc, base, insecure=False)) as pulling:
                 async for p in pulling:
                     yield p
-        while (step := await asyncio.to_thread(next, it, None)) is not None:
+        while (step := await asyncio.to_thread(local_only, next, it, None)) is not None:
             yield step
     finally:
         close = getattr(it, "close", None)
@@ -75,8 +76,11 @@ async def create(request: Request) -> Response:
     store = request.app.state.store
     raw = await json_object(request)
     name = str(raw.get("model") or raw.get("name") or "")
-    base = await asyncio.to_thread(base_to_pull, store, raw)
-    it = await asyncio.to_thread(create_model, store, name, raw, pull_base=base is not None)
+    # in a fleet, a `from` the store lacks is pulled through here, awaited on the loop; the
+    # create itself then reads only what the store has (its base is there, or pulled first)
+    base = await deferred(base_to_pull, store, raw)
+    pull_base = base is not None
+    it = await asyncio.to_thread(local_only, create_model, store, name, raw, pull_base=pull_base)
     if base is not None:
         log.info("create %s: pulling its base %s first", name, base)
     steps = _steps(service(request) if base is not None else None, base, it)

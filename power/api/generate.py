@@ -120,14 +120,8 @@ async def generate_chunks(
 
 def _check_context(model: LocalModel, context: list[int] | None) -> None:
     """A 400 for a ``context`` token id past the model's vocabulary (llama.cpp fails on it)."""
-    gguf = model.gguf
-    tokens = gguf.metadata.get("tokenizer.ggml.tokens")
-    n_vocab = (
-        len(tokens)
-        if isinstance(tokens, list)
-        else gguf.metadata.get(f"{gguf.architecture}.vocab_size")
-    )
-    if not context or not isinstance(n_vocab, int) or n_vocab <= 0:
+    n_vocab = model.gguf.vocab_size
+    if not context or n_vocab is None or n_vocab <= 0:
         return
     bad = next((t for t in context if t >= n_vocab), None)
     if bad is not None:

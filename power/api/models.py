@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -20,12 +21,14 @@ from starlette.routing import Route
 
 from power.api.body import json_object
 from power.api.response import json_response
+from power.api.semantics import lookup_model
 from power.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     PowerError,
 )
-from power.store.gguf import GGUFInfo, read_gguf
+from power.registry.through import local_only
+from power.store.gguf import GGUFArray, GGUFInfo, read_gguf
 from power.store.model import LocalModel
 from power.store.names import ModelName
 from power.store.store import ModelStore
@@ -111,7 +114,9 @@ def _tags(store: ModelStore) -> list[dict[str, Any]]:
 
 
 async def list_models(request: Request) -> Response:
-    return json_response({"models": await asyncio.to_thread(_tags, _store(request))})
+    # a model deleted since it was listed is left out, never pulled back in a fleet
+    rows = await asyncio.to_thread(local_only, _tags, _store(request))
+    return json_response({"models": rows})
 
 
 # -- POST /api/show --------------------------------------------------------------------------
@@ -177,23 +182,42 @@ def _modelfile(m: LocalModel, system: str | None, params: dict[str, Any]) -> str
     return "\n".join(lines) + "\n"
 
 
-def _model_info(m: LocalModel, verbose: bool) -> dict[str, Any]:
-    info = _kv(m.gguf, verbose, skip=("general.name", "tokenizer.chat_template"))
+def _model_info(m: LocalModel, verbose: bool, whole: GGUFInfo | None) -> dict[str, Any]:
+    info = _kv(whole or m.gguf, verbose, skip=("general.name", "tokenizer.chat_template"))
     info["general.parameter_count"] = m.gguf.parameter_count
     return dict(sorted(info.items()))
 
 
 def _kv(gguf: GGUFInfo, verbose: bool, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The metadata as Ollama shows it: arrays of more than five values as [] unless verbose,
+    and as [] where the header was too long to keep them (``GGUFArray``)."""
     return {
-        key: [] if isinstance(value, list) and len(value) > 5 and not verbose else value
+        key: [] if _long(value) and (not verbose or isinstance(value, GGUFArray)) else value
         for key, value in sorted(gguf.metadata.items())
         if key not in skip
     }
 
 
+def _long(value: object) -> bool:
+    return isinstance(value, list | GGUFArray) and len(value) > 5
+
+
+def _header(path: str, verbose: bool) -> GGUFInfo:
+    """A GGUF's header for a show: every array whole when verbose (never cached), else the
+    cached one (a blob's name is its digest)."""
+    if verbose:
+        return read_gguf(path, max_array=None)
+    return read_gguf(path, cache_key=Path(path).name.replace("-", ":", 1))
+
+
 def _show(
-    m: LocalModel, req: _ShowRequest, user_agent: str, projector: GGUFInfo | None = None
+    m: LocalModel,
+    req: _ShowRequest,
+    user_agent: str,
+    projector: GGUFInfo | None = None,
+    whole: GGUFInfo | None = None,
 ) -> dict[str, Any]:
+    """``whole``: the model's header with every array read (for a verbose show)."""
     system = req.system or m.system
     params = {**m.parameters, **(req.options or {})}
     resp: dict[str, Any] = {}
@@ -214,7 +238,7 @@ def _show(
     resp["details"] = m.details
     if m.messages:
         resp["messages"] = m.messages
-    resp["model_info"] = _model_info(m, req.verbose)
+    resp["model_info"] = _model_info(m, req.verbose, whole)
     if user_agent.startswith(_COPILOT_PREFIX):
         resp["model_info"]["general.basename"] = req.model
     if projector is not None:
@@ -233,9 +257,11 @@ async def show_model(request: Request) -> Response:
     req.model = req.model or req.name
     if not req.model:
         raise InvalidRequestError("model is required")
-    m = await asyncio.to_thread(_store(request).get, req.model)
-    projector = await asyncio.to_thread(read_gguf, m.projector) if m.projector else None
-    return json_response(_show(m, req, request.headers.get("user-agent", ""), projector))
+    m = await lookup_model(request.app.state, req.model)  # pulled through first in a fleet
+    projector = await asyncio.to_thread(_header, m.projector, req.verbose) if m.projector else None
+    whole = await asyncio.to_thread(_header, m.model_path, True) if req.verbose else None
+    agent = request.headers.get("user-agent", "")
+    return json_response(_show(m, req, agent, projector, whole))
 
 
 # -- POST /api/copy, DELETE /api/delete ------------------------------------------------------

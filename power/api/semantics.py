@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import concurrent.futures
@@ -18,6 +17,7 @@ from starlette.datastructures import State
 
 from power.errors import InvalidRequestError
 from power.parse import OutputParser, ThinkingParser, ToolFormat, ToolParser, tool_format
+from power.registry.through import deferred
 from power.store.names import ModelName
 from power.template import thinking_tags
 from proto import MAX_FRAME
@@ -54,16 +54,17 @@ _QUANTIFIER = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 _json_encoder = msgspec.json.Encoder()
 
 
-# Where ``store.get`` runs. Not the loop's default executor: in a fleet, a lookup of a model
-# the store lacks waits there for its pull-through (power.registry.through), whose own blocking
-# work (file writes, hashing, DNS) goes to the default executor; as many first requests as it
-# has threads would take every one and wait for a pull that could never go on.
+# Where ``store.get`` runs: a lookup reads a manifest and a GGUF header, and should not queue
+# behind the default executor's longer jobs. No lookup waits here for a pull-through (it is
+# awaited on the loop, power.registry.through.deferred), so the pool holds only short jobs and
+# a local model is found at once while pulls for others stall.
 _LOOKUPS = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="lookup")
 
 
 async def lookup_model(state: State, name: str) -> LocalModel:
+    """The model ``name``; in a fleet, one the store lacks is pulled through first."""
     store: ModelStore = state.store
-    return await asyncio.get_running_loop().run_in_executor(_LOOKUPS, store.get, name)
+    return await deferred(store.get, name, executor=_LOOKUPS)
 
 
 def decode_images(images: Iterable[str], where: str) -> tuple[bytes, ...]:

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import psutil
 
@@ -104,10 +104,10 @@ def estimate(
     arch = str(metadata.get("general.architecture", ""))
 
     def meta(key: str, default: int) -> int:
-        value = metadata.get(f"{arch}.{key}", default)
+        value = metadata.get(f"{arch}.{key}")
         if isinstance(value, list):  # per-layer arrays (e.g. head_count_kv): take the largest
-            value = max(value) if value else default
-        return int(value)
+            value = max(filter(_is_count, value), default=None)
+        return value if _is_count(value) else default
 
     layers = meta("block_count", 1)
     embd = meta("embedding_length", 0)
@@ -120,7 +120,7 @@ def estimate(
     n_par = max(1, num_parallel)
     batch = min(max(n_batch, n_par), per_seq * n_par)  # as the runner clamps it
     causal = bool(metadata.get(f"{arch}.attention.causal", True))
-    vocab = int(metadata.get(f"{arch}.vocab_size", 0) or 32000)
+    vocab = meta("vocab_size", 0) or 32000
 
     def compute(batch: int, cells: int) -> int:
         """Logits for one batch plus activations: a generous bound for llama.cpp's compute
@@ -138,6 +138,12 @@ def estimate(
     per_elem = _KV_BYTES.get(kv_cache_type.lower(), 2.0)
     kv = int(layers * cells * heads_kv * (key_len + value_len) * per_elem)
     return Estimate(weights=file_size, kv_cache=kv, compute=work, n_layers=layers)
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    """Whether a metadata value is a count llama.cpp reads (a uint32). The file is the client's
+    and may hold any type under any key: one that is not is as good as absent."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
 
 
 def blame_options(

@@ -374,6 +374,21 @@ def test_show_verbose_and_template_layer(client: TestClient, gguf: Path) -> None
     ]
 
 
+def test_show_lists_a_long_vocabulary_whole_only_when_verbose(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """The cached header keeps only a long array's length; a verbose show reads it whole."""
+    vocab = [f"tok{i}" for i in range(3000)]
+    big = tiny_gguf(tmp_path / "big.gguf", extra={"tokenizer.ggml.tokens": vocab})
+    _create(client, model="big", **{"from": _upload(client, big)})
+    brief = client.post("/api/show", json={"model": "big"}).json()
+    assert brief["model_info"]["tokenizer.ggml.tokens"] == []
+    full = client.post("/api/show", json={"model": "big", "verbose": True}).json()
+    assert full["model_info"]["tokenizer.ggml.tokens"] == vocab
+    again = client.post("/api/show", json={"model": "big"}).json()
+    assert again["model_info"]["tokenizer.ggml.tokens"] == []
+
+
 @pytest.mark.parametrize(
     ("body", "status", "error"),
     [

@@ -150,9 +150,9 @@ async def daemon_of(source: Source, tmp_path: Path) -> AsyncIterator[State]:
 
 @pytest.mark.timeout(60)  # a hang the harness cannot undo fails too
 def test_first_requests_outnumbering_the_executor_threads_share_one_pull(tmp_path: Path) -> None:
-    """Each lookup blocks a thread while the pull runs; the pull's own blocking work, on the
-    loop's default executor, must still get done when there are more lookups than its threads
-    (lookups ran on that executor, and took it all)."""
+    """More first lookups than the loop's default executor has threads: the pull's own
+    blocking work on that executor must still get done (lookups once ran there and parked a
+    thread each until the pull ended, so they took it all; now none waits on a thread)."""
     source = Source(write_llama_gguf(tmp_path / "tiny.gguf", dtype="f16").read_bytes())
 
     async def main() -> list[str]:
