@@ -27,6 +27,7 @@ from power.api.registry import service
 from power.api.response import json_response
 from power.api.streaming import NDJSONResponse
 from power.create.build import base_to_pull, create_model
+from power.create.request import prepare
 from power.errors import PowerError
 from power.registry import RegistryService, pull
 from power.registry.through import deferred, local_only
@@ -76,11 +77,12 @@ async def create(request: Request) -> Response:
     store = request.app.state.store
     raw = await json_object(request)
     name = str(raw.get("model") or raw.get("name") or "")
+    req = await asyncio.to_thread(prepare, raw)  # (its Modelfile parsed once: it may be large)
     # in a fleet, a `from` the store lacks is pulled through here, awaited on the loop; the
     # create itself then reads only what the store has (its base is there, or pulled first)
-    base = await deferred(base_to_pull, store, raw)
+    base = await deferred(base_to_pull, store, req)
     pull_base = base is not None
-    it = await asyncio.to_thread(local_only, create_model, store, name, raw, pull_base=pull_base)
+    it = await asyncio.to_thread(local_only, create_model, store, name, req, pull_base=pull_base)
     if base is not None:
         log.info("create %s: pulling its base %s first", name, base)
     steps = _steps(service(request) if base is not None else None, base, it)

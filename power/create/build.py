@@ -90,7 +90,9 @@ class _Builder:
         named = [*(r.files or {}).values(), *(r.adapters or {}).values()]
         if r.from_.startswith("sha256"):
             named.append(r.from_)
-        # the blobs it uses stay until its manifest names them (a delete meanwhile leaves them)
+        # Every blob it uses stays until its manifest names it, whatever is deleted meanwhile:
+        # those named here from the start, a base's as its manifest is read, and each blob it
+        # stores from just before it is written (it may be a layer of a model being deleted).
         with self.store.pinned(self.store.normalize_digest(d) for d in named) as self._pin:
             if r.from_:
                 yield from self._from(r.from_)
@@ -111,10 +113,9 @@ class _Builder:
 
     def _inherit(self, source: str) -> Iterator[Progress]:
         base = self.store.get(source)
-        manifest = mf.decode_manifest(self.store.read_manifest_bytes(base.name))
+        manifest = self.store.pinned_manifest(base.name, self._pin)  # all, before any yield
         self.config = self.store.config(manifest)
         for layer in manifest.layers:
-            self._pin(layer.digest)
             yield {"status": f"using existing layer {layer.digest}"}
             self.layers.append(msgspec.structs.replace(layer, from_=base.name))
 
@@ -184,7 +185,7 @@ class _Builder:
                 }
             yield {"status": "verifying conversion"}
             info = read_gguf(tmp)
-            digest, created = self.store.adopt_blob(tmp)
+            digest, created = self.store.adopt_blob(tmp, pin=self._pin)
         finally:
             tmp.unlink(missing_ok=True)
         verb = "creating new" if created else "using existing"
@@ -197,8 +198,10 @@ class _Builder:
 
     def _add(self, media_type: str, data: bytes, *, replace: tuple[str, ...] = ()) -> Progress:
         """Store ``data`` as a layer, first dropping layers of the media types in ``replace``."""
-        existed = self.store.has_blob(mf.sha256_digest(data))
-        digest = self.store.add_blob_bytes(data)
+        digest = mf.sha256_digest(data)
+        existed = self.store.has_blob(digest)
+        self._pin(digest)
+        self.store.add_blob_bytes(data)
         self.layers = [x for x in self.layers if x.mediaType not in replace]
         self.layers.append(mf.Layer(mediaType=media_type, digest=digest, size=len(data)))
         verb = "using existing" if existed else "creating new"
@@ -263,11 +266,11 @@ class _Builder:
         if not any(x.mediaType == mf.MEDIA_TYPE_MODEL for x in self.layers):
             raise InvalidRequestError("no model layer: 'from' or 'files' must name a GGUF model")
         config_bytes = mf.encode_go_json(self.config)
-        config_digest = self.store.add_blob_bytes(config_bytes)
+        config_digest = mf.sha256_digest(config_bytes)
+        self._pin(config_digest)
+        self.store.add_blob_bytes(config_bytes)
         size = len(config_bytes)
         config = mf.Layer(mediaType=mf.MEDIA_TYPE_CONFIG, digest=config_digest, size=size)
-        for digest in (config_digest, *(x.digest for x in self.layers)):
-            self._pin(digest)  # (what this create made is not yet named by any manifest)
         old = _old_digests(self.store, self.target)
         yield {"status": "writing manifest"}
         self.store.write_manifest(self.target, mf.Manifest(config=config, layers=self.layers))

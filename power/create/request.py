@@ -96,6 +96,7 @@ def _merge_modelfile(req: CreateRequest) -> CreateRequest:
     for key, value in fields.items():
         if not merged.get(key):
             merged[key] = value
+    merged["modelfile"] = ""  # merged: preparing the result again does not parse it again
     return msgspec.convert(merged, CreateRequest)
 
 
@@ -106,7 +107,11 @@ def storable(name: ModelName) -> ModelName:
 
 
 def prepare(req: CreateRequest | Mapping[str, Any]) -> CreateRequest:
-    """The request, its Modelfile merged, checked on its own (no store, no disk): 400s."""
+    """The request, its Modelfile merged, checked on its own (no store, no disk): 400s.
+
+    Prepare a request once and pass the result on (to ``base_to_pull`` and ``create_model``):
+    its Modelfile, which may be large, is then parsed once.
+    """
     r = _request(req)
     if r.modelfile:
         r = _merge_modelfile(r)

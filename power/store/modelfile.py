@@ -7,7 +7,6 @@ commands onto the fields of a structured ``/api/create`` request.
 
 from __future__ import annotations
 
-import enum
 import logging
 import re
 from pathlib import PurePath
@@ -58,6 +57,12 @@ DEPRECATED_PARAMETERS = frozenset(
 _TRUE = frozenset("1 t T TRUE true True".split())
 _FALSE = frozenset("0 f F FALSE false False".split())
 _INT_RE = re.compile(r"^[+-]?[0-9]+$")
+_BLANKS = re.compile(r"[ \t\r\n]*")
+_LETTERS = re.compile(r"[A-Za-z]*")
+_PARAMETER_NAME = re.compile(r"[A-Za-z0-9_]*")
+_LINE_BREAK = re.compile(r"[\r\n]")
+_LINE_BREAKS = re.compile(r"[\r\n]+")
+_INT_DIGITS = 19  # more significant digits than any option's range (int64) allows
 
 
 class ModelfileError(InvalidRequestError):
@@ -81,19 +86,6 @@ class Modelfile(msgspec.Struct, frozen=True):
     commands: list[Command]
 
 
-class _State(enum.Enum):
-    NIL = enum.auto()
-    NAME = enum.auto()
-    VALUE = enum.auto()
-    PARAMETER = enum.auto()
-    MESSAGE = enum.auto()
-    COMMENT = enum.auto()
-
-
-def _is_alpha(c: str) -> bool:
-    return c.isascii() and c.isalpha()
-
-
 def _unquote(s: str) -> str | None:
     if s.startswith('"""'):
         return s[3:-3] if len(s) >= 6 and s.endswith('"""') else None
@@ -102,80 +94,147 @@ def _unquote(s: str) -> str | None:
     return s
 
 
-def _next_state(c: str, state: _State, line: int) -> tuple[_State, bool]:
-    """The state after reading ``c`` and whether ``c`` belongs to the buffer."""
-    space, newline = c in " \t", c in "\r\n"
-    if state is _State.NIL:
-        if c == "#":
-            return _State.COMMENT, False
-        return (_State.NIL, False) if space or newline else (_State.NAME, True)
-    if state is _State.NAME:
-        if _is_alpha(c):
-            return _State.NAME, True
-        if space:
-            return _State.VALUE, False
-        raise ModelfileError(_ERR_COMMAND, line=line)
-    if state is _State.VALUE:
-        return (_State.NIL, True) if space or newline else (_State.VALUE, True)
-    if state in (_State.PARAMETER, _State.MESSAGE):
-        ok = _is_alpha(c) or (state is _State.PARAMETER and (c.isdigit() or c == "_"))
-        if ok and c.isascii():
-            return state, True
-        if space:
-            return _State.VALUE, False
-        raise ModelfileError(f"unexpected character {c!r}", line=line)
-    return (_State.NIL, False) if newline else (_State.COMMENT, False)
+def _printable(piece: str) -> str:
+    """``piece`` (no line breaks) without the characters a value drops: all but the printable
+    ones and tabs."""
+    if piece.isprintable() or piece.replace("\t", "").isprintable():
+        return piece
+    return "".join(c for c in piece if c == "\t" or c.isprintable())
+
+
+class _Value:
+    """A value as it is read, line by line. A line break ends it unless its stripped text opens
+    a quote it does not close; that depends only on the first and last three characters of the
+    stripped text, so they are kept as the value grows and each line costs its own length, not
+    the value's (stripping the whole value at each line, or each space, was quadratic)."""
+
+    __slots__ = ("end", "first", "head", "last", "pieces", "size", "tail")
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self.size = 0
+        self.first = self.last = -1  # where the stripped text starts and ends
+        self.head = ""  # the (up to) three characters from `first` on
+        self.tail = ""  # the (up to) three characters that end at `last`
+        self.end = ""  # the last three characters so far
+
+    def add(self, piece: str) -> None:
+        body = piece.rstrip()
+        if self.first >= 0:
+            self.head += piece[: 3 - len(self.head)]
+        elif body:
+            lead = len(piece) - len(piece.lstrip())
+            self.first = self.size + lead
+            self.head = piece[lead : lead + 3]
+        if body:
+            self.last = self.size + len(body) - 1
+            self.tail = (self.end + body)[-3:]
+        self.end = (self.end + piece)[-3:]
+        self.pieces.append(piece)
+        self.size += len(piece)
+
+    def unquoted(self) -> str | None:
+        """The value, quotes removed; None while a quote it opens is not closed."""
+        if self.first < 0:
+            return ""
+        n = self.last - self.first + 1
+        if n >= 3 and self.head == '"""':
+            closed = n >= 6 and self.tail == '"""'
+        elif self.head.startswith('"'):
+            closed = n >= 2 and self.tail.endswith('"')
+        else:
+            closed = True
+        return _unquote("".join(self.pieces)[self.first : self.last + 1]) if closed else None
 
 
 def parse_modelfile(text: str) -> Modelfile:
-    """Parse Modelfile text; raises :class:`ModelfileError`."""
+    """Parse Modelfile text; raises :class:`ModelfileError`.
+
+    Ollama's character state machine, run a run of characters at a time: a command's word, its
+    parameter name or message role, and each line of its value. Linear in the text's length.
+    """
     text = text.removeprefix("\ufeff").replace("\r\n", "\n")
     commands: list[Command] = []
-    state, line, buf = _State.NIL, 1, ""
-    name = role = ""
-    start = line  # where the current command's value began
-    for c in text:
-        if c in "\r\n":
-            line += 1
-        nxt, keep = _next_state(c, state, line)
-        if nxt is not state:
-            if state is _State.NAME:
-                word = buf.lower()
-                if word not in COMMANDS:
-                    raise ModelfileError(_ERR_COMMAND, line=line)
-                name = "model" if word == "from" else word
-                if word == "parameter":
-                    nxt = _State.PARAMETER
-                elif word == "message":
-                    nxt = _State.MESSAGE
-            elif state is _State.PARAMETER:
-                name = buf
-            elif state is _State.MESSAGE:
-                if buf not in MESSAGE_ROLES:
-                    raise ModelfileError(_ERR_ROLE, line=line)
-                role = buf
-            elif state is _State.VALUE:
-                value = _unquote(buf.strip())
-                if value is None or c in " \t":
-                    buf += c
-                    continue
-                commands.append(Command(name, value, start, role))
-                role = ""
-            buf = ""
-            state = nxt
-            start = line
-        if keep and c.isprintable():
-            buf += c
-    if state is _State.VALUE:
-        value = _unquote(buf.strip())
+    i, n, line = 0, len(text), 1
+    while True:
+        blanks = text[i : _end(_BLANKS, text, i)]
+        line += blanks.count("\n") + blanks.count("\r")
+        i += len(blanks)
+        if i < n and text[i] == "#":  # a comment, up to its line break
+            found = _LINE_BREAK.search(text, i)
+            i = found.start() if found else n
+            continue
+        if i >= n:
+            break
+        # any other character starts a command word (one that is not printable is dropped)
+        first = text[i] if text[i].isprintable() else ""
+        word, i = _word(_LETTERS, text, i + 1, first, line)
+        line, c = _after_word(text, i, line)
+        if c not in " \t":
+            raise ModelfileError(_ERR_COMMAND, line=line)
+        word = word.lower()
+        if word not in COMMANDS:
+            raise ModelfileError(_ERR_COMMAND, line=line)
+        name, role = ("model" if word == "from" else word), ""
+        if word in ("parameter", "message"):
+            pattern = _PARAMETER_NAME if word == "parameter" else _LETTERS
+            arg, i = _word(pattern, text, i + 1, "", line)
+            line, c = _after_word(text, i, line)
+            if c not in " \t":
+                raise ModelfileError(f"unexpected character {c!r}", line=line)
+            if word == "message" and arg not in MESSAGE_ROLES:
+                raise ModelfileError(_ERR_ROLE, line=line)
+            name, role = (arg, "") if word == "parameter" else (name, arg)
+        start = line
+        value, i, line = _read_value(text, i + 1, line)
         if value is None:
             raise ModelfileError("unexpected EOF: unterminated quoted value", line=start)
         commands.append(Command(name, value, start, role))
-    elif state not in (_State.NIL, _State.COMMENT):
-        raise ModelfileError(f"unexpected EOF: {buf}", line=line)
     if not any(cmd.name == "model" for cmd in commands):
         raise ModelfileError("no FROM line")
     return Modelfile(commands)
+
+
+def _word(pattern: re.Pattern[str], text: str, i: int, first: str, line: int) -> tuple[str, int]:
+    """The word ``first`` begins at ``i``, and where it ends; the text ending there is an error."""
+    end = _end(pattern, text, i)
+    word = first + text[i:end]
+    if end >= len(text):
+        raise ModelfileError(f"unexpected EOF: {word}", line=line)
+    return word, end
+
+
+def _end(pattern: re.Pattern[str], text: str, i: int) -> int:
+    """Where the run of ``pattern`` (which may match nothing) from ``i`` ends."""
+    found = pattern.match(text, i)
+    return found.end() if found else i
+
+
+def _after_word(text: str, i: int, line: int) -> tuple[int, str]:
+    """The line number once the character at ``i`` is read, and that character."""
+    c = text[i]
+    return (line + 1 if c in "\r\n" else line), c
+
+
+def _read_value(text: str, i: int, line: int) -> tuple[str | None, int, int]:
+    """The value from ``i`` (None: a quote left open at the end), where it ends, and the line
+    number there. A line break it takes in is kept; the one that ends it is not."""
+    value = _Value()
+    while True:
+        found = _LINE_BREAKS.search(text, i)
+        end = found.start() if found else len(text)
+        if end > i:
+            value.add(_printable(text[i:end]))
+        if found is None:
+            return value.unquoted(), end, line
+        done = value.unquoted()
+        if done is not None:
+            return done, end + 1, line + 1
+        # (the breaks after this one leave the answer as it is: they join the value together)
+        breaks = found.group()
+        value.add(breaks)
+        line += len(breaks)
+        i = found.end()
 
 
 def parse_parameter(name: str, value: str, *, line: int = 0) -> Any:
@@ -186,7 +245,13 @@ def parse_parameter(name: str, value: str, *, line: int = 0) -> Any:
     if kind == _LIST:
         return [value]
     if kind == _INT and _INT_RE.match(value):
-        return int(value)
+        # (int() of thousands of digits is slow, and past 4,300 a ValueError: a 500)
+        digits = value.rstrip("\n").lstrip("+-").lstrip("0") or "0"
+        if len(digits) > _INT_DIGITS:
+            raise ModelfileError(
+                f'parameter "{name}" is out of range: an integer of {len(digits)} digits', line=line
+            )
+        return -int(digits) if value.startswith("-") else int(digits)
     if kind == _FLOAT:
         try:
             return float(value)

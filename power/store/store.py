@@ -152,13 +152,20 @@ class ModelStore:
                 writer.write(chunk)
             return writer.commit()
 
-    def adopt_blob(self, path: Path) -> tuple[str, bool]:
-        """Hash a finished file in ``blobs/`` and rename it into place: (digest, newly created)."""
+    def adopt_blob(
+        self, path: Path, *, pin: Callable[[str], None] | None = None
+    ) -> tuple[str, bool]:
+        """Hash a finished file in ``blobs/`` and rename it into place: (digest, newly created).
+
+        ``pin`` (what :meth:`pinned` yields) gets the digest before the blob is looked for, so
+        a copy already there is not removed before the caller's manifest names it."""
         h = hashlib.sha256()
         with path.open("rb") as f:
             while chunk := f.read(_COPY_CHUNK):
                 h.update(chunk)
         digest = "sha256:" + h.hexdigest()
+        if pin is not None:
+            pin(digest)
         target = self.blob_path(digest)
         if target.exists():
             path.unlink()
@@ -215,6 +222,15 @@ class ModelStore:
                 for digest in held:
                     if self._pins[digest] <= 0:
                         del self._pins[digest]
+
+    def pinned_manifest(self, name: str | ModelName, pin: Callable[[str], None]) -> mf.Manifest:
+        """The manifest of ``name``, every blob it names given to ``pin`` (what :meth:`pinned`
+        yields) under the lock, so no delete runs between reading it and pinning them."""
+        with self._lock:
+            manifest = mf.decode_manifest(self.read_manifest_bytes(name))
+            for digest in _manifest_digests(manifest):
+                pin(digest)
+        return manifest
 
     def read_blob(self, digest: str) -> bytes:
         return self.blob_path(digest).read_bytes()
