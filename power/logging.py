@@ -9,6 +9,10 @@ passes each line through `redact` first. Each HTTP request ends with one access-
 `power.access` (`AccessLog`). `log_format = "json"` writes every record as one JSON object per
 line (time, level, logger, message, and an access line's fields), for journald or Loki.
 
+Much of what is logged comes from clients (a request's decoded path, a model name), so both
+formats keep control characters out of the output (`escape_controls`): a ``%0a`` in a URL
+cannot start a forged line of its own, nor a ``%1b`` reach a terminal as an escape sequence.
+
 Logs go to stderr (a terminal, journald), or with `log_file` (the daemon `power run` starts
 in the background) to a file rotated by size (`RotatingLog`) that also receives fds 1 and 2.
 """
@@ -37,7 +41,9 @@ __all__ = [
     "JsonFormatter",
     "RedactFilter",
     "RotatingLog",
+    "TextFormatter",
     "configure_logging",
+    "escape_controls",
     "level_for",
     "redact",
 ]
@@ -49,6 +55,7 @@ MASK = "***"
 
 _FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-5s %(name)s: %(message)s"
 _DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
+_MAPPED = "::ffff:"  # an IPv4-mapped IPv6 address's prefix
 
 # Each pattern keeps group 1 (the label) and masks the rest of the match.
 _REDACTIONS: tuple[re.Pattern[str], ...] = (
@@ -101,6 +108,26 @@ class RedactFilter(logging.Filter):
         return True
 
 
+# DEL, C1 controls, the Unicode line and paragraph separators, and the bidirectional marks and
+# overrides (which can make a line read as something else): json.dumps leaves these as they are
+_UNSAFE = r"\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_JSON_UNSAFE = re.compile(f"[{_UNSAFE}]")
+_CONTROLS = re.compile(rf"[\x00-\x08\x0a-\x1f{_UNSAFE}]")  # C0 controls too (tab aside)
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters written as escapes (``\\n``, ``\\x1b``, ``\\u2028``), so
+    that it stays on one line and says nothing to a terminal."""
+    return _CONTROLS.sub(_escaped, text)
+
+
 def level_for(debug: int) -> int:
     """`Settings.debug` (`OLLAMA_DEBUG`) as a `logging` level."""
     if debug >= 2:
@@ -110,6 +137,28 @@ def level_for(debug: int) -> int:
     if debug == 0:
         return logging.INFO
     return logging.WARNING if debug == -1 else logging.ERROR
+
+
+class TextFormatter(logging.Formatter):
+    """The text format (``_FORMAT``), one line per record: control characters in the message
+    are escaped, and in a traceback all but its line breaks."""
+
+    def __init__(self, fmt: str = _FORMAT, datefmt: str = _DATE_FORMAT) -> None:
+        super().__init__(fmt, datefmt)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return _escape_lines(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _escape_lines(super().formatStack(stack_info))
+
+
+def _escape_lines(text: str) -> str:
+    return "\n".join(escape_controls(line) for line in text.split("\n"))
 
 
 class JsonFormatter(logging.Formatter):
@@ -125,7 +174,8 @@ class JsonFormatter(logging.Formatter):
         out.update(getattr(record, "fields", {}))
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        text = json.dumps(out, ensure_ascii=False)
+        return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 class AccessLog:
@@ -138,12 +188,14 @@ class AccessLog:
         if not self._log.isEnabledFor(logging.INFO):
             return
         route = info.route or info.path[:200]
+        # an IPv4 client of a dual-stack listener, as Go shows it (127.0.0.1, not ::ffff:...)
+        client = info.client.removeprefix(_MAPPED) if info.client.count(":") == 4 else info.client
         fields: dict[str, Any] = {
             "method": info.method,
             "route": route,
             "status": info.status,
             "duration_s": round(info.duration_s, 4),
-            "client": info.client,
+            "client": client,
         }
         text = f"{info.method} {route} {info.status} {info.duration_s:.3f}s"
         if info.inference:
@@ -156,7 +208,7 @@ class AccessLog:
         if info.error:
             fields["error"] = info.error
             text += f" error={info.error!r}"
-        self._log.info("%s client=%s", text, info.client, extra={"fields": fields})
+        self._log.info("%s client=%s", text, client, extra={"fields": fields})
 
 
 class RotatingLog(logging.handlers.RotatingFileHandler):
@@ -196,7 +248,7 @@ def configure_logging(
         "disable_existing_loggers": False,
         "filters": {"redact": {"()": RedactFilter}},
         "formatters": {
-            "text": {"format": _FORMAT, "datefmt": _DATE_FORMAT},
+            "text": {"()": TextFormatter},
             "json": {"()": JsonFormatter},
         },
         "handlers": {

@@ -6,26 +6,39 @@ cost), the supervisor's events (loads, exits, evictions, queue waits), and a scr
 read from the supervisor's frozen stats and the GPUs, measured then). Runners report their
 counts and timings in ``Done.stats``, so no multiprocess mode is needed. Every series is in
 the README.
+
+A scrape probes the GPUs (``nvidia-smi``, a process) at most once per ``GPU_PROBE_TTL_S``, and
+scrapes that arrive meanwhile share that one probe. It also drops the series of models that
+are gone from the store and no longer loaded: a client that copies, runs and deletes model
+after model would otherwise grow ``/metrics`` by every name it ever used.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from starlette.requests import Request
 from starlette.responses import Response
 
 from power.observe import RequestInfo
+from power.store.names import ModelName
 from power.supervisor.memory import Gpu, probe_gpus
 from power.supervisor.service import STOP_REASONS, RunnerExit, Runners
 
 if TYPE_CHECKING:
     from power.settings import Settings
+    from power.store import ModelStore
 
-__all__ = ["Metrics", "metrics_endpoint"]
+__all__ = ["GPU_PROBE_TTL_S", "Metrics", "metrics_endpoint"]
+
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
+
+GPU_PROBE_TTL_S = 2.0  # well under any scrape interval; a probe forks nvidia-smi
 
 # The ``method`` label: a client may send any token as its method (even to a 404), and every new
 # label value would be a series kept forever, so methods outside HTTP's own are counted as one.
@@ -39,10 +52,20 @@ _LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 
 
 class Metrics:
     def __init__(
-        self, settings: Settings, *, gpu_probe: Callable[[], tuple[Gpu, ...]] = probe_gpus
+        self,
+        settings: Settings,
+        *,
+        gpu_probe: Callable[[], tuple[Gpu, ...]] = probe_gpus,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._gpu_probe = gpu_probe
+        self._clock = clock
+        self._gpus: tuple[Gpu, ...] = ()
+        self._gpus_at: float | None = None
+        self._probing: asyncio.Future[tuple[Gpu, ...]] | None = None
+        # each model's labelled series, so that they can be dropped with the model
+        self._series: dict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
         self.registry = reg = CollectorRegistry()
         self.http_requests = Counter(
             "power_http_requests", "HTTP requests, by route template",
@@ -114,43 +137,54 @@ class Metrics:
         if not info.inference:
             return
         model = info.model
-        self.inference_seconds.labels(model).observe(info.duration_s)
+        self._of(model, self.inference_seconds).observe(info.duration_s)
         if info.ttft_s is not None:
-            self.ttft_seconds.labels(model).observe(info.ttft_s)
-        self.tokens.labels(model, "input").inc(info.prompt_tokens)
-        self.tokens.labels(model, "output").inc(info.output_tokens)
+            self._of(model, self.ttft_seconds).observe(info.ttft_s)
+        self._of(model, self.tokens, "input").inc(info.prompt_tokens)
+        self._of(model, self.tokens, "output").inc(info.output_tokens)
         spent = self._settings.price_of(model).cost(info.prompt_tokens, info.output_tokens)
-        self.cost.labels(model).inc(spent)
+        self._of(model, self.cost).inc(spent)
+
+    def _of(self, model: str, metric: _Metric, *labels: str) -> _Metric:
+        """``metric``'s series for ``model`` (and ``labels``), remembered under the model."""
+        values = (model, *labels)
+        self._series.setdefault(model, set()).add((metric, values))
+        return metric.labels(*values)
 
     # ------------------------------------------------------------------ supervisor Events
 
     def runner_loaded(self, model: str, load_s: float) -> None:
-        self.load_seconds.labels(model).observe(load_s)
+        self._of(model, self.load_seconds).observe(load_s)
 
     def runner_exited(self, event: RunnerExit) -> None:
-        self.exits.labels(event.model, event.reason).inc()
+        self._of(event.model, self.exits, event.reason).inc()
         if event.reason in STOP_REASONS:
-            self.evictions.labels(event.model, event.reason).inc()
+            self._of(event.model, self.evictions, event.reason).inc()
 
     def request_admitted(self, waited_s: float) -> None:
         self.queue_wait.observe(waited_s)
 
     # ------------------------------------------------------------------ scrape
 
-    async def refresh(self, runners: Runners) -> None:
-        """Set the gauges from what the supervisor and the GPUs say now."""
+    async def refresh(self, runners: Runners, store: ModelStore | None = None) -> None:
+        """Set the gauges from what the supervisor and the GPUs say now; with ``store``, drop
+        the series of models neither in it nor loaded."""
         stats = await runners.stats()
         status = runners.status()
         self.queue_depth.set(status.queue_depth)
         self.loaded_models.set(status.loaded_models)
         for gauge in (self.memory, self.in_flight):
             gauge.clear()  # (unloaded models drop out)
+        loaded = set()
         for runner in stats:
             for served in runner.models:
+                loaded.add(served.name)
                 self.memory.labels(served.name, "ram").set(runner.rss)
                 self.memory.labels(served.name, "vram").set(runner.vram)
                 self.in_flight.labels(served.name).set(runner.requests_in_flight)
-        gpus = await asyncio.to_thread(self._gpu_probe)
+        if store is not None and self._series:
+            await self._forget_gone(store, loaded)
+        gpus = await self._probed_gpus()
         self.gpu_memory.clear()
         self.gpu_utilization.clear()
         for gpu in gpus:
@@ -160,8 +194,39 @@ class Metrics:
             if gpu.utilization is not None:
                 self.gpu_utilization.labels(device).set(gpu.utilization)
 
+    async def _forget_gone(self, store: ModelStore, loaded: set[str]) -> None:
+        """Remove the series of each model that is neither in ``store`` nor ``loaded``. Only
+        models seen before the store is read are candidates: one served meanwhile may be new."""
+        candidates = [model for model in self._series if model not in loaded]
+        try:
+            present = await asyncio.to_thread(lambda: {name.key() for name in store.names()})
+        except OSError:
+            return  # (an unreadable store: better to keep series than to drop a live model's)
+        for model in candidates:
+            name = ModelName.parse(model)
+            if name.is_valid() and name.key() in present:
+                continue
+            for metric, values in self._series.pop(model, ()):
+                metric.remove(*values)
+
+    async def _probed_gpus(self) -> tuple[Gpu, ...]:
+        """The GPUs as probed at most ``GPU_PROBE_TTL_S`` ago, or as a probe now finds them.
+        Scrapes that arrive while it runs wait for that same probe; one that gives up (its
+        client gone) leaves it running for the others."""
+        if self._gpus_at is not None and self._clock() - self._gpus_at < GPU_PROBE_TTL_S:
+            return self._gpus
+        if self._probing is None:
+            self._probing = asyncio.ensure_future(asyncio.to_thread(self._gpu_probe))
+            self._probing.add_done_callback(self._probed)
+        return await asyncio.shield(self._probing)
+
+    def _probed(self, probing: asyncio.Future[tuple[Gpu, ...]]) -> None:
+        self._probing = None
+        if not probing.cancelled() and probing.exception() is None:
+            self._gpus, self._gpus_at = probing.result(), self._clock()
+
 
 async def metrics_endpoint(request: Request) -> Response:
     metrics: Metrics = request.app.state.metrics
-    await metrics.refresh(request.app.state.runners)
+    await metrics.refresh(request.app.state.runners, request.app.state.store)
     return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")

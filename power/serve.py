@@ -15,6 +15,7 @@ Once listening, the daemon records its pid under the data folder (`power.daemon`
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import os
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 _CUT_MARGIN_S = 5.0
 _KILL_WAIT_S = 5.0  # after a runner's SIGKILL, until it is reaped
 _STOP_MARGIN_S = 10.0
+_BACKLOG = 1024
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+_NO_IPV6 = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT})
 
 
 class ListenError(Exception):
@@ -73,14 +77,35 @@ def run_server(cli_overrides: dict[str, object]) -> int:
 
 
 def listen(settings: Settings) -> socket.socket:
-    """The listening socket, bound before anything else happens (Ollama's wording on error)."""
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    """The listening socket, bound before anything else happens (Ollama's wording on error).
+
+    A wildcard host (``0.0.0.0``, ``::``, or none as in ``OLLAMA_HOST=:11434``) takes IPv4 and
+    IPv6 at once where the system can (``IPV6_V6ONLY`` off), as Go's listener does for Ollama:
+    ``power ls`` connects to 127.0.0.1 and a client that resolves ``localhost`` to ``::1`` must
+    both reach it. Without IPv6, a wildcard is IPv4's; any other address is bound as given.
+    """
     try:
-        return socket.create_server((settings.host, settings.port), family=family, backlog=1024)
+        return _bind(settings.host, settings.port)
     except OSError as exc:
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         why = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
         raise ListenError(f"listen tcp {host}:{settings.port}: bind: {why}") from None
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    if host in _WILDCARD_HOSTS:
+        dual = socket.has_dualstack_ipv6()
+        if dual or host == "::":
+            try:
+                return socket.create_server(
+                    ("::", port), family=socket.AF_INET6, dualstack_ipv6=dual, backlog=_BACKLOG
+                )
+            except OSError as exc:
+                if exc.errno not in _NO_IPV6:
+                    raise
+        host = "0.0.0.0"  # (no IPv6 here)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=_BACKLOG)
 
 
 def hypercorn_config(settings: Settings, sock: socket.socket) -> Config:
@@ -112,15 +137,21 @@ def install_signal_handlers(stop: asyncio.Event, force: asyncio.Event) -> None:
         loop.add_signal_handler(signal.SIGHUP, stop.set)
 
 
-async def _drain_on(stop: asyncio.Event, supervisor: Supervisor, grace_s: float, port: int) -> None:
+async def _drain_on(
+    stop: asyncio.Event, supervisor: Supervisor, settings: Settings, port: int
+) -> None:
     """Hypercorn's shutdown trigger. On ``stop``: refuse new requests (``/health`` says
     "draining", so a load balancer sends no more) while still listening, until what is in
     flight has finished or the grace period cut it (and the cut's margin passed); then
     Hypercorn stops listening, and the connections left get ``_CUT_MARGIN_S`` to end. One whose
     client reads no more would never end (Hypercorn has no write deadline, and a socket with
     data unsent does not finish closing), holding the exit for as long as that client keeps
-    it: then the connections still open on ``port`` are shut down, and such a write fails."""
+    it: then the connections still open on ``port`` are shut down, and such a write fails.
+
+    Under systemd, the service manager is told first how long all that may take."""
     await stop.wait()
+    daemon.notify_stopping(stop_timeout_s(settings), os.environ)
+    grace_s = settings.shutdown_grace_s
     waiting = supervisor.drain()
     log.info("stopping: new requests are refused; %d in flight get %gs to finish", waiting, grace_s)
 
@@ -209,7 +240,17 @@ async def serve(settings: Settings) -> int:
         log.warning("cannot record this daemon's pid in %s: %s", home, exc)
     else:
         if other is not None:
-            log.warning("another daemon (pid %d) is recorded in %s", other.pid, home)
+            log.warning(
+                "another daemon (pid %d) runs on the data folder %s: this one is recorded"
+                " beside it (power service stop stops both)", other.pid, home
+            )  # fmt: skip
+    if os.environ.get("SYSTEMD_EXEC_PID") == str(os.getpid()) and "NOTIFY_SOCKET" not in os.environ:
+        # a systemd unit's own process, which cannot tell systemd how long a stop takes
+        log.info(
+            "under systemd without NotifyAccess: a stop is cut short after the unit's"
+            " TimeoutStopSec, and this configuration needs up to %gs (power service install"
+            " writes a unit that lets the daemon extend it)", stop_timeout_s(settings)
+        )  # fmt: skip
     try:
         return await _serve(settings, sock)
     finally:
@@ -255,10 +296,11 @@ async def _serve(settings: Settings, sock: socket.socket) -> int:
             insecure = settings.model_source_insecure
             through.append(PullThrough(svc, *source, insecure=insecure, loop=loop))
             log.info("models this daemon lacks are pulled from %s", settings.model_source)
-        trigger = functools.partial(_drain_on, stop, supervisor, settings.shutdown_grace_s, port)
+        trigger = functools.partial(_drain_on, stop, supervisor, settings, port)
         config = hypercorn_config(settings, sock)
         server = hypercorn_serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
-        log.info("A3S Power listening on %s:%d (models in %s)", host, port, settings.models_dir)
+        shown = f"[{host}]" if ":" in host else host
+        log.info("A3S Power listening on %s:%d (models in %s)", shown, port, settings.models_dir)
         if warning := open_bind_warning(settings):
             log.warning("%s", warning)
         try:

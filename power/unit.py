@@ -3,15 +3,24 @@
 Both run this installation's ``power serve`` (the interpreter running now, ``-m power serve``,
 so a virtual environment works without being activated) with the settings of the environment
 that installs it: every ``A3S_POWER_*`` and ``OLLAMA_*`` variable, the proxy variables the
-registry client honours, and ``CUDA_VISIBLE_DEVICES``; ``A3S_POWER_HOME`` is made absolute.
-Without it the service reads ``~/.a3s/power/config.toml`` of the user it runs as (root for
-``--system``), whose ``data_dir`` then applies as it does for ``power serve``.
+registry client honours, and ``CUDA_VISIBLE_DEVICES``. The paths among them (``A3S_POWER_HOME``,
+``OLLAMA_MODELS``, ``OLLAMA_TMPDIR``, ``A3S_POWER_LOG_FILE``) are made absolute, as the daemon
+would read them here: a service starts in ``/`` or the user's home, not where install ran.
+Without ``A3S_POWER_HOME`` the service reads ``~/.a3s/power/config.toml`` of the user it runs as
+(root for ``--system``), whose ``data_dir`` then applies as it does for ``power serve``.
 
 Both restart the daemon when it fails (not after a clean stop, nor for exit status 2, a bad
 configuration that a restart cannot fix), stop it with SIGTERM sent to the gateway alone (it
 drains, then stops its runners itself; systemd's ``KillMode=mixed``), and wait
-`power.serve.stop_timeout_s` before killing what is left. launchd has no journal, so there the
-daemon logs to ``<home>/logs/server.log``, rotated like ``power run``'s background daemon.
+`power.serve.stop_timeout_s` before killing what is left (no limit when that is infinite).
+
+That wait is the configuration's at install time, and config.toml may raise it later. Under
+systemd it is only a floor: the unit lets the daemon's own process notify systemd
+(``NotifyAccess=main``), and once stopping the daemon extends the deadline to what its
+configuration needs (`power.daemon.notify_stopping`). launchd has no such message, so there
+`stop_limit_s` lets ``power service status`` say when the plist's limit has fallen short.
+launchd has no journal either, so there the daemon logs to ``<home>/logs/server.log``, rotated
+like ``power run``'s background daemon.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from xml.parsers.expat import ExpatError
 
 from power.location import HOME_VAR, home_dir, trim_env
 
@@ -37,6 +47,7 @@ __all__ = [
     "launchd_plist",
     "program",
     "service_env",
+    "stop_limit_s",
     "systemd_unit",
     "unit_path",
 ]
@@ -58,6 +69,11 @@ _PLAIN_WORD = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
 # Exit status 2 is a bad setting: restarting cannot help (power.cli.serve).
 _NO_RESTART_STATUS = 2
 _RESTART_S = 3
+# paths a service would otherwise resolve against its own working directory
+_PATH_VARS = ("OLLAMA_MODELS", "OLLAMA_TMPDIR", LOG_FILE_VAR)
+_MAX_STOP_S = 1e9  # about 30 years: any longer is no limit
+_SYSTEMD_DEFAULT_STOP_S = 90.0  # DefaultTimeoutStopSec
+_LAUNCHD_DEFAULT_STOP_S = 20  # launchd's ExitTimeOut when a plist sets none
 
 
 @dataclass(frozen=True)
@@ -85,7 +101,7 @@ def program() -> tuple[str, ...]:
 
 
 def service_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The variables a service passes on; ``A3S_POWER_HOME`` (when set) made absolute."""
+    """The variables a service passes on; the paths among them (when set) made absolute."""
     env = {
         name: value
         for name, value in sorted(environ.items())
@@ -93,7 +109,44 @@ def service_env(environ: Mapping[str, str]) -> dict[str, str]:
     }
     if trim_env(env.get(HOME_VAR, "")):
         env[HOME_VAR] = str(home_dir(trim_env(env[HOME_VAR])).absolute())
+    for name in _PATH_VARS:
+        if text := trim_env(env.get(name, "")):
+            env[name] = str(Path(text).expanduser().absolute())
     return env
+
+
+def _stop_seconds(stop_s: float) -> int | None:
+    """``stop_s`` in whole seconds for a service manager; None for no limit (infinite, or past
+    what any manager takes: a grace of 1e308 means forever, not an overflow)."""
+    if not math.isfinite(stop_s) or stop_s > _MAX_STOP_S:
+        return None
+    return math.ceil(stop_s)
+
+
+def stop_limit_s(manager: ManagerName, content: bytes) -> float | None:
+    """How long the service file ``content`` lets a stop take before the kill, when the daemon
+    cannot extend it (a unit without ``NotifyAccess=``, written by an older install, or a
+    plist); None when it can, or when the file cannot be read."""
+    if manager == "launchd":
+        try:
+            timeout = plistlib.loads(content).get("ExitTimeOut", _LAUNCHD_DEFAULT_STOP_S)
+        except (ValueError, AttributeError, ExpatError):
+            return None
+        return float(timeout) if isinstance(timeout, int) and timeout > 0 else math.inf
+    limit: float = _SYSTEMD_DEFAULT_STOP_S
+    for line in content.decode(errors="replace").splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "NotifyAccess" and value.strip() in ("main", "all", "exec"):
+            return None
+        if key in ("TimeoutStopSec", "TimeoutSec"):
+            value = value.strip()
+            if value == "infinity":
+                limit = math.inf
+            elif value.isdigit():
+                limit = float(value)
+            else:
+                return None  # (a time span with units: leave it to systemd)
+    return limit
 
 
 def unit_path(manager: ManagerName, scope: Scope, env: Mapping[str, str]) -> Path:
@@ -128,6 +181,7 @@ def _systemd_quote(word: str, *, exec_line: bool) -> str:
 def systemd_unit(service: Service, scope: Scope) -> str:
     """The ``a3s-power.service`` unit for a user's systemd (``--user``) or the system's."""
     exec_start = " ".join(_systemd_quote(word, exec_line=True) for word in service.argv)
+    stop_s = _stop_seconds(service.stop_timeout_s)
     lines = [
         "# Written by `power service install`; `power service uninstall` removes it.",
         "[Unit]",
@@ -150,7 +204,10 @@ def systemd_unit(service: Service, scope: Scope) -> str:
         "# SIGTERM to the gateway alone: it drains, then stops its runners; then SIGKILL to all",
         "KillMode=mixed",
         "KillSignal=SIGTERM",
-        f"TimeoutStopSec={math.ceil(service.stop_timeout_s)}",
+        "# the stop time of the configuration now; once stopping, the daemon extends it to what",
+        "# its configuration then needs (EXTEND_TIMEOUT_USEC), so config.toml may raise it later",
+        f"TimeoutStopSec={'infinity' if stop_s is None else stop_s}",
+        "NotifyAccess=main",
         "",
         "[Install]",
         f"WantedBy={'default.target' if scope == 'user' else 'multi-user.target'}",
@@ -164,6 +221,7 @@ def systemd_unit(service: Service, scope: Scope) -> str:
 def launchd_plist(service: Service) -> bytes:
     """The ``com.a3s.power`` plist (a LaunchAgent for a user, a LaunchDaemon for the system)."""
     env = dict(service.env)
+    exit_s = _stop_seconds(service.stop_timeout_s)
     log_file = env.setdefault(LOG_FILE_VAR, str(service.home / "logs" / "server.log"))
     plist = {
         "Label": LAUNCHD_LABEL,
@@ -171,7 +229,8 @@ def launchd_plist(service: Service) -> bytes:
         "EnvironmentVariables": env,
         "RunAtLoad": True,
         "KeepAlive": {"SuccessfulExit": False},  # relaunch after a failure, not a clean stop
-        "ExitTimeOut": math.ceil(service.stop_timeout_s),  # SIGTERM, then SIGKILL after this
+        # SIGTERM, then SIGKILL after this (0: never)
+        "ExitTimeOut": 0 if exit_s is None else exit_s,
         # what is printed before logging is set up (a bad config.toml); then the rotated file
         "StandardOutPath": log_file,
         "StandardErrorPath": log_file,

@@ -2,9 +2,9 @@
 
 ``install``/``uninstall``/``status`` manage the service file (`power.unit` writes it) and, when
 the service manager answers (``systemctl``, ``launchctl``), enable or disable it; otherwise they
-say what to run. ``stop`` stops the daemon recorded under the data folder (`power.daemon`),
-whoever started it: SIGTERM, so it drains and stops its runners, then waits for it to exit.
-Unlike the other commands these act on this machine, not through the HTTP API.
+say what to run. ``stop`` stops the daemons recorded under the data folder (`power.daemon`),
+whoever started them: SIGTERM, so each drains and stops its runners, then waits for them to
+exit. Unlike the other commands these act on this machine, not through the HTTP API.
 """
 
 from __future__ import annotations
@@ -219,8 +219,10 @@ def uninstall(user: bool) -> None:
 @service.command()
 @_scope_option
 def status(user: bool) -> None:
-    """Whether the service is installed and running, and which daemon the data folder records."""
+    """Whether the service is installed and running, and which daemons the data folder records."""
     from power import daemon
+    from power.serve import stop_timeout_s
+    from power.unit import stop_limit_s
 
     settings = _settings()
     manager = _manager(user)
@@ -230,14 +232,24 @@ def status(user: bool) -> None:
             done = _run(manager.state())
             state = (done.stdout.strip().splitlines() or ["unknown"])[0]
             click.echo(f"state: {state}")
+        try:
+            limit_s = stop_limit_s(manager.name, manager.path.read_bytes())
+        except OSError:
+            limit_s = None
+        needed_s = stop_timeout_s(settings)
+        if limit_s is not None and limit_s < needed_s:
+            click.echo(
+                f"Note: the service is killed {limit_s:g}s into a stop, but this configuration"
+                f" needs up to {needed_s:g}s to drain: run power service install again"
+            )
     else:
         click.echo(f"service: not installed ({manager.name}, {manager.scope})")
     home = Path(settings.home)
-    running = daemon.running(home)
-    if running is None:
+    running = daemon.all_running(home)
+    if not running:
         click.echo(f"daemon: none running on {home}")
-    else:
-        click.echo(f"daemon: pid {running.pid} on {home}")
+    for found in running:
+        click.echo(f"daemon: pid {found.pid} on {home}")
 
 
 @service.command()
@@ -249,21 +261,29 @@ def status(user: bool) -> None:
     help="Seconds to wait for it to exit (default: the drain grace plus the runner stop ladder).",
 )
 def stop(timeout_s: float | None) -> None:
-    """Stop the daemon running on this data folder gracefully (SIGTERM: it drains first)."""
+    """Stop the daemons running on this data folder gracefully (SIGTERM: they drain first)."""
     from power import daemon
     from power.serve import stop_timeout_s
 
     settings = _settings()
     home = Path(settings.home)
-    running = daemon.running(home)
-    if running is None:
+    running = daemon.all_running(home)
+    if not running:
         _fail(f"no Power daemon is running on {home}")
     wait_s = stop_timeout_s(settings) if timeout_s is None else timeout_s
-    click.echo(f"stopping the Power daemon (pid {running.pid}); waiting up to {wait_s:g}s")
-    try:
-        stopped = daemon.stop(running, wait_s)
-    except PermissionError:
-        _fail(f"not allowed to stop pid {running.pid} (another user's daemon?)")
-    if not stopped:
-        _fail(f"pid {running.pid} is still stopping after {wait_s:g}s")
+    pids = ", ".join(str(d.pid) for d in running)
+    what = f"daemon (pid {pids})" if len(running) == 1 else f"daemons (pids {pids})"
+    click.echo(f"stopping the Power {what}; waiting up to {wait_s:g}s")
+    denied, signalled = [], []
+    for found in running:
+        try:
+            if daemon.terminate(found):
+                signalled.append(found)
+        except PermissionError:
+            denied.append(found)
+    left = daemon.wait_exited(signalled, wait_s)
+    if denied:
+        _fail(f"not allowed to stop pid {denied[0].pid} (another user's daemon?)")
+    if left:
+        _fail(f"pid {', '.join(str(d.pid) for d in left)} is still stopping after {wait_s:g}s")
     click.echo("stopped")
