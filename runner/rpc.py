@@ -11,7 +11,10 @@ reports it, stays on the CPU (``n_gpu_layers`` counts the layers on devices).
 The RPC backend exists only in a llama-cpp-python built with ``GGML_RPC=ON``; without it a
 load is refused with the command that installs one. llama.cpp aborts the whole process when
 it cannot connect to a worker, so each worker is first reached with a plain TCP connect, and
-one that does not answer is a load error naming it. A worker that dies later takes the
+one that does not answer is a load error naming it. A worker serves one client at a time and
+leaves the others' connections in its listen queue, where llama.cpp would wait for its answer
+without end: one that has not answered within ``ANSWER_TIMEOUT_S`` is a load error saying so
+(the runner then exits, and its blocked thread with it). A worker that dies later takes the
 runner with it (llama.cpp aborts on a failed RPC call): the gateway sees a crash, whose message
 ends with the runner's last stderr lines. So that those are llama.cpp's reason ("Remote RPC
 server crashed or returned malformed response") and not the native backtrace ggml would print
@@ -25,6 +28,7 @@ import ctypes
 import logging
 import os
 import socket
+import threading
 from dataclasses import dataclass
 
 import llama_cpp
@@ -46,6 +50,7 @@ __all__ = ["RPC_INSTALL", "RpcSplit", "split_over_workers"]
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
+ANSWER_TIMEOUT_S = 10.0  # (its devices and memory: a few round trips)
 RPC_INSTALL = (
     f'CMAKE_ARGS="-DGGML_RPC=ON" pip install --force-reinstall --no-cache-dir'
     f" --no-binary llama-cpp-python llama-cpp-python=={TESTED_VERSIONS[-1]}"
@@ -106,7 +111,7 @@ def split_over_workers(params: LoadParams) -> RpcSplit:
     devices: list[Device] = []
     for worker in params.rpc_workers:
         _reach(worker)
-        reg = add_server(worker.encode())
+        reg = _add(add_server, worker)
         if not reg:
             raise EngineError(f"RPC worker {worker} reports no devices")
         devices += [_device(dev) for dev in _reg_devices(reg)]
@@ -137,6 +142,23 @@ def _add_server_fn() -> ctypes._CFunctionType:
             f" backend; install one built with it: {RPC_INSTALL}"
         )
     return ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(address)
+
+
+def _add(add_server: ctypes._CFunctionType, worker: str) -> int:
+    """``add_server(worker)``, or an error once the worker has kept it waiting too long."""
+    reg: list[int] = []
+    call = threading.Thread(
+        target=lambda: reg.append(add_server(worker.encode())), name="rpc-connect", daemon=True
+    )
+    call.start()
+    call.join(ANSWER_TIMEOUT_S)
+    if call.is_alive():
+        raise EngineError(
+            f"RPC worker {worker} took the connection but did not answer within"
+            f" {ANSWER_TIMEOUT_S:.0f} s; a worker serves one client at a time: is another"
+            " daemon or llama.cpp client using it?"
+        )
+    return reg[0] if reg else 0
 
 
 def _reach(worker: str) -> None:

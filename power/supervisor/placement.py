@@ -74,10 +74,13 @@ class Placer:
         cannot fit even with nothing else loaded is an error at once (nothing is evicted for
         it), not an OOM kill. A model with RPC workers is not held to this machine's RAM: its
         runner puts here only the share of the layers that this machine's free RAM is of all
-        the memory the workers and it report.
+        the memory the workers and it report. Since a worker serves one client at a time, such
+        a model loads only once every other runner has exited.
         """
         s = self._settings
         limit = max(1, s.max_loaded_models)
+        if params.rpc_workers:  # a llama.cpp RPC worker serves one client (runner) at a time
+            limit = 1
         metadata = getattr(getattr(model, "gguf", None), "metadata", None) or {}
         file_size = sum(map(_file_size, (params.model_path, params.projector_path)))
         est = memory.estimate(
@@ -106,6 +109,11 @@ class Placer:
             # by the RAM free when it loads (runner.rpc), so only the count limit applies here.
             need_ram = 0 if params.rpc_workers else est.total - where.on_gpu
             room = machine.available_ram - _RAM_HEADROOM
+            if params.rpc_workers and exiting and len(live) < limit:
+                # the workers serve the evicted runner until its connection closes: a load now
+                # would wait in their listen queue
+                await self._settle(exiting)
+                continue
             if len(live) < limit and need_ram <= room:
                 victim = None
                 if not where.whole and any(x.vram > 0 for x in exiting):

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from power.store.model import LocalModel
 from power.supervisor import Supervisor
 from power.supervisor.memory import MachineMemory
+from proto import LoadParams
 from tests.support.spawn import Spawner, alive, collect, gen, model, params, settings
 from tests.support.wait import wait_for
 
@@ -82,4 +84,35 @@ async def test_a_swap_that_needs_the_evicted_runners_memory_waits_for_its_exit(
         assert spawn.count == 2
         assert not alive(spawn.pids[0])
         assert [(e.model, e.reason) for e in sup.status().recent_exits] == [("a:latest", "memory")]
+        let_exit(b)
+
+
+async def test_a_model_split_over_rpc_workers_loads_only_once_the_previous_runner_has_exited(
+    tmp_path: Path,
+) -> None:
+    """A llama.cpp RPC worker serves one client at a time: a second runner's connection would
+    wait in its listen queue until the load timed out. So with workers, one runner at once,
+    whatever ``max_loaded_models`` says, and the next waits for the previous one's exit."""
+    spawn = Spawner("fake:echo?hold_exit=1")
+    a, b = model(tmp_path, "a"), model(tmp_path, "b")
+    cfg = settings(tmp_path, max_loaded_models=3, runner_stop_grace_s=30.0)
+
+    def over(m: LocalModel) -> LoadParams:
+        return msgspec.structs.replace(params(m), rpc_workers=("127.0.0.1:50052",))
+
+    def plenty() -> MachineMemory:
+        return MachineMemory(available_ram=64 * GIB)
+
+    async with Supervisor.open(cfg, spawn=spawn, memory_probe=plenty) as sup:
+        await collect(sup.request(a, over(a), None, gen("one")))
+        load_b = asyncio.ensure_future(collect(sup.request(b, over(b), None, gen("two"))))
+        await wait_for(lambda: [x.model.name for x in sup.exiting()] == ["a:latest"])
+        await asyncio.sleep(0.5)  # (time for a load that does not wait to begin)
+        assert not load_b.done()
+        assert spawn.count == 1
+        let_exit(a)
+        text, _ = await load_b
+        assert text == "two "
+        assert not alive(spawn.pids[0])
+        assert [(e.model, e.reason) for e in sup.status().recent_exits] == [("a:latest", "lru")]
         let_exit(b)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,8 @@ import psutil
 import pytest
 
 from tests.support.rpc import Worker, rpc_worker
-from tests.support.server import Server, post, power_server
+from tests.support.server import Server, post, power_server, upload
+from tests.support.synth import with_metadata
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -113,3 +115,37 @@ def test_a_worker_killed_mid_stream_fails_that_stream_clearly_and_the_daemon_sta
         assert again.status_code == 500
         assert f"cannot reach RPC worker {workers[1].endpoint}" in again.json()["error"]
         assert httpx.get(f"{srv.url}/api/tags", timeout=10).status_code == 200
+
+
+def test_a_second_model_waits_for_the_first_to_leave_the_workers(
+    server_env: dict[str, str], workers: tuple[Worker, Worker], smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    """A worker serves one runner at a time. A request for a second model unloads the first,
+    which holds the workers, and loads once it has gone, whatever ``max_loaded_models`` says;
+    beside it, the new runner's connection would have waited in the worker's listen queue until
+    the load's stall deadline (20 s here)."""
+    other = with_metadata(smollm2_gguf, tmp_path / "other.gguf", {"test.copy": 1})
+    env = dict(server_env, A3S_POWER_RPC_WORKERS=workers[0].endpoint, OLLAMA_LOAD_TIMEOUT="20s")
+    with power_server(env, tmp_path / "split.log") as srv:
+        create = {"model": "other", "files": {"other.gguf": upload(srv, other)}, "stream": False}
+        assert post(srv, "/api/create", create).status_code == 200
+        for name in ("smollm2", "other"):
+            body = {"model": name, "prompt": PROMPT, "stream": False, "options": GREEDY}
+            resp = post(srv, "/api/generate", body)
+            assert resp.status_code == 200, resp.text
+        ps = httpx.get(f"{srv.url}/api/ps", timeout=10).json()["models"]
+        assert [m["name"] for m in ps] == ["other:latest"]
+
+
+def test_a_worker_that_takes_the_connection_but_never_answers_is_a_clear_load_error(
+    server_env: dict[str, str], tmp_path: Path
+) -> None:
+    """As a worker busy with another client looks: its port accepts, nothing answers."""
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        endpoint = f"127.0.0.1:{busy.getsockname()[1]}"
+        env = dict(server_env, A3S_POWER_RPC_WORKERS=endpoint, OLLAMA_LOAD_TIMEOUT="60s")
+        with power_server(env, tmp_path / "split.log") as srv:
+            resp = post(srv, "/api/generate", {"model": "smollm2", "prompt": PROMPT})
+            assert resp.status_code == 500
+            assert f"RPC worker {endpoint} took the connection but did not" in resp.text
+            assert httpx.get(f"{srv.url}/health", timeout=10).status_code == 200
