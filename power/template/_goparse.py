@@ -34,7 +34,12 @@ from power.template._gonodes import (
     VariableNode,
 )
 
-__all__ = ["parse", "parse_number", "unquote"]
+__all__ = ["MAX_DEPTH", "parse", "parse_number", "unquote"]
+
+# Nested if/range/with/block bodies, else-if links and parentheses together. Real templates
+# nest a handful of levels; the parser, the executor and the tree walkers all recurse per
+# level, so a bound keeps them well inside Python's recursion limit (a clear 400, not a 500).
+MAX_DEPTH = 100
 
 _ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _ESCAPES |= {"\\": "\\"}
@@ -115,6 +120,7 @@ class _Parser:
         self.funcs = funcs
         self.vars: list[str] = ["$"]
         self.range_depth = 0
+        self.depth = 0
         self.defines: dict[str, ListNode] = {}
 
     # token helpers -----------------------------------------------------------------------
@@ -141,6 +147,11 @@ class _Parser:
         while self.tokens[self.i].kind is Kind.SPACE:
             self.i += 1
         return self.tokens[self.i]
+
+    def nest(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"template nests too deeply (more than {MAX_DEPTH} levels)")
 
     def expect(self, kind: Kind, context: str) -> Token:
         tok = self.next_non_space()
@@ -230,6 +241,7 @@ class _Parser:
         return ActionNode(self.pipeline("command", Kind.RIGHT))
 
     def control(self, kind: str) -> BranchNode:
+        self.nest()
         depth = len(self.vars)
         pipe = self.pipeline(kind, Kind.RIGHT)
         if kind == "range":
@@ -248,6 +260,7 @@ class _Parser:
                 if not isinstance(end, _End):
                     raise self.error("expected end; found {{else}}")
         del self.vars[depth:]
+        self.depth -= 1
         return BranchNode(kind, pipe, body, else_body)
 
     def template_call(self, keyword: str) -> Node:
@@ -261,7 +274,9 @@ class _Parser:
             if pipe is None:
                 raise self.error("missing pipeline in block clause")
             saved, self.vars = self.vars, ["$"]
+            self.nest()
             body, end = self.item_list()
+            self.depth -= 1
             self.vars = saved
             if not isinstance(end, _End):
                 raise self.error("unexpected {{else}} in block clause")
@@ -374,7 +389,10 @@ class _Parser:
                 raise self.error(f"malformed character constant: {tok.val}", tok)
             return NumberNode(ord(text), tok.val)
         if kind is Kind.LPAREN:
-            return self.pipeline("parenthesized pipeline", Kind.RPAREN)
+            self.nest()
+            pipe = self.pipeline("parenthesized pipeline", Kind.RPAREN)
+            self.depth -= 1
+            return pipe
         if kind in (Kind.STRING, Kind.RAW_STRING):
             return StringNode(unquote(tok.val))
         self.i -= 1

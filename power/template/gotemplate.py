@@ -14,7 +14,6 @@ Ollama's json, currentDate, yesterdayDate and toTypeScriptType.
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 from collections.abc import Callable, Iterator
@@ -96,25 +95,36 @@ class GoTemplate:
 
         The walk is Ollama's `deleteNode`: pre-order over list items and branch bodies (not
         branch conditions); the matching node itself is kept, later siblings and later
-        nodes of enclosing lists are dropped.
+        nodes of enclosing lists are dropped. Lists, branches and actions on the way are
+        copied (one frame per tree level, unlike copy.deepcopy); untouched subtrees are
+        shared, which is safe as nodes are never changed after parsing.
         """
-        root = copy.deepcopy(self.root)
         cut = False
 
-        def prune(node: Node) -> bool:
+        def prune(node: Node) -> Node | None:
             nonlocal cut
             if cut:
-                return False
+                return None
             if predicate(node):
                 cut = True
-                return True
+                return node
             if isinstance(node, ListNode):
-                node.nodes = [child for child in node.nodes if prune(child)]
-            elif isinstance(node, BranchNode):
-                prune(node.body)
-                if node.else_body is not None and not prune(node.else_body):
-                    node.else_body = ListNode()
-            elif isinstance(node, ActionNode):
+                kept_nodes: list[Node] = []
+                for child in node.nodes:
+                    copied = prune(child)
+                    if copied is not None:
+                        kept_nodes.append(copied)
+                return ListNode(kept_nodes)
+            if isinstance(node, BranchNode):
+                body = prune(node.body)
+                else_body = node.else_body
+                if else_body is not None:  # an else after the cut stays, emptied
+                    pruned = prune(else_body)
+                    else_body = pruned if isinstance(pruned, ListNode) else ListNode()
+                body = body if isinstance(body, ListNode) else node.body
+                return BranchNode(node.kind, node.pipe, body, else_body)
+            if isinstance(node, ActionNode):
+                cmds: list[CommandNode] = []
                 for cmd in node.pipe.cmds:
                     kept: list[Node] = []
                     for arg in cmd.args:
@@ -122,12 +132,14 @@ class GoTemplate:
                             cut = predicate(arg)
                             kept.append(arg)
                     if not kept:  # Ollama drops an action left with an empty command
-                        return False
-                    cmd.args = kept
-            return True
+                        return None
+                    cmds.append(CommandNode(kept))
+                pipe = node.pipe
+                return ActionNode(PipeNode(list(pipe.decl), pipe.is_assign, cmds))
+            return node
 
-        prune(root)
-        return self.with_root(root)
+        root = prune(self.root)
+        return self.with_root(root if isinstance(root, ListNode) else ListNode())
 
 
 def field_action(*idents: str) -> ActionNode:
