@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import psutil
 import pytest
 
 from power import daemon
+from tests.support.cli import power_cli
 from tests.support.net import free_port
 from tests.support.server import power_server
 from tests.support.wait import wait_until
@@ -29,14 +29,7 @@ PROMPT = " ".join(f"w{i}" for i in range(40))  # 40 tokens at 50 ms each: a 2 s 
 def power(
     env: dict[str, str], *args: str, timeout_s: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "power", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
+    return power_cli(env, *args, timeout_s=timeout_s)
 
 
 @pytest.fixture

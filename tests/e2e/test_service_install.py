@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import power_cli
 from tests.support.systemd import verify
 
 FAKE_SYSTEMCTL = """#!/bin/sh
@@ -45,14 +45,7 @@ def systemctl_log(env: dict[str, str], tmp_path: Path) -> Path:
 
 
 def power(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "power", "service", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return power_cli(env, "service", *args)
 
 
 def unit_file(env: dict[str, str]) -> Path:

@@ -14,6 +14,7 @@ import psutil
 
 from power import daemon
 from power.daemon import Daemon
+from tests.support.cli import power_cli
 
 # A stand-in for `power serve`: records itself, says whom it found recorded before it, and
 # forgets itself when its stdin closes or on SIGTERM (then exits 0).
@@ -61,15 +62,7 @@ def me(child: subprocess.Popen[bytes]) -> Daemon:
     return Daemon(child.pid, psutil.Process(child.pid).create_time())
 
 
-def power(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "power", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+power = power_cli
 
 
 def test_the_second_daemon_is_still_found_after_the_first_exits(

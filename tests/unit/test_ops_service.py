@@ -9,8 +9,6 @@ import math
 import os
 import plistlib
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from power import daemon
 from power.serve import stop_timeout_s
 from power.settings import Settings
 from power.unit import Service, launchd_plist, program, service_env, stop_limit_s, systemd_unit
+from tests.support.cli import power_cli
 from tests.support.server import power_server
 from tests.support.systemd import verify
 
@@ -34,18 +33,7 @@ def notify_socket() -> Iterator[tuple[socket.socket, str]]:
         yield sock, name
 
 
-def power(
-    env: dict[str, str], *args: str, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "power", *args],
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+power = power_cli
 
 
 def test_a_stopping_daemon_extends_systemds_deadline_to_its_configuration(
