@@ -27,6 +27,7 @@ reports a failure through `reported`, which also logs it once, at the level it d
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 
@@ -154,9 +155,54 @@ class ShuttingDownError(ServerBusyError):
         super().__init__(message)
 
 
+# The runner logs as "LEVEL logger: message" (runner.main); what else it writes to stderr is
+# its last words: llama.cpp's errors and asserts, the C++ runtime's "terminate called ...",
+# faulthandler's "Fatal Python error: ...", an exception's traceback, ggml's backtrace.
+_LOGGED = re.compile(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.-]+: ")
+_RANK = {"ERROR": 0, "CRITICAL": 0, "WARNING": 2}  # DEBUG and INFO lines are never told
+_CAUSE = re.compile(
+    r"fatal|abort|assert|terminate called|what\(\):|segmentation fault|bad_alloc"
+    r"|out of memory|\berror\b|^[\w.]*(error|exception)\b|fail",
+    re.IGNORECASE,
+)
+_TRACEBACK = "Traceback (most recent call last):"
+_NATIVE_FRAME = re.compile(r"^#\d+\s+0x[0-9a-f]+|\[0x[0-9a-f]+\]\s*$")  # gdb, backtrace_symbols
+_TOLD_LINES = 5
+
+
+def _told_lines(tail: Sequence[str]) -> list[str]:
+    """The lines of a runner's stderr ``tail`` that a client is told, oldest first.
+
+    Up to ``_TOLD_LINES``, the latest of each rank first: lines that say why (logged at ERROR or
+    CRITICAL, or written raw and naming an error, a failure, an assert, an abort), then the
+    runner's other raw lines; its warnings only when it wrote neither. Its INFO and DEBUG lines
+    (where a model was placed, which blobs were read) and the frames of a Python or native
+    backtrace are never told: they stay in the gateway's log.
+    """
+    ranked: list[tuple[int, int]] = []  # (rank, index)
+    frames = False
+    for i, line in enumerate(tail):
+        if line.startswith(_TRACEBACK):
+            frames = True
+            continue
+        if not line.strip() or (frames and line[:1].isspace()) or _NATIVE_FRAME.search(line):
+            continue
+        frames = False
+        logged = _LOGGED.match(line)
+        if logged is None:
+            ranked.append((0 if _CAUSE.search(line) else 1, i))
+        elif logged.group(1) in _RANK:
+            ranked.append((_RANK[logged.group(1)], i))
+    if any(rank < 2 for rank, _ in ranked):  # the runner's own words: its warnings are noise
+        ranked = [r for r in ranked if r[0] < 2]
+    told = sorted(ranked, key=lambda r: (r[0], -r[1]))[:_TOLD_LINES]
+    return [tail[i] for i in sorted(i for _, i in told)]
+
+
 class RunnerError(PowerError):
-    """A runner-side failure; carries the runner's identity, its last stderr lines and, when it
-    died of a fatal signal, the Python stacks of its threads (``trace``, not in the message)."""
+    """A runner-side failure; carries the runner's identity, its last stderr lines (the message
+    tells only those that say why: ``_told_lines``) and, when it died of a fatal signal, the
+    Python stacks of its threads (``trace``, not in the message)."""
 
     status = 500
 
@@ -169,11 +215,8 @@ class RunnerError(PowerError):
         stderr_tail: Sequence[str] = (),
         trace: Sequence[str] = (),
     ) -> None:
-        tail = [line for line in stderr_tail if line.strip()]
-        full = message
-        if tail:
-            full = f"{message}: " + " | ".join(tail[-5:])
-        super().__init__(full)
+        told = _told_lines(stderr_tail)
+        super().__init__(f"{message}: " + " | ".join(told) if told else message)
         self.model = model
         self.pid = pid
         self.stderr_tail = list(stderr_tail)

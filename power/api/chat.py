@@ -143,7 +143,7 @@ async def chat_chunks(
         return
     messages = _messages(req)
     decoded = [
-        sem.decode_images(m.get("images") or (), f"messages[{i}].images")
+        await sem.read_images(m.get("images") or (), f"messages[{i}].images")
         for i, m in enumerate(messages)
     ]
     text = await asyncio.to_thread(render_chat, model, messages, tools=req.tools, think=think)

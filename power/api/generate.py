@@ -54,7 +54,7 @@ async def generate_chunks(
         endpoint="generate",
         suffix=bool(req.suffix),
     )
-    images = sem.image_payload(sem.decode_images(req.images or (), "images"))
+    images = sem.image_payload(await sem.read_images(req.images or (), "images"))
     prep = pipeline.prepare(state.settings, model, req.options, req.keep_alive)
     if not req.prompt and not req.suffix and not req.images and not req.context:
         reason = await pipeline.load_or_unload(state.runners, prep)

@@ -286,6 +286,7 @@ class RunnerProcess:
             )
         rc = await self.proc.wait()
         await self._drain_stderr()
+        self._log_tail()
         cls = RunnerLoadError if rc == EXIT_LOAD_FAILED else RunnerCrashedError
         raise cls(
             f"runner for {self.model} exited during load ({describe_exit(rc)})",
@@ -324,7 +325,16 @@ class RunnerProcess:
         if self._stderr_task is not None:  # (our own cancellation still propagates)
             await asyncio.wait({self._stderr_task}, timeout=timeout_s)
 
+    def _log_tail(self) -> None:
+        """The whole tail, once, as the runner dies: the error's message tells a client only
+        the lines that say why."""
+        if self.stderr_tail:
+            runner_log.error(
+                "[%s pid=%d] its last lines:\n%s", self.model, self.pid, "\n".join(self.stderr_tail)
+            )
+
     def crash_error(self, returncode: int | None) -> RunnerCrashedError:
+        self._log_tail()
         return RunnerCrashedError(
             f"model runner for {self.model} (pid {self.pid}) stopped unexpectedly"
             f" ({describe_exit(returncode)})",

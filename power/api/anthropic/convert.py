@@ -7,14 +7,13 @@ generation at the first and says which it was, so the response can name it (``st
 
 from __future__ import annotations
 
-import base64
-import binascii
 import secrets
 from typing import Any
 
 from power.api.openai.convert import apply_tool_choice
 from power.api.openai.sse import error_responses
 from power.api.schemas import Message
+from power.api.semantics import is_base64
 from power.errors import InvalidRequestError, PowerError
 
 __all__ = [
@@ -63,10 +62,8 @@ def _image(block: dict[str, Any], where: str) -> str:
             f"{where}: only base64 image sources are supported (this server cannot fetch URLs)"
         )
     data = str(source.get("data", ""))
-    try:
-        base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidRequestError(f"{where}: image data is not valid base64") from exc
+    if not is_base64(data):  # checked, not decoded: the chat path decodes it once
+        raise InvalidRequestError(f"{where}: image data is not valid base64")
     return data
 
 

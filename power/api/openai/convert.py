@@ -5,13 +5,12 @@ Pure functions, no I/O; errors are ``ParamError`` (a 400 naming the field).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any
 
 from power.api.openai.sse import ParamError
 from power.api.schemas import Message
+from power.api.semantics import is_base64
 
 __all__ = [
     "apply_tool_choice",
@@ -44,10 +43,8 @@ def data_url_image(url: str, param: str) -> str:
     for prefix in _DATA_PREFIXES:
         if url.startswith(prefix):
             payload = url[len(prefix) :]
-            try:
-                base64.b64decode(payload, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise ParamError("image data is not valid base64", param=param) from exc
+            if not is_base64(payload):  # checked, not decoded: the chat path decodes it once
+                raise ParamError("image data is not valid base64", param=param)
             return payload
     raise ParamError(
         "unsupported image URL: expected data:image/{png,jpeg,webp,gif};base64,...", param=param
