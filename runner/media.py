@@ -11,6 +11,11 @@ image sits at the same place.
 The scheduler evaluates a prompt's text in the shared batches as usual, each chunk ending at the
 next image; when evaluation reaches an image, ``feed`` has the engine evaluate it on its own
 (its text before it is in the cache by then) and evaluation goes on after it.
+
+All of this runs on the inference thread, so a prompt must not make it work without end: a
+tag may repeat (users type them too), but each distinct image is encoded once and its ``Media``
+shared by the spans of its tags; a prompt that cannot fit the context is refused before more
+images are encoded; and a cancelled request stops between two images.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from proto import Generate
-from runner.engine import BadRequestError, Engine, Media, PromptTooLongError, Span
+from runner.engine import BadRequestError, Engine, EngineError, Media, PromptTooLongError, Span
 from runner.slots import fit_prompt
 from runner.vocab import check_text, check_tokens
 
@@ -34,6 +39,7 @@ IMAGE_TAG = re.compile(r"\[img-(\d+)\]")
 
 Tokenize = Callable[[str, bool], list[int]]  # (text, add_special) -> tokens
 Encode = Callable[[bytes], Sequence[list[int] | Media]]  # image -> text tokens and media
+Cancelled = Callable[[], bool]  # the request was cancelled meanwhile
 
 
 def placeholder(data: bytes) -> int:
@@ -49,34 +55,95 @@ def build_prompt(
     add_special: bool,
     tokenize: Tokenize,
     encode: Encode,
+    limit: int = 0,
+    cancelled: Cancelled | None = None,
 ) -> tuple[list[int], list[Span]]:
     """``text`` tokenized with each ``[img-N]`` tag replaced by image N (Ollama's runner does
-    the same: an unknown N is an error, an image without a tag is not used)."""
+    the same: an unknown N is an error, an image without a tag is not used). Image N is encoded
+    at its first tag only. ``PromptTooLongError`` as soon as the prompt reaches ``limit``
+    positions (0: no limit), ``EngineError`` when ``cancelled()`` before an image."""
     prompt: list[int] = []
     spans: list[Span] = []
+    markers: dict[int, int] = {}  # image index -> placeholder (its bytes hashed once)
+    encoded: dict[int, list[list[int] | _Shared]] = {}  # placeholder -> the image's parts
     pieces = IMAGE_TAG.split(text)  # text, N, text, N, ..., text
     try:
         for i, piece in enumerate(pieces):
             if i % 2 == 0:
                 if piece or (add_special and i == 0):
                     prompt += tokenize(piece, add_special and i == 0)
-                continue
-            index = int(piece)
-            if index >= len(images):
-                raise BadRequestError(f"invalid image index: {index}")
-            marker = placeholder(images[index])
-            for part in encode(images[index]):
-                if isinstance(part, list):
-                    prompt += part
-                else:
-                    spans.append(Span(len(prompt), part))
-                    prompt += [marker] * part.n_tokens
+            else:
+                index = int(piece)
+                if index >= len(images):
+                    raise BadRequestError(f"invalid image index: {index}")
+                marker = markers.get(index)
+                if marker is None:
+                    marker = markers[index] = placeholder(images[index])
+                parts = encoded.get(marker)
+                if parts is None:
+                    if cancelled is not None and cancelled():
+                        raise EngineError("the request was cancelled")
+                    parts = encoded[marker] = []
+                    for made in encode(images[index]):
+                        parts.append(made if isinstance(made, list) else _Shared(made))
+                for part in parts:
+                    if isinstance(part, list):
+                        prompt += part
+                    else:
+                        spans.append(Span(len(prompt), _Use(part)))
+                        prompt += [marker] * part.media.n_tokens
+            if limit and len(prompt) >= limit:
+                raise PromptTooLongError(
+                    "the prompt with its images is longer than the context length currently"
+                    f" available to the model; prompt at least {len(prompt)} tokens,"
+                    f" context {limit} tokens"
+                )
         if spans and spans[-1].start + spans[-1].media.n_tokens == len(prompt):
             raise BadRequestError("the prompt must not end with an image: add text after it")
     except BaseException:
         close(spans)
         raise
+    finally:  # the spans hold what they use from now on
+        for parts in encoded.values():
+            for part in parts:
+                if isinstance(part, _Shared):
+                    part.release()
     return prompt, spans
+
+
+class _Shared:
+    """An image's ``Media`` that the spans of its tags share, closed once nothing holds it:
+    the prompt being built holds it first, then each span."""
+
+    __slots__ = ("holds", "media")
+
+    def __init__(self, media: Media) -> None:
+        self.media = media
+        self.holds = 1
+
+    def release(self) -> None:
+        self.holds -= 1
+        if self.holds == 0:
+            self.media.close()
+
+
+class _Use:
+    """One span's hold on a shared ``Media`` (what ``Span.media`` is); ``media`` is what the
+    engine evaluates."""
+
+    __slots__ = ("_open", "_shared", "media", "n_tokens")
+
+    def __init__(self, shared: _Shared) -> None:
+        shared.holds += 1
+        self._shared = shared
+        self._open = True
+        self.media = shared.media
+        self.n_tokens = shared.media.n_tokens
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._shared.release()
 
 
 def request_prompt(
@@ -92,6 +159,13 @@ def request_prompt(
         check_text(req.prompt, "the prompt")
         add_bos = req.add_bos and not prompt
         if req.images:
+            # each tag takes a position at least: too many cannot fit, whatever the images are
+            tags = sum(1 for _ in IMAGE_TAG.finditer(req.prompt))
+            if len(prompt) + tags >= n_ctx:
+                raise PromptTooLongError(
+                    f"the prompt has {tags} image tags: more than the context length currently"
+                    f" available to the model ({n_ctx} tokens) can hold"
+                )
             tokens, spans = engine.media_prompt(req.prompt, req.images, add_special=add_bos)
             for span in spans:
                 span.start += len(prompt)
@@ -129,7 +203,8 @@ def feed(engine: Engine, seq: Seq) -> int:
         media = spans.pop(0).media
         n = media.n_tokens
         try:
-            engine.decode_media(slot.index, media, len(slot.cached))
+            inner = media.media if isinstance(media, _Use) else media
+            engine.decode_media(slot.index, inner, len(slot.cached))
         finally:
             media.close()
         slot.cached.extend(seq.prompt[seq.n_eval : seq.n_eval + n])

@@ -117,8 +117,11 @@ class Supervisor:
     ) -> AsyncIterator[list[FromRunner]]:
         """Run one request, yielding batches of its replies until the terminal one.
 
-        If the runner dies before the request produced anything, it is retried once on a fresh
-        runner, transparently. Closing the iterator early cancels the request on the runner.
+        A runner that dies while the request runs fails it: the request may be what killed it,
+        and sent again it would kill a second runner. Only a death that put the model in CPU
+        mode plain (``liveness``) is tried once more, there, if nothing was produced yet. (A
+        runner that dies while loading is started once more by ``_load``.) Closing the
+        iterator early cancels the request on the runner.
         """
         for attempt in (0, 1):
             started = self._clock()
@@ -128,6 +131,7 @@ class Supervisor:
             if timing is not None:
                 timing.load_s += self._clock() - started
                 timing.pid = loaded.runner.pid
+            was_plain = loaded.key in self.plain
             stream = None
             produced = False
             leave = _once(functools.partial(self._admission.leave, loaded, seat=seat))
@@ -144,9 +148,10 @@ class Supervisor:
                     yield batch
                 return
             except RunnerCrashedError as exc:
-                if produced or attempt == 1:
+                fell_back = not was_plain and loaded.key in self.plain  # (set by its watcher)
+                if produced or attempt == 1 or not fell_back:
                     raise
-                log.warning("retrying on a fresh runner for %s: %s", model.name, exc)
+                log.warning("retrying in CPU mode plain for %s: %s", model.name, exc)
             finally:
                 if stream is not None:
                     stream.close()

@@ -92,16 +92,6 @@ async def test_crash_mid_stream_reports_stderr_and_next_request_gets_a_fresh_run
         assert spawn.count == 2
 
 
-async def test_crash_before_the_first_token_is_retried_transparently(tmp_path: Path) -> None:
-    spawn = Spawner("fake:echo?crash_before=1", "fake:echo")
-    m = model(tmp_path)
-    async with Supervisor.open(settings(tmp_path), spawn=spawn) as sup:
-        text, _done = await collect(sup.request(m, params(m), None, gen("still here")))
-        assert text == "still here "
-        assert spawn.count == 2
-        assert not alive(spawn.pids[0])
-
-
 async def test_kill_9_mid_stream_is_reported_as_possibly_out_of_memory(tmp_path: Path) -> None:
     spawn = Spawner("fake:count?delay=0.02")
     m = model(tmp_path)
