@@ -174,6 +174,9 @@ class Embed(Msg, frozen=True):
     truncate: bool = True
     normalize: bool = True
     n_ctx: int = 0  # the request's own context length, as for Generate; 0 = the runner's
+    # Token ids to embed as they are, one array per input, in place of the texts (``inputs``
+    # then holds an empty string for each: the runner counts and checks inputs by it)
+    tokens: tuple[tuple[int, ...], ...] = ()
 
 
 class Tokenize(Msg, frozen=True):

@@ -9,7 +9,10 @@ go to a second context on the same weights (``runner.llama_embed``), made at the
 packs many texts per decode; no reload is needed and no slot's cache is touched. An embedding
 model (``LoadParams.embedding``) has that context from its load, and a generation context of
 ``EMBEDDING_MODEL_GEN_CTX`` cells per sequence: a full one would only hold memory, since the
-gateway never asks it for generation. A model with a projector (``LoadParams.projector_path``)
+gateway never asks it for generation. Its batch holds a whole context: llama.cpp pools a text only
+within one ubatch, so a text of up to ``n_ctx`` tokens must fit one decode (llama.cpp's embedding
+example and llama-server size it so); a smaller batch cut every text at ``num_batch`` tokens.
+A model with a projector (``LoadParams.projector_path``)
 takes images through ``runner.vision``. A mapped file the page cache lacks is read ahead on a
 thread while it loads (``runner.prefetch``). A load reports progress through llama.cpp's
 progress callback (after every tensor it reads) and once more after each later step; what it
@@ -60,6 +63,15 @@ log = logging.getLogger(__name__)
 # An embedding model's generation context: cells per sequence (power.supervisor.memory's
 # estimate counts the same)
 EMBEDDING_MODEL_GEN_CTX = 256
+
+# Characters of a text tokenized first, per token a context holds, when an embedding may be cut
+# there: few tokens are longer. A text still short of the limit is tokenized again from four
+# times as many characters, up to all of them, so an 8 MiB text cut to a context of tokens costs
+# a prefix's tokenizing, not seconds.
+_CHARS_PER_TOKEN = 8
+# Tokens past the limit a prefix must give to stand for the whole text: a word cut in two at its
+# end may give a few tokens more than the whole word
+_CUT_SLACK = 16
 
 
 class LlamaEngine:
@@ -118,9 +130,11 @@ class LlamaEngine:
         threads = params.n_threads or (psutil.cpu_count(logical=False) or os.cpu_count() or 1)
         gen_ctx, gen_batch = n_ctx, n_batch
         if params.embedding:  # it only embeds (the gateway refuses it generation), in the
-            # embedding context made below: the generation context is kept small
+            # embedding context made below: the generation context is kept small, and a decode
+            # of the embedding context holds a whole context's text
             gen_ctx = min(n_ctx, EMBEDDING_MODEL_GEN_CTX)
             gen_batch = min(n_batch, gen_ctx)
+            n_batch = max(n_batch, n_ctx)
         cparams = context_params(
             params, n_ctx=gen_ctx, n_par=n_par, n_batch=gen_batch, threads=threads
         )
@@ -277,7 +291,13 @@ class LlamaEngine:
         pooled = llama_cpp.llama_pooling_type(self._ctx) != llama_cpp.LLAMA_POOLING_TYPE_NONE
         n_ctx = min(n_ctx, self._n_ctx)
         limit = min(n_ctx, self._n_batch) if pooled else n_ctx  # a pooled text fits a decode
-        tokens = self.tokenize(text, add_special=True, parse_special=False)
+        size = limit * _CHARS_PER_TOKEN
+        while True:
+            head = text[:size]
+            tokens = self.tokenize(head, add_special=True, parse_special=False)
+            if len(head) == len(text) or len(tokens) > limit + _CUT_SLACK:
+                break
+            size *= 4
         if len(tokens) > limit:
             if not truncate:
                 raise PromptTooLongError("the input length exceeds the context length")

@@ -6,7 +6,8 @@ up ``Ping`` (the gateway then kills the runner as hung, and every stream on it d
 ``Cancel``; on the inference thread it would stall every sequence's generation. So requests that
 only read the vocabulary are answered here, in order, on one long-lived thread. It never
 decodes: a second thread slows ggml only once it has decoded (PERF-NOTES), and the vocabulary is
-read-only once the model is loaded (llama-server tokenizes on its HTTP threads too).
+read-only once the model is loaded (llama-server tokenizes on its HTTP threads too). The texts of
+``Embed`` requests are tokenized here as well, ahead of their decodes (``run``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 
 from proto import (
     MAX_TOKENIZE_BYTES,
@@ -58,25 +60,44 @@ def check_tokens(tokens: Sequence[int], n_vocab: int, what: str) -> None:
             )
 
 
+_Job = Tokenize | Detokenize | Callable[[], None]
+
+# The Vocab serving each engine: the scheduler's embedding batch, made apart from it, finds its
+# thread here
+_serving: weakref.WeakKeyDictionary[Engine, Vocab] = weakref.WeakKeyDictionary()
+
+
 class Vocab:
-    """Answers ``Tokenize`` and ``Detokenize`` in arrival order; a queued one can be cancelled."""
+    """Answers ``Tokenize`` and ``Detokenize`` in arrival order; a queued one can be cancelled.
+    Other work that only reads the vocabulary (``run``) takes its turn in the same queue."""
 
     def __init__(self, engine: Engine, n_vocab: int, outbox: Outbox) -> None:
         self._engine = engine
-        self._n_vocab = n_vocab
+        self.n_vocab = n_vocab
         self._outbox = outbox
-        self._jobs: queue.SimpleQueue[Tokenize | Detokenize | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pending: set[int] = set()  # ids queued or being answered
         self._cancelled: set[int] = set()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="vocab", daemon=True)
         self._thread.start()
+        _serving[engine] = self
+
+    @staticmethod
+    def serving(engine: Engine) -> Vocab | None:
+        """The running Vocab of ``engine``, if it has one."""
+        return _serving.get(engine)
 
     def submit(self, msg: Tokenize | Detokenize) -> None:
         with self._lock:
             self._pending.add(msg.id)
         self._jobs.put(msg)
+
+    def run(self, job: Callable[[], None]) -> None:
+        """Call ``job`` on the thread after what is queued (never once stopping); it must not
+        raise and must check for itself whether it is still wanted."""
+        self._jobs.put(job)
 
     def cancel(self, req_id: int) -> bool:
         """Skip request ``req_id`` if it has not started (a started one is answered anyway);
@@ -91,6 +112,8 @@ class Vocab:
         """Answer what is queued with ``Done(cancel)``, finish the current one, and end."""
         with self._lock:
             self._stopping = True
+        if _serving.get(self._engine) is self:
+            del _serving[self._engine]
         self._jobs.put(None)
 
     def join(self, timeout_s: float | None = None) -> bool:
@@ -100,6 +123,12 @@ class Vocab:
 
     def _run(self) -> None:
         while (msg := self._jobs.get()) is not None:
+            if not isinstance(msg, Tokenize | Detokenize):
+                with self._lock:
+                    stopping = self._stopping
+                if not stopping:
+                    msg()
+                continue
             with self._lock:
                 skip = self._stopping or msg.id in self._cancelled
             reply = Done(id=msg.id, reason="cancel", stats=Stats()) if skip else self._answer(msg)
@@ -116,7 +145,7 @@ class Vocab:
                     msg.text, add_special=msg.add_special, parse_special=msg.parse_special
                 )
                 return Tokenized(id=msg.id, tokens=tuple(tokens))
-            check_tokens(msg.tokens, self._n_vocab, "tokens to detokenize")
+            check_tokens(msg.tokens, self.n_vocab, "tokens to detokenize")
             return Detokenized(id=msg.id, text=self._engine.detokenize(msg.tokens))
         except BadRequestError as exc:
             return Failed(id=msg.id, code=ErrorCode.BAD_REQUEST, message=str(exc))

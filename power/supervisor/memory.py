@@ -130,11 +130,12 @@ def estimate(
     cells = per_seq * n_par
     work = compute(batch, cells)
     if embedding:  # runner.llama_engine: a small generation context beside the embedding one,
-        # which holds the longest text or one decode, whichever is more
+        # which holds the longest text or one decode, whichever is more; its batch is the whole
+        # context, so that one text of up to n_ctx tokens is embedded in one decode
         gen = min(per_seq, _EMBEDDING_MODEL_GEN_CTX)
         embed_cells = max(per_seq, batch)
         cells = gen * n_par + embed_cells
-        work = compute(min(batch, gen), gen * n_par) + compute(batch, embed_cells)
+        work = compute(min(batch, gen), gen * n_par) + compute(embed_cells, embed_cells)
     per_elem = _KV_BYTES.get(kv_cache_type.lower(), 2.0)
     kv = int(layers * cells * heads_kv * (key_len + value_len) * per_elem)
     return Estimate(weights=file_size, kv_cache=kv, compute=work, n_layers=layers)

@@ -54,9 +54,13 @@ def test_an_embedding_model_holds_one_embedding_context_and_a_small_generation_o
     )
 
 
-def test_an_embedding_model_is_estimated_below_the_same_weights_as_a_chat_model() -> None:
-    def total(embedding: bool) -> int:
-        return estimate(META, file_size=10**8, n_ctx=4096, num_parallel=4, n_batch=512,
-                        embedding=embedding).total  # fmt: skip
+def test_an_embedding_models_compute_covers_a_whole_context_in_one_decode() -> None:
+    """An embedding model embeds a text of up to n_ctx tokens in one decode (its batch is the
+    context, not num_batch): its compute buffer holds that many rows of logits."""
 
-    assert total(True) < total(False)
+    def compute(n_ctx: int) -> int:
+        return estimate(META, file_size=10**8, n_ctx=n_ctx, num_parallel=1, n_batch=512,
+                        embedding=True).compute  # fmt: skip
+
+    rows = 4096 - 1024
+    assert compute(4096) - compute(1024) >= 4 * rows * 49152  # float logits of the extra rows

@@ -1,9 +1,13 @@
-"""POST /v1/embeddings on top of the native ``embed_core``."""
+"""POST /v1/embeddings on top of the native ``embed_core``.
+
+Token-id inputs are embedded as the ids they are (a round trip through text lost special
+tokens: ``[1, 4093]`` was embedded as just "user", and ids of special tokens only as nothing).
+"""
 
 from __future__ import annotations
 
 import base64
-import struct
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -11,10 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from power.api import response as reply
-from power.api import semantics as sem
-from power.api import tokens
-from power.api.embed import check_input_count, embed_core
+from power.api.embed import Vectors, check_input_count, embed_core, spliced_json
 from power.api.openai.sse import (
     ParamError,
     decode,
@@ -37,7 +38,8 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
     truncate: bool = True
 
 
-async def _embed_inputs(request: Request, req: EmbeddingRequest) -> list[str]:
+def _embed_inputs(req: EmbeddingRequest) -> list[str] | list[list[int]]:
+    """The texts of ``req``, or its arrays of token ids."""
     value = req.input
     try:
         check_input_count(value)
@@ -51,8 +53,9 @@ async def _embed_inputs(request: Request, req: EmbeddingRequest) -> list[str]:
         if all(type(v) is int for v in value):
             value = [value]
         if all(isinstance(v, list) and all(type(t) is int for t in v) for v in value):
-            model = await sem.lookup_model(request.app.state, req.model)
-            return [await tokens.detokenize(request.app.state, model, v) for v in value]
+            if not all(value):
+                raise ParamError("an array of token ids is empty: nothing to embed", param="input")
+            return list(value)
     raise ParamError(
         "input must be a string, an array of strings, or token ids (an array of integers, or "
         "an array of such arrays)",
@@ -60,10 +63,19 @@ async def _embed_inputs(request: Request, req: EmbeddingRequest) -> list[str]:
     )
 
 
-def _encode(vector: list[float], fmt: str) -> list[float] | str:
-    if fmt == "float":
-        return vector
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+def _items(vectors: Vectors, fmt: str) -> Iterator[bytes]:
+    index = 0
+    for block in vectors.blocks:
+        data: list[dict[str, Any]] = []
+        for row in block:
+            embedding: list[float] | str = (
+                row.tolist()
+                if fmt == "float"
+                else base64.b64encode(row.astype("<f4").tobytes()).decode()
+            )
+            data.append({"object": "embedding", "embedding": embedding, "index": index})
+            index += 1
+        yield msgspec.json.encode(data)[1:-1]
 
 
 @openai_errors
@@ -79,20 +91,22 @@ async def embeddings(request: Request) -> Response:
         )
     if req.dimensions is not None and req.dimensions <= 0:
         raise ParamError("dimensions must be a positive integer", param="dimensions")
-    inputs = await _embed_inputs(request, req)
+    inputs = _embed_inputs(req)
+    texts = [v for v in inputs if isinstance(v, str)]
+    ids = [v for v in inputs if isinstance(v, list)]
     result = await embed_core(
-        request.app.state, req.model, inputs, truncate=req.truncate, dimensions=req.dimensions,
-        keep_alive=keep_alive(request, req.keep_alive), options=req.options,
+        request.app.state, req.model, texts, tokens=ids, truncate=req.truncate,
+        dimensions=req.dimensions, keep_alive=keep_alive(request, req.keep_alive),
+        options=req.options,
     )  # fmt: skip
-    data = [
-        {"object": "embedding", "embedding": _encode(list(v), req.encoding_format), "index": i}
-        for i, v in enumerate(result.vectors)
-    ]
     used = int(result.prompt_tokens)
-    return reply.json_response({
-        "object": "list", "data": data, "model": req.model,
+    out = {
+        "object": "list", "data": [], "model": req.model,
         "usage": {"prompt_tokens": used, "total_tokens": used},
-    })  # fmt: skip
+    }  # fmt: skip
+    vectors = result.vectors
+    numbers = vectors.floats if req.encoding_format == "float" else vectors.floats // 4
+    return spliced_json(out, "data", _items(vectors, req.encoding_format), numbers)
 
 
 routes = [
