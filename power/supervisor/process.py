@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import psutil
@@ -44,7 +44,7 @@ from proto import (
     gateway_decoder,
 )
 
-__all__ = ["RunnerProcess", "describe_exit", "runner_environ"]
+__all__ = ["RunnerProcess", "describe_exit"]
 
 log = logging.getLogger(__name__)
 runner_log = logging.getLogger("power.runner")
@@ -52,25 +52,6 @@ runner_log = logging.getLogger("power.runner")
 STDERR_TAIL_LINES = 50
 TRACE_LINES = 500  # of a faulthandler dump
 _FATAL = "Fatal Python error:"  # how faulthandler's dump begins
-
-
-# glibc's malloc asks the kernel for transparent huge pages (``madvise``) for the memory it maps:
-# the runner's KV cache, compute buffers and heap. Their first touch then faults 2 MiB at a time
-# (a SmolLM2 load: ~3,100 page faults instead of ~17,700; 20-30 ms less) and a decode misses the
-# TLB less. The kernel's own setting still decides ("never" leaves it off); it costs ~3 MiB of
-# RSS. A user's own ``glibc.malloc.hugetlb`` in GLIBC_TUNABLES wins; other C libraries and glibc
-# before 2.35 ignore it.
-_HUGE_PAGES = "glibc.malloc.hugetlb"
-
-
-def runner_environ(base: Mapping[str, str]) -> dict[str, str]:
-    """The environment a runner starts with: ``base`` and, on Linux, malloc's huge pages."""
-    env = dict(base)
-    if sys.platform.startswith("linux"):
-        tunables = env.get("GLIBC_TUNABLES", "")
-        if _HUGE_PAGES + "=" not in tunables:
-            env["GLIBC_TUNABLES"] = ":".join(filter(None, (tunables, _HUGE_PAGES + "=1")))
-    return env
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -153,7 +134,7 @@ class RunnerProcess:
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=(child_sock.fileno(),),
                 process_group=0,
-                env=runner_environ(os.environ if env is None else env),
+                env=env,
             )
         except BaseException:
             parent_sock.close()

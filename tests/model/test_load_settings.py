@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.model]
 @contextlib.asynccontextmanager
 async def runner(gguf: Path, **params: Any) -> AsyncIterator[RunnerProcess]:
     proc = await RunnerProcess.start(
-        LoadParams(model_path=str(gguf), **{"n_ctx": 512, **params}),
+        LoadParams(model_path=str(gguf), n_ctx=512, **params),
         model="smollm2",
         engine="llama",
         load_timeout_s=60,
@@ -176,31 +176,3 @@ async def test_a_real_load_reports_progress_and_without_a_gpu_places_nothing_on_
         assert placed[0].endswith("; on GPUs: 0 layers, 0.0 MiB")
     finally:
         await proc.aclose(grace_s=5, term_grace_s=5)
-
-
-def _thp_mode() -> str:
-    """The kernel's transparent-huge-page mode (the bracketed word), "" where it has none."""
-    path = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-    found = re.search(r"\[(\w+)\]", path.read_text()) if path.exists() else None
-    return found.group(1) if found else ""
-
-
-def anon_huge_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("AnonHugePages:"):
-            return kib(line.split(":", 1)[1])
-    raise AssertionError("no AnonHugePages in smaps_rollup")
-
-
-async def test_the_kv_cache_and_buffers_sit_on_huge_pages_unless_the_user_says_otherwise(
-    smollm2_gguf: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if _thp_mode() != "madvise":  # ("always" gives them without asking; "never" refuses)
-        pytest.skip("the kernel's transparent huge pages are not in madvise mode")
-    kv_bytes = 30 * 2 * 2048 * 192 * 2  # layers, K and V, cells, KV width, f16: 45 MiB
-    async with runner(smollm2_gguf, n_ctx=2048) as proc:
-        assert anon_huge_kib(proc.pid) * 1024 >= kv_bytes
-        assert await answer(proc)
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
-    async with runner(smollm2_gguf, n_ctx=2048) as proc:
-        assert anon_huge_kib(proc.pid) == 0
