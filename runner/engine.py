@@ -150,11 +150,12 @@ class Engine(Protocol):
         ...
 
     def media_prompt(
-        self, text: str, images: Sequence[bytes], *, add_special: bool
+        self, text: str, images: Sequence[bytes], *, add_special: bool, limit: int = 0
     ) -> tuple[list[int], list[Span]]:
         """Tokens of ``text`` with each ``[img-N]`` tag replaced by image N's positions (negative
         placeholders), and the images' spans; ``BadRequestError`` when the model has no
-        projector or an image cannot be read."""
+        projector or an image cannot be read, ``PromptTooLongError`` as soon as the prompt
+        reaches ``limit`` positions (0: none), before more images are encoded."""
         ...
 
     def decode_media(self, seq: int, media: Media, pos: int) -> None:

@@ -192,7 +192,7 @@ class FakeEngine:
             time.sleep(self.delay)
 
     def media_prompt(
-        self, text: str, images: Sequence[bytes], *, add_special: bool
+        self, text: str, images: Sequence[bytes], *, add_special: bool, limit: int = 0
     ) -> tuple[list[int], list[Span]]:
         raise BadRequestError("this model does not support images (it has no projector)")
 

@@ -263,11 +263,13 @@ class LlamaEngine:
             raise EngineError(f"llama_decode failed with status {rc}")
 
     def media_prompt(
-        self, text: str, images: Sequence[bytes], *, add_special: bool
+        self, text: str, images: Sequence[bytes], *, add_special: bool, limit: int = 0
     ) -> tuple[list[int], list[Span]]:
         if self._vision is None:
             raise BadRequestError("this model does not support images (it has no projector)")
-        return self._vision.prompt(text, images, add_special=add_special, tokenize=self.tokenize)
+        return self._vision.prompt(
+            text, images, add_special=add_special, tokenize=self.tokenize, limit=limit
+        )
 
     def decode_media(self, seq: int, media: Media, pos: int) -> None:
         if self._vision is None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from proto import Generate
-from runner.engine import BadRequestError, Engine, EngineError, Media, PromptTooLongError, Span
+from runner.engine import BadRequestError, Engine, Media, PromptTooLongError, Span
 from runner.slots import fit_prompt
 from runner.vocab import check_text, check_tokens
 
@@ -39,7 +39,6 @@ IMAGE_TAG = re.compile(r"\[img-(\d+)\]")
 
 Tokenize = Callable[[str, bool], list[int]]  # (text, add_special) -> tokens
 Encode = Callable[[bytes], Sequence[list[int] | Media]]  # image -> text tokens and media
-Cancelled = Callable[[], bool]  # the request was cancelled meanwhile
 
 
 def placeholder(data: bytes) -> int:
@@ -56,12 +55,11 @@ def build_prompt(
     tokenize: Tokenize,
     encode: Encode,
     limit: int = 0,
-    cancelled: Cancelled | None = None,
 ) -> tuple[list[int], list[Span]]:
     """``text`` tokenized with each ``[img-N]`` tag replaced by image N (Ollama's runner does
     the same: an unknown N is an error, an image without a tag is not used). Image N is encoded
     at its first tag only. ``PromptTooLongError`` as soon as the prompt reaches ``limit``
-    positions (0: no limit), ``EngineError`` when ``cancelled()`` before an image."""
+    positions (0: no limit), before any more image is encoded."""
     prompt: list[int] = []
     spans: list[Span] = []
     markers: dict[int, int] = {}  # image index -> placeholder (its bytes hashed once)
@@ -81,8 +79,6 @@ def build_prompt(
                     marker = markers[index] = placeholder(images[index])
                 parts = encoded.get(marker)
                 if parts is None:
-                    if cancelled is not None and cancelled():
-                        raise EngineError("the request was cancelled")
                     parts = encoded[marker] = []
                     for made in encode(images[index]):
                         parts.append(made if isinstance(made, list) else _Shared(made))
@@ -166,7 +162,9 @@ def request_prompt(
                     f"the prompt has {tags} image tags: more than the context length currently"
                     f" available to the model ({n_ctx} tokens) can hold"
                 )
-            tokens, spans = engine.media_prompt(req.prompt, req.images, add_special=add_bos)
+            tokens, spans = engine.media_prompt(
+                req.prompt, req.images, add_special=add_bos, limit=n_ctx - len(prompt)
+            )
             for span in spans:
                 span.start += len(prompt)
             prompt += tokens

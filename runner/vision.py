@@ -35,7 +35,7 @@ from llama_cpp import mtmd_cpp as mtmd
 
 from runner.engine import BadRequestError, EngineError, Media, Span
 from runner.llama_compat import set_fields
-from runner.media import Cancelled, build_prompt
+from runner.media import build_prompt
 from runner.native_log import mtmd_log
 
 __all__ = ["MAX_IMAGE_PIXELS", "ImageChunk", "Projector", "image_format", "image_size"]
@@ -205,10 +205,9 @@ class Projector:
         add_special: bool,
         tokenize: Callable[..., list[int]],
         limit: int = 0,
-        cancelled: Cancelled | None = None,
     ) -> tuple[list[int], list[Span]]:
         """``text`` tokenized with ``tokenize`` (the engine's), its ``[img-N]`` tags encoded
-        (``build_prompt``: ``limit`` and ``cancelled`` stop it early)."""
+        (``build_prompt``: refused as soon as it reaches ``limit`` positions)."""
         return build_prompt(
             text,
             images,
@@ -216,7 +215,6 @@ class Projector:
             tokenize=lambda t, special: tokenize(t, add_special=special, parse_special=True),
             encode=self.encode,
             limit=limit,
-            cancelled=cancelled,
         )
 
     def encode(self, data: bytes) -> Sequence[list[int] | Media]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runner.engine import EngineError, Media, PromptTooLongError
+from runner.engine import Media, PromptTooLongError
 from runner.media import build_prompt
 from tests.support.server import Server, post, power_server, upload
 from tests.support.synth import png, write_projector
@@ -181,7 +181,7 @@ def test_a_repeated_tag_reads_and_encodes_its_image_once(vision: Server) -> None
 
 
 # ---------------------------------------------------------------------- build_prompt on its own
-# (the engine passes ``limit`` and ``cancelled`` once ``Engine.media_prompt`` takes them)
+# (the engine passes ``limit``: the context left after the request's tokens)
 
 
 class Made:
@@ -215,16 +215,6 @@ def test_a_prompt_that_cannot_fit_stops_before_its_next_image_is_encoded() -> No
     with pytest.raises(PromptTooLongError, match="prompt at least 19 tokens, context 16"):
         build_prompt(text, images, add_special=True, tokenize=words, encode=encode, limit=16)
     assert len(encode.made) == 3  # BOS, then 6 positions a tag and its text: 7, 13, 19
-    assert all(m.closed for m in encode.made)
-
-
-def test_a_cancelled_request_stops_between_two_images() -> None:
-    encode = Encoder()
-    with pytest.raises(EngineError, match="cancelled"):
-        build_prompt("[img-0] [img-1] [img-2] x", [b"a", b"b", b"c"], add_special=False,
-                     tokenize=words, encode=encode,
-                     cancelled=lambda: len(encode.made) >= 2)  # fmt: skip
-    assert len(encode.made) == 2
     assert all(m.closed for m in encode.made)
 
 

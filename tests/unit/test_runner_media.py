@@ -99,19 +99,20 @@ class MediaEngine(FakeEngine):
     def __init__(self) -> None:
         super().__init__(mode="count")
         self.calls: list[tuple[Any, ...]] = []
+        self.encoded = 0
 
     def media_prompt(
-        self, text: str, images: Sequence[bytes], *, add_special: bool
+        self, text: str, images: Sequence[bytes], *, add_special: bool, limit: int = 0
     ) -> tuple[list[int], list[Span]]:
         def tokenize(t: str, special: bool) -> list[int]:
             return self.tokenize(t, add_special=special, parse_special=True)
 
+        def encode(data: bytes) -> list[list[int] | Media]:
+            self.encoded += 1
+            return [Image(len(data))]
+
         return build_prompt(
-            text,
-            images,
-            add_special=add_special,
-            tokenize=tokenize,
-            encode=lambda d: [Image(len(d))],
+            text, images, add_special=add_special, tokenize=tokenize, encode=encode, limit=limit
         )
 
     def decode(self, chunks: Sequence[Chunk]) -> None:
@@ -168,3 +169,15 @@ def test_a_prompt_with_images_is_never_cut_to_fit() -> None:
     plain = FakeEngine()
     with pytest.raises(BadRequestError, match="does not support images"):
         request_prompt(plain, req, 64, n_vocab=8)
+
+
+def test_a_prompt_stops_encoding_images_once_it_cannot_fit_the_context_left() -> None:
+    """The runner's context left after the request's own tokens is the prompt's limit: the
+    images past it are never read."""
+    engine = MediaEngine()
+    images = tuple(bytes([n]) * 10 for n in range(8))
+    text = " ".join(f"see [img-{n}]" for n in range(8)) + " now"
+    req = Generate(id=1, prompt=text, images=images, tokens=(1, 2, 3))
+    with pytest.raises(PromptTooLongError):
+        request_prompt(engine, req, 30, n_vocab=8)
+    assert engine.encoded == 3  # 3 tokens, then 11 positions a tag and its text: 14, 25, 36
