@@ -24,7 +24,7 @@ from runner import media
 from runner.embedding import EmbedBatch, EmbedJob
 from runner.engine import BadRequestError, Chunk, Engine, EngineError, LoadInfo
 from runner.slots import Seq, Slot, pick_slot
-from runner.vocab import check_text
+from runner.vocab import Vocab, check_text
 
 __all__ = ["Scheduler"]
 
@@ -34,7 +34,11 @@ Emit = Callable[[list[Msg]], None]
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, info: LoadInfo, emit: Emit) -> None:
+    def __init__(
+        self, engine: Engine, info: LoadInfo, emit: Emit, *, vocab: Vocab | None = None
+    ) -> None:
+        """``vocab``: the thread that tokenizes embedding inputs (without one, the inference
+        thread does, in turn)."""
         self._engine = engine
         self._emit = emit
         self._n_ctx = info.n_ctx
@@ -42,7 +46,7 @@ class Scheduler:
         self._n_batch = max(info.n_batch, info.num_parallel)
         self.slots = [Slot(i) for i in range(info.num_parallel)]
         self.active: list[Seq] = []  # in admission order
-        self._embeds = EmbedBatch(engine, n_batch=info.n_batch, n_seqs=info.embed_seqs)
+        self._embeds = EmbedBatch(engine, n_batch=info.n_batch, n_seqs=info.embed_seqs, vocab=vocab)
         self._uses = 0
 
     @property

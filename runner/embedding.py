@@ -221,8 +221,8 @@ class EmbedBatch:
     def __init__(
         self, engine: Engine, *, n_batch: int, n_seqs: int, vocab: Vocab | None = None
     ) -> None:
-        """``vocab``: the thread that tokenizes (by default the engine's ``Vocab``, if it has
-        one when a request is added; without one, texts are tokenized here, in turn)."""
+        """``vocab``: the thread that tokenizes (without one, texts are tokenized here, in
+        turn)."""
         self._engine = engine
         self._vocab = vocab
         self._n_batch = max(1, n_batch)
@@ -234,8 +234,6 @@ class EmbedBatch:
 
     def add(self, job: EmbedJob) -> None:
         self.jobs.append(job)
-        if self._vocab is None:
-            self._vocab = Vocab.serving(self._engine)
         self._tokenize_ahead(job)
 
     def remove(self, job: EmbedJob) -> None:

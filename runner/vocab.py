@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 
 from proto import (
@@ -62,10 +61,6 @@ def check_tokens(tokens: Sequence[int], n_vocab: int, what: str) -> None:
 
 _Job = Tokenize | Detokenize | Callable[[], None]
 
-# The Vocab serving each engine: the scheduler's embedding batch, made apart from it, finds its
-# thread here
-_serving: weakref.WeakKeyDictionary[Engine, Vocab] = weakref.WeakKeyDictionary()
-
 
 class Vocab:
     """Answers ``Tokenize`` and ``Detokenize`` in arrival order; a queued one can be cancelled.
@@ -82,12 +77,6 @@ class Vocab:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="vocab", daemon=True)
         self._thread.start()
-        _serving[engine] = self
-
-    @staticmethod
-    def serving(engine: Engine) -> Vocab | None:
-        """The running Vocab of ``engine``, if it has one."""
-        return _serving.get(engine)
 
     def submit(self, msg: Tokenize | Detokenize) -> None:
         with self._lock:
@@ -112,8 +101,6 @@ class Vocab:
         """Answer what is queued with ``Done(cancel)``, finish the current one, and end."""
         with self._lock:
             self._stopping = True
-        if _serving.get(self._engine) is self:
-            del _serving[self._engine]
         self._jobs.put(None)
 
     def join(self, timeout_s: float | None = None) -> bool:

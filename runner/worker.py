@@ -104,9 +104,9 @@ class Worker:
                 except BaseException as exc:  # reported to the gateway, never raised here
                     fut.set_exception(exc)
                 else:
-                    self._vocab = Vocab(self._engine, info.n_vocab, self._outbox)
+                    self._vocab = vocab = Vocab(self._engine, info.n_vocab, self._outbox)
                     fut.set_result(info)
-                    self._serve(Scheduler(self._engine, info, self._emit))
+                    self._serve(Scheduler(self._engine, info, self._emit, vocab=vocab))
         finally:
             self._close()
 
