@@ -175,7 +175,7 @@ class Embed(Msg, frozen=True):
     normalize: bool = True
     n_ctx: int = 0  # the request's own context length, as for Generate; 0 = the runner's
     # Token ids to embed as they are, one array per input, in place of the texts (``inputs``
-    # then holds an empty string for each: the runner counts and checks inputs by it)
+    # is then empty)
     tokens: tuple[tuple[int, ...], ...] = ()
 
 

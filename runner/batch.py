@@ -104,7 +104,7 @@ class Scheduler:
 
     def admit_embed(self, req: Embed) -> None:
         """Start ``req`` in a free slot (its cache is kept); errors go out as ``Failed``."""
-        if not req.inputs:
+        if not req.inputs and not req.tokens:
             self._emit([Embeddings(id=req.id, vectors=(), prompt_tokens=0),
                         Done(id=req.id, reason="stop", stats=Stats())])  # fmt: skip
             return

@@ -63,6 +63,7 @@ class EmbedJob:
         self.req = req
         self.slot = slot
         self.n_ctx = n_ctx  # the request's context (at most the runner's)
+        self.count = len(req.tokens) or len(req.inputs)  # inputs: token arrays, or else texts
         self.started = time.perf_counter()
         self.next = 0  # the input to pack next
         self._queued = 0  # inputs handed to the tokenizer so far
@@ -78,7 +79,7 @@ class EmbedJob:
 
     @property
     def exhausted(self) -> bool:
-        return self.next >= len(self.req.inputs)
+        return self.next >= self.count
 
     def tokens_of(self, index: int, engine: Engine, n_vocab: int) -> list[int]:
         """The tokens to embed for input ``index`` (``n_vocab`` 0: ids unchecked); a
@@ -108,7 +109,7 @@ class EmbedJob:
         with self._lock:
             return (
                 not self._stopped
-                and self._queued < len(self.req.inputs)
+                and self._queued < self.count
                 and self._queued - self.next < inputs
                 and self._ahead_tokens <= tokens
                 and not (self._ahead and isinstance(self._ahead[-1], Exception))
@@ -134,7 +135,7 @@ class EmbedJob:
         with self._lock:
             ahead = self._ahead
             return (
-                len(ahead) >= min(len(self.req.inputs) - self.next, n_seqs)
+                len(ahead) >= min(self.count - self.next, n_seqs)
                 or self._ahead_tokens > n_batch
                 or (bool(ahead) and isinstance(ahead[-1], Exception))
             )
@@ -162,7 +163,7 @@ class EmbedJob:
 
     def stop(self) -> None:
         """Pack (and tokenize) nothing more of it."""
-        self.next = len(self.req.inputs)
+        self.next = self.count
         with self._lock:
             self._stopped = True
             self._ahead.clear()

@@ -171,7 +171,7 @@ async def embed_core(
     if tokens:
         _check_ids(model, tokens, await runners.load(model, prep.options.load, prep.keep_alive_s))
     timing = RequestTiming()
-    texts = ("",) * count if tokens else tuple(inputs)  # (the runner counts inputs by these)
+    texts = () if tokens else tuple(inputs)
     ids = tuple(tuple(t) for t in tokens)
     vectors = Vectors()
     used = 0
