@@ -9,6 +9,11 @@ import sys
 # runner computes with llama.cpp's threads and needs none of them (a user's setting still wins).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+if sys.platform.startswith("linux"):  # before llama.cpp's libraries load: see runner.stdcxx
+    from runner.stdcxx import load_stdcxx_first
+
+    load_stdcxx_first()
+
 if "--quiet-start" in sys.argv:  # a spare started beside a busy model: see runner.quiet
     from runner.quiet import import_quietly
 

@@ -149,6 +149,16 @@ def driver_vram_by_pid() -> dict[int, int]:
     return held
 
 
+def driver_memory_used() -> int:
+    """Bytes in use on the first GPU, by everything (``nvidia-smi``)."""
+    out = subprocess.run(
+        ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return int(out[0]) * 2**20 if out and out[0].isdigit() else -1
+
+
 def thread_policies(pid: int) -> list[tuple[str, int, int]]:
     """Each thread's name, scheduling policy and nice value (Linux: a thread id is a pid)."""
     found = []
@@ -170,13 +180,18 @@ def runner_state(srv: Server, gpu: bool) -> dict[str, Any]:
         "size": ps["size"],
         "size_vram": ps["size_vram"],
         "runner_threads": len(policies),
-        "runner_threads_not_plain": [p for p in policies if p[1:] != (os.SCHED_OTHER, 0)],
+        # (but the quiet start's own thread, asleep for good: runner.quiet)
+        "runner_threads_not_plain": [
+            p for p in policies if p[1:] != (os.SCHED_OTHER, 0) and p[0] != "quiet-start"
+        ],
     }
     if gpu:
         driver = driver_vram_by_pid()
         state["driver_vram_of_runner"] = driver.get(pid, 0)
         state["driver_vram_by_pid"] = {str(k): v for k, v in driver.items()}
         state["size_vram_equals_driver"] = ps["size_vram"] == driver.get(pid, -1)
+        # the whole card's use, for a container whose driver lists no per-process figures
+        state["driver_memory_used_total"] = driver_memory_used()
     return state
 
 
@@ -203,13 +218,15 @@ def decode_vs_inprocess(
         )
         inproc_stream(llm, prompt(-2), 8)
         gateway = GatewayCpu(srv.proc.pid if srv.proc else 0)
-        p_tps, i_tps, p_ttft, i_ttft, cpu_per_token = [], [], [], [], []
+        p_tps, i_tps, p_ttft, i_ttft = [], [], [], []
+        cpu = [0.0, 0.0]  # the gateway's CPU seconds and the tokens it streamed, all rounds
         for r in range(rounds):
             for side in ("power", "inproc") if r % 2 == 0 else ("inproc", "power"):
                 if side == "power":
                     before = gateway()
                     p = power_stream(srv, prompt(r), tokens, threads)
-                    cpu_per_token.append((gateway() - before) / max(1, p["tokens"]))
+                    cpu[0] += gateway() - before
+                    cpu[1] += p["tokens"]
                     p_tps.append(p["tps"])
                     p_ttft.append(p["ttft"])
                 else:
@@ -225,7 +242,8 @@ def decode_vs_inprocess(
         "decode_ratio_median_of_rounds": statistics.median(per_round),
         "ttft_power_s": summary(p_ttft),
         "ttft_inprocess_s": summary(i_ttft),
-        "gateway_cpu_us_per_token_1_stream": statistics.median(cpu_per_token) * 1e6,
+        # (a sum over the rounds: psutil counts CPU time in clock ticks of 10 ms)
+        "gateway_cpu_us_per_token_1_stream": cpu[0] / max(1.0, cpu[1]) * 1e6,
         "runner": state,
     }
 
@@ -238,7 +256,7 @@ def four_vs_one(model: Path, home: Path, rounds: int, tokens: int, threads: int)
         power_stream(srv, prompt(-1), 8, threads)
         gateway = GatewayCpu(srv.proc.pid if srv.proc else 0)
         rates: dict[str, list[float]] = {"one": [], "four": []}
-        cpu_per_token: list[float] = []
+        cpu = [0.0, 0.0]
         for r in range(rounds):
             order = ["one", "four"] if r % 2 == 0 else ["four", "one"]
             runs: dict[str, list[float]] = {"one": [], "four": []}
@@ -248,7 +266,8 @@ def four_vs_one(model: Path, home: Path, rounds: int, tokens: int, threads: int)
                 before = gateway()
                 got = concurrent(srv, prompts, tokens, threads)
                 if kind == "four":
-                    cpu_per_token.append((gateway() - before) / max(1, got["tokens"]))
+                    cpu[0] += gateway() - before
+                    cpu[1] += got["tokens"]
                 runs[kind].append(got["tps"])
             for kind, values in runs.items():
                 rates[kind].append(statistics.mean(values))
@@ -258,7 +277,7 @@ def four_vs_one(model: Path, home: Path, rounds: int, tokens: int, threads: int)
         "tps_4_streams": summary(rates["four"]),
         "four_over_one_per_round": per_round,
         "four_over_one_median_of_rounds": statistics.median(per_round),
-        "gateway_cpu_us_per_token_4_streams": statistics.median(cpu_per_token) * 1e6,
+        "gateway_cpu_us_per_token_4_streams": cpu[0] / max(1.0, cpu[1]) * 1e6,
     }
 
 
@@ -284,6 +303,8 @@ def main() -> int:
         "threads": args.threads,
         "llama_cpp_python": llama_cpp.__version__,
     }
+    if gpu:
+        results["driver_memory_used_before"] = driver_memory_used()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         (home / "a").mkdir()

@@ -4,7 +4,7 @@
 #
 #   sh scripts/gpu_prepare.sh [path/to/synth_gguf.py]     (default ../shared/tools/synth_gguf.py)
 #
-# then, on the device, from the repository's root, carrying .gpu (one call, ~7 minutes):
+# then, on the device, from the repository's root, carrying .gpu (one call, ~4 minutes):
 #
 #   sh scripts/gpu_device.sh
 #
@@ -25,7 +25,17 @@ trap 'rm -rf "$tmp"' EXIT
 rm -rf .gpu
 mkdir -p .gpu/whl
 
-"$py" -m pip download -q --no-deps --no-binary :all: -d "$tmp" "llama-cpp-python==$version"
+# The sdist straight from PyPI's simple index: `pip download --no-binary :all:` would build its
+# build requirements (cmake among them) from source too, which takes longer than the build.
+"$py" - "$version" "$tmp" <<'PY'
+import re, sys, urllib.request
+version, into = sys.argv[1], sys.argv[2]
+name = f"llama_cpp_python-{version}.tar.gz"
+with urllib.request.urlopen("https://pypi.org/simple/llama-cpp-python/", timeout=60) as resp:
+    page = resp.read().decode()
+url = re.search(r'href="([^"#]*/' + re.escape(name) + ')', page).group(1)
+urllib.request.urlretrieve(url, f"{into}/{name}")
+PY
 tar -xzf "$tmp/llama_cpp_python-$version.tar.gz" -C "$tmp"
 src="$tmp/llama_cpp_python-$version"
 rm -rf "$src/vendor/llama.cpp/models" "$src/vendor/llama.cpp/docs" \

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["Placed", "Placer", "Pool"]
 
 _RAM_HEADROOM = 256 * 2**20
+VRAM_REFRESH_S = 2.0  # how stale /api/ps's size_vram may be: one nvidia-smi at most this often
 
 
 class Pool(Protocol):
@@ -62,6 +64,7 @@ class Placer:
         self._settings = settings
         self._probe = probe
         self._pool = pool
+        self._vram_probed = -VRAM_REFRESH_S
 
     async def place(self, model: LocalModel, params: LoadParams) -> Placed:
         """Make room for one more runner and place it.
@@ -158,6 +161,24 @@ class Placer:
         """Until one of ``exiting`` has exited (at once if one has since the probe)."""
         if all(x in self._pool.exiting() for x in exiting):
             await self._pool.wait_for_change()
+
+    async def refresh_vram(self, runners: list[LoadedRunner]) -> None:
+        """Each runner's VRAM as the driver says it is now, for ``/api/ps`` and the metrics: a
+        CUDA runner takes more than it held at the load's end with its first decodes (cuBLAS's
+        workspace, CUDA graphs), ~70 MiB on an H200. One probe (an ``nvidia-smi`` process) at
+        most every ``VRAM_REFRESH_S``, and only while a runner holds VRAM."""
+        on_gpu = [x for x in runners if x.vram > 0]
+        now = time.monotonic()
+        if not on_gpu or now - self._vram_probed < VRAM_REFRESH_S:
+            return
+        self._vram_probed = now
+        machine = await asyncio.to_thread(self._probe)
+        if machine.vram_by_pid is None:
+            return
+        for loaded in on_gpu:
+            held = machine.vram_by_pid.get(loaded.runner.pid, 0)
+            if held > 0:  # (0: it exited meanwhile, or the driver lists no such process)
+                loaded.vram = held
 
     async def measure_vram(self, loaded: LoadedRunner, on_gpu: int) -> int:
         """The runner's VRAM: the driver's per-process figure where there is one (NVIDIA),

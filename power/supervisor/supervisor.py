@@ -194,6 +194,7 @@ class Supervisor:
 
     async def stats(self) -> list[RunnerStats]:
         runners = self.loaded()
+        await self._placer.refresh_vram(runners)
         rss = await asyncio.to_thread(lambda: [x.runner.stats_rss() for x in runners])
         return [self._stats_of(x, r) for x, r in zip(runners, rss, strict=True)]
 

@@ -206,6 +206,38 @@ async def test_an_idle_runner_holding_vram_is_evicted_so_the_next_model_fits_the
         assert row.size == row.size_vram == 100 * mib
 
 
+async def test_ps_shows_the_vram_the_driver_counts_now_not_at_the_loads_end(
+    tmp_path: Path,
+) -> None:
+    """A CUDA runner's first decodes take more VRAM than the load left it holding (seen on an
+    H200: 808 MiB after the load, 880 MiB after an answer): ``/api/ps`` asks the driver again,
+    at most once per ``VRAM_REFRESH_S``."""
+    spawn = Spawner("fake:echo")
+    m = model(tmp_path)
+    mib = 2**20
+    held = [100 * mib]
+    probes: list[int] = []
+    ref: list[Supervisor] = []
+
+    def probe() -> MachineMemory:
+        probes.append(1)
+        used = {slot.runner.pid: held[0] for slot in ref[0].loaded()} if ref else {}
+        gpu = Gpu(0, "Test GPU", 8192 * mib, 8192 * mib - sum(used.values()), "cuda")
+        return MachineMemory(available_ram=64 * 2**30, gpus=(gpu,), vram_by_pid=used)
+
+    async with Supervisor.open(settings(tmp_path), spawn=spawn, memory_probe=probe) as sup:
+        ref.append(sup)
+        auto = LoadParams(model_path=m.model_path, n_ctx=512, n_gpu_layers=-1)
+        await collect(sup.request(m, auto, None, gen("x")))
+        held[0] = 172 * mib  # (what the answer's decodes added)
+        (row,) = ps_models(await sup.stats())
+        assert row.size == row.size_vram == 172 * mib
+        before = len(probes)
+        held[0] = 200 * mib
+        (row,) = ps_models(await sup.stats())  # within VRAM_REFRESH_S: no second nvidia-smi
+        assert (row.size_vram, len(probes)) == (172 * mib, before)
+
+
 async def test_draining_refuses_new_requests_and_the_cut_ends_running_and_waiting_ones(
     tmp_path: Path,
 ) -> None:

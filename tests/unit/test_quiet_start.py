@@ -42,6 +42,8 @@ def test_the_idle_thread_sleeps_after_the_work_instead_of_ending() -> None:
         # asleep, once it has had a core (on a busy machine an idle-policy thread waits for one)
         wait_until(functools.partial(_asleep, tid))
         assert os.sched_getscheduler(tid) == os.SCHED_IDLE
+        # named where ps and /proc look, so a check of the runner's threads can tell it apart
+        assert Path(f"/proc/self/task/{tid}/comm").read_text().strip() == "quiet-start"
 
 
 def _asleep(tid: int) -> bool:
