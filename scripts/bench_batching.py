@@ -75,13 +75,24 @@ def process(argv: list[str], url: str, env: dict[str, str], log: Path) -> Iterat
                 proc.wait()
 
 
+# One client, its connections kept alive, for every stack and stream, as a real client holds one:
+# making an httpx.Client takes ~35 ms of CPU here (its TLS context), which a client per request
+# added to every time to first token and took from the compute threads when 4 streams started.
+# An idle connection is dropped after 1 s, before a server's own keep-alive timeout could close
+# it under a request that reuses it.
+_HTTP = httpx.Client(timeout=300, limits=httpx.Limits(max_connections=32, keepalive_expiry=1.0))
+
+
 def _sse(
     url: str, body: dict[str, object], text_of: Callable[[dict[str, object]], str]
 ) -> tuple[float, float, int]:
     start = time.perf_counter()
     first = last = 0.0
     count = 0
-    with httpx.stream("POST", url, json=body, timeout=300) as resp:
+    # llama-server drops a connection after a streamed answer now and then without saying so,
+    # and a request reusing it fails: its requests each take a new connection (a TCP connect on
+    # loopback, ~0.1 ms), from the same client
+    with _HTTP.stream("POST", url, json=body, headers={"Connection": "close"}) as resp:
         for line in resp.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -109,7 +120,7 @@ def power_stream(url: str) -> Stream:
         start = time.perf_counter()
         first = last = 0.0
         count = 0
-        with httpx.stream("POST", f"{url}/api/generate", json=body, timeout=300) as resp:
+        with _HTTP.stream("POST", f"{url}/api/generate", json=body) as resp:
             for line in resp.iter_lines():
                 msg = json.loads(line)
                 if msg.get("response"):
