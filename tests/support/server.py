@@ -8,6 +8,7 @@ import http.client
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,10 +71,25 @@ def _answers(port: int) -> bool:
 
 
 @contextlib.contextmanager
+def _hangup_as_a_terminal_gives_it() -> Iterator[None]:
+    """SIGHUP at its default while the server starts: a server started from a shell under
+    ``nohup`` inherits it ignored and rightly keeps it so (power.serve), and the tests of a
+    hangup would then depend on how the suite was launched."""
+    if threading.current_thread() is not threading.main_thread():  # (signal.signal: main only)
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+@contextlib.contextmanager
 def power_server(env: dict[str, str], log: Path, *args: str) -> Iterator[Server]:
     """The server, once it answers HTTP; on exit SIGTERM (then SIGKILL) and reap it."""
     port = free_port()
-    with log.open("wb") as out:
+    with log.open("wb") as out, _hangup_as_a_terminal_gives_it():
         proc = subprocess.Popen(
             [sys.executable, "-m", "power", "serve", "--port", str(port), *args],
             env=env,
