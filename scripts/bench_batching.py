@@ -78,9 +78,7 @@ def process(argv: list[str], url: str, env: dict[str, str], log: Path) -> Iterat
 # One client, its connections kept alive, for every stack and stream, as a real client holds one:
 # making an httpx.Client takes ~35 ms of CPU here (its TLS context), which a client per request
 # added to every time to first token and took from the compute threads when 4 streams started.
-# An idle connection is dropped after 1 s, before a server's own keep-alive timeout could close
-# it under a request that reuses it.
-_HTTP = httpx.Client(timeout=300, limits=httpx.Limits(max_connections=32, keepalive_expiry=1.0))
+_HTTP = httpx.Client(timeout=300)
 
 
 def _sse(

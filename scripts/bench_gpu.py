@@ -220,14 +220,14 @@ def decode_vs_inprocess(
         inproc_stream(llm, prompt(-2), 8)
         gateway = GatewayCpu(srv.proc.pid if srv.proc else 0)
         p_tps, i_tps, p_ttft, i_ttft = [], [], [], []
-        cpu = [0.0, 0.0]  # the gateway's CPU seconds and the tokens it streamed, all rounds
+        cpu_s, streamed = 0.0, 0  # the gateway's CPU and the tokens it streamed, all rounds
         for r in range(rounds):
             for side in ("power", "inproc") if r % 2 == 0 else ("inproc", "power"):
                 if side == "power":
                     before = gateway()
                     p = power_stream(srv, prompt(r), tokens, threads)
-                    cpu[0] += gateway() - before
-                    cpu[1] += p["tokens"]
+                    cpu_s += gateway() - before
+                    streamed += int(p["tokens"])
                     p_tps.append(p["tps"])
                     p_ttft.append(p["ttft"])
                 else:
@@ -244,7 +244,7 @@ def decode_vs_inprocess(
         "ttft_power_s": summary(p_ttft),
         "ttft_inprocess_s": summary(i_ttft),
         # (a sum over the rounds: psutil counts CPU time in clock ticks of 10 ms)
-        "gateway_cpu_us_per_token_1_stream": cpu[0] / max(1.0, cpu[1]) * 1e6,
+        "gateway_cpu_us_per_token_1_stream": cpu_s / max(1, streamed) * 1e6,
         "runner": state,
     }
 
@@ -257,7 +257,7 @@ def four_vs_one(model: Path, home: Path, rounds: int, tokens: int, threads: int)
         power_stream(srv, prompt(-1), 8, threads)
         gateway = GatewayCpu(srv.proc.pid if srv.proc else 0)
         rates: dict[str, list[float]] = {"one": [], "four": []}
-        cpu = [0.0, 0.0]
+        cpu_s, streamed = 0.0, 0
         for r in range(rounds):
             order = ["one", "four"] if r % 2 == 0 else ["four", "one"]
             runs: dict[str, list[float]] = {"one": [], "four": []}
@@ -267,8 +267,8 @@ def four_vs_one(model: Path, home: Path, rounds: int, tokens: int, threads: int)
                 before = gateway()
                 got = concurrent(srv, prompts, tokens, threads)
                 if kind == "four":
-                    cpu[0] += gateway() - before
-                    cpu[1] += got["tokens"]
+                    cpu_s += gateway() - before
+                    streamed += int(got["tokens"])
                 runs[kind].append(got["tps"])
             for kind, values in runs.items():
                 rates[kind].append(statistics.mean(values))
@@ -278,7 +278,7 @@ def four_vs_one(model: Path, home: Path, rounds: int, tokens: int, threads: int)
         "tps_4_streams": summary(rates["four"]),
         "four_over_one_per_round": per_round,
         "four_over_one_median_of_rounds": statistics.median(per_round),
-        "gateway_cpu_us_per_token_4_streams": cpu[0] / max(1.0, cpu[1]) * 1e6,
+        "gateway_cpu_us_per_token_4_streams": cpu_s / max(1, streamed) * 1e6,
     }
 
 
