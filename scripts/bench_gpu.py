@@ -14,7 +14,9 @@ itself, as it would for a user; the figures say where it put it):
    ``OLLAMA_NUM_PARALLEL=4``, in mirrored order. Target ≥ 2.
 3. The gateway's CPU per streamed token in both (its own process, from psutil): at GPU pace a
    token takes ~1.5 ms, so the gateway's share of it must stay in the tens of microseconds.
-4. ``size_vram`` of ``/api/ps`` against what ``nvidia-smi`` reports for the runner's pid.
+4. ``size_vram`` of ``/api/ps`` against what ``nvidia-smi`` reports for the runner's pid, after
+   the first answer and again after all the rounds (``/api/ps`` asks the driver at most every
+   ``VRAM_REFRESH_S``).
 5. After the load and an answer, every thread of the runner is plain (``SCHED_OTHER``, nice 0):
    the spare runner's quiet start imports on an idle-policy thread, and the CUDA runtime's
    threads, started later, must not inherit it.
@@ -43,6 +45,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from machine import Machine, publish  # scripts/machine.py: the CPU and load a figure belongs to
 from swap_server import Server
+
+from power.supervisor.placement import VRAM_REFRESH_S
 
 MODEL = "gpubench"
 CTX = 4096
@@ -235,6 +239,10 @@ def decode_vs_inprocess(
                     i_tps.append(q["tps"])
                     i_ttft.append(q["ttft"])
         llm.close()
+        # again after every round's decodes, once /api/ps may ask the driver anew: a CUDA
+        # runner's first decodes add to what it held at the load's end
+        time.sleep(VRAM_REFRESH_S + 0.5)
+        after = runner_state(srv, gpu)
     per_round = [p / q for p, q in zip(p_tps, i_tps, strict=True)]
     return {
         "decode_tps_power": summary(p_tps),
@@ -246,6 +254,7 @@ def decode_vs_inprocess(
         # (a sum over the rounds: psutil counts CPU time in clock ticks of 10 ms)
         "gateway_cpu_us_per_token_1_stream": cpu_s / max(1, streamed) * 1e6,
         "runner": state,
+        "runner_after_rounds": after,
     }
 
 
