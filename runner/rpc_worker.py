@@ -29,6 +29,10 @@ _USAGE = "usage: python -m runner.rpc_worker HOST PORT THREADS [MEM]\n"
 
 
 def main(argv: list[str]) -> int:
+    if sys.platform.startswith("linux"):  # before llama.cpp's libraries: see runner.stdcxx
+        from runner.stdcxx import load_stdcxx_first
+
+        load_stdcxx_first()
     if len(argv) not in (3, 4) or not all(a.isdigit() for a in argv[1:]):
         sys.stderr.write(_USAGE)
         return 2

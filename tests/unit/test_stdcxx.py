@@ -79,3 +79,14 @@ def test_the_runner_entry_point_opens_it_before_anything_else(standin: Path) -> 
         "    runpy.run_module('runner', run_name='__main__')"
     )
     assert _who_wins(standin, before).startswith("libstdc++.so")
+
+
+def test_the_rpc_worker_opens_it_first_too(standin: Path) -> None:
+    """``python -m runner.rpc_worker`` (here with no arguments: its usage, before llama.cpp)."""
+    before = (
+        "import contextlib, io\n"
+        "from runner.rpc_worker import main\n"
+        "with contextlib.redirect_stderr(io.StringIO()):\n"
+        "    assert main([]) == 2"
+    )
+    assert _who_wins(standin, before).startswith("libstdc++.so")
