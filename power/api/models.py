@@ -28,7 +28,8 @@ from power.errors import (
     PowerError,
 )
 from power.registry.through import local_only
-from power.store.gguf import GGUFArray, GGUFInfo, read_gguf
+from power.store.gguf import read_gguf
+from power.store.gguf_info import GGUFArray, GGUFInfo
 from power.store.model import LocalModel
 from power.store.names import ModelName
 from power.store.store import ModelStore

@@ -19,7 +19,8 @@ from power.create.quantize import SOURCE_TYPES, quantize
 from power.create.request import CreateRequest, check_files, prepare, storable
 from power.errors import InvalidRequestError, ModelNotFoundError
 from power.store import manifest as mf
-from power.store.gguf import GGUFInfo, read_gguf
+from power.store.gguf import read_gguf
+from power.store.gguf_info import GGUFInfo
 from power.store.names import ModelName, parse_name
 
 if TYPE_CHECKING:

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 import secrets
 import string
 from collections.abc import Callable, Collection
 from typing import Any
 
+from power.parse.jsonend import JsonEnd
 from power.parse.thinking import partial_suffix
 
 __all__ = ["MAX_HELD", "ToolFormat", "ToolParser", "new_call_id", "tool_format"]
@@ -62,60 +62,6 @@ def tool_format(template_text: str | None) -> ToolFormat:
 
 def new_call_id() -> str:
     return "call_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
-
-
-_OUTSIDE_MARK = re.compile(r'["\[\]{}]')  # what matters outside a string
-_STRING_MARK = re.compile(r'["\\]')  # and inside one
-
-
-class _JsonEnd:
-    """Where the JSON object/array opening at ``start`` ends, scanned incrementally: each call
-    resumes where the last stopped, so text that grows by appending is read once in all."""
-
-    __slots__ = ("depth", "escaped", "in_string", "pos", "start")
-
-    def __init__(self, start: int = 0) -> None:
-        self.start = self.pos = start
-        self.depth = 0
-        self.in_string = self.escaped = False
-
-    def end(self, text: str) -> int | None:
-        """The index just past the value, once complete. ``text`` extends earlier calls' text."""
-        if self.start >= len(text) or text[self.start] not in "[{":
-            return None
-        i, n = self.pos, len(text)
-        while i < n:
-            if self.escaped:
-                self.escaped = False
-                i += 1
-                continue
-            mark = (_STRING_MARK if self.in_string else _OUTSIDE_MARK).search(text, i)
-            if mark is None:
-                i = n
-                break
-            i = mark.end()
-            ch = mark.group()
-            if self.in_string:
-                if ch == "\\":
-                    self.escaped = True
-                else:
-                    self.in_string = False
-            elif ch == '"':
-                self.in_string = True
-            elif ch in "{[":
-                self.depth += 1
-            else:
-                self.depth -= 1
-                if self.depth == 0:
-                    self.pos = i
-                    return i
-        self.pos = i
-        return None
-
-
-def json_end(text: str, start: int = 0) -> int | None:
-    """The index just past the JSON object/array opening at ``text[start]``, if complete."""
-    return _JsonEnd(start).end(text)
 
 
 def _one_call(value: object, names: Collection[str]) -> tuple[str, dict[str, Any]] | None:
@@ -174,7 +120,7 @@ class ToolParser:
         self._scan = 0  # how far the buffer has been searched for what the step waits on
         self._named = False  # mistral: a name came first, so ``[ARGS]`` is awaited
         self._tagged = False  # the lead passed its tag: json ``<|python_tag|>``, mistral ``[ARGS]``
-        self._json: _JsonEnd | None = None  # where the held call's JSON starts, once known
+        self._json: JsonEnd | None = None  # where the held call's JSON starts, once known
         self._examined = 0  # characters scanned for held calls in all; tests check it is linear
         self._step = {
             ToolFormat.HERMES: self._hermes,
@@ -251,7 +197,7 @@ class ToolParser:
     def _end_of_json(self, start: int) -> int | None:
         """Where the held JSON value opening at ``start`` ends, scanning only new text."""
         if self._json is None:
-            self._json = _JsonEnd(start)
+            self._json = JsonEnd(start)
         before = self._json.pos
         end = self._json.end(self._buf)
         self._examined += self._json.pos - before

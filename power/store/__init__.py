@@ -6,7 +6,8 @@ Formats and persistence only; making models (create, the starter, quantizing) is
 from __future__ import annotations
 
 from power.store.blobs import BlobWriter
-from power.store.gguf import GGUFError, GGUFInfo, TensorInfo, human_number, read_gguf
+from power.store.gguf import GGUFError, read_gguf
+from power.store.gguf_info import GGUFInfo, TensorInfo, human_number
 from power.store.manifest import ConfigV2, Layer, Manifest
 from power.store.model import Details, LocalModel, ModelEntry
 from power.store.modelfile import (

@@ -12,7 +12,8 @@ import msgspec
 
 from power.errors import PowerError
 from power.store import manifest as mf
-from power.store.gguf import GGUFInfo, read_gguf
+from power.store.gguf import read_gguf
+from power.store.gguf_info import GGUFInfo
 from power.store.names import ModelName
 from power.template import template_capabilities
 

@@ -3,15 +3,13 @@
 The runner gets one end of a ``socketpair`` as an inherited fd (no socket paths, EOF both ways
 when either side dies), its own process group (a terminal's Ctrl+C reaches only the gateway),
 no stdin, and a piped stderr that is re-logged line by line under ``power.runner`` while the
-last lines are kept for crash messages. A runner that dies of a fatal signal writes the Python
-stacks of its threads first (``faulthandler``): that dump is kept whole, apart from the tail, and
-logged as an error, so the crash message still ends with the runner's own last words.
+last lines (and a fatal signal's dump of its threads' Python stacks) are kept for crash messages
+(``power.supervisor.stderr``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -25,8 +23,8 @@ from typing import Any
 import psutil
 
 from power.errors import ProtocolError, RunnerCrashedError, RunnerLoadError, RunnerTimeoutError
-from power.logging import redact
 from power.supervisor.client import RunnerClient
+from power.supervisor.stderr import RunnerStderr
 from proto import (
     EXIT_LOAD_FAILED,
     PROTOCOL_VERSION,
@@ -47,11 +45,6 @@ from proto import (
 __all__ = ["RunnerProcess", "describe_exit"]
 
 log = logging.getLogger(__name__)
-runner_log = logging.getLogger("power.runner")
-
-STDERR_TAIL_LINES = 50
-TRACE_LINES = 500  # of a faulthandler dump
-_FATAL = "Fatal Python error:"  # how faulthandler's dump begins
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -83,8 +76,9 @@ class RunnerProcess:
         self.hello: Hello | None = None
         self.ready: Ready | None = None
         self.load_s = 0.0  # from Load to Ready, as the gateway saw it
-        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-        self.trace: list[str] = []  # the Python stacks a fatal signal dumped (faulthandler)
+        self._stderr = RunnerStderr()
+        self.stderr_tail = self._stderr.tail  # (both filled in place as stderr is read)
+        self.trace = self._stderr.trace  # the Python stacks a fatal signal dumped
         self._stderr_task: asyncio.Task[None] | None = None
         self._client_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[int] | None = None
@@ -145,7 +139,10 @@ class RunnerProcess:
         client = RunnerClient(FrameReader(reader, gateway_decoder()), FrameWriter(writer))
         self = cls(proc, client, model="")
         # both owned by this RunnerProcess: cancelled and awaited in _finish()
-        self._stderr_task = asyncio.create_task(self._pump_stderr(), name=f"stderr-{proc.pid}")
+        assert proc.stderr is not None
+        self._stderr_task = asyncio.create_task(
+            self._stderr.pump(proc.stderr, self._who), name=f"stderr-{proc.pid}"
+        )
         try:
             await self._hello(timeout_s)
         except BaseException:
@@ -278,41 +275,15 @@ class RunnerProcess:
 
     # ------------------------------------------------------------------ stderr
 
-    async def _pump_stderr(self) -> None:
-        stream = self.proc.stderr
-        assert stream is not None
-        while True:
-            line = await stream.readline()
-            if not line:
-                break
-            text = redact(line.decode(errors="replace").rstrip())
-            if text.startswith(_FATAL) or self.trace:
-                if not self.trace:
-                    self.stderr_tail.append(text)  # the dump's first line: what killed it
-                if len(self.trace) < TRACE_LINES:
-                    self.trace.append(text)
-            elif text:
-                self.stderr_tail.append(text)
-                runner_log.debug("[%s pid=%d] %s", self.model, self.pid, text)
-        if self.trace:
-            runner_log.error(
-                "[%s pid=%d] the Python stacks of its threads when it died:\n%s",
-                self.model,
-                self.pid,
-                "\n".join(self.trace),
-            )
+    def _who(self) -> str:
+        return f"[{self.model} pid={self.pid}]"
 
     async def _drain_stderr(self, timeout_s: float = 2.0) -> None:
         if self._stderr_task is not None:  # (our own cancellation still propagates)
             await asyncio.wait({self._stderr_task}, timeout=timeout_s)
 
     def _log_tail(self) -> None:
-        """The whole tail, once, as the runner dies: the error's message tells a client only
-        the lines that say why."""
-        if self.stderr_tail:
-            runner_log.error(
-                "[%s pid=%d] its last lines:\n%s", self.model, self.pid, "\n".join(self.stderr_tail)
-            )
+        self._stderr.log_tail(self._who())
 
     def crash_error(self, returncode: int | None) -> RunnerCrashedError:
         self._log_tail()

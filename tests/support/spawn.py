@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 
 from power.settings import Settings
-from power.store.gguf import GGUFInfo
+from power.store.gguf_info import GGUFInfo
 from power.store.model import LocalModel
 from power.supervisor import RequestStream, RunnerProcess
 from proto import Done, FromRunner, Generate, LoadParams, Sampling, Tokens

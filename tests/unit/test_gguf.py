@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from power.create.starter import starter_gguf_path
-from power.store.gguf import GGUFError, file_type_name, human_number, read_gguf
+from power.store.gguf import GGUFError, read_gguf
+from power.store.gguf_info import file_type_name, human_number
 
 # GGUF value types
 U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)

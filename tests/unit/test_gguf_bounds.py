@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from power.store.gguf import MAX_ARRAY, GGUFArray, GGUFError, read_gguf
+from power.store.gguf import MAX_ARRAY, GGUFError, read_gguf
+from power.store.gguf_info import GGUFArray
 from power.supervisor.memory import estimate
 
 U8, U32, F32, BOOL, STR, ARR = 0, 4, 6, 7, 8, 9

@@ -11,7 +11,8 @@ import pytest
 
 from power.api.pipeline import parse_stream
 from power.parse import OutputParser, ThinkingParser, ToolFormat, ToolParser, tool_format
-from power.parse.tools import MAX_HELD, json_end, new_call_id
+from power.parse.jsonend import json_end
+from power.parse.tools import MAX_HELD, new_call_id
 from proto import TokenLogprob, Tokens
 
 HERMES, MISTRAL, JSON = ToolFormat.HERMES, ToolFormat.MISTRAL, ToolFormat.JSON
