@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -34,6 +33,12 @@ from power.store import manifest as mf
 from power.store.blobs import BlobWriter, atomic_write
 from power.store.model import LocalModel, ModelEntry, load_model, model_entry
 from power.store.names import ModelName, parse_name
+from power.store.sweep import (
+    manifest_digests,
+    referenced_digests,
+    remove_empty_dirs,
+    sweep,
+)
 from power.store.writeback import fsync_dir
 
 __all__ = ["ModelStore"]
@@ -41,9 +46,7 @@ __all__ = ["ModelStore"]
 log = logging.getLogger(__name__)
 
 _DIGEST_RE = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
-_BLOB_NAME_RE = re.compile(r"^sha256-[0-9a-f]{64}$")
 _COPY_CHUNK = 1 << 20
-STALE_PARTIAL_S = 3600.0  # an interrupted pull's resumable parts are kept this long
 LOCK_NAME = ".a3s-power.lock"
 
 
@@ -197,7 +200,7 @@ class ModelStore:
                 manifest = mf.decode_manifest(self.read_manifest_bytes(name))
             except (PowerError, OSError, ValueError):
                 continue
-            if digest in _manifest_digests(manifest):
+            if digest in manifest_digests(manifest):
                 yield name.display
 
     @contextlib.contextmanager
@@ -228,7 +231,7 @@ class ModelStore:
         yields) under the lock, so no delete runs between reading it and pinning them."""
         with self._lock:
             manifest = mf.decode_manifest(self.read_manifest_bytes(name))
-            for digest in _manifest_digests(manifest):
+            for digest in manifest_digests(manifest):
                 pin(digest)
         return manifest
 
@@ -298,11 +301,11 @@ class ModelStore:
             path = self.manifest_path(n)
             path.unlink()
             fsync_dir(path.parent)
-            self._remove_empty_dirs(path.parent)
+            remove_empty_dirs(path.parent, self.manifests_dir)
             if self.noprune:
                 return
             try:
-                digests = _manifest_digests(mf.decode_manifest(raw))
+                digests = manifest_digests(mf.decode_manifest(raw))
             except ValueError:
                 log.warning("deleted %s had an unreadable manifest; no blobs pruned", n.display)
                 return
@@ -313,7 +316,7 @@ class ModelStore:
         if self.noprune:
             return []
         with self._lock:
-            referenced = self._referenced_digests()
+            referenced = referenced_digests(self.manifests_dir)
             if referenced is None:
                 return []
             removed = []
@@ -369,66 +372,14 @@ class ModelStore:
 
         Call it only while no other daemon uses the store (:meth:`claim`): our own temporary
         files (uploads, quantizer output, manifest writes) are then a crashed writer's and go
-        whatever their age; an interrupted pull's parts stay ``STALE_PARTIAL_S`` for a resume.
+        whatever their age; an interrupted pull's parts are kept for a while, for a resume
+        (``power.store.sweep``).
         """
         if self.noprune:
             return
-        cutoff = time.time() - STALE_PARTIAL_S
         with self._lock:
-            for path in self.manifests_dir.rglob(".*.tmp"):
-                _unlink(path)
-            for folder in sorted(self.manifests_dir.rglob("*"), reverse=True):
-                if folder.is_dir():
-                    self._remove_empty_dirs(folder)
-            referenced = self._referenced_digests()
-            if self.tmp_dir != self.blobs_dir:  # maybe shared: only files long abandoned
-                for path in self.tmp_dir.glob(".tmp-*"):
-                    _unlink(path, cutoff)
-            for path in self.blobs_dir.iterdir():
-                if path.name.startswith(".tmp-"):
-                    _unlink(path)
-                elif not _BLOB_NAME_RE.match(path.name):
-                    _unlink(path, cutoff)
-                elif referenced is not None and path.name.replace("-", ":", 1) not in referenced:
-                    log.info("pruning unreferenced blob %s", path.name)
-                    path.unlink(missing_ok=True)
-
-    # -- internals -----------------------------------------------------------------------------
-
-    def _remove_empty_dirs(self, folder: Path) -> None:
-        while folder != self.manifests_dir and self.manifests_dir in folder.parents:
-            try:
-                folder.rmdir()
-            except OSError:
-                return
-            folder = folder.parent
-
-    def _referenced_digests(self) -> set[str] | None:
-        """Digests every manifest references; None when one cannot be read (prune nothing)."""
-        referenced: set[str] = set()
-        for path in self.manifests_dir.glob("*/*/*/*"):
-            if not path.is_file() or path.name.startswith("."):
-                continue
-            try:
-                referenced |= _manifest_digests(mf.decode_manifest(path.read_bytes()))
-            except (OSError, ValueError) as exc:
-                log.warning("unreadable manifest %s (%s); not pruning blobs", path, exc)
-                return None
-        return referenced
+            sweep(self.manifests_dir, self.blobs_dir, self.tmp_dir)
 
 
 def _shown(name: str | ModelName) -> str:
     return name if isinstance(name, str) else name.display
-
-
-def _unlink(path: Path, cutoff: float | None = None) -> None:
-    """Remove the file ``path`` (only if last written before ``cutoff``, when given)."""
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_file() and (cutoff is None or path.stat().st_mtime < cutoff):
-            log.info("removing stale file %s", path)
-            path.unlink()
-
-
-def _manifest_digests(manifest: mf.Manifest) -> set[str]:
-    digests = [manifest.config.digest, *(layer.digest for layer in manifest.layers)]
-    return {d.lower() for d in digests}
