@@ -44,7 +44,8 @@ class RunnerStderr:
                     self.trace.append(text)
             elif text:
                 self.tail.append(text)
-                runner_log.debug("%s %s", who(), text)
+                if runner_log.isEnabledFor(logging.DEBUG):
+                    runner_log.debug("%s %s", who(), text)
         if self.trace:
             stacks = "\n".join(self.trace)
             runner_log.error("%s the Python stacks of its threads when it died:\n%s", who(), stacks)
