@@ -69,24 +69,19 @@ def test_after_load_stdcxx_first_the_shared_runtime_wins(standin: Path) -> None:
     assert _who_wins(standin, before).startswith("libstdc++.so")
 
 
-def test_the_runner_entry_point_opens_it_before_anything_else(standin: Path) -> None:
-    """``python -m runner`` (stopped at its argument parsing) has the runtime in place."""
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [("runner", ["--help"]), ("runner.rpc_worker", [])],  # each stops at its arguments
+)
+def test_each_entry_point_opens_it_before_anything_else(
+    standin: Path, module: str, args: list[str]
+) -> None:
+    """``python -m runner`` and ``python -m runner.rpc_worker`` (the RPC worker loads the same
+    libraries) have the runtime in place before they look at their arguments."""
     before = (
-        "import runpy, sys\n"
-        "sys.argv = ['runner', '--help']\n"
-        "import contextlib, io\n"
+        "import contextlib, io, runpy, sys\n"
+        f"sys.argv = [{module!r}, *{args!r}]\n"
         "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
-        "    runpy.run_module('runner', run_name='__main__')"
-    )
-    assert _who_wins(standin, before).startswith("libstdc++.so")
-
-
-def test_the_rpc_worker_opens_it_first_too(standin: Path) -> None:
-    """``python -m runner.rpc_worker`` (here with no arguments: its usage, before llama.cpp)."""
-    before = (
-        "import contextlib, io\n"
-        "from runner.rpc_worker import main\n"
-        "with contextlib.redirect_stderr(io.StringIO()):\n"
-        "    assert main([]) == 2"
+        f"    runpy.run_module({module!r}, run_name='__main__')"
     )
     assert _who_wins(standin, before).startswith("libstdc++.so")
