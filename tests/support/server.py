@@ -36,14 +36,19 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def runner_pids(self) -> list[int]:
+        """The server's live child processes. One may end while they are read (a runner the
+        gateway started beside a spare that was still starting, and stops once the spare won):
+        it is left out, not the whole list."""
         try:
-            return [
-                c.pid
-                for c in psutil.Process(self.proc.pid).children(recursive=True)
-                if c.status() != psutil.STATUS_ZOMBIE
-            ]
+            children = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
+        pids = []
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    pids.append(child.pid)
+        return pids
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
         if self.proc.poll() is None:
