@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -37,6 +38,7 @@ from power.logging import AccessLog
 from power.metrics import Metrics, metrics_endpoint
 from power.observe import ObserveMiddleware, Observer
 from power.settings import allowed_origins, parse_api_keys
+from power.template import TemplateSandbox
 
 if TYPE_CHECKING:
     from power.settings import Settings
@@ -67,10 +69,15 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-    yield
-    registry = getattr(app.state, "registry", None)
-    if registry is not None:
-        await registry.aclose()  # pulled blobs reach the disk before the server exits
+    renderer: TemplateSandbox = app.state.renderer
+    await asyncio.to_thread(renderer.warm)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(renderer.close)
+        registry = getattr(app.state, "registry", None)
+        if registry is not None:
+            await registry.aclose()  # pulled blobs reach the disk before the server exits
 
 
 def route_map(routes: Sequence[BaseRoute]) -> Callable[[Scope], str]:
@@ -105,7 +112,8 @@ def create_app(
     """The app over ``runners`` and ``store``. Every finished request goes to the access log,
     ``metrics`` (made here when not given: the daemon passes the one the supervisor reports
     to), ``usage`` (which records inference requests and answers ``/v1/usage``; without it
-    that endpoint says usage is not recorded) and ``observers``."""
+    that endpoint says usage is not recorded) and ``observers``. Chat templates render in
+    ``app.state.renderer``, whose worker processes the app's lifespan starts and stops."""
     metrics = metrics or Metrics(settings)
     if usage is not None:
         observers = [usage, *observers]
@@ -157,4 +165,5 @@ def create_app(
     app.state.store = store
     app.state.metrics = metrics
     app.state.usage = usage
+    app.state.renderer = TemplateSandbox()  # its workers start and stop with the lifespan
     return app

@@ -33,6 +33,7 @@ from machine import Machine, publish  # scripts/machine.py: the CPU and load a f
 
 from power.create.starter import starter_gguf_path
 from power.supervisor.spare import REFILL_DELAY_S
+from tests.support.server import runner_children
 
 CTX, THREADS = 2048, 2
 
@@ -123,7 +124,7 @@ def settle_spare(gateway_pid: int) -> None:
     gateway = psutil.Process(gateway_pid)
     deadline = time.monotonic() + REFILL_DELAY_S + 30
     while time.monotonic() < deadline:
-        children = gateway.children()
+        children = runner_children(gateway.pid)
         if len(children) >= 2 and all(c.cpu_percent(0.3) < 5 for c in children):
             return
         time.sleep(0.2)
@@ -199,7 +200,7 @@ def main() -> int:
                 i_ttft.append(q["ttft"])
             time.sleep(1.0)
             gw_rss = psutil.Process(proc.pid).memory_info().rss
-            runner = psutil.Process(proc.pid).children()[0].pid
+            runner = runner_children(proc.pid)[0].pid
             _http.post(f"{url}/api/generate", json={"model": "smollm2", "keep_alive": 0})
             runner_gone = not psutil.pid_exists(runner)
         results = {

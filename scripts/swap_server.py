@@ -19,6 +19,9 @@ from typing import Any
 import httpx
 import psutil
 
+# (the scripts that import this module put the repository root on sys.path)
+from tests.support.server import runner_children
+
 __all__ = ["CTX", "PROMPT", "THREADS", "Server", "cpu_busy"]
 
 CTX, THREADS = 2048, 2
@@ -100,7 +103,7 @@ class Server:
 
     def runners(self) -> list[psutil.Process]:
         assert self.proc is not None
-        return psutil.Process(self.proc.pid).children()
+        return runner_children(self.proc.pid)  # (not its chat-template workers)
 
     def loaded_pid(self) -> int:
         models = self.http.get(f"{self.url}/api/ps").json()["models"]

@@ -24,6 +24,7 @@ from power.api import semantics as sem
 from power.api.schemas import ChatChunk, ChatRequest, Message
 from power.api.streaming import NDJSONResponse, ndjson_lines, prime
 from power.errors import InvalidRequestError
+from power.store.model import LocalModel
 from power.supervisor.service import Runners
 from power.template.prompt import render_chat
 from proto import MAX_TOKENIZE_BYTES
@@ -49,7 +50,7 @@ def _messages(req: ChatRequest) -> list[dict[str, Any]]:
 
 
 async def _fit_history(
-    runners: Runners,
+    state: State,
     prep: pipeline.Prepared,
     messages: list[dict[str, Any]],
     text: str,
@@ -75,9 +76,10 @@ async def _fit_history(
         gone = set(droppable[:drop])
         return [m for i, m in enumerate(messages) if i not in gone]
 
-    def render(drop: int) -> str:
-        return render_chat(model, kept(drop), tools=tools, think=think)
+    async def render(drop: int) -> str:
+        return await _render(state, model, kept(drop), tools, think)
 
+    runners: Runners = state.runners
     # keep_alive None: counting must not apply (or expire on) the request's keep_alive.
     n_ctx = min(n_ctx, (await runners.load(model, prep.options.load, None)).n_ctx)
 
@@ -93,13 +95,27 @@ async def _fit_history(
     low, high = 1, len(droppable)  # the answer is in [low, high]; high may not fit either
     while low < high:
         mid = (low + high) // 2
-        if await fits(mid, render(mid)):
+        if await fits(mid, await render(mid)):
             high = mid
         else:
             low = mid + 1
-    dropped = render(low)
+    dropped = await render(low)
     log.info("chat history truncated: %d of %d messages dropped", low, len(messages))
     return dropped, kept(low)
+
+
+async def _render(
+    state: State,
+    model: LocalModel,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    think: bool | str | None,
+) -> str:
+    """The prompt for these messages, rendered off the event loop (a Jinja template in the
+    app's template sandbox)."""
+    return await asyncio.to_thread(
+        render_chat, model, messages, tools=tools, think=think, renderer=state.renderer
+    )
 
 
 def _count_images(messages: list[dict[str, Any]]) -> int:
@@ -146,10 +162,10 @@ async def chat_chunks(
         await sem.read_images(m.get("images") or (), f"messages[{i}].images")
         for i, m in enumerate(messages)
     ]
-    text = await asyncio.to_thread(render_chat, model, messages, tools=req.tools, think=think)
+    text = await _render(state, model, messages, req.tools, think)
     kept = messages
     if req.truncate:
-        text, kept = await _fit_history(state.runners, prep, messages, text, req.tools, think)
+        text, kept = await _fit_history(state, prep, messages, text, req.tools, think)
     survived = {id(m) for m in kept}  # the images of kept messages, numbered as rendered
     images = sem.image_payload(
         data

@@ -72,6 +72,7 @@ async def generate_chunks(
             template=req.template,
             images=req.images,
             think=think,
+            renderer=state.renderer,
         )
     if req.debug_render_only:
         yield _chunk(req.model, "", done=False, debug_info=reply.debug_info(text, images))

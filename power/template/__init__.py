@@ -6,6 +6,7 @@ from power.template._error import TemplateError
 from power.template.gotemplate import GoTemplate
 from power.template.jinja import render_chat_template
 from power.template.prompt import (
+    ChatTemplateRenderer,
     GGUFInfo,
     PromptModel,
     render_chat,
@@ -13,12 +14,15 @@ from power.template.prompt import (
     template_capabilities,
     thinking_tags,
 )
+from power.template.sandbox import TemplateSandbox
 
 __all__ = [
+    "ChatTemplateRenderer",
     "GGUFInfo",
     "GoTemplate",
     "PromptModel",
     "TemplateError",
+    "TemplateSandbox",
     "render_chat",
     "render_chat_template",
     "render_generate",

@@ -15,6 +15,10 @@ N where its tag is.
 
 `think` is passed as given: resolving "omitted on a thinking model means true" is the caller's
 job (see `template_capabilities`).
+
+A Jinja template is rendered by the `renderer` the caller passes: the gateway's
+`TemplateSandbox` (out of process, memory-capped), or `render_chat_template` itself where the
+template is trusted (tests, tools).
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from typing import Any, Protocol
 from power.template import _messages as msgs_
 from power.template._error import TemplateError
 from power.template._ollama import DEFAULT_TEMPLATE, Values, execute, infer_think_tags, load
-from power.template.jinja import referenced_variables, render_chat_template
+from power.template.jinja import referenced_variables
 
 __all__ = [
+    "ChatTemplateRenderer",
     "GGUFInfo",
     "PromptModel",
     "render_chat",
@@ -60,6 +65,22 @@ class GGUFInfo(Protocol):
     def eos_token(self) -> str | None: ...
     @property
     def architecture(self) -> str | None: ...
+
+
+class ChatTemplateRenderer(Protocol):
+    """What renders a Jinja chat template: `render_chat_template`, or a `TemplateSandbox`."""
+
+    def __call__(
+        self,
+        source: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+        **kwargs: Any,
+    ) -> str: ...
 
 
 class PromptModel(Protocol):
@@ -96,6 +117,7 @@ def _chat_template(model: PromptModel) -> str | None:
 
 
 def _render_jinja(
+    renderer: ChatTemplateRenderer,
     model: PromptModel,
     source: str,
     messages: list[dict[str, Any]],
@@ -104,7 +126,7 @@ def _render_jinja(
     add_generation_prompt: bool,
 ) -> str:
     gguf = model.gguf
-    return render_chat_template(
+    return renderer(
         source,
         [msgs_.for_jinja(m) for m in messages],
         tools=tools,
@@ -122,6 +144,7 @@ def render_chat(
     tools: list[dict[str, Any]] | None = None,
     think: bool | str | None = None,
     add_generation_prompt: bool = True,
+    renderer: ChatTemplateRenderer,
 ) -> str:
     """Render a chat request into the prompt text sent to the runner.
 
@@ -140,7 +163,7 @@ def render_chat(
     chat_template = _chat_template(model)
     if not model.template and chat_template:
         return _render_jinja(
-            model, chat_template, conversation, tools, think, add_generation_prompt
+            renderer, model, chat_template, conversation, tools, think, add_generation_prompt
         )
     values = Values(
         messages=[msgs_.for_go(m) for m in conversation],
@@ -159,6 +182,7 @@ def render_generate(
     template: str | None = None,
     images: list[Any] | None = None,
     think: bool | str | None = None,
+    renderer: ChatTemplateRenderer,
 ) -> str:
     """Render a (non-raw) generate request: system + stored messages + one user prompt.
 
@@ -190,7 +214,7 @@ def render_generate(
     conversation += stored
     conversation.append(msgs_.normalize({"role": "user", "content": prompt, "images": images}))
     msgs_.image_tags(conversation)
-    return _render_jinja(model, chat_template, conversation, None, think, True)
+    return _render_jinja(renderer, model, chat_template, conversation, None, think, True)
 
 
 def thinking_tags(template_text: str | None, chat_template: str | None) -> tuple[str, str] | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from tests.support.gguf import tiny_gguf
@@ -35,6 +36,20 @@ def _requests(model: str) -> list[tuple[str, dict[str, Any]]]:
         ("/api/generate", {"model": model, "prompt": "hi", "stream": False}),
         ("/v1/chat/completions", {"model": model, "messages": HI}),
     ]
+
+
+def _everywhere(model: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every request that renders the chat template: with history truncation, Anthropic's
+    messages and token count too."""
+    long = [{"role": "user", "content": "x " * 3000}, *HI]
+    anthropic = {"model": model, "max_tokens": 8, "messages": HI}
+    return [
+        *_requests(model),
+        ("/api/chat", {"model": model, "messages": long, "truncate": True, "stream": False,
+                       "options": {"num_ctx": 512}}),
+        ("/v1/messages", anthropic),
+        ("/v1/messages/count_tokens", anthropic),
+    ]  # fmt: skip
 
 
 def test_hostile_chat_templates_are_400s_and_the_gateway_stays_up(
@@ -72,3 +87,37 @@ def test_deeply_nested_go_templates_are_400s(server: Server, tmp_path: Path) -> 
         resp = post(server, path, {"stream": False, **body})
         assert resp.status_code == 400, (path, resp.text)
         assert "template nests too deeply" in resp.json()["error"]
+
+
+def test_chat_templates_that_ask_for_gigabytes_are_400s_and_the_gateway_lives_on(
+    server: Server, tmp_path: Path
+) -> None:
+    bombs = {  # each asks minijinja for one allocation of gigabytes: it aborts where it fails
+        "strings": '{% set s = "x" * 1000000 %}{{ ([s] * 100000)|string }}',
+        "joined": '{% set s = "x" * 10000000 %}{{ ([s] * 1000)|join }}',
+    }
+    for name, source in bombs.items():
+        extra = {"tokenizer.chat_template": source}
+        _create(server, name, tiny_gguf(tmp_path / f"{name}.gguf", extra=extra))
+    good = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
+    _create(
+        server, "good", tiny_gguf(tmp_path / "good.gguf", extra={"tokenizer.chat_template": good})
+    )
+    gateway = psutil.Process(server.proc.pid)
+    before = gateway.memory_info().rss
+
+    for model in bombs:
+        for path, body in _everywhere(model):
+            resp = post(server, path, body)
+            assert resp.status_code == 400, (path, resp.text)
+            assert "needs more memory than allowed" in resp.text, (path, resp.text)
+    assert server.proc.poll() is None
+    assert gateway.memory_info().rss - before < 256 * 2**20
+    log = server.log_text()
+    assert "memory allocation of" in log  # each worker's last stderr lines are logged
+
+    for path, body in _everywhere("good"):
+        resp = post(server, path, body)
+        assert resp.status_code == 200, (path, resp.text)
+    chat = post(server, "/api/chat", {"model": "good", "messages": HI, "stream": False})
+    assert chat.json()["message"]["content"].startswith("[user] hi")  # the fake engine echoes

@@ -20,7 +20,23 @@ import psutil
 from tests.support.net import free_port
 from tests.support.wait import wait_until
 
-__all__ = ["Server", "post", "power_server", "upload"]
+__all__ = ["Server", "post", "power_server", "runner_children", "upload"]
+
+
+def runner_children(gateway_pid: int) -> list[psutil.Process]:
+    """The gateway's live runner processes (``python -m runner``), not its other children (the
+    chat-template workers). One that ends while they are read is left out."""
+    try:
+        children = psutil.Process(gateway_pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    runners = []
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.status() != psutil.STATUS_ZOMBIE and child.cmdline()[1:3] == ["-m", "runner"]:
+                runners.append(child)
+    return runners
+
 
 START_TIMEOUT_S = 30.0
 
@@ -36,19 +52,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def runner_pids(self) -> list[int]:
-        """The server's live child processes. One may end while they are read (a runner the
-        gateway started beside a spare that was still starting, and stops once the spare won):
-        it is left out, not the whole list."""
-        try:
-            children = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-        pids = []
-        for child in children:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                if child.status() != psutil.STATUS_ZOMBIE:
-                    pids.append(child.pid)
-        return pids
+        """The pids of the server's live runners (``runner_children``)."""
+        return [p.pid for p in runner_children(self.proc.pid)]
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
         if self.proc.poll() is None:

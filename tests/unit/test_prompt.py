@@ -5,6 +5,7 @@ Expected strings are what Ollama (Go text/template) renders for these templates.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,11 +14,15 @@ import pytest
 from power.template import (
     PromptModel,
     TemplateError,
-    render_chat,
-    render_generate,
+    prompt,
+    render_chat_template,
     template_capabilities,
     thinking_tags,
 )
+
+# The templates here are the tests' own: rendered in this process (the gateway uses a sandbox).
+render_chat = functools.partial(prompt.render_chat, renderer=render_chat_template)
+render_generate = functools.partial(prompt.render_generate, renderer=render_chat_template)
 
 
 @dataclass(frozen=True)

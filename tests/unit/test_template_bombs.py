@@ -37,12 +37,13 @@ class FakeModel:
 
 
 # The gateway's own calls: /api/tags and /api/show list capabilities through
-# template_capabilities, chat renders through render_chat.
+# template_capabilities (in the gateway's process), chat renders through render_chat (in the
+# app's template sandbox).
 _BOMBS = textwrap.dedent(
     """
     import json, sys
     from dataclasses import dataclass, field
-    from power.template import TemplateError, render_chat, template_capabilities
+    from power.template import TemplateError, TemplateSandbox, render_chat, template_capabilities
 
     @dataclass
     class GGUF:
@@ -58,12 +59,16 @@ _BOMBS = textwrap.dedent(
         system: None = None
         messages: list = field(default_factory=list)
 
+    sandbox = TemplateSandbox()
     for source in json.loads(sys.stdin.read()):
         caps = template_capabilities(None, source)
         try:
-            render_chat(Model(GGUF(source)), [{"role": "user", "content": "hi"}])
+            render_chat(
+                Model(GGUF(source)), [{"role": "user", "content": "hi"}], renderer=sandbox
+            )
         except TemplateError as exc:
             print(sorted(caps), exc.status, exc.detail, flush=True)
+    sandbox.close()
     """
 )
 
@@ -180,5 +185,7 @@ def test_go_template_nesting_past_the_limit_is_a_template_error(shape: str) -> N
 def test_go_template_at_the_nesting_limit_renders(shape: str) -> None:
     # A legacy template (no .Messages): the last turn renders from a pruned copy of the tree.
     source = _nested(shape, MAX_DEPTH)
-    assert render_generate(FakeModel(template=source), "hi") == "hi"
-    assert render_generate(FakeModel(), "hi", template=source) == "hi"
+    assert render_generate(FakeModel(template=source), "hi", renderer=render_chat_template) == "hi"
+    assert (
+        render_generate(FakeModel(), "hi", template=source, renderer=render_chat_template) == "hi"
+    )

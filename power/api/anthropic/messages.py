@@ -8,6 +8,7 @@ Streams use Anthropic's named events: ``message_start``, ``ping``, then per cont
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -95,7 +96,9 @@ async def _input_tokens(state: State, native: ChatRequest) -> int:
         model, requested=native.model, think=native.think, top_logprobs=0, images=images
     )
     messages = [msgspec.to_builtins(m) for m in native.messages]
-    text = render_chat(model, messages, tools=native.tools, think=think)
+    text = await asyncio.to_thread(
+        render_chat, model, messages, tools=native.tools, think=think, renderer=state.renderer
+    )
     ids = await tokens.tokenize(state, model, text, add_special=sem.add_bos_for(model, text))
     return len(ids)
 
