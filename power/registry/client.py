@@ -4,11 +4,17 @@ Requests go out anonymous (or with a token already won) first; a 401 is answered
 ``WWW-Authenticate`` challenge: ``Bearer`` fetches a token from the realm (with basic
 credentials when known), ``Basic`` resends with the credentials. A second 401 is
 ``unauthorized: access denied``. aiohttp and socket errors become :class:`RegistryError`.
+
+Bodies arrive as sent: nothing is decompressed (digests are over the stored bytes, and a
+compressed body can inflate without bound), so requests ask for ``identity`` encoding rather
+than aiohttp's default ``gzip, deflate``, which a CDN in front of a registry honours. What is
+read whole (an error's text, a token) is read up to a limit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import secrets
 import time
@@ -22,13 +28,25 @@ from power.registry.auth import Credentials, parse_challenge
 from power.registry.proxy import proxy_for
 from power.store.names import ModelName
 
-__all__ = ["USER_AGENT", "Body", "RegistryClient", "base_url", "map_errors"]
+__all__ = [
+    "MAX_TOKEN_BYTES",
+    "USER_AGENT",
+    "Body",
+    "RegistryClient",
+    "base_url",
+    "error_text",
+    "map_errors",
+    "open_session",
+    "read_at_most",
+]
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "ollama/0.33.0 (amd64 linux) a3s-power/0.1.0"
 CONNECT_TIMEOUT_S = 15.0
 STALL_TIMEOUT_S = 30.0
+MAX_TOKEN_BYTES = 1 << 20  # a realm's token response (JWTs are a few KiB)
+_ERROR_TEXT_BYTES = 512
 
 Body = bytes | Callable[[], AsyncIterable[bytes]] | None
 
@@ -40,6 +58,17 @@ def base_url(name: ModelName, *, insecure: bool) -> str:
     if name.scheme == "http":
         raise RegistryError("insecure protocol http")
     return f"https://{name.host}"
+
+
+def open_session(stall_timeout_s: float = STALL_TIMEOUT_S) -> aiohttp.ClientSession:
+    """A session for a registry or a file host: bodies as sent (``identity``, nothing
+    decompressed), a deadline for connecting and for each stall, none for a whole transfer
+    (aiohttp's default would end any part that takes 5 minutes)."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_S, sock_read=stall_timeout_s),
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        auto_decompress=False,
+    )
 
 
 @contextlib.contextmanager
@@ -71,12 +100,7 @@ class RegistryClient:
         self.repo = f"{name.namespace}/{name.model}"
         self.credentials = credentials
         self._authorization = ""
-        timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_S, sock_read=stall_timeout_s)
-        self._session = aiohttp.ClientSession(
-            timeout=timeout,
-            headers={"User-Agent": USER_AGENT},
-            auto_decompress=False,
-        )
+        self._session = open_session(stall_timeout_s)
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -156,7 +180,14 @@ class RegistryClient:
                 if resp.status >= 400:
                     log.info("token request to %s failed: %d", challenge.realm, resp.status)
                     return False
-                data = await resp.json(content_type=None)
+                raw = await read_at_most(resp, MAX_TOKEN_BYTES + 1)
+        try:
+            if len(raw) > MAX_TOKEN_BYTES:
+                raise ValueError(f"over {MAX_TOKEN_BYTES} bytes")
+            data = json.loads(raw)
+        except ValueError as exc:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+            log.info("token response from %s is not a token: %s", challenge.realm, exc)
+            return False
         token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
             return False
@@ -164,9 +195,19 @@ class RegistryClient:
         return True
 
 
+async def read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or its first ``limit`` bytes (``read(n)`` returns what has arrived so far)."""
+    raw = bytearray()
+    while len(raw) < limit and (chunk := await resp.content.read(limit - len(raw))):
+        raw += chunk
+    return bytes(raw)
+
+
 async def error_text(resp: aiohttp.ClientResponse) -> str:
-    """``"<status>: <body>"`` for an error response (Ollama's wording), body trimmed."""
-    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, UnicodeDecodeError):
-        body = (await resp.read())[:512].decode(errors="replace").strip()
+    """``"<status>: <body>"`` for an error response (Ollama's wording), body trimmed: only
+    its first bytes are read, however much the server sends."""
+    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+        raw = await read_at_most(resp, _ERROR_TEXT_BYTES)
+        body = raw.decode(errors="replace").strip()
         return f"{resp.status}: {body}" if body else str(resp.status)
     return str(resp.status)

@@ -18,19 +18,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
 import msgspec
 
 from power.create.build import create_model
 from power.errors import PowerError, RegistryError
 from power.registry.catalog import catalog_sources
-from power.registry.client import (
-    CONNECT_TIMEOUT_S,
-    STALL_TIMEOUT_S,
-    USER_AGENT,
-    error_text,
-    map_errors,
-)
+from power.registry.client import error_text, map_errors, open_session, read_at_most
 from power.registry.download import Transfer, download_blob
 from power.registry.service import RegistryBlob, RegistryService, UrlSource
 from power.store import manifest as mf
@@ -176,18 +169,10 @@ async def _fetch_manifest(
             if resp.status >= 400:
                 raise RegistryError(f"pull model manifest: {await error_text(resp)}")
             with map_errors("pull model manifest"):
-                raw = await _read_at_most(resp, MAX_MANIFEST_BYTES + 1)
+                raw = await read_at_most(resp, MAX_MANIFEST_BYTES + 1)
     if len(raw) > MAX_MANIFEST_BYTES:
         raise RegistryError("pull model manifest: manifest too large")
     return raw, _check_manifest(raw)
-
-
-async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, or its first ``limit`` bytes (``read(n)`` returns what has arrived so far)."""
-    raw = b""
-    while len(raw) < limit and (chunk := await resp.content.read(limit - len(raw))):
-        raw += chunk
-    return raw
 
 
 def _check_manifest(raw: bytes) -> mf.Manifest:
@@ -305,13 +290,7 @@ async def _pull_url(
     status = f"pulling {key[:12]}"
 
     async def job(t: Transfer) -> str:
-        async with aiohttp.ClientSession(
-            headers={"User-Agent": USER_AGENT},
-            # no deadline for the whole of a part (aiohttp's default: 5 minutes), only for a stall
-            timeout=aiohttp.ClientTimeout(
-                sock_connect=CONNECT_TIMEOUT_S, sock_read=STALL_TIMEOUT_S
-            ),
-        ) as session:
+        async with open_session() as session:
             src = UrlSource(session, url)
             await src.resolve()
             t.total = src.total
