@@ -61,10 +61,12 @@ class Rendered(_Msg, frozen=True):
 
 
 class Refused(_Msg, frozen=True):
-    """The template failed (``detail`` is what ``TemplateError`` would say)."""
+    """The template failed (``detail`` is what ``TemplateError`` would say); ``exhausted``: it
+    ran out of the memory a rendering may take."""
 
     detail: str
     retire: bool = False
+    exhausted: bool = False
 
 
 Reply = Rendered | Refused

@@ -37,7 +37,10 @@ from power.template.jinja import COMPILE_STACK, render_chat_template
 
 __all__ = ["HEADROOM", "PER_BYTE", "answer", "main"]
 
-HEADROOM = 1024 * 2**20 + COMPILE_STACK  # bytes of address space a rendering may add
+# Bytes of address space a rendering may add: 256 MiB to work in (a real template's prompt is
+# a few MiB at most beside the conversation), and what a compile's thread reserves (its stack,
+# and up to two 64 MiB malloc arenas' worth of address space).
+HEADROOM = 256 * 2**20 + COMPILE_STACK + 128 * 2**20
 PER_BYTE = 6  # and per byte of the request: its decoded objects and minijinja's copies
 _decoder = msgspec.msgpack.Decoder(Render, ext_hook=decode_ext)
 _encoder = msgspec.msgpack.Encoder()
@@ -102,7 +105,7 @@ def answer(body: bytes | bytearray, retire_rss: int) -> bytes:
             return _encoder.encode(Refused(detail=exc.detail, retire=_resident() > retire_rss))
         limit = f" ({cap // 2**20} MiB)" if cap else ""
         detail = f"rendering the chat template needs more memory than allowed{limit}"
-        return _encoder.encode(Refused(detail=detail, retire=True))
+        return _encoder.encode(Refused(detail=detail, retire=True, exhausted=True))
     except msgspec.DecodeError as exc:
         return _encoder.encode(Refused(detail=f"bad render request: {exc}"))
 
@@ -119,6 +122,8 @@ def _out_of_memory(exc: BaseException | None) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """argv: the resident size (bytes) past which a reply asks the gateway to retire it."""
     (retire_rss,) = map(int, sys.argv[1:] if argv is None else argv)
+    # an abort for memory here is expected: no core file of it (gigabytes to write)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
     logging.disable(logging.CRITICAL)  # the gateway reports what failed, with the request
     replies = os.dup(1)
     os.dup2(2, 1)  # nothing printed by accident can corrupt a reply

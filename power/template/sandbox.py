@@ -12,12 +12,17 @@ first request does not wait for an interpreter), serve one rendering at a time, 
 reused; one idle for ``idle_s`` is closed unless it is the last, and one whose resident memory
 is past ``retire_rss`` after a rendering is closed at once. ``close`` stops them all.
 
+A template whose rendering exhausted its worker (out of memory, dead, past the deadline) is
+not rendered again for ``quarantine_s``: its requests fail at once with the reason, so a
+client repeating such a request cannot keep the workers busy for everyone else.
+
 Image data never travels to a worker: templates see each image as an empty string (they
 only count images or mark where they go; the runner receives the data itself).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import subprocess
@@ -44,14 +49,23 @@ from power.template._render_wire import (
 )
 from proto import MAX_FRAME
 
-__all__ = ["IDLE_S", "POOL_SIZE", "RENDER_TIMEOUT_S", "RETIRE_RSS", "TemplateSandbox"]
+__all__ = [
+    "IDLE_S",
+    "POOL_SIZE",
+    "QUARANTINE_S",
+    "RENDER_TIMEOUT_S",
+    "RETIRE_RSS",
+    "TemplateSandbox",
+]
 
 log = logging.getLogger(__name__)
 
-POOL_SIZE = min(4, os.cpu_count() or 1)
+POOL_SIZE = 4  # workers at most; idle ones beyond the first close after IDLE_S
 RENDER_TIMEOUT_S = 10.0  # minijinja's fuel stops a template far sooner; this stops the rest
 IDLE_S = 60.0
 RETIRE_RSS = 256 * 2**20  # a worker this large after a rendering is replaced by a new one
+QUARANTINE_S = 30.0
+_QUARANTINED = 256  # templates remembered at most (the oldest is forgotten first)
 _STOP_S = 2.0
 _MAX_REPLY = 4 * MAX_FRAME + 1024  # MAX_OUTPUT characters, 4 bytes each at most, and framing
 _TAIL = 4096
@@ -67,6 +81,8 @@ class _Worker:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", _MODULE, str(retire_rss)],
+                # an abort for memory prints its one line without a backtrace (slow to collect)
+                env={**os.environ, "RUST_BACKTRACE": "0"},
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self.stderr,
@@ -144,9 +160,14 @@ class TemplateSandbox:
         timeout_s: float = RENDER_TIMEOUT_S,
         idle_s: float = IDLE_S,
         retire_rss: int = RETIRE_RSS,
+        quarantine_s: float = QUARANTINE_S,
     ) -> None:
         self.size, self.timeout_s, self.idle_s = max(size, 1), timeout_s, idle_s
-        self.retire_rss = retire_rss
+        self.retire_rss, self.quarantine_s = retire_rss, quarantine_s
+        # hash(source) -> (when its rendering exhausted a worker, why), oldest first
+        self._quarantine: collections.OrderedDict[int, tuple[float, str]] = (
+            collections.OrderedDict()
+        )
         self._cond = threading.Condition()
         self._idle: list[_Worker] = []  # the most recently used last
         self._busy: set[_Worker] = set()
@@ -197,23 +218,49 @@ class TemplateSandbox:
             body = self._encoder.encode(request)
         except (OverflowError, TypeError, msgspec.EncodeError):
             body = self._encoder.encode(_plain(msgspec.to_builtins(request, builtin_types=())))
+        key = hash(source)  # (a str caches its hash: nothing to compute for a model's template)
+        self._refuse_if_quarantined(key)
         worker = self._checkout()
         try:
             reply = self._decoder.decode(worker.call(body, time.monotonic() + self.timeout_s))
         except WireTimeout:
             self._discard(worker)
-            raise TemplateError(
-                f"rendering the chat template took longer than {self.timeout_s:g} s"
-            ) from None
+            why = f"rendering the chat template took longer than {self.timeout_s:g} s"
+            raise TemplateError(self._quarantined(key, why)) from None
         except (WireClosed, OSError, ValueError, msgspec.DecodeError) as exc:
-            raise TemplateError(self._died(worker, exc)) from None
+            raise TemplateError(self._quarantined(key, self._died(worker, exc))) from None
         except BaseException:
             self._discard(worker)
             raise
         self._checkin(worker, retire=reply.retire)
         if isinstance(reply, Refused):
+            if reply.exhausted:
+                raise TemplateError(self._quarantined(key, reply.detail))
             raise TemplateError(reply.detail)
         return reply.text
+
+    def _quarantined(self, key: int, why: str) -> str:
+        """Remember that the template ``key`` exhausted a worker; ``why``, for the client."""
+        with self._cond:
+            self._quarantine.pop(key, None)
+            self._quarantine[key] = (time.monotonic(), why)
+            while len(self._quarantine) > _QUARANTINED:
+                self._quarantine.popitem(last=False)
+        return why
+
+    def _refuse_if_quarantined(self, key: int) -> None:
+        with self._cond:
+            when, why = self._quarantine.get(key, (None, ""))
+            if when is None:
+                return
+            ago = time.monotonic() - when
+            if ago >= self.quarantine_s:
+                del self._quarantine[key]
+                return
+        raise TemplateError(
+            f"{why} {ago:.0f} s ago; this chat template is not rendered again for"
+            f" {self.quarantine_s - ago:.0f} s"
+        )
 
     def close(self) -> None:
         """Stop every worker and reap it; renderings in flight fail. Idempotent."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -107,7 +108,9 @@ def test_a_worker_that_stops_answering_is_killed_at_the_deadline() -> None:
             box(SMOLLM2, HI)
         assert box.pids() == []
         assert not psutil.pid_exists(pid)  # killed and reaped
-        assert box(SMOLLM2, HI).startswith("<|im_start|>system")
+        assert box("{{ messages[0].content }}", HI) == "hi"  # a new worker renders
+        with pytest.raises(TemplateError, match=r"0\.5 s \d+ s ago; this chat template is not"):
+            box(SMOLLM2, HI)  # (the template that overran is not tried again for a while)
     finally:
         box.close()
 
@@ -165,18 +168,41 @@ def test_idle_workers_beyond_the_last_are_closed() -> None:
 
 
 def test_a_worker_grown_large_is_replaced() -> None:
-    box = TemplateSandbox(size=1, retire_rss=128 * 2**20)
+    box = TemplateSandbox(size=1, retire_rss=64 * 2**20)
     try:
         box.warm()
         (pid,) = box.pids()
         assert box("{{ 'x' * 1000 }}", HI) == "x" * 1000
         assert box.pids() == [pid]  # small: kept
-        big = "{% set s = '\U0001f600' * 10000000 %}{{ s ~ s ~ s ~ s }}"  # 160 MB as a str
-        assert len(box(big, HI)) == 40_000_000
+        big = "{% set s = '\U0001f600' * 5000000 %}{{ s ~ s ~ s }}"  # 60 MB as a str
+        assert len(box(big, HI)) == 15_000_000
         assert box.pids() == []
         assert not psutil.pid_exists(pid)
     finally:
         box.close()
+
+
+def test_a_template_that_exhausted_a_worker_is_refused_for_a_while() -> None:
+    box = TemplateSandbox(size=1)
+    try:
+        with pytest.raises(TemplateError, match=TOO_MUCH):
+            box(STRINGS, HI)
+        assert box.pids() == []
+        started = time.monotonic()
+        with pytest.raises(TemplateError, match=TOO_MUCH + r" \d+ s ago; this chat template is"):
+            box(STRINGS, [{"role": "user", "content": "other"}])
+        assert time.monotonic() - started < 0.5  # refused at once
+        assert box.pids() == []  # no worker was started for it
+        assert box(SMOLLM2, HI).endswith("<|im_start|>assistant\n")  # other templates render
+    finally:
+        box.close()
+    again = TemplateSandbox(size=1, quarantine_s=0)
+    try:
+        for _ in range(2):  # without a quarantine, each request tries it (and ends a worker)
+            with pytest.raises(TemplateError, match=f"^template error: {TOO_MUCH}$"):
+                again(STRINGS, HI)
+    finally:
+        again.close()
 
 
 def test_closed_sandbox_renders_nothing_and_leaves_no_process() -> None:
