@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -77,7 +78,11 @@ class _Worker:
     """One worker process: pipes to it, a file for its stderr, and when it went idle."""
 
     def __init__(self, retire_rss: int) -> None:
-        self.stderr: IO[bytes] = tempfile.TemporaryFile()
+        try:
+            self.stderr: IO[bytes] = tempfile.TemporaryFile()
+        except OSError as exc:  # no writable temporary folder: render without the stderr tail
+            log.warning("template worker stderr goes nowhere: %s", exc)
+            self.stderr = open(os.devnull, "w+b")
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", _MODULE, str(retire_rss)],
@@ -345,6 +350,6 @@ class TemplateSandbox:
             exc,
             "".join(f"\n  {line}" for line in lines),
         )
-        if _OOM_MARK in tail:
+        if _OOM_MARK in tail or code == -signal.SIGABRT:  # (only a failed allocation aborts it)
             return "rendering the chat template needs more memory than allowed"
         return f"the chat template renderer exited while rendering ({lines[-1] if lines else code})"

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -203,6 +205,19 @@ def test_a_template_that_exhausted_a_worker_is_refused_for_a_while() -> None:
                 again(STRINGS, HI)
     finally:
         again.close()
+
+
+def test_without_a_temporary_folder_it_renders_and_still_names_the_cause(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))  # as TMPDIR would say
+    box = TemplateSandbox(size=1)
+    try:
+        assert box(SMOLLM2, HI).startswith("<|im_start|>system")
+        with pytest.raises(TemplateError, match=TOO_MUCH):
+            box(JOINED, HI)
+    finally:
+        box.close()
 
 
 def test_closed_sandbox_renders_nothing_and_leaves_no_process() -> None:
