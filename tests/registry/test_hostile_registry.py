@@ -26,6 +26,7 @@ from tests.support.registry import (
     make_service,
     ollama_manifest,
     ranged_response,
+    serve_app,
     sha256,
 )
 
@@ -104,13 +105,8 @@ class Hostile:
 @pytest.fixture
 async def hostile(tiny_gguf: bytes) -> AsyncIterator[Hostile]:
     server = Hostile(free_port(), tiny_gguf)
-    runner = web.AppRunner(server.app())
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", server.port).start()
-    try:
+    async with serve_app(server.app(), server.port):
         yield server
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_registry_that_compresses_when_asked_serves_the_bytes_as_stored(

@@ -20,6 +20,7 @@ from tests.support.registry import (
     make_service,
     ollama_manifest,
     ranged_response,
+    serve_app,
     sha256,
 )
 
@@ -101,13 +102,8 @@ class StandIn:
 @pytest.fixture
 async def standin(tiny_gguf: bytes) -> AsyncIterator[StandIn]:
     server = StandIn(free_port(), tiny_gguf)
-    runner = web.AppRunner(server.app())
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", server.port).start()
-    try:
+    async with serve_app(server.app(), server.port):
         yield server
-    finally:
-        await runner.cleanup()
 
 
 async def test_bearer_token_and_redirect_to_storage(standin: StandIn, tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "make_service",
     "publish_tiny",
     "run_registry",
+    "serve_app",
     "sha256",
 ]
 
@@ -241,6 +242,18 @@ def local_model(store: ModelStore, gguf: bytes, name: str) -> bytes:
     req = {"files": {"tiny.gguf": digest}, "system": "be brief", "parameters": {"top_k": 7}}
     list(create_model(store, name, req))
     return store.read_manifest_bytes(name)
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application, port: int) -> AsyncIterator[None]:
+    """``app`` (a stand-in registry or file host) on ``127.0.0.1:port`` until the block ends."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield
+    finally:
+        await runner.cleanup()
 
 
 def ranged_response(request: web.Request, data: bytes) -> web.Response:
