@@ -165,5 +165,6 @@ def create_app(
     app.state.store = store
     app.state.metrics = metrics
     app.state.usage = usage
-    app.state.renderer = TemplateSandbox()  # its workers start and stop with the lifespan
+    # its workers start and stop with the lifespan
+    app.state.renderer = TemplateSandbox(on_failure=metrics.template_failed)
     return app

@@ -126,6 +126,10 @@ class Metrics:
             "power_gpu_utilization", "GPU compute utilization, 0 to 1 (absent without a GPU)",
             ["device"], registry=reg,
         )  # fmt: skip
+        self.template_failures = Counter(
+            "power_chat_template_failures", "Chat template renderings the sandbox stopped, by"
+            " reason: memory, deadline, crash, quarantined", ["reason"], registry=reg,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ Observer
 
@@ -163,6 +167,12 @@ class Metrics:
 
     def request_admitted(self, waited_s: float) -> None:
         self.queue_wait.observe(waited_s)
+
+    # ------------------------------------------------------------------ the template sandbox
+
+    def template_failed(self, reason: str) -> None:
+        """A rendering stopped by the sandbox (called from its rendering threads)."""
+        self.template_failures.labels(reason).inc()
 
     # ------------------------------------------------------------------ scrape
 

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 import msgspec
@@ -166,9 +166,12 @@ class TemplateSandbox:
         idle_s: float = IDLE_S,
         retire_rss: int = RETIRE_RSS,
         quarantine_s: float = QUARANTINE_S,
+        on_failure: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.size, self.timeout_s, self.idle_s = max(size, 1), timeout_s, idle_s
         self.retire_rss, self.quarantine_s = retire_rss, quarantine_s
+        # told each rendering it stops: "memory", "deadline", "crash" or "quarantined"
+        self.on_failure = on_failure
         # hash(source) -> (when its rendering exhausted a worker, why), oldest first
         self._quarantine: collections.OrderedDict[int, tuple[float, str]] = (
             collections.OrderedDict()
@@ -231,21 +234,23 @@ class TemplateSandbox:
         except WireTimeout:
             self._discard(worker)
             why = f"rendering the chat template took longer than {self.timeout_s:g} s"
-            raise TemplateError(self._quarantined(key, why)) from None
+            raise TemplateError(self._quarantined(key, "deadline", why)) from None
         except (WireClosed, OSError, ValueError, msgspec.DecodeError) as exc:
-            raise TemplateError(self._quarantined(key, self._died(worker, exc))) from None
+            raise TemplateError(self._quarantined(key, *self._died(worker, exc))) from None
         except BaseException:
             self._discard(worker)
             raise
         self._checkin(worker, retire=reply.retire)
         if isinstance(reply, Refused):
             if reply.exhausted:
-                raise TemplateError(self._quarantined(key, reply.detail))
+                raise TemplateError(self._quarantined(key, "memory", reply.detail))
             raise TemplateError(reply.detail)
         return reply.text
 
-    def _quarantined(self, key: int, why: str) -> str:
-        """Remember that the template ``key`` exhausted a worker; ``why``, for the client."""
+    def _quarantined(self, key: int, reason: str, why: str) -> str:
+        """Remember that the template ``key`` exhausted a worker (``reason`` for the metrics,
+        ``why`` for the client, which it returns)."""
+        self.on_failure(reason)
         with self._cond:
             self._quarantine.pop(key, None)
             self._quarantine[key] = (time.monotonic(), why)
@@ -262,6 +267,7 @@ class TemplateSandbox:
             if ago >= self.quarantine_s:
                 del self._quarantine[key]
                 return
+        self.on_failure("quarantined")
         raise TemplateError(
             f"{why} {ago:.0f} s ago; this chat template is not rendered again for"
             f" {self.quarantine_s - ago:.0f} s"
@@ -338,8 +344,9 @@ class TemplateSandbox:
                 self._busy.discard(worker)
                 self._cond.notify_all()
 
-    def _died(self, worker: _Worker, exc: BaseException) -> str:
-        """Reap a worker that failed mid-rendering; log why and say it for the client."""
+    def _died(self, worker: _Worker, exc: BaseException) -> tuple[str, str]:
+        """Reap a worker that failed mid-rendering and log why: the reason ("memory" or
+        "crash") and what to tell the client."""
         tail = self._discard(worker)
         code = worker.proc.returncode
         lines = [redact(x) for x in tail.decode(errors="replace").strip().splitlines()[-5:]]
@@ -351,5 +358,6 @@ class TemplateSandbox:
             "".join(f"\n  {line}" for line in lines),
         )
         if _OOM_MARK in tail or code == -signal.SIGABRT:  # (only a failed allocation aborts it)
-            return "rendering the chat template needs more memory than allowed"
-        return f"the chat template renderer exited while rendering ({lines[-1] if lines else code})"
+            return "memory", "rendering the chat template needs more memory than allowed"
+        last = lines[-1] if lines else code
+        return "crash", f"the chat template renderer exited while rendering ({last})"

@@ -115,6 +115,11 @@ def test_chat_templates_that_ask_for_gigabytes_are_400s_and_the_gateway_lives_on
     assert gateway.memory_info().rss - before < 256 * 2**20
     log = server.log_text()
     assert "memory allocation of" in log  # each worker's last stderr lines are logged
+    scraped = httpx.get(f"{server.url}/metrics", timeout=30).text
+    # one rendering per bomb ended its worker; the template's later requests were refused
+    assert 'power_chat_template_failures_total{reason="memory"} 2.0' in scraped
+    refused = len(bombs) * (len(_everywhere("x")) - 1)
+    assert f'power_chat_template_failures_total{{reason="quarantined"}} {refused}.0' in scraped
 
     for path, body in _everywhere("good"):
         resp = post(server, path, body)

@@ -101,7 +101,8 @@ def test_a_template_that_asks_for_gigabytes_fails_in_its_worker(
 
 
 def test_a_worker_that_stops_answering_is_killed_at_the_deadline() -> None:
-    box = TemplateSandbox(size=1, timeout_s=0.5)
+    failures: list[str] = []
+    box = TemplateSandbox(size=1, timeout_s=0.5, on_failure=failures.append)
     try:
         box.warm()
         (pid,) = box.pids()
@@ -113,6 +114,7 @@ def test_a_worker_that_stops_answering_is_killed_at_the_deadline() -> None:
         assert box("{{ messages[0].content }}", HI) == "hi"  # a new worker renders
         with pytest.raises(TemplateError, match=r"0\.5 s \d+ s ago; this chat template is not"):
             box(SMOLLM2, HI)  # (the template that overran is not tried again for a while)
+        assert failures == ["deadline", "quarantined"]
     finally:
         box.close()
 
@@ -185,7 +187,8 @@ def test_a_worker_grown_large_is_replaced() -> None:
 
 
 def test_a_template_that_exhausted_a_worker_is_refused_for_a_while() -> None:
-    box = TemplateSandbox(size=1)
+    failures: list[str] = []
+    box = TemplateSandbox(size=1, on_failure=failures.append)
     try:
         with pytest.raises(TemplateError, match=TOO_MUCH):
             box(STRINGS, HI)
@@ -196,6 +199,7 @@ def test_a_template_that_exhausted_a_worker_is_refused_for_a_while() -> None:
         assert time.monotonic() - started < 0.5  # refused at once
         assert box.pids() == []  # no worker was started for it
         assert box(SMOLLM2, HI).endswith("<|im_start|>assistant\n")  # other templates render
+        assert failures == ["memory", "quarantined"]
     finally:
         box.close()
     again = TemplateSandbox(size=1, quarantine_s=0)
