@@ -70,6 +70,7 @@ _QUARANTINED = 256  # templates remembered at most (the oldest is forgotten firs
 _STOP_S = 2.0
 _MAX_REPLY = 4 * MAX_FRAME + 1024  # MAX_OUTPUT characters, 4 bytes each at most, and framing
 _TAIL = 4096
+_STOPPING = "the server is stopping: templates are not rendered"
 _OOM_MARK = b"memory allocation of"  # what Rust's allocator prints before it aborts
 _MODULE = "power.template._render_worker"
 
@@ -213,6 +214,8 @@ class TemplateSandbox:
         eos_token: str | None = None,
         **kwargs: Any,
     ) -> str:
+        key = hash(source)  # (a str caches its hash: nothing to compute for a model's template)
+        self._refuse_if_quarantined(key)
         request = Render(
             source=source,
             messages=[dict(_without_image_data(m)) for m in messages],
@@ -226,8 +229,6 @@ class TemplateSandbox:
             body = self._encoder.encode(request)
         except (OverflowError, TypeError, msgspec.EncodeError):
             body = self._encoder.encode(_plain(msgspec.to_builtins(request, builtin_types=())))
-        key = hash(source)  # (a str caches its hash: nothing to compute for a model's template)
-        self._refuse_if_quarantined(key)
         worker = self._checkout()
         try:
             reply = self._decoder.decode(worker.call(body, time.monotonic() + self.timeout_s))
@@ -236,6 +237,9 @@ class TemplateSandbox:
             why = f"rendering the chat template took longer than {self.timeout_s:g} s"
             raise TemplateError(self._quarantined(key, "deadline", why)) from None
         except (WireClosed, OSError, ValueError, msgspec.DecodeError) as exc:
+            if self._closed:  # (close() ended it: not the template's doing)
+                self._discard(worker)
+                raise TemplateError(_STOPPING) from None
             raise TemplateError(self._quarantined(key, *self._died(worker, exc))) from None
         except BaseException:
             self._discard(worker)
@@ -293,7 +297,7 @@ class TemplateSandbox:
             with self._cond:
                 while True:
                     if self._closed:
-                        raise TemplateError("the server is stopping: templates are not rendered")
+                        raise TemplateError(_STOPPING)
                     now = time.monotonic()
                     while len(self._idle) > 1 and now - self._idle[0].idle_since > self.idle_s:
                         stale.append(self._idle.pop(0))
