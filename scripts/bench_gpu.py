@@ -10,6 +10,9 @@ itself, as it would for a user; the figures say where it put it):
 1. Decode tokens/s, client-observed from first to last chunk, through ``power serve``
    (``OLLAMA_NUM_PARALLEL=1``) against an in-process ``llama_cpp.Llama(n_gpu_layers=-1)`` on
    the same file, interleaved (A B, then B A), the ratio of each round. Target ≥ 0.95.
+   The warm time to first token of both, the gateway's in parts: its response's headers (sent
+   with the first token) and the runner's own ``prompt_eval_duration``
+   (``scripts/ttft_probe.py`` takes the runner's engine apart further, in one process).
 2. The aggregate rate of 4 concurrent streams against 1 stream through ``power serve`` with
    ``OLLAMA_NUM_PARALLEL=4``, in mirrored order. Target ≥ 2.
 3. The gateway's CPU per streamed token in both (its own process, from psutil): at GPU pace a
@@ -73,12 +76,13 @@ def power_stream(srv: Server, text: str, tokens: int, threads: int) -> dict[str,
         "options": {"temperature": 0, "num_predict": tokens, "num_ctx": CTX, "num_thread": threads},
     }
     start = time.perf_counter()
-    first = last = 0.0
+    first = last = runner_prompt_s = 0.0
     count = 0
     # (the server's keep-alive client: a client made per request costs ~20-35 ms of TLS set-up,
     # which an earlier run of this script counted as the gateway's time to first token)
     with srv.http.stream("POST", f"{srv.url}/api/generate", json=body) as resp:
         resp.raise_for_status()
+        headers = time.perf_counter()
         for line in resp.iter_lines():
             msg = json.loads(line)
             if msg.get("response"):
@@ -86,8 +90,12 @@ def power_stream(srv: Server, text: str, tokens: int, threads: int) -> dict[str,
                 first = first or last
             if msg.get("done"):
                 count = int(msg["eval_count"])
+                runner_prompt_s = msg.get("prompt_eval_duration", 0) / 1e9
     tps = (count - 1) / (last - first) if last > first else 0.0
-    return {"ttft": first - start, "last": last - start, "tokens": count, "tps": tps}
+    # the time to first token in parts: the response's headers, and the runner's own time from
+    # taking the request to sampling its first token (its prompt_eval_duration)
+    return {"ttft": first - start, "last": last - start, "tokens": count, "tps": tps,
+            "headers": headers - start, "runner_prompt": runner_prompt_s}  # fmt: skip
 
 
 def inproc_stream(llm: Any, text: str, tokens: int) -> dict[str, float]:
@@ -223,7 +231,7 @@ def decode_vs_inprocess(
         )
         inproc_stream(llm, prompt(-2), 8)
         gateway = GatewayCpu(srv.proc.pid if srv.proc else 0)
-        p_tps, i_tps, p_ttft, i_ttft = [], [], [], []
+        p_tps, i_tps, p_ttft, i_ttft, p_headers, p_runner = [], [], [], [], [], []
         cpu_s, streamed = 0.0, 0  # the gateway's CPU and the tokens it streamed, all rounds
         for r in range(rounds):
             for side in ("power", "inproc") if r % 2 == 0 else ("inproc", "power"):
@@ -234,6 +242,8 @@ def decode_vs_inprocess(
                     streamed += int(p["tokens"])
                     p_tps.append(p["tps"])
                     p_ttft.append(p["ttft"])
+                    p_headers.append(p["headers"])
+                    p_runner.append(p["runner_prompt"])
                 else:
                     q = inproc_stream(llm, prompt(r + 500), tokens)
                     i_tps.append(q["tps"])
@@ -251,6 +261,8 @@ def decode_vs_inprocess(
         "decode_ratio_median_of_rounds": statistics.median(per_round),
         "ttft_power_s": summary(p_ttft),
         "ttft_inprocess_s": summary(i_ttft),
+        "ttft_power_headers_s": summary(p_headers),
+        "ttft_power_runner_prompt_eval_s": summary(p_runner),
         # (a sum over the rounds: psutil counts CPU time in clock ticks of 10 ms)
         "gateway_cpu_us_per_token_1_stream": cpu_s / max(1, streamed) * 1e6,
         "runner": state,

@@ -4,7 +4,7 @@
 #
 #   sh scripts/gpu_prepare.sh [path/to/synth_gguf.py]     (default ../shared/tools/synth_gguf.py)
 #
-# then, on the device, from the repository's root, carrying .gpu (one call, ~4 minutes):
+# then, on the device, from the repository's root, carrying .gpu (one call, ~5.5 minutes):
 #
 #   sh scripts/gpu_device.sh
 #
