@@ -315,6 +315,7 @@ def main() -> int:
 
     gpu = has_gpu()
     machine = Machine.probe()
+    machine.match_runner_cpu_mode()  # (the in-process baseline's kernels)
     results: dict[str, Any] = {
         "gpu": gpu,
         "gpu_name": _gpu_name() if gpu else "",

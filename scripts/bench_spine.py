@@ -161,6 +161,7 @@ def main() -> int:
     from llama_cpp import Llama
 
     machine = Machine.probe()
+    machine.match_runner_cpu_mode()  # (the in-process baseline's kernels)
     gguf = str(starter_gguf_path())
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:

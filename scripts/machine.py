@@ -2,6 +2,7 @@
 
     from machine import Machine, publish  # (scripts/ is on sys.path when a script runs)
     machine = Machine.probe()            # before the timed work: CPU, llama.cpp, load average
+    machine.match_runner_cpu_mode()      # before an in-process baseline loads a model
     ...
     results["machine"] = machine.finish()  # after it: the load average again
     publish(results, args.out)           # the JSON, printed and written to docs/
@@ -26,8 +27,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from power.supervisor.process import RunnerProcess
-from runner.cpu import amx_denial_possible, auto_mode, read_cpu
+from runner.stdcxx import load_stdcxx_first
+
+# As the runner does, before llama.cpp's libraries load: an in-process baseline's load died of
+# SIGSEGV in the tokenizer's std::regex on a device's Xeon without it (runner.stdcxx)
+load_stdcxx_first()
+
+from power.supervisor.process import RunnerProcess  # noqa: E402
+from proto import CpuMode  # noqa: E402
+from runner.amx import deny_amx  # noqa: E402
+from runner.cpu import amx_denial_possible, auto_mode, read_cpu  # noqa: E402
 
 __all__ = ["Machine", "publish"]
 
@@ -56,6 +65,7 @@ class Machine:
     runner_auto_cpu_mode: str = ""
     loadavg_before: list[float] = field(default_factory=list)
     loadavg_after: list[float] = field(default_factory=list)
+    baseline_cpu_mode: str = ""  # an in-process baseline's kernels (match_runner_cpu_mode)
 
     @classmethod
     def probe(cls, *, runner: bool = True) -> Machine:
@@ -77,6 +87,19 @@ class Machine:
             )
         found.loadavg_before = [round(x, 2) for x in os.getloadavg()]
         return found
+
+    def match_runner_cpu_mode(self) -> None:
+        """Give this process (and the children it starts from now on) the CPU mode a runner's
+        auto mode picks here, so an in-process baseline runs the kernels the runner runs. On an
+        AMX CPU that is ``no-amx``: llama.cpp's AMX kernels crash there (an in-process ``Llama``
+        died of SIGSEGV on a Xeon with AMX), and the runner keeps AMX out (``runner.amx``).
+        Call it before the first model loads in this process."""
+        self.baseline_cpu_mode = str(CpuMode.EXTRA)
+        if self.cpu_mode_auto == str(CpuMode.NO_AMX):
+            why = deny_amx()
+            if why:
+                raise SystemExit(f"cannot keep AMX from the in-process baseline: {why}")
+            self.baseline_cpu_mode = str(CpuMode.NO_AMX)
 
     def finish(self) -> dict[str, object]:
         """The record, with the load average now (after the timed work)."""

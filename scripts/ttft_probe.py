@@ -24,15 +24,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from runner.stdcxx import load_stdcxx_first
+# (scripts/machine.py; importing it opens libstdc++ before llama.cpp's libraries, as the runner
+# does: runner.stdcxx)
+from machine import publish
 
-load_stdcxx_first()  # (before llama.cpp's libraries, as the runner does: runner.stdcxx)
-
-from machine import publish  # noqa: E402  (scripts/machine.py)
-
-from proto import Generate, LoadParams, Sampling  # noqa: E402
-from runner.engine import Chunk  # noqa: E402
-from runner.llama_engine import LlamaEngine  # noqa: E402
+from proto import Generate, LoadParams, Sampling
+from runner.engine import Chunk
+from runner.llama_engine import LlamaEngine
 
 CTX = 4096
 GREEDY = Sampling(temperature=0.0, seed=42)
