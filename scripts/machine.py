@@ -91,8 +91,8 @@ class Machine:
     def match_runner_cpu_mode(self) -> None:
         """Give this process (and the children it starts from now on) the CPU mode a runner's
         auto mode picks here, so an in-process baseline runs the kernels the runner runs. On an
-        AMX CPU that is ``no-amx``: llama.cpp's AMX kernels crash there (an in-process ``Llama``
-        died of SIGSEGV on a Xeon with AMX), and the runner keeps AMX out (``runner.amx``).
+        AMX CPU that is ``no-amx``: llama.cpp's AMX kernels crash there (llama.cpp #20824, the
+        CPU issue), and the runner keeps AMX out (``runner.amx``).
         Call it before the first model loads in this process."""
         self.baseline_cpu_mode = str(CpuMode.EXTRA)
         if self.cpu_mode_auto == str(CpuMode.NO_AMX):

@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # (scripts/machine.py; importing it opens libstdc++ before llama.cpp's libraries, as the runner
 # does: runner.stdcxx)
-from machine import publish
+from machine import Machine, publish
 
 from proto import Generate, LoadParams, Sampling
 from runner.engine import Chunk
@@ -108,6 +108,7 @@ def main() -> int:
     import psutil
 
     threads = args.threads or psutil.cpu_count(logical=False) or 1
+    Machine.probe(runner=False).match_runner_cpu_mode()  # (AMX kept out where a runner would)
     sides: dict[str, Any] = {
         "engine_fa_auto": EngineSide(args.model, args.gpu_layers, threads, None),
         "engine_fa_off": EngineSide(args.model, args.gpu_layers, threads, False),
