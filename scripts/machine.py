@@ -32,6 +32,9 @@ from runner.stdcxx import load_stdcxx_first
 # As the runner does, before llama.cpp's libraries load: an in-process baseline's load died of
 # SIGSEGV in the tokenizer's std::regex on a device's Xeon without it (runner.stdcxx)
 load_stdcxx_first()
+# and as runner/__main__ does: numpy's OpenBLAS threads, which spin after they start and after
+# its BLAS calls, are no part of what a baseline measures (a user's setting still wins)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from power.supervisor.process import RunnerProcess  # noqa: E402
 from proto import CpuMode  # noqa: E402
