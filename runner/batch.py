@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable
 from proto import Done, Embed, Embeddings, ErrorCode, Failed, Generate, Msg, Stats, Tokens
 from runner import media
 from runner.embedding import EmbedBatch, EmbedJob
-from runner.engine import BadRequestError, Chunk, Engine, EngineError, LoadInfo
-from runner.slots import Seq, Slot, pick_slot
+from runner.engine import BadRequestError, Chunk, Engine, EngineError, LoadInfo, Span
+from runner.slots import Seq, Slot, copy_min, pick_donor, pick_slot
 from runner.vocab import Vocab, check_text
 
 __all__ = ["Scheduler"]
@@ -44,6 +44,7 @@ class Scheduler:
         self._n_ctx = info.n_ctx
         self._n_vocab = info.n_vocab
         self._n_batch = max(info.n_batch, info.num_parallel)
+        self._copy_min = copy_min(info.n_ctx) if info.copies_prefix else 0  # 0: never copy
         self.slots = [Slot(i) for i in range(info.num_parallel)]
         self.active: list[Seq] = []  # in admission order
         self._embeds = EmbedBatch(engine, n_batch=info.n_batch, n_seqs=info.embed_seqs, vocab=vocab)
@@ -96,11 +97,30 @@ class Scheduler:
             return
         slot, common = self.take_slot(prompt)
         common = min(common, len(prompt) - 1)  # evaluate one token at least, for its logits
-        self.truncate(slot, media.reuse(spans, common))
+        keep = media.reuse(spans, common)
+        if self._copy_min:
+            keep = self._copy_prefix(slot, prompt, spans, keep)
+        self.truncate(slot, keep)
         seq = Seq(req, slot, prompt, sampler, len(slot.cached), n_ctx)
         seq.spans = spans
         slot.seq = seq
         self.active.append(seq)
+
+    def _copy_prefix(self, slot: Slot, prompt: list[int], spans: list[Span], keep: int) -> int:
+        """Copy into ``slot`` the longest prefix of ``prompt`` another slot holds, when that
+        spares at least ``copy_min`` tokens over the ``keep`` it holds itself; what it holds
+        now."""
+        donor, shared = pick_donor(self.slots, slot, prompt)
+        shared = media.reuse(spans, min(shared, len(prompt) - 1))
+        if donor is None or shared - keep < self._copy_min:
+            return keep
+        if not self._engine.copy_prefix(donor.index, slot.index, shared):
+            log.warning("copying %d cached tokens from slot %d failed", shared, donor.index)
+            slot.cached.clear()
+            return 0
+        log.debug("slot %d: %d prompt tokens copied from slot %d", slot.index, shared, donor.index)
+        slot.cached[:] = donor.cached[:shared]
+        return shared
 
     def admit_embed(self, req: Embed) -> None:
         """Start ``req`` in a free slot (its cache is kept); errors go out as ``Failed``."""

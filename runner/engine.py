@@ -64,6 +64,7 @@ class LoadInfo:
     n_batch: int = 512  # tokens one decode takes at most
     cpu_mode: CpuMode = CpuMode.EXTRA  # the mode the model was loaded in
     embed_seqs: int = 1  # texts one embedding decode takes at most
+    copies_prefix: bool = False  # ``Engine.copy_prefix`` works (runner.slots.pick_donor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,11 @@ class Engine(Protocol):
 
     def shift(self, seq: int, keep: int, discard: int) -> None:
         """Drop positions ``keep .. keep + discard`` of ``seq`` and move the rest back."""
+        ...
+
+    def copy_prefix(self, src: int, dst: int, n: int) -> bool:
+        """Make sequence ``dst`` hold positions ``0 .. n`` of sequence ``src`` and nothing else
+        (only when ``LoadInfo.copies_prefix``); False if that failed, ``dst`` then empty."""
         ...
 
     def embed_tokens(self, text: str, *, n_ctx: int, truncate: bool) -> list[int]:

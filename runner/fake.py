@@ -101,6 +101,7 @@ class FakeEngine:
         self.kernel_fault = int(kernel_fault)
         self._cpu_mode = CpuMode.EXTRA
         self._decoded = False
+        self.prefix_copies = 0  # copy_prefix calls (tests look)
         self._embedded: dict[int, tuple[int, int]] = {}  # a split text: (tokens, sum of ids)
         self.n_ctx_train = int(n_ctx_train)
         self.tokenize_delay = tokenize_delay
@@ -136,6 +137,7 @@ class FakeEngine:
             n_batch=params.n_batch,
             cpu_mode=params.cpu_mode,
             embed_seqs=EMBED_SEQS,
+            copies_prefix=params.num_parallel > 1,
         )
 
     def close(self) -> None:
@@ -204,6 +206,10 @@ class FakeEngine:
 
     def shift(self, seq: int, keep: int, discard: int) -> None:
         pass
+
+    def copy_prefix(self, src: int, dst: int, n: int) -> bool:
+        self.prefix_copies += 1
+        return True
 
     def next_token(self, words: list[int], i: int) -> int:
         if self.hang:

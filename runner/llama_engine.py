@@ -174,6 +174,7 @@ class LlamaEngine:
             n_batch=n_batch,
             cpu_mode=cpu_mode,
             embed_seqs=EMBED_SEQS,
+            copies_prefix=n_par > 1 and _plain_kv_cache(self._model.model),
         )
 
     def _apply_loras(self, paths: Sequence[str]) -> None:
@@ -280,6 +281,17 @@ class LlamaEngine:
         mem = llama_cpp.llama_get_memory(self._ctx)
         return bool(llama_cpp.llama_memory_seq_rm(mem, seq, start, -1))
 
+    def copy_prefix(self, src: int, dst: int, n: int) -> bool:
+        mem = llama_cpp.llama_get_memory(self._ctx)
+        llama_cpp.llama_memory_seq_rm(mem, dst, 0, -1)
+        # one KV stream per sequence: llama.cpp copies src's whole stream at the next decode,
+        # before it computes, and dst's cells beyond the prefix are dropped here
+        llama_cpp.llama_memory_seq_cp(mem, src, dst, -1, -1)
+        if llama_cpp.llama_memory_seq_rm(mem, dst, n, -1):
+            return True
+        llama_cpp.llama_memory_seq_rm(mem, dst, 0, -1)
+        return False
+
     def shift(self, seq: int, keep: int, discard: int) -> None:
         mem = llama_cpp.llama_get_memory(self._ctx)
         if not llama_cpp.llama_memory_can_shift(mem):
@@ -328,6 +340,16 @@ class LlamaEngine:
     def embed_forget(self, seq: int) -> None:
         if self._embed_ctx is not None:
             self._embed_ctx.forget(seq)
+
+
+def _plain_kv_cache(model: Any) -> bool:
+    """Whether the model's memory is one plain KV cache, whose sequences copy and cut at any
+    position (not a recurrent or hybrid model's state, nor a sliding window's cache)."""
+    return not (
+        llama_cpp.llama_model_is_recurrent(model)
+        or llama_cpp.llama_model_is_hybrid(model)
+        or llama_cpp.llama_model_n_swa(model) > 0
+    )
 
 
 def _go_on(progress: OnProgress) -> None:

@@ -2,7 +2,10 @@
 
 A slot is one KV-cache sequence of the context (``seq`` id = slot index). It remembers the
 tokens whose KV it holds, so a new request goes to the free slot whose cache shares the longest
-prefix with its prompt (llama-server's slot similarity) and evaluates only what differs.
+prefix with its prompt (llama-server's slot similarity) and evaluates only what differs. When
+another slot, busy or not, holds a much longer prefix of the prompt (the same system prompt in
+another conversation), that prefix is copied into the new request's slot instead of evaluated
+again (``pick_donor``).
 """
 
 from __future__ import annotations
@@ -15,11 +18,26 @@ from proto import Generate, TokenLogprob
 from runner.engine import PromptTooLongError, SeqSampler, Span
 from runner.output import TextAssembler
 
-__all__ = ["SIMILARITY", "Seq", "Slot", "common_prefix", "fit_prompt", "pick_slot"]
+__all__ = [
+    "SIMILARITY",
+    "Seq",
+    "Slot",
+    "common_prefix",
+    "copy_min",
+    "fit_prompt",
+    "pick_donor",
+    "pick_slot",
+]
 
 log = logging.getLogger(__name__)
 
 SIMILARITY = 0.5  # share of a prompt a slot's cache must hold to be chosen for it (llama-server)
+# A copy moves a sequence's whole KV stream (n_ctx cells) and costs about what evaluating
+# n_ctx / 900 .. n_ctx / 1500 prompt tokens does (SmolLM2, 2 CPU cores: +6.8 ms at n_ctx 2048,
+# +16.3 ms at 8192, against ~3 ms a prompt token; a larger model's cells and tokens grow
+# alike). So a copy is made only when it spares at least this many tokens, 4x its cost or more:
+COPY_MIN_TOKENS = 32
+COPY_MIN_SHARE_OF_CTX = 1 / 256
 
 
 class Slot:
@@ -116,6 +134,23 @@ def pick_slot(slots: Sequence[Slot], prompt: Sequence[int]) -> tuple[Slot, int]:
     busy = {slot.index for slot in slots if slot.seq is not None}
     lru = min(free, key=lambda s: (bool(s.cached), _runs(busy | {s.index}), s.used))
     return lru, common_prefix(lru.cached, prompt)
+
+
+def copy_min(n_ctx: int) -> int:
+    """The fewest prompt tokens a copy must spare, in a context of ``n_ctx`` per sequence."""
+    return max(COPY_MIN_TOKENS, int(n_ctx * COPY_MIN_SHARE_OF_CTX))
+
+
+def pick_donor(slots: Sequence[Slot], slot: Slot, prompt: Sequence[int]) -> tuple[Slot | None, int]:
+    """The other slot whose cache holds the longest prefix of ``prompt``, and its length."""
+    best: Slot | None = None
+    best_common = 0
+    for other in slots:
+        if other is not slot:
+            common = common_prefix(other.cached, prompt)
+            if common > best_common:
+                best, best_common = other, common
+    return best, best_common
 
 
 def _runs(ids: set[int]) -> int:

@@ -228,3 +228,26 @@ async def test_an_embed_batch_shares_the_runner_with_a_chat_and_stops_when_cance
 
 def vectors(batch: list[Any]) -> list[tuple[float, ...]]:
     return [v for msg in batch if isinstance(msg, Embeddings) for v in msg.vectors]
+
+
+async def test_a_prefix_a_busy_slot_holds_is_copied_and_answers_as_evaluated(
+    tmp_path: Path, model: LocalModel
+) -> None:
+    system = SYSTEM + " " + " ".join(f"Rule {i}: answer briefly and politely." for i in range(40))
+    p = params(model)
+    async with Supervisor.open(llama_settings(tmp_path), spawn=llama_spawner()) as sup:
+        texts_alone = []
+        for q, n in (QUESTIONS[1], 48), (QUESTIONS[0], 128):
+            events = sup.request(model, p, None, gen(chat(q, system), num_predict=n))
+            texts_alone.append((await collect(events))[0])
+        # another conversation with the same system prompt takes that slot and keeps it busy
+        busy = sup.request(model, p, None, gen(chat(QUESTIONS[0], system), num_predict=128))
+        head = await first_tokens(busy)
+        text, copied = await collect(
+            sup.request(model, p, None, gen(chat(QUESTIONS[1], system), num_predict=48))
+        )
+        assert copied.stats.prompt_cached > 300  # the system prompt, from the busy slot
+        assert copied.stats.prompt_tokens - copied.stats.prompt_cached < 30
+        # greedy: the copied cache answers as the evaluated one did, and the copy leaves the
+        # conversation it came from as it was
+        assert [text, await rest(head, busy)] == texts_alone

@@ -1,5 +1,5 @@
-"""Slot choice (prefix similarity, then empty, then least recently used), prompt fitting, and
-the outbox's merging of interleaved requests' tokens."""
+"""Slot choice (prefix similarity, then empty, then least recently used), prefix copies from
+another slot, prompt fitting, and the outbox's merging of interleaved requests' tokens."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from runner.batch import Scheduler
 from runner.engine import Chunk, PromptTooLongError
 from runner.fake import FakeEngine
 from runner.outbox import _coalesce
-from runner.slots import Slot, fit_prompt, pick_slot
+from runner.slots import Slot, copy_min, fit_prompt, pick_donor, pick_slot
 
 
 def slots(*caches: list[int], used: tuple[int, ...] = ()) -> list[Slot]:
@@ -112,3 +112,60 @@ def test_among_empty_slots_the_one_next_to_the_busy_ones_is_taken() -> None:
     s[0].seq = object()  # type: ignore[assignment]
     slot, _ = pick_slot(s, [1, 2])
     assert slot.index == 1  # not 3, the least recently used: ids 0 and 1 decode as one run
+
+
+def test_the_donor_is_the_other_slot_holding_most_of_the_prompt_busy_or_not() -> None:
+    s = slots([1, 2, 3, 4, 9], [1, 2, 8], [1, 2, 3, 4, 5, 6])
+    s[2].seq = object()  # type: ignore[assignment]
+    assert pick_donor(s, s[1], [1, 2, 3, 4, 5, 7]) == (s[2], 5)
+    assert pick_donor(s, s[2], [1, 2, 3, 4, 5, 7]) == (s[0], 4)
+    assert pick_donor(s, s[0], [7]) == (None, 0)
+
+
+def test_a_copy_must_spare_more_tokens_in_a_larger_context() -> None:
+    assert copy_min(2048) == 32
+    assert copy_min(32768) == 128
+
+
+def _scheduler(tmp_path: Path, num_parallel: int) -> tuple[FakeEngine, Scheduler]:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"")
+    engine = FakeEngine(mode="count")
+    info = engine.load(
+        LoadParams(model_path=str(model), num_parallel=num_parallel, n_ctx=2048), lambda _: True
+    )
+    return engine, Scheduler(engine, info, lambda msgs: None)
+
+
+def test_a_long_prefix_a_busy_slot_holds_is_copied_not_evaluated(tmp_path: Path) -> None:
+    engine, sched = _scheduler(tmp_path, 2)
+    system = " ".join(f"rule{i}" for i in range(40))
+    sched.admit(Generate(id=1, prompt=f"{system} first question", num_predict=100))
+    sched.step()  # its prompt is in its slot's cache now
+    sched.admit(Generate(id=2, prompt=f"{system} second question", num_predict=2))
+    first, second = sched.active
+    assert second.slot is not first.slot
+    assert engine.prefix_copies == 1
+    assert second.prompt_cached == 41  # BOS and the system prompt; the question is evaluated
+    assert second.slot.cached == first.slot.cached[:41]
+
+
+def test_a_short_shared_prefix_is_evaluated_not_copied(tmp_path: Path) -> None:
+    engine, sched = _scheduler(tmp_path, 2)
+    system = " ".join(f"rule{i}" for i in range(30))  # with BOS: 31 tokens, 1 short of a copy
+    sched.admit(Generate(id=1, prompt=f"{system} first question", num_predict=100))
+    sched.step()
+    sched.admit(Generate(id=2, prompt=f"{system} second question", num_predict=2))
+    assert engine.prefix_copies == 0
+    assert sched.active[1].prompt_cached == 0
+
+
+def test_a_slot_holding_the_prefix_itself_needs_no_copy(tmp_path: Path) -> None:
+    engine, sched = _scheduler(tmp_path, 2)
+    system = " ".join(f"rule{i}" for i in range(40))
+    sched.admit(Generate(id=1, prompt=f"{system} first question", num_predict=1))
+    while sched.active:
+        sched.step()
+    sched.admit(Generate(id=2, prompt=f"{system} second question", num_predict=1))
+    assert engine.prefix_copies == 0
+    assert sched.active[0].prompt_cached == 41
