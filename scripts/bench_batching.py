@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -74,11 +75,16 @@ def process(argv: list[str], url: str, env: dict[str, str], log: Path) -> Iterat
             yield url
         finally:
             proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _reap(proc)
+
+
+def _reap(proc: subprocess.Popen[Any]) -> None:
+    """Wait for ``proc`` to end (told to, or its stdin closed), killing it after 30 s."""
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # One client, its connections kept alive, for every stack and stream, as a real client holds one:
@@ -193,11 +199,7 @@ def ceiling(log: Path) -> Iterator[Callable[[list[str], int], float]]:
             yield run
         finally:
             stdin.close()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _reap(proc)
 
 
 def story(i: int) -> str:
