@@ -66,7 +66,7 @@ class Scheduler:
         return self._n_ctx if wanted <= 0 else min(wanted, self._n_ctx)
 
     def take_slot(self, prompt: list[int]) -> tuple[Slot, int]:
-        slot, common = pick_slot(self.slots, prompt)
+        slot, common = pick_slot(self.slots, prompt, copy_min=self._copy_min)
         self._uses += 1
         slot.used = self._uses
         return slot, common

@@ -5,7 +5,8 @@ tokens whose KV it holds, so a new request goes to the free slot whose cache sha
 prefix with its prompt (llama-server's slot similarity) and evaluates only what differs. When
 another slot, busy or not, holds a much longer prefix of the prompt (the same system prompt in
 another conversation), that prefix is copied into the new request's slot instead of evaluated
-again (``pick_donor``).
+again (``pick_donor``), and a new conversation takes an empty slot rather than cut another
+conversation's cache back to the prefix they share (``pick_slot``).
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-def pick_slot(slots: Sequence[Slot], prompt: Sequence[int]) -> tuple[Slot, int]:
+def pick_slot(
+    slots: Sequence[Slot], prompt: Sequence[int], *, copy_min: int = 0
+) -> tuple[Slot, int]:
     """The free slot to serve ``prompt`` and the length of the prefix it already holds.
 
     The slot sharing the longest prefix wins when that prefix covers at least
@@ -120,6 +123,11 @@ def pick_slot(slots: Sequence[Slot], prompt: Sequence[int]) -> tuple[Slot, int]:
     a new conversation does not overwrite another's cache for a few shared tokens. Between
     equals, the slot that keeps the busy ids in fewer runs of consecutive ids: each run is one
     graph compute per step (``runner.batch``).
+
+    When prefixes can be copied (``copy_min`` > 0, what a copy must spare), a slot that holds
+    ``copy_min`` tokens or more past the shared prefix holds another conversation (the same
+    system prompt, then its own turns): an empty slot is taken instead, the prefix is copied
+    into it (``pick_donor``), and that conversation's next turn finds its cache whole.
     """
     free = [slot for slot in slots if slot.free]
     if not free:
@@ -129,9 +137,13 @@ def pick_slot(slots: Sequence[Slot], prompt: Sequence[int]) -> tuple[Slot, int]:
         common = common_prefix(slot.cached, prompt)
         if common > best_common:
             best, best_common = slot, common
-    if prompt and best_common >= SIMILARITY * len(prompt):
-        return best, best_common
     busy = {slot.index for slot in slots if slot.seq is not None}
+    if prompt and best_common >= SIMILARITY * len(prompt):
+        other_conversation = len(best.cached) - best_common >= copy_min
+        empty = [slot for slot in free if not slot.cached]
+        if not (copy_min and best_common >= copy_min and other_conversation and empty):
+            return best, best_common
+        return min(empty, key=lambda s: (_runs(busy | {s.index}), s.used)), 0
     lru = min(free, key=lambda s: (bool(s.cached), _runs(busy | {s.index}), s.used))
     return lru, common_prefix(lru.cached, prompt)
 

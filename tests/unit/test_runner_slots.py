@@ -122,6 +122,17 @@ def test_the_donor_is_the_other_slot_holding_most_of_the_prompt_busy_or_not() ->
     assert pick_donor(s, s[0], [7]) == (None, 0)
 
 
+def test_another_conversation_on_the_same_prefix_takes_an_empty_slot_when_copies_work() -> None:
+    system, theirs, mine = list(range(40)), list(range(100, 140)), [200, 201]
+    s = slots(system + theirs, [])
+    assert pick_slot(s, system + mine) == (s[0], 40)  # no copies: the shared prefix wins
+    assert pick_slot(s, system + mine, copy_min=32) == (s[1], 0)  # theirs stays whole
+    s = slots(system + theirs[:31], [])  # past the prefix, less than a copy spares
+    assert pick_slot(s, system + mine, copy_min=32) == (s[0], 40)
+    s = slots(system + theirs)  # no empty slot: the shared prefix wins
+    assert pick_slot(s, system + mine, copy_min=32) == (s[0], 40)
+
+
 def test_a_copy_must_spare_more_tokens_in_a_larger_context() -> None:
     assert copy_min(2048) == 32
     assert copy_min(32768) == 128
@@ -169,3 +180,21 @@ def test_a_slot_holding_the_prefix_itself_needs_no_copy(tmp_path: Path) -> None:
     sched.admit(Generate(id=2, prompt=f"{system} second question", num_predict=1))
     assert engine.prefix_copies == 0
     assert sched.active[0].prompt_cached == 41
+
+
+def test_a_finished_conversation_keeps_its_cache_when_another_shares_its_prefix(
+    tmp_path: Path,
+) -> None:
+    engine, sched = _scheduler(tmp_path, 2)
+    system = " ".join(f"rule{i}" for i in range(40))
+    sched.admit(Generate(id=1, prompt=f"{system} first question", num_predict=40))
+    first = sched.active[0]
+    while sched.active:
+        sched.step()
+    theirs = list(first.slot.cached)
+    sched.admit(Generate(id=2, prompt=f"{system} second question", num_predict=2))
+    second = sched.active[0]
+    assert second.slot is not first.slot
+    assert engine.prefix_copies == 1
+    assert second.prompt_cached == 41
+    assert first.slot.cached == theirs  # its next turn evaluates only what is new
