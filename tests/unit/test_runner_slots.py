@@ -13,7 +13,7 @@ from runner.batch import Scheduler
 from runner.engine import Chunk, PromptTooLongError
 from runner.fake import FakeEngine
 from runner.outbox import _coalesce
-from runner.slots import Slot, copy_min, fit_prompt, pick_donor, pick_slot
+from runner.slots import Slot, common_prefix, copy_min, fit_prompt, pick_donor, pick_slot
 
 
 def slots(*caches: list[int], used: tuple[int, ...] = ()) -> list[Slot]:
@@ -112,6 +112,16 @@ def test_among_empty_slots_the_one_next_to_the_busy_ones_is_taken() -> None:
     s[0].seq = object()  # type: ignore[assignment]
     slot, _ = pick_slot(s, [1, 2])
     assert slot.index == 1  # not 3, the least recently used: ids 0 and 1 decode as one run
+
+
+@pytest.mark.parametrize("at", [0, 1, 511, 512, 513, 1024, 1500, 1999])
+def test_the_common_prefix_ends_at_the_first_difference_wherever_it_falls(at: int) -> None:
+    a = list(range(2000))
+    b = [*a[:at], -1, *a[at + 1 :]]
+    assert common_prefix(a, b) == at
+    assert common_prefix(a, a[:at]) == at  # one holds less
+    assert common_prefix(a[:at], a) == at
+    assert common_prefix(a, list(a)) == 2000
 
 
 def test_the_donor_is_the_other_slot_holding_most_of_the_prompt_busy_or_not() -> None:
