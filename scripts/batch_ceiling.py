@@ -5,12 +5,12 @@
 A child process that holds one llama.cpp context made with the runner's own parameters
 (``runner.llama_params``: one KV stream per sequence, the same batch, flash attention, threads
 and CPU mode) and answers, for each JSON line ``{"prompts": [...], "tokens": N}`` on stdin, one
-line ``{"first": s, "last": s, "count": n}``: every prompt is evaluated in one decode, then each
-step decodes one token of every running sequence and takes its first largest logit, until a
-sequence has ``tokens`` tokens or ends (an end-of-generation token, which is not counted, as a
-server does not send it). Times are from the line's arrival. Nothing serves, frames, samples
-through llama.cpp's chain or detokenizes: what a server adds to the same kernels is what
-separates its rate from this one.
+line ``{"last": s, "count": n}``, the last token's time from the line's arrival and the tokens
+made. Every prompt is evaluated in one decode, then each step decodes one token of every running
+sequence and takes its first largest logit, until a sequence has ``tokens`` tokens or ends (an
+end-of-generation token, which is not counted, as a server does not send it). Nothing serves,
+frames, samples through llama.cpp's chain or detokenizes: what a server adds to the same kernels
+is what separates its rate from this one.
 """
 
 from __future__ import annotations
@@ -84,15 +84,12 @@ class Ceiling:
         if len(rows) > self._n_batch:
             raise SystemExit("the prompts are longer than one batch")
         picks = self._decode(rows).argmax(axis=1)
-        first = time.perf_counter() - start
         pos = [len(toks) for toks in seqs]
-        count = 0
+        made: dict[int, int] = {}  # seq -> tokens it made
         running: dict[int, int] = {}  # seq -> its last token, while it goes on
         for seq, token in enumerate(int(t) for t in picks):
             if not llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                count += 1
-                running[seq] = token
-        made = dict.fromkeys(running, 1)
+                made[seq], running[seq] = 1, token
         while running := {s: t for s, t in running.items() if made[s] < tokens}:
             order = sorted(running)
             picks = self._decode([(s, pos[s], running[s], True) for s in order]).argmax(axis=1)
@@ -100,11 +97,10 @@ class Ceiling:
                 pos[s] += 1
                 if llama_cpp.llama_vocab_is_eog(self._vocab, token):
                     del running[s]
-                    continue
-                count += 1
-                made[s] += 1
-                running[s] = token
-        return {"first": first, "last": time.perf_counter() - start, "count": count}
+                else:
+                    made[s] += 1
+                    running[s] = token
+        return {"last": time.perf_counter() - start, "count": sum(made.values())}
 
 
 def _answer(msg: dict[str, object]) -> None:

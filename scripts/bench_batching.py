@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -249,10 +250,10 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def ratios(rates: dict[str, list[float]], baseline: str) -> list[float]:
-    """Power over ``baseline`` round by round: rounds ran back to back, so each pair shared
+def ratios(rates: dict[str, list[float]], baseline: str, of: str = "power") -> list[float]:
+    """``of`` over ``baseline`` round by round: rounds ran back to back, so each pair shared
     the machine's state at the time (the spread between rounds is far larger)."""
-    return [p / b for p, b in zip(rates["power"], rates[baseline], strict=True)]
+    return [p / b for p, b in zip(rates[of], rates[baseline], strict=True)]
 
 
 def main() -> int:
@@ -329,12 +330,13 @@ def main() -> int:
             for run in stacks.values():  # warm up: load, first decode
                 run(story(-1), 8)
             names = list(stacks)
-            four_names = list(names)
-            run_ceiling = None
+            four_streams: dict[str, Callable[[list[str], int], float]] = {
+                name: functools.partial(aggregate, run) for name, run in stacks.items()
+            }
             if not args.no_ceiling:
-                run_ceiling = stack.enter_context(ceiling(home / "ceiling.log"))
-                run_ceiling([story(-1)], 8)
-                four_names.append(CEILING)
+                four_streams[CEILING] = stack.enter_context(ceiling(home / "ceiling.log"))
+                four_streams[CEILING]([story(-1)], 8)
+            four_names = list(four_streams)
             four: dict[str, list[float]] = {name: [] for name in four_names}
             one: dict[str, list[float]] = {name: [] for name in stacks}
             ttft: dict[str, list[float]] = {name: [] for name in stacks}
@@ -342,11 +344,7 @@ def main() -> int:
                 runs: dict[str, list[float]] = {name: [] for name in four_names}
                 for i, name in enumerate(mirrored(four_names, r)):  # a prompt of its own each run
                     prompts = [story(100 * r + 10 * i + k) for k in range(PARALLEL)]
-                    if name == CEILING:
-                        assert run_ceiling is not None
-                        runs[name].append(run_ceiling(prompts, args.tokens))
-                    else:
-                        runs[name].append(aggregate(stacks[name], prompts, args.tokens))
+                    runs[name].append(four_streams[name](prompts, args.tokens))
                 for name in four_names:
                     four[name].append(statistics.mean(runs[name]))
                 order = mirrored(names, r)
@@ -387,9 +385,9 @@ def main() -> int:
         results["power_4_over_inprocess_4_per_round"] = per_round = ratios(four, CEILING)
         results["power_4_over_inprocess_4_median_of_rounds"] = statistics.median(per_round)
         if "llama-server" in med:
-            results["inprocess_4_over_llama_server_4_per_round"] = per_round = [
-                c / s for c, s in zip(four[CEILING], four["llama-server"], strict=True)
-            ]
+            results["inprocess_4_over_llama_server_4_per_round"] = per_round = ratios(
+                four, "llama-server", of=CEILING
+            )
             results["inprocess_4_over_llama_server_4_median_of_rounds"] = statistics.median(
                 per_round
             )
